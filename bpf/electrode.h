@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * electrode.h - the ONE definition shared by the eBPF programs and Rust.
+ *
+ * Everything on the wire and every constant both sides need lives here:
+ *   - build.rs turns every `#define ELECTRODE_<NAME> <integer>` line into
+ *     `pub const <NAME>: u32` in Rust (src/wire.rs re-exports them), so a
+ *     constant is never typed twice;
+ *   - every struct is mirrored by a #[repr(C)] struct in src/wire.rs, and a
+ *     layout test compares size and field offsets with the skeleton's
+ *     generated `types::` (which libbpf-cargo derives from this file's BTF).
+ *
+ * Rules for this file: multi-byte fields are network byte order (__be*),
+ * padding is explicit (`pad` fields, always sent as zero), no `bool`, and
+ * every struct has a _Static_assert on its size.  Only integer literals go
+ * after `#define ELECTRODE_` (build.rs parses them); relations between
+ * constants are _Static_asserts below.
+ */
+#ifndef ELECTRODE_H
+#define ELECTRODE_H
+
+/* ---------------------------------------------------------------------- */
+/* Identity of a datagram                                                 */
+/* ---------------------------------------------------------------------- */
+
+/* "ELEC" in ASCII: makes stray traffic on our port easy to reject. */
+#define ELECTRODE_MAGIC 1162626371
+/* Bumped on any incompatible change of this file. */
+#define ELECTRODE_PROTOCOL_VERSION 1
+
+/* Message types: a numeric enum on the wire, never a string. 0 is unused so
+ * a zeroed buffer is never a valid message. */
+#define ELECTRODE_MSG_REQUEST 1
+#define ELECTRODE_MSG_REPLY 2
+#define ELECTRODE_MSG_PREPARE 3
+#define ELECTRODE_MSG_PREPARE_OK 4
+#define ELECTRODE_MSG_COMMIT 5
+#define ELECTRODE_MSG_START_VIEW_CHANGE 6
+#define ELECTRODE_MSG_DO_VIEW_CHANGE 7
+#define ELECTRODE_MSG_START_VIEW 8
+#define ELECTRODE_MSG_GET_STATE 9
+#define ELECTRODE_MSG_NEW_STATE 10
+#define ELECTRODE_MSG_RECOVERY 11
+#define ELECTRODE_MSG_RECOVERY_RESPONSE 12
+/* Operator view (`electrode status`): not part of VR, answered by any replica. */
+#define ELECTRODE_MSG_STATUS_REQUEST 13
+#define ELECTRODE_MSG_STATUS_REPLY 14
+/* Highest valid type; counters are indexed by type, so arrays are MAX+1 long. */
+#define ELECTRODE_MSG_TYPE_MAX 14
+
+/* `sender` of a datagram that does not come from a replica (clients,
+ * `electrode status`). */
+#define ELECTRODE_SENDER_CLIENT 255
+
+/* Header flag: the leader sent this once and the tc_broadcast egress program
+ * is asked to clone it to every follower. Ignored by receivers. */
+#define ELECTRODE_FLAG_BROADCAST 1
+
+/* Replica status values (StatusReply.status, and kernel state later). */
+#define ELECTRODE_STATUS_NORMAL 1
+#define ELECTRODE_STATUS_VIEW_CHANGE 2
+#define ELECTRODE_STATUS_RECOVERING 3
+
+/* ---------------------------------------------------------------------- */
+/* Limits                                                                 */
+/* ---------------------------------------------------------------------- */
+
+/* Replica ids are one byte and 255 is the client marker; 9 replicas (f = 4)
+ * is the largest cluster tc_broadcast is tested with, and keeps per-op quorum
+ * bitmaps in one word. */
+#define ELECTRODE_MAX_REPLICAS 9
+/* Ethernet MTU of the namespace cluster and of ordinary LANs. */
+#define ELECTRODE_MTU 1500
+/* Largest UDP payload that fits the MTU without IP fragmentation:
+ * 1500 - 20 (IPv4 header, no options) - 8 (UDP header). Every datagram we
+ * send is at most this long; larger messages are chunked, never fragmented. */
+#define ELECTRODE_MAX_DATAGRAM 1472
+/* Largest body after the 24-byte header: 1472 - 24. */
+#define ELECTRODE_MAX_BODY 1448
+/* Largest operation (KV command) a client may submit. It must fit alone in
+ * one Prepare (1448 - 24 prepare - 24 entry = 1400 bytes available); 1024
+ * leaves room and is a round number users can remember. */
+#define ELECTRODE_MAX_OP_SIZE 1024
+/* Largest result in a Reply (1448 - 24 = 1424 available). A KV result is at
+ * most one value, and values are bounded by the op size. */
+#define ELECTRODE_MAX_RESULT_SIZE 1024
+/* Most client requests the leader packs into one Prepare. The byte budget of
+ * one datagram bounds a batch too; 32 covers small KV ops (~40 bytes each)
+ * while keeping a Prepare inside one ring-buffer record of the fast path. */
+#define ELECTRODE_MAX_BATCH 32
+/* Payload bytes carried by one chunk of a large message (DoViewChange,
+ * StartView, NewState, RecoveryResponse). The largest fixed part of a
+ * chunked body is 48 bytes, so 1448 - 48 = 1400 are available; 1024 leaves
+ * headroom for future fields. */
+#define ELECTRODE_CHUNK_SIZE 1024
+/* Upper bound on a reassembled large message: 64 MiB. A receiver never
+ * allocates more than this for one transfer, whatever a sender claims. */
+#define ELECTRODE_MAX_TRANSFER 67108864
+/* Most operations the leader has prepared but not yet committed. The
+ * fast_quorum_prune window in the kernel has exactly this many slots. */
+#define ELECTRODE_PIPELINE_MAX 64
+
+/* ---------------------------------------------------------------------- */
+/* Wire structs                                                           */
+/* ---------------------------------------------------------------------- */
+
+/* Every datagram starts with this header. */
+struct electrode_hdr {
+	__be32 magic;       /* ELECTRODE_MAGIC */
+	__u8 version;       /* ELECTRODE_PROTOCOL_VERSION */
+	__u8 msg_type;      /* ELECTRODE_MSG_* */
+	__u8 sender;        /* replica index, or ELECTRODE_SENDER_CLIENT */
+	__u8 flags;         /* ELECTRODE_FLAG_* */
+	__be32 cluster_id;  /* from the config; other clusters are dropped */
+	__be16 body_len;    /* bytes after this header, exactly */
+	__u8 pad[2];
+	__be64 view;        /* sender's view number (0 from clients) */
+};
+_Static_assert(sizeof(struct electrode_hdr) == 24, "electrode_hdr size");
+
+/* Request (client -> replicas), also the header of each entry in a Prepare
+ * batch and in a log. Followed by op_len bytes of operation. */
+struct electrode_request {
+	__be64 client_id;
+	__be64 request_number;
+	__be16 op_len;      /* <= ELECTRODE_MAX_OP_SIZE */
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct electrode_request) == 24, "electrode_request size");
+
+/* Reply (replica -> client). Followed by result_len bytes. The header's view
+ * tells the client who leads (view % replica count). */
+struct electrode_reply {
+	__be64 client_id;
+	__be64 request_number;
+	__be16 result_len;  /* <= ELECTRODE_MAX_RESULT_SIZE */
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct electrode_reply) == 24, "electrode_reply size");
+
+/* Prepare (leader -> followers): one log entry, op number `op`, holding a
+ * batch of request_count requests (each a struct electrode_request and its
+ * op bytes) that together take batch_len bytes. Always one datagram. */
+struct electrode_prepare {
+	__be64 op;
+	__be64 commit;      /* leader's commit number, piggybacked */
+	__be16 request_count; /* 1..ELECTRODE_MAX_BATCH */
+	__be16 batch_len;
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct electrode_prepare) == 24, "electrode_prepare size");
+
+/* PrepareOK (follower -> leader): the follower has logged every op <= op. */
+struct electrode_prepare_ok {
+	__be64 op;
+	__u8 replica;
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct electrode_prepare_ok) == 16, "electrode_prepare_ok size");
+
+/* Commit (leader -> followers): alone, it is the idle heartbeat. */
+struct electrode_commit {
+	__be64 commit;
+};
+_Static_assert(sizeof(struct electrode_commit) == 8, "electrode_commit size");
+
+/* StartViewChange (any -> all) for the header's view. */
+struct electrode_start_view_change {
+	__u8 replica;
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct electrode_start_view_change) == 8,
+	       "electrode_start_view_change size");
+
+/* Describes one chunk of a large message. The chunks of one message share
+ * transfer_id and total_len; each carries `len` payload bytes at `offset`.
+ * The payload is a state blob (see src/vr/state.rs): checkpoint snapshot and
+ * log entries. total_len <= ELECTRODE_MAX_TRANSFER, len <= CHUNK_SIZE. */
+struct electrode_chunk {
+	__be32 transfer_id;
+	__be32 total_len;
+	__be32 offset;
+	__be16 len;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct electrode_chunk) == 16, "electrode_chunk size");
+
+/* DoViewChange (any -> new leader), chunked. */
+struct electrode_do_view_change {
+	__be64 last_normal_view;
+	__be64 op;
+	__be64 commit;
+	__u8 replica;
+	__u8 pad[7];
+	struct electrode_chunk chunk;
+};
+_Static_assert(sizeof(struct electrode_do_view_change) == 48,
+	       "electrode_do_view_change size");
+
+/* StartView (new leader -> all), chunked. */
+struct electrode_start_view {
+	__be64 op;
+	__be64 commit;
+	struct electrode_chunk chunk;
+};
+_Static_assert(sizeof(struct electrode_start_view) == 32, "electrode_start_view size");
+
+/* GetState (lagging replica -> a peer): send me what follows `op`. */
+struct electrode_get_state {
+	__be64 op;
+	__u8 replica;
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct electrode_get_state) == 16, "electrode_get_state size");
+
+/* NewState (peer -> lagging replica), chunked. */
+struct electrode_new_state {
+	__be64 op;
+	__be64 commit;
+	struct electrode_chunk chunk;
+};
+_Static_assert(sizeof(struct electrode_new_state) == 32, "electrode_new_state size");
+
+/* Recovery (restarted replica -> all). */
+struct electrode_recovery {
+	__be64 nonce;
+	__u8 replica;
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct electrode_recovery) == 16, "electrode_recovery size");
+
+/* RecoveryResponse (any -> recovering replica), chunked; only the leader of
+ * the header's view sends a non-empty state (op, commit and blob). */
+struct electrode_recovery_response {
+	__be64 nonce;
+	__be64 op;
+	__be64 commit;
+	__u8 replica;
+	__u8 pad[7];
+	struct electrode_chunk chunk;
+};
+_Static_assert(sizeof(struct electrode_recovery_response) == 48,
+	       "electrode_recovery_response size");
+
+/* StatusRequest (operator -> replica). */
+struct electrode_status_request {
+	__be64 nonce;
+};
+_Static_assert(sizeof(struct electrode_status_request) == 8,
+	       "electrode_status_request size");
+
+/* StatusReply (replica -> operator). */
+struct electrode_status_reply {
+	__be64 nonce;
+	__be64 op;
+	__be64 commit;
+	__be64 digest;      /* digest of the application state at `commit` */
+	__u8 status;        /* ELECTRODE_STATUS_* */
+	__u8 replica;
+	__u8 pad[6];
+};
+_Static_assert(sizeof(struct electrode_status_reply) == 40,
+	       "electrode_status_reply size");
+
+/* A state blob is the payload of a chunked message once reassembled: the
+ * sender's checkpoint (application snapshot with its client table) followed
+ * by its log entries after the checkpoint. Entries are in op order. */
+struct electrode_state_blob {
+	__be64 checkpoint_op;  /* the snapshot reflects ops 1..checkpoint_op */
+	__be32 snapshot_len;   /* snapshot bytes follow this struct */
+	__be32 entry_count;    /* then entry_count log entries */
+};
+_Static_assert(sizeof(struct electrode_state_blob) == 16, "electrode_state_blob size");
+
+/* One log entry in a state blob; followed by request_count requests (each a
+ * struct electrode_request and its op bytes) taking batch_len bytes, exactly
+ * as in a Prepare. */
+struct electrode_log_entry {
+	__be64 op;
+	__be64 view;           /* view in which the entry was prepared */
+	__be16 request_count;
+	__be16 batch_len;
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct electrode_log_entry) == 24, "electrode_log_entry size");
+
+/* Relations between the limits above. */
+_Static_assert(ELECTRODE_MAX_DATAGRAM == ELECTRODE_MTU - 20 - 8, "datagram fits MTU");
+_Static_assert(ELECTRODE_MAX_BODY == ELECTRODE_MAX_DATAGRAM - 24, "body after header");
+_Static_assert(24 + 24 + ELECTRODE_MAX_OP_SIZE <= ELECTRODE_MAX_BODY,
+	       "one maximal request fits one Prepare");
+_Static_assert(24 + ELECTRODE_MAX_RESULT_SIZE <= ELECTRODE_MAX_BODY, "a reply fits");
+_Static_assert(48 + ELECTRODE_CHUNK_SIZE <= ELECTRODE_MAX_BODY, "a chunk fits");
+_Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
+
+/* ---------------------------------------------------------------------- */
+/* Kernel state shared with user space                                    */
+/* ---------------------------------------------------------------------- */
+
+/* Index into the per-CPU `counters` array map. Message types use their own
+ * number (1..ELECTRODE_MSG_TYPE_MAX) as the index. */
+#define ELECTRODE_CNT_FOREIGN 0      /* not UDP/IPv4 to our port: ARP, IPv6, other ports */
+#define ELECTRODE_CNT_MALFORMED 15   /* our port, but truncated or inconsistent lengths */
+#define ELECTRODE_CNT_BAD_MAGIC 16   /* our port, wrong magic or version */
+#define ELECTRODE_CNT_WRONG_CLUSTER 17 /* our port, well formed, another cluster id */
+#define ELECTRODE_CNT_UNKNOWN_TYPE 18  /* our port, type 0 or > MSG_TYPE_MAX */
+#define ELECTRODE_CNT_MAX 32
+_Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
+
+/*
+ * Ownership of kernel state (who writes, who reads, handover rule):
+ *
+ * | state                     | owner  | other side | handover                   |
+ * |---------------------------|--------|------------|----------------------------|
+ * | rodata electrode_port     | user   | kernel r/o | set before load, never     |
+ * | rodata cluster_id         | user   | kernel r/o | set before load, never     |
+ * | rodata replica_count      | user   | kernel r/o | set before load, never     |
+ * | counters (per-CPU array)  | kernel | user reads | never; user only sums      |
+ */
+
+#endif /* ELECTRODE_H */

@@ -1,0 +1,1 @@
+//! Linearizability checker for KV histories (implemented with issue 4).

@@ -1,0 +1,148 @@
+//! The Viewstamped Replication core (Liskov & Cowling, "Viewstamped
+//! Replication Revisited", 2012). Pure: no sockets, threads, clocks, libbpf
+//! or unseeded randomness. Inputs are method calls (`on_message`,
+//! `on_request`, `on_tick`, `on_kernel_disarmed`); outputs are [`Action`]s
+//! appended to a caller-provided, bounded list. Time is ticks.
+//!
+//! The runtime (src/transport) and the deterministic simulator (tests/sim)
+//! drive it the same way.
+//!
+//! API CONTRACT (shared with the runtime; change only together):
+//! - `Replica::new(config, app, nonce)` starts in status Recovering: a replica
+//!   without memory cannot tell first boot from restart. It sends Recovery
+//!   with `nonce` (a fresh random value from the runtime/sim) and
+//!   - recovers from the RecoveryResponses of f+1 replicas including the
+//!     leader of the highest view among them (VRR section 4.3), or
+//!   - if f other replicas answer ITS nonce saying that they are Recovering
+//!     too (`status == ELECTRODE_STATUS_RECOVERING` in the response), the
+//!     cluster is booting: f+1 replicas without memory, which VR's
+//!     assumption (at most f failed at once) only allows at first start; it
+//!     enters view 0, normal status, empty log.
+//! - `on_request(request, out)`: a client request arrived (runtime keeps the
+//!   client address by client_id for `Action::Reply`).
+//! - `on_message(from, message, out)`: `from` is the sender replica id,
+//!   already checked by the transport against the sender's address.
+//! - `on_tick(out)`: one tick passed.
+//! - Kernel handover (fast_reply): when `config.kernel_fast_reply` is true,
+//!   the core emits `Action::KernelArm` whenever it is normal follower and
+//!   the kernel may ack Prepares of (view, next op) on its behalf. Before any
+//!   change of view, status or log position, the core emits
+//!   `Action::KernelDisarm`, keeps the triggering input, and returns; the
+//!   runtime disarms the kernel, drains the ring buffer, and calls
+//!   `on_kernel_disarmed(acked_prepares, out)`, which appends those entries
+//!   (they were acked, so they must be in the log) and then re-processes the
+//!   deferred input. When false, these actions never appear.
+
+pub mod replica;
+
+pub use replica::Replica;
+
+use crate::wire::{Message, Reply};
+
+/// Replica status (VRR: normal, view-change, recovering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Normal,
+    ViewChange,
+    Recovering,
+}
+
+impl Status {
+    /// The ELECTRODE_STATUS_* value on the wire.
+    pub fn wire(self) -> u8 {
+        use crate::wire::consts::{STATUS_NORMAL, STATUS_RECOVERING, STATUS_VIEW_CHANGE};
+        match self {
+            Status::Normal => STATUS_NORMAL as u8,
+            Status::ViewChange => STATUS_VIEW_CHANGE as u8,
+            Status::Recovering => STATUS_RECOVERING as u8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Normal => "normal",
+            Status::ViewChange => "view-change",
+            Status::Recovering => "recovering",
+        }
+    }
+}
+
+/// Static parameters of one replica. Timeouts are in ticks (the runtime
+/// decides how long a tick is; the default runtime tick is 1 ms).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// 2f+1.
+    pub replica_count: u8,
+    /// This replica's index in the configuration.
+    pub index: u8,
+    /// Most ops prepared but not committed (<= ELECTRODE_PIPELINE_MAX).
+    pub pipeline_max: usize,
+    /// Most requests per Prepare (<= ELECTRODE_MAX_BATCH).
+    pub batch_max: usize,
+    /// A checkpoint (snapshot) is taken every this many committed ops and
+    /// the log before it is trimmed.
+    pub checkpoint_interval_ops: u64,
+    /// Leader sends a Commit when it sent nothing for this long.
+    pub heartbeat_interval_ticks: u64,
+    /// Follower starts a view change after hearing nothing from the leader
+    /// for this long. Must be several heartbeats.
+    pub view_change_timeout_ticks: u64,
+    /// Leader re-sends a Prepare that lacks a quorum after this long.
+    pub prepare_retransmit_ticks: u64,
+    /// Re-send interval of StartViewChange/DoViewChange, Recovery, GetState.
+    pub resend_interval_ticks: u64,
+    /// Most client requests queued at the leader waiting for a Prepare.
+    pub request_queue_max: usize,
+    /// Most entries in the client table (at-most-once replies).
+    pub client_table_max: usize,
+    /// Whether a kernel fast path acks Prepares (see module docs).
+    pub kernel_fast_reply: bool,
+}
+
+impl Config {
+    pub fn new(replica_count: u8, index: u8) -> Config {
+        Config {
+            replica_count,
+            index,
+            pipeline_max: crate::wire::consts::PIPELINE_MAX as usize,
+            batch_max: crate::wire::MAX_BATCH_LEN,
+            checkpoint_interval_ops: 1024,
+            heartbeat_interval_ticks: 20,
+            view_change_timeout_ticks: 200,
+            prepare_retransmit_ticks: 10,
+            resend_interval_ticks: 30,
+            request_queue_max: 4096,
+            client_table_max: 1 << 16,
+            kernel_fast_reply: false,
+        }
+    }
+
+    /// f, the number of failures tolerated.
+    pub fn f(&self) -> usize {
+        (self.replica_count as usize - 1) / 2
+    }
+}
+
+/// What the kernel fast path needs to ack Prepares on a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelArm {
+    pub view: u64,
+    pub leader: u8,
+    /// The op the kernel may ack next (log head + 1).
+    pub next_op: u64,
+}
+
+/// An output of the core, executed by the runtime in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send to one replica.
+    Send { to: u8, message: Message },
+    /// Send to every other replica (tc_broadcast can do this with one send).
+    SendAll { message: Message },
+    /// Send to the client `client_id` (the runtime knows its address).
+    Reply { client_id: u64, reply: Reply },
+    /// Let the kernel ack Prepares (only with kernel_fast_reply).
+    KernelArm(KernelArm),
+    /// Stop the kernel acking, drain, call on_kernel_disarmed.
+    KernelDisarm,
+}

@@ -1,0 +1,2 @@
+//! Implemented with issue 4.
+pub struct Replica;
