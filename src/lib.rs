@@ -16,3 +16,22 @@ pub mod fastpath;
 pub mod history;
 pub mod vr;
 pub mod wire;
+
+/// The fast paths compiled into this binary (cargo features), or "none".
+pub fn compiled_fast_paths() -> String {
+    let mut names = Vec::new();
+    if cfg!(feature = "tc_broadcast") {
+        names.push("tc_broadcast");
+    }
+    if cfg!(feature = "fast_quorum_prune") {
+        names.push("fast_quorum_prune");
+    }
+    if cfg!(feature = "fast_reply") {
+        names.push("fast_reply");
+    }
+    if names.is_empty() {
+        "none (userspace baseline)".to_string()
+    } else {
+        names.join(",")
+    }
+}
