@@ -114,15 +114,22 @@ impl Config {
                     cluster = Some(value);
                 }
                 "replica" => {
-                    let arg = argument.ok_or_else(|| error(line_no, "`replica` needs <host>:<port>".into()))?;
+                    let arg =
+                        argument.ok_or_else(|| error(line_no, "`replica` needs <host>:<port>".into()))?;
                     let address = parse_address(arg).map_err(|p| error(line_no, p))?;
                     if let Some((_, first)) = replicas.iter().find(|(a, _)| *a == address) {
-                        return Err(error(line_no, format!("duplicate address {address} (also on line {first})")));
+                        return Err(error(
+                            line_no,
+                            format!("duplicate address {address} (also on line {first})"),
+                        ));
                     }
                     replicas.push((address, line_no));
                 }
                 other => {
-                    return Err(error(line_no, format!("unknown keyword {other:?} (expected f, replica or cluster)")));
+                    return Err(error(
+                        line_no,
+                        format!("unknown keyword {other:?} (expected f, replica or cluster)"),
+                    ));
                 }
             }
         }
@@ -165,9 +172,8 @@ fn derived_cluster_id(replicas: &[SocketAddrV4]) -> u32 {
 
 /// `<host>:<port>` with an IPv4 literal or a name resolving to IPv4.
 fn parse_address(text: &str) -> Result<SocketAddrV4, String> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("address {text:?} is not <host>:<port>"))?;
+    let (host, port) =
+        text.rsplit_once(':').ok_or_else(|| format!("address {text:?} is not <host>:<port>"))?;
     if host.is_empty() {
         return Err(format!("address {text:?} has no host"));
     }
@@ -181,9 +187,8 @@ fn parse_address(text: &str) -> Result<SocketAddrV4, String> {
     if host.parse::<std::net::Ipv6Addr>().is_ok() || host.starts_with('[') {
         return Err(format!("host {host:?} is IPv6: only IPv4 is supported"));
     }
-    let resolved = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
+    let resolved =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
     resolved
         .filter_map(|a| match a {
             SocketAddr::V4(v4) => Some(v4),
@@ -227,9 +232,11 @@ mod tests {
     fn wrong_count_names_the_f_line_and_the_count() {
         let e = parse("\nf 1\nreplica 10.0.0.1:1\nreplica 10.0.0.2:1\n").unwrap_err();
         assert_eq!(e, "test.txt:2: f 1 needs exactly 3 replica lines (2f+1), found 2");
-        assert!(parse("f 1\nreplica 10.0.0.1:1\nreplica 10.0.0.2:1\nreplica 10.0.0.3:1\nreplica 10.0.0.4:1\n")
-            .unwrap_err()
-            .contains("found 4"));
+        assert!(parse(
+            "f 1\nreplica 10.0.0.1:1\nreplica 10.0.0.2:1\nreplica 10.0.0.3:1\nreplica 10.0.0.4:1\n"
+        )
+        .unwrap_err()
+        .contains("found 4"));
     }
 
     #[test]
@@ -240,7 +247,10 @@ mod tests {
             ("f 1\nreplica 10.0.0.1:x\n", "test.txt:2: bad port \"x\""),
             ("f 1\nreplica 10.0.0.1\n", "test.txt:2: address \"10.0.0.1\" is not <host>:<port>"),
             ("f 1\nreplica :80\n", "test.txt:2: address \":80\" has no host"),
-            ("f 1\nreplica 10.0.0.1:5\nreplica 10.0.0.1:5\n", "test.txt:3: duplicate address 10.0.0.1:5 (also on line 2)"),
+            (
+                "f 1\nreplica 10.0.0.1:5\nreplica 10.0.0.1:5\n",
+                "test.txt:3: duplicate address 10.0.0.1:5 (also on line 2)",
+            ),
             ("f 1\nleader 10.0.0.1:5\n", "test.txt:2: unknown keyword \"leader\""),
             ("f x\n", "test.txt:1: f \"x\" is not a number"),
             ("f 0\n", "test.txt:1: f 0 out of range"),

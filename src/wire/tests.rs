@@ -72,7 +72,11 @@ fn batch() -> impl Strategy<Value = Vec<Request>> {
 }
 
 fn state() -> impl Strategy<Value = StateBlob> {
-    (0u64..1_000_000, prop::collection::vec(any::<u8>(), 0..3000), prop::collection::vec((any::<u64>(), batch()), 0..12))
+    (
+        0u64..1_000_000,
+        prop::collection::vec(any::<u8>(), 0..3000),
+        prop::collection::vec((any::<u64>(), batch()), 0..12),
+    )
         .prop_map(|(checkpoint_op, snapshot, raw)| StateBlob {
             checkpoint_op,
             snapshot,
@@ -89,32 +93,63 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
     let r = 0..REPLICAS;
     prop_oneof![
         request().prop_map(|m| (CLIENT_SENDER, Message::Request(m))),
-        (any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..=MAX_RESULT_LEN), r.clone())
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..=MAX_RESULT_LEN),
+            r.clone()
+        )
             .prop_map(|(view, client_id, request_number, result, s)| {
                 (s, Message::Reply(Reply { view, client_id, request_number, result }))
             }),
-        (any::<u64>(), any::<u64>(), any::<u64>(), batch(), r.clone())
-            .prop_map(|(view, op, commit, batch, s)| (s, Message::Prepare(Prepare { view, op, commit, batch }))),
+        (any::<u64>(), any::<u64>(), any::<u64>(), batch(), r.clone()).prop_map(
+            |(view, op, commit, batch, s)| (s, Message::Prepare(Prepare { view, op, commit, batch }))
+        ),
         (any::<u64>(), any::<u64>(), r.clone())
             .prop_map(|(view, op, s)| (s, Message::PrepareOk(PrepareOk { view, op, replica: s }))),
-        (any::<u64>(), any::<u64>(), r.clone()).prop_map(|(view, commit, s)| (s, Message::Commit(Commit { view, commit }))),
+        (any::<u64>(), any::<u64>(), r.clone())
+            .prop_map(|(view, commit, s)| (s, Message::Commit(Commit { view, commit }))),
         (any::<u64>(), r.clone())
             .prop_map(|(view, s)| (s, Message::StartViewChange(StartViewChange { view, replica: s }))),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone()).prop_map(
             |(view, last_normal_view, op, commit, state, s)| {
-                (s, Message::DoViewChange(DoViewChange { view, last_normal_view, op, commit, replica: s, state }))
+                (
+                    s,
+                    Message::DoViewChange(DoViewChange {
+                        view,
+                        last_normal_view,
+                        op,
+                        commit,
+                        replica: s,
+                        state,
+                    }),
+                )
             }
         ),
-        (any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone())
-            .prop_map(|(view, op, commit, state, s)| (s, Message::StartView(StartView { view, op, commit, state }))),
+        (any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone()).prop_map(
+            |(view, op, commit, state, s)| (s, Message::StartView(StartView { view, op, commit, state }))
+        ),
         (any::<u64>(), any::<u64>(), r.clone())
             .prop_map(|(view, op, s)| (s, Message::GetState(GetState { view, op, replica: s }))),
-        (any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone())
-            .prop_map(|(view, op, commit, state, s)| (s, Message::NewState(NewState { view, op, commit, state }))),
-        (any::<u64>(), r.clone()).prop_map(|(nonce, s)| (s, Message::Recovery(Recovery { nonce, replica: s }))),
+        (any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone()).prop_map(
+            |(view, op, commit, state, s)| (s, Message::NewState(NewState { view, op, commit, state }))
+        ),
+        (any::<u64>(), r.clone())
+            .prop_map(|(nonce, s)| (s, Message::Recovery(Recovery { nonce, replica: s }))),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone()).prop_map(
             |(view, nonce, op, commit, state, s)| {
-                (s, Message::RecoveryResponse(RecoveryResponse { view, nonce, op, commit, replica: s, state }))
+                (
+                    s,
+                    Message::RecoveryResponse(RecoveryResponse {
+                        view,
+                        nonce,
+                        op,
+                        commit,
+                        replica: s,
+                        state,
+                    }),
+                )
             }
         ),
         any::<u64>().prop_map(|nonce| (CLIENT_SENDER, Message::StatusRequest(StatusRequest { nonce }))),
@@ -249,7 +284,12 @@ fn decode_rejects_each_broken_check_by_name() {
     assert_eq!(decode(&ok, CLUSTER).unwrap_err(), DecodeError::BadReplica);
 
     // A Prepare whose batch claims more requests than the limit.
-    let p = Prepare { view: 1, op: 1, commit: 0, batch: vec![Request { client_id: 1, request_number: 1, op: vec![] }] };
+    let p = Prepare {
+        view: 1,
+        op: 1,
+        commit: 0,
+        batch: vec![Request { client_id: 1, request_number: 1, op: vec![] }],
+    };
     enc.encode(&Message::Prepare(p), &mut out).unwrap();
     let mut prep = out.pop().unwrap();
     prep[HDR_LEN + 16..HDR_LEN + 18].copy_from_slice(&(MAX_BATCH as u16 + 1).to_be_bytes());

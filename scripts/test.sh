@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command of the README: formatting, lints, every feature subset
+# builds, the unit/property/fixture/end-to-end tests, and the simulator
+# sweep. Run as root (CI is root): the BPF fixture and namespace tests need
+# it, skip loudly without it, and fail instead of skipping when CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+SIM_SEEDS_RELEASE="${ELECTRODE_SIM_SEEDS_RELEASE:-2000}"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features)"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "every feature subset builds"
+for features in "" tc_broadcast fast_quorum_prune fast_reply \
+    tc_broadcast,fast_quorum_prune tc_broadcast,fast_reply fast_quorum_prune,fast_reply fast_paths; do
+    echo "  --features '${features}'"
+    cargo build --quiet --no-default-features --features "${features}"
+done
+
+step "cargo test (userspace baseline build)"
+cargo test --no-fail-fast -- --test-threads=1
+
+if [ -f tests/sim.rs ]; then
+    step "simulator sweep: ${SIM_SEEDS_RELEASE} seeds in release"
+    ELECTRODE_SIM_SEEDS="${SIM_SEEDS_RELEASE}" cargo test --release --test sim -- --nocapture --test-threads=1
+fi
+
+step "all tests passed"
