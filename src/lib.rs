@@ -11,9 +11,12 @@
 
 pub mod app;
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod fastpath;
 pub mod history;
+pub mod status;
+pub mod transport;
 pub mod vr;
 pub mod wire;
 

@@ -6,7 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::time::Duration;
+
+use electrode::app::kv::{KvOp, KvResult};
+use electrode::app::AppKind;
+use electrode::client::{self, LoadOptions};
 use electrode::config::Config;
+use electrode::status;
+use electrode::transport::replica::ReplicaOptions;
 
 /// Viewstamped Replication with eBPF fast paths (Electrode, NSDI 2023).
 #[derive(Parser, Debug)]
@@ -18,6 +25,69 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run one replica (needs root only when a fast path is compiled in).
+    Replica {
+        /// Cluster configuration.
+        #[arg(short, long, default_value = "config.txt")]
+        config: PathBuf,
+        /// This replica's index in the configuration (0-based).
+        #[arg(short, long)]
+        index: usize,
+        /// CPU to pin the replica thread to [default: index % CPU count].
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Replicated application.
+        #[arg(long, value_enum, default_value = "kv")]
+        app: AppKind,
+        /// Take a snapshot and trim the log every this many committed ops.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+        checkpoint_ops: u64,
+        /// Print datagram counters every this many seconds (0: only at exit).
+        #[arg(long, default_value_t = 0)]
+        report_s: u64,
+    },
+    /// Run a closed-loop KV load against the cluster, or one KV command.
+    Client {
+        /// Cluster configuration.
+        #[arg(short, long, default_value = "config.txt")]
+        config: PathBuf,
+        /// Operations in total (across threads), warm-up included.
+        #[arg(short = 'n', long = "requests", default_value_t = 10_000)]
+        requests: u64,
+        /// Leading operations excluded from the statistics.
+        #[arg(short, long, default_value_t = 0)]
+        warmup: u64,
+        /// Client threads, each with one request outstanding.
+        #[arg(short, long, default_value_t = 1)]
+        threads: usize,
+        /// Bytes of each written value.
+        #[arg(long, default_value_t = 16)]
+        value_size: usize,
+        /// Number of distinct keys.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Application the replicas run (null: raw protocol numbers).
+        #[arg(long, value_enum, default_value = "kv")]
+        app: AppKind,
+        /// Print the results as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write every operation as one JSON object per line to FILE.
+        #[arg(long, value_name = "FILE")]
+        history: Option<PathBuf>,
+        /// Pin client threads to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// One KV command instead of a load: put KEY VALUE | get KEY | del KEY.
+        #[command(subcommand)]
+        op: Option<KvCommand>,
+    },
+    /// Show view, status, op, commit and state digest of every replica.
+    Status {
+        /// Cluster configuration.
+        #[arg(short, long, default_value = "config.txt")]
+        config: PathBuf,
+    },
     /// Validate a cluster configuration and print the cluster.
     CheckConfig {
         /// Cluster configuration (`f <n>` then 2f+1 `replica <host>:<port>`).
@@ -42,8 +112,73 @@ fn check_config(path: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Subcommand, Debug)]
+enum KvCommand {
+    /// Store VALUE under KEY.
+    Put { key: String, value: String },
+    /// Print the value of KEY.
+    Get { key: String },
+    /// Delete KEY.
+    Del { key: String },
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s } => {
+            let config = Config::load(&config)?;
+            electrode::transport::replica::run(ReplicaOptions {
+                config,
+                index,
+                cpu,
+                app,
+                checkpoint_interval_ops: checkpoint_ops,
+                report_interval: (report_s > 0).then(|| Duration::from_secs(report_s)),
+            })
+        }
+        Command::Client { config, op: Some(op), .. } => {
+            let config = Config::load(&config)?;
+            let op = match op {
+                KvCommand::Put { key, value } => KvOp::Put { key: key.into_bytes(), value: value.into_bytes() },
+                KvCommand::Get { key } => KvOp::Get { key: key.into_bytes() },
+                KvCommand::Del { key } => KvOp::Del { key: key.into_bytes() },
+            };
+            match client::run_one(&config, op)? {
+                KvResult::Value(Some(v)) => println!("{}", String::from_utf8_lossy(&v)),
+                KvResult::Value(None) => println!("(absent)"),
+                KvResult::Stored => println!("stored"),
+                KvResult::Deleted(true) => println!("deleted"),
+                KvResult::Deleted(false) => println!("(absent)"),
+                KvResult::Swapped(s) => println!("{}", if s { "swapped" } else { "not swapped" }),
+                KvResult::BadOp => anyhow::bail!("the replicas rejected the operation (are they running --app kv?)"),
+            }
+            Ok(())
+        }
+        Command::Client { config, op: None, requests, warmup, threads, value_size, keys, app, json, history, cpu } => {
+            let options = LoadOptions {
+                config: Config::load(&config)?,
+                requests,
+                warmup,
+                threads,
+                value_size,
+                keys,
+                app,
+                json,
+                history,
+                cpu,
+            };
+            let report = client::run_load(&options)?;
+            report.print(json)?;
+            if report.failed > 0 {
+                anyhow::bail!("{} operations got no reply within the deadline", report.failed);
+            }
+            Ok(())
+        }
+        Command::Status { config } => {
+            let config = Config::load(&config)?;
+            let replies = status::query(&config)?;
+            status::print(&config, &replies);
+            Ok(())
+        }
         Command::CheckConfig { config } => check_config(&config).context("check-config"),
     }
 }

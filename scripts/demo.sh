@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The main job: build, bring up the namespace cluster of config.txt, run
+# every configuration (the userspace baseline and each compiled fast path)
+# against the same client load, print one results table, tear down.
+#
+#   sudo ./scripts/demo.sh [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]
+#
+# CPU placement (the same for every configuration, PLATFORM.md: a cross-CPU
+# wake-up costs ~40 us, a same-CPU one ~12 us): replica 0, the leader of
+# view 0, on CPU 0 together with the client threads, so the request/reply
+# hand-offs stay on one CPU; the followers on CPU 1, so the leader's
+# Prepare fan-out runs in parallel with their work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OPS=100000
+THREADS=4
+CONFIG=config.txt
+while getopts "n:t:c:h" opt; do
+    case "$opt" in
+    n) OPS="$OPTARG" ;;
+    t) THREADS="$OPTARG" ;;
+    c) CONFIG="$OPTARG" ;;
+    *) echo "usage: $0 [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]" >&2; exit 2 ;;
+    esac
+done
+WARMUP=$((OPS / 10))
+LEADER_CPU=0
+FOLLOWER_CPU=1
+CLIENT_CPU=0
+[ "$(nproc)" -ge 2 ] || { FOLLOWER_CPU=0; }
+
+[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (namespaces and BPF): sudo $0" >&2; exit 1; }
+
+# Configurations: "column name|cargo features".
+CONFIGURATIONS=(
+    "userspace|"
+)
+
+need_packages=()
+for tool in clang:clang llc:llvm pkg-config:pkg-config ip:iproute2 nft:nftables python3:python3 taskset:util-linux; do
+    command -v "${tool%%:*}" >/dev/null || need_packages+=("${tool#*:}")
+done
+[ -e /usr/include/libelf.h ] || need_packages+=(libelf-dev)
+[ -e /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
+if [ "${#need_packages[@]}" -gt 0 ]; then
+    echo "==> installing ${need_packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "demo.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+WORK="$(mktemp -d /tmp/electrode-demo.XXXXXX)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'echo "demo.sh: interrupted" >&2; exit 130' INT TERM
+
+N_REPLICAS="$(grep -cE '^[[:space:]]*replica[[:space:]]' "$CONFIG")"
+
+echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s)"
+for entry in "${CONFIGURATIONS[@]}"; do
+    name="${entry%%|*}" features="${entry#*|}"
+    cargo build --release --quiet --target-dir "target/demo-$name" --features "$features"
+done
+
+echo "==> cluster up ($CONFIG: $N_REPLICAS replicas)"
+scripts/cluster.sh up "$CONFIG"
+
+start_replicas() {
+    local bin="$1" i cpu
+    PIDS=()
+    for ((i = 0; i < N_REPLICAS; i++)); do
+        cpu=$FOLLOWER_CPU
+        [ "$i" -eq 0 ] && cpu=$LEADER_CPU
+        scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" \
+            2>"$WORK/replica$i.log" &
+        PIDS+=("$!")
+    done
+    # Wait (bounded) for a normal leader.
+    local tries
+    for ((tries = 0; tries < 100; tries++)); do
+        if scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -q ' normal .* leader'; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "demo.sh: cluster did not become normal; logs in $WORK" >&2
+    return 1
+}
+
+stop_replicas() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+
+results=()
+for entry in "${CONFIGURATIONS[@]}"; do
+    name="${entry%%|*}"
+    bin="target/demo-$name/release/electrode"
+    echo "==> $name: $OPS ops ($WARMUP warm-up), $THREADS client threads"
+    start_replicas "$bin"
+    scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" \
+        -n "$OPS" -w "$WARMUP" -t "$THREADS" --json >"$WORK/$name.json"
+    scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" >"$WORK/$name.status"
+    stop_replicas
+    results+=("$name")
+done
+
+echo
+echo "electrode demo: $N_REPLICAS replicas, KV app, $OPS ops ($WARMUP warm-up excluded), $THREADS closed-loop client threads"
+echo "CPUs: replica 0 (leader) cpu $LEADER_CPU, other replicas cpu $FOLLOWER_CPU, client cpu $CLIENT_CPU"
+python3 - "$WORK" "${results[@]}" <<'PY'
+import json, sys
+work, names = sys.argv[1], sys.argv[2:]
+rows = [("throughput (ops/s)", "throughput_ops_per_s", "{:.0f}"), ("p50 latency (us)", "p50_us", "{:.0f}"),
+        ("p90 latency (us)", "p90_us", "{:.0f}"), ("p99 latency (us)", "p99_us", "{:.0f}"),
+        ("p99.9 latency (us)", "p999_us", "{:.0f}"), ("client retries", "retries", "{}"), ("failed ops", "failed", "{}")]
+data = {n: json.load(open(f"{work}/{n}.json")) for n in names}
+width = max(12, *(len(n) for n in names))
+print(f"| {'metric':<20} | " + " | ".join(f"{n:>{width}}" for n in names) + " |")
+print(f"|{'-' * 22}|" + "|".join("-" * (width + 2) for _ in names) + "|")
+for label, key, fmt in rows:
+    print(f"| {label:<20} | " + " | ".join(f"{fmt.format(data[n][key]):>{width}}" for n in names) + " |")
+PY

@@ -1,0 +1,6 @@
+//! The runtime around the pure core: sockets, threads, clocks.
+
+#[cfg(feature = "test-faults")]
+pub mod faults;
+pub mod os;
+pub mod replica;

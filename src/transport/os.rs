@@ -1,0 +1,103 @@
+//! Small OS helpers of the runtime: sockets, CPU pinning, stop signals,
+//! a monotonic clock and a seed source.
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Socket buffers: a burst of ELECTRODE_PIPELINE_MAX full Prepares per peer
+/// (64 x 1.5 KB x 8 peers ~ 768 KB) plus client traffic; 4 MiB leaves room.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Binds a UDP socket to `address` with large buffers. A missing local
+/// address is reported as such (the usual mistake: wrong namespace/host).
+pub fn bind_udp(address: SocketAddrV4, read_timeout: Option<Duration>) -> anyhow::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("creating UDP socket")?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    if let Err(error) = socket.bind(&SocketAddr::V4(address).into()) {
+        if error.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+            bail!("address {address} is not an address of this host (wrong host or network namespace?)");
+        }
+        if error.raw_os_error() == Some(libc::EADDRINUSE) {
+            bail!("address {address} is already in use (another replica running?)");
+        }
+        return Err(error).with_context(|| format!("binding UDP socket to {address}"));
+    }
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(read_timeout).context("setting socket read timeout")?;
+    Ok(socket)
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).with_context(|| format!("CPU {cpu} is out of range"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning to CPU {cpu} (does it exist? see nproc)"))
+}
+
+/// Number of CPUs this process may run on.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM set the stop flag instead of killing us.
+pub fn install_stop_handler() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_stop_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("installing {signal} handler"))?;
+    }
+    Ok(())
+}
+
+/// Whether SIGINT/SIGTERM arrived.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Nanoseconds since `base` on the monotonic clock.
+pub fn nanos_since(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+/// A seed that differs between runs and processes (nonces, client ids).
+pub fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_ok() {
+        return u64::from_ne_bytes(bytes);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// splitmix64: a small seeded generator for workloads and fault injection.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

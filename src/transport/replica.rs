@@ -1,0 +1,359 @@
+//! The replica process: one blocking thread, pinned to a CPU, that owns the
+//! UDP socket and the VR core. It reads the clock (the core never does),
+//! turns elapsed time into ticks, feeds datagrams to the core and executes
+//! the core's actions.
+//!
+//! One thread on purpose: on a 2-vCPU machine every cross-thread hand-off is
+//! a wake-up (~40 us across CPUs, PLATFORM.md), more than a whole VR round.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::os;
+use crate::app::AppKind;
+use crate::config::Config;
+use crate::vr::{self, Action, Replica};
+use crate::wire::{
+    self, Decoded, Encoder, Message, MsgType, Reassembler, StatusReply, CLIENT_SENDER, MAX_DATAGRAM_LEN,
+};
+
+/// Length of one core tick. The core's timeouts are in ticks.
+pub const TICK: Duration = Duration::from_millis(1);
+/// Socket read timeout: the loop wakes at least this often to run ticks.
+const RECV_TIMEOUT: Duration = Duration::from_millis(1);
+/// Most client addresses remembered for replies (one per client id).
+const CLIENT_ADDRESSES_MAX: usize = 1 << 16;
+/// Bytes of partial large messages held at once (view change, state
+/// transfer): a few full transfers of a checkpoint plus log.
+const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
+/// Bound on actions produced by one input, checked after each call.
+const ACTIONS_MAX: usize = 4096;
+
+/// What `electrode replica` was asked to run.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    pub config: Config,
+    pub index: usize,
+    /// CPU to pin to; None: index % CPU count.
+    pub cpu: Option<usize>,
+    pub app: AppKind,
+    pub checkpoint_interval_ops: u64,
+    /// Print counters every this often (None: only at exit).
+    pub report_interval: Option<Duration>,
+}
+
+/// Datagrams the runtime handled, by outcome.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub received: u64,
+    pub by_type: [u64; MsgType::ALL.len() + 1],
+    pub dropped: HashMap<&'static str, u64>,
+    pub sent: u64,
+    pub send_errors: u64,
+}
+
+impl Counters {
+    fn drop(&mut self, reason: &'static str) {
+        *self.dropped.entry(reason).or_default() += 1;
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("received {}", self.received), format!("sent {}", self.sent)];
+        for t in MsgType::ALL {
+            let n = self.by_type[t as usize];
+            if n > 0 {
+                parts.push(format!("{} {}", t.name(), n));
+            }
+        }
+        let mut drops: Vec<_> = self.dropped.iter().collect();
+        drops.sort();
+        for (reason, n) in drops {
+            parts.push(format!("dropped[{reason}] {n}"));
+        }
+        if self.send_errors > 0 {
+            parts.push(format!("send errors {}", self.send_errors));
+        }
+        parts.join(", ")
+    }
+}
+
+struct Runtime {
+    socket: UdpSocket,
+    peers: Vec<SocketAddrV4>,
+    index: u8,
+    encoder: Encoder,
+    reassembler: Reassembler,
+    core: Replica,
+    clients: HashMap<u64, SocketAddr>,
+    counters: Counters,
+    actions: Vec<Action>,
+    datagrams: Vec<Vec<u8>>,
+    #[cfg(feature = "test-faults")]
+    faults: Option<super::faults::Faults>,
+}
+
+/// Runs a replica until SIGINT/SIGTERM.
+pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
+    let config = &options.config;
+    anyhow::ensure!(
+        options.index < config.replica_count(),
+        "replica index {} out of range: {} has replicas 0..{}",
+        options.index,
+        config.path.display(),
+        config.replica_count() - 1
+    );
+    let cpu = options.cpu.unwrap_or(options.index % os::cpu_count());
+    os::pin_to_cpu(cpu)?;
+    os::install_stop_handler()?;
+    let address = config.replicas[options.index];
+    let socket = os::bind_udp(address, Some(RECV_TIMEOUT))?;
+
+    let index = options.index as u8;
+    let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
+    vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
+    let nonce = os::random_seed();
+    let core = Replica::new(vr_config, options.app.build(), nonce);
+    eprintln!(
+        "electrode replica {index} on {address} (cpu {cpu}, app {:?}, f {}, cluster {:#010x}, fast paths: {}): recovering",
+        options.app,
+        config.f,
+        config.cluster_id,
+        crate::compiled_fast_paths()
+    );
+
+    let mut runtime = Runtime {
+        socket,
+        peers: config.replicas.clone(),
+        index,
+        encoder: Encoder::new(config.cluster_id, index),
+        reassembler: Reassembler::new(REASSEMBLY_BYTES_MAX),
+        core,
+        clients: HashMap::new(),
+        counters: Counters::default(),
+        actions: Vec::with_capacity(64),
+        datagrams: Vec::with_capacity(8),
+        #[cfg(feature = "test-faults")]
+        faults: super::faults::Faults::from_env()?,
+    };
+    let result = runtime.event_loop(config.cluster_id, options.report_interval);
+    eprintln!("electrode replica {index}: stopped; {}", runtime.counters.summary());
+    #[cfg(feature = "test-faults")]
+    if let Some(faults) = &runtime.faults {
+        eprintln!("electrode replica {index}: test faults {:?}", faults.counts);
+    }
+    result
+}
+
+impl Runtime {
+    fn event_loop(&mut self, cluster_id: u32, report_interval: Option<Duration>) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
+        let mut next_tick = Instant::now();
+        let mut next_report = report_interval.map(|i| Instant::now() + i);
+        let mut last_status = (self.core.view(), self.core.status());
+        self.core.start(&mut self.actions);
+        self.execute_actions();
+        while !os::stop_requested() {
+            match self.socket.recv_from(&mut buf) {
+                Ok((len, from)) => self.on_datagram(&buf[..len], from, cluster_id),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(error) => return Err(error).context("receiving from the replica socket"),
+            }
+            let now = Instant::now();
+            // Catch up on ticks, but never run an unbounded burst after a
+            // long stall (the core's timeouts are relative anyway).
+            let mut ticks = 0;
+            while next_tick <= now && ticks < 100 {
+                self.core.on_tick(&mut self.actions);
+                self.execute_actions();
+                next_tick += TICK;
+                ticks += 1;
+            }
+            if next_tick <= now {
+                next_tick = now + TICK;
+            }
+            #[cfg(feature = "test-faults")]
+            if let Some(faults) = self.faults.as_mut() {
+                faults.flush_due(&self.socket);
+            }
+            let status = (self.core.view(), self.core.status());
+            if status != last_status {
+                eprintln!(
+                    "electrode replica {}: view {} {} (op {}, commit {})",
+                    self.index,
+                    status.0,
+                    status.1.name(),
+                    self.core.op(),
+                    self.core.commit()
+                );
+                last_status = status;
+            }
+            if let (Some(at), Some(interval)) = (next_report, report_interval) {
+                if now >= at {
+                    eprintln!("electrode replica {}: {}", self.index, self.counters.summary());
+                    next_report = Some(now + interval);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, cluster_id: u32) {
+        self.counters.received += 1;
+        let (envelope, decoded) = match wire::decode(datagram, cluster_id) {
+            Ok(ok) => ok,
+            Err(error) => {
+                self.counters.drop(error.reason());
+                return;
+            }
+        };
+        // Members only: a replica message must come from that replica's
+        // configured address; clients may only send requests and status
+        // queries.
+        let sender = envelope.sender;
+        if sender == CLIENT_SENDER {
+            if !matches!(envelope.msg_type, MsgType::Request | MsgType::StatusRequest) {
+                self.counters.drop("replica message from a client");
+                return;
+            }
+        } else {
+            let claimed = self.peers.get(sender as usize).copied().map(SocketAddr::V4);
+            if claimed != Some(from) {
+                self.counters.drop("sender address is not the replica's");
+                return;
+            }
+            if sender == self.index {
+                self.counters.drop("from ourselves");
+                return;
+            }
+        }
+        self.counters.by_type[envelope.msg_type as usize] += 1;
+        let message = match decoded {
+            Decoded::Message(message) => message,
+            Decoded::Chunk(chunk) => match self.reassembler.push(&envelope, chunk) {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(error) => {
+                    self.counters.drop(error.reason());
+                    return;
+                }
+            },
+        };
+        match message {
+            Message::Request(request) => {
+                if self.clients.len() >= CLIENT_ADDRESSES_MAX && !self.clients.contains_key(&request.client_id) {
+                    // Forget everyone: clients resend, and we learn them again.
+                    self.clients.clear();
+                }
+                self.clients.insert(request.client_id, from);
+                self.core.on_request(request, &mut self.actions);
+            }
+            Message::StatusRequest(query) => {
+                let reply = Message::StatusReply(StatusReply {
+                    view: self.core.view(),
+                    nonce: query.nonce,
+                    op: self.core.op(),
+                    commit: self.core.commit(),
+                    digest: self.core.digest(),
+                    status: self.core.status().wire(),
+                    replica: self.index,
+                });
+                self.send_to(from, &reply);
+            }
+            other => self.core.on_message(sender, other, &mut self.actions),
+        }
+        self.execute_actions();
+    }
+
+    fn execute_actions(&mut self) {
+        // Executing an action can produce more (on_kernel_disarmed); run
+        // them in order, batch after batch, with a bound on the rounds.
+        for _round in 0..8 {
+            if self.actions.is_empty() {
+                return;
+            }
+            assert!(self.actions.len() <= ACTIONS_MAX, "core produced {} actions", self.actions.len());
+            let mut actions = std::mem::take(&mut self.actions);
+            for action in actions.drain(..) {
+                self.execute(action);
+            }
+            if self.actions.is_empty() {
+                self.actions = actions; // keep the allocation
+            }
+        }
+        panic!("core kept producing actions for 8 rounds");
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Send { to, message } => {
+                if let Some(peer) = self.peers.get(to as usize).copied() {
+                    self.send_to(SocketAddr::V4(peer), &message);
+                }
+            }
+            Action::SendAll { message } => {
+                self.encode(&message);
+                let datagrams = std::mem::take(&mut self.datagrams);
+                for i in 0..self.peers.len() {
+                    if i != self.index as usize {
+                        let peer = SocketAddr::V4(self.peers[i]);
+                        for d in &datagrams {
+                            self.transmit(peer, d);
+                        }
+                    }
+                }
+                self.datagrams = datagrams;
+            }
+            Action::Reply { client_id, reply } => {
+                if let Some(client) = self.clients.get(&client_id).copied() {
+                    self.send_to(client, &Message::Reply(reply));
+                }
+            }
+            // Without a kernel fast path the core runs with
+            // kernel_fast_reply = false and never arms; a disarm request is
+            // answered at once with nothing acked.
+            Action::KernelArm(_) => {}
+            Action::KernelDisarm => self.core.on_kernel_disarmed(Vec::new(), &mut self.actions),
+        }
+    }
+
+    fn encode(&mut self, message: &Message) {
+        self.datagrams.clear();
+        if let Err(error) = self.encoder.encode(message, &mut self.datagrams) {
+            // Our own message is too large: a bug or an oversized state.
+            eprintln!("electrode replica {}: cannot encode {:?}: {error}", self.index, message.msg_type());
+            self.datagrams.clear();
+        }
+    }
+
+    fn send_to(&mut self, to: SocketAddr, message: &Message) {
+        self.encode(message);
+        let datagrams = std::mem::take(&mut self.datagrams);
+        for d in &datagrams {
+            self.transmit(to, d);
+        }
+        self.datagrams = datagrams;
+    }
+
+    fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.counters.sent += 1;
+        #[cfg(feature = "test-faults")]
+        if let Some(faults) = self.faults.as_mut() {
+            faults.send(&self.socket, to, datagram);
+            return;
+        }
+        if self.socket.send_to(datagram, to).is_err() {
+            self.counters.send_errors += 1;
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Harness of the end-to-end tests: a real cluster of `electrode replica`
+//! processes in network namespaces (scripts/cluster.sh), clients in the
+//! client namespace, and cleanup on every exit path (Drop kills the
+//! processes it started, by PID, and removes the namespaces).
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::net::{SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use electrode::check;
+use electrode::history::read_history;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_electrode");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// True if the test may run; false (after a loud message) if it must skip.
+/// Under CI=true a missing privilege fails the test instead.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs root, and CI=true forbids skipping");
+    }
+    eprintln!("\n*** SKIPPED {test}: needs root (namespaces, BPF). Run as root; CI does. ***\n");
+    false
+}
+
+/// A unique namespace prefix per test process and cluster.
+fn prefix(tag: &str) -> String {
+    format!("e{}{}-", std::process::id() % 100_000, tag)
+}
+
+pub struct Cluster {
+    pub prefix: String,
+    pub config_path: PathBuf,
+    pub config: electrode::config::Config,
+    pub dir: PathBuf,
+    replicas: Vec<Option<Child>>,
+    /// CPU each replica is pinned to.
+    cpus: Vec<usize>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Brings up namespaces for `f` (2f+1 replicas on 10.99.<tag>.0/24).
+    pub fn up(tag: &str, f: usize, subnet: u8) -> Cluster {
+        let prefix = prefix(tag);
+        let dir = std::env::temp_dir().join(format!("electrode-{prefix}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = format!("f {f}\n");
+        for i in 0..2 * f + 1 {
+            text.push_str(&format!("replica 10.99.{subnet}.{}:7001\n", 11 + i));
+        }
+        let config_path = dir.join("config.txt");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = electrode::config::Config::load(&config_path).unwrap();
+        let n = config.replica_count();
+        let cluster = Cluster {
+            prefix: prefix.clone(),
+            config_path: config_path.clone(),
+            config,
+            dir,
+            replicas: (0..n).map(|_| None).collect(),
+            cpus: (0..n).map(|i| usize::from(i != 0)).collect(),
+            extra_env: Vec::new(),
+        };
+        let status = Command::new("bash")
+            .arg(format!("{ROOT}/scripts/cluster.sh"))
+            .arg("up")
+            .arg(&config_path)
+            .env("ELECTRODE_NS_PREFIX", &prefix)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cluster.sh up failed");
+        cluster
+    }
+
+    pub fn ns_replica(&self, i: usize) -> String {
+        format!("{}r{i}", self.prefix)
+    }
+
+    pub fn ns_client(&self) -> String {
+        format!("{}cl", self.prefix)
+    }
+
+    /// Environment for replicas started from now on.
+    pub fn set_replica_env(&mut self, key: &str, value: &str) {
+        self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("replica{i}.log"))
+    }
+
+    pub fn start_replica(&mut self, i: usize) {
+        assert!(self.replicas[i].is_none(), "replica {i} already running");
+        let log = File::options().create(true).append(true).open(self.log_path(i)).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns_replica(i), BIN, "replica"])
+            .arg("-c")
+            .arg(&self.config_path)
+            .args(["-i", &i.to_string(), "--cpu", &self.cpus[i].to_string(), "--checkpoint-ops", "500"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.replicas[i] = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.replicas.len() {
+            self.start_replica(i);
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill_replica(&mut self, i: usize) {
+        if let Some(mut child) = self.replicas[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the replica prints its counters and exits 0.
+    pub fn stop_replica(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut child = self.replicas[i].take().expect("replica running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("replica {i} did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Runs the binary in the client namespace, bounded by `timeout`.
+    pub fn client(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_client(), BIN])
+            .args(args)
+            .arg("-c")
+            .arg(&self.config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out_thread = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = stdout.read_to_end(&mut s);
+            s
+        });
+        let err_thread = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = stderr.read_to_end(&mut s);
+            s
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("client {args:?} did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Output { status, stdout: out_thread.join().unwrap(), stderr: err_thread.join().unwrap() }
+    }
+
+    /// `electrode status` rows: (view, status, op, commit, digest) or None.
+    pub fn status(&self) -> Vec<Option<(u64, String, u64, u64, String)>> {
+        let out = self.client(&["status"], Duration::from_secs(10));
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .skip(1)
+            .map(|line| {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.len() >= 7 && w[2] != "unreachable" {
+                    Some((w[2].parse().ok()?, w[3].to_string(), w[4].parse().ok()?, w[5].parse().ok()?, w[6].to_string()))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until every running replica is normal in one view.
+    pub fn wait_normal(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last = self.status();
+            let running: Vec<_> = last.iter().enumerate().filter(|(i, _)| self.replicas[*i].is_some()).collect();
+            if running.iter().all(|(_, s)| s.as_ref().is_some_and(|s| s.1 == "normal"))
+                && running.windows(2).all(|w| w[0].1.as_ref().map(|s| s.0) == w[1].1.as_ref().map(|s| s.0))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("cluster not normal within {timeout:?}: {last:?}\n{}", self.logs());
+    }
+
+    /// Waits until all replicas report the same commit and digest, and
+    /// returns that commit.
+    pub fn wait_converged(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last = self.status();
+            if last.iter().all(Option::is_some) {
+                let rows: Vec<_> = last.iter().flatten().collect();
+                let first = rows[0];
+                if first.3 > 0 && rows.iter().all(|r| r.1 == "normal" && r.3 == first.3 && r.4 == first.4) {
+                    return first.3;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("replicas did not converge within {timeout:?}: {last:?}\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        (0..self.replicas.len()).map(|i| format!("--- replica {i} log ---\n{}", self.log(i))).collect()
+    }
+
+    /// Runs `nft -f -` with `rules` inside namespace `ns`.
+    pub fn nft(&self, ns: &str, rules: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "nft failed in {ns}");
+    }
+
+    /// A UDP socket created inside the client namespace (the calling thread
+    /// enters the namespace; the socket keeps it).
+    pub fn client_socket(&self) -> UdpSocket {
+        let ns = self.ns_client();
+        std::thread::spawn(move || {
+            let file = File::open(format!("/var/run/netns/{ns}")).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            UdpSocket::bind("0.0.0.0:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    pub fn replica_address(&self, i: usize) -> SocketAddrV4 {
+        self.config.replicas[i]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.replicas.len() {
+            self.kill_replica(i);
+        }
+        let _ = Command::new("bash")
+            .arg(format!("{ROOT}/scripts/cluster.sh"))
+            .arg("down")
+            .env("ELECTRODE_NS_PREFIX", &self.prefix)
+            .stdout(Stdio::null())
+            .status();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("test artefacts kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// The client's --json report.
+pub fn report(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("client output is not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Reads a history file and checks it with the simulator's checker.
+pub fn assert_linearizable(path: &Path) -> usize {
+    let ops = read_history(BufReader::new(File::open(path).unwrap())).unwrap();
+    assert!(!ops.is_empty(), "empty history");
+    if let Err(violation) = check::check(&ops) {
+        panic!("history {} is not linearizable: {violation}", path.display());
+    }
+    ops.len()
+}

@@ -1,0 +1,215 @@
+//! End-to-end tests on a namespace cluster of real replica processes (root;
+//! CI runs them and never skips). Every client run records a history that
+//! must pass the simulator's linearizability checker. Every wait is bounded
+//! and the cluster is torn down on every exit path.
+//!
+//! Built with the `test-faults` feature (see Cargo.toml), which compiles the
+//! seeded fault layer into the replica binary these tests start.
+
+mod cluster;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cluster::{assert_linearizable, report, require_root, Cluster};
+use electrode::wire::{Commit, Encoder, Message, PrepareOk, Request, CLIENT_SENDER};
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn run_load(cluster: &Cluster, n: u64, threads: u64, history: &std::path::Path) -> serde_json::Value {
+    let out = cluster.client(
+        &[
+            "client",
+            "-n",
+            &n.to_string(),
+            "-t",
+            &threads.to_string(),
+            "--keys",
+            "20",
+            "--json",
+            "--history",
+            history.to_str().unwrap(),
+        ],
+        LOAD_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    report(&out)
+}
+
+#[test]
+fn normal_load_commits_everything_and_replicas_agree() {
+    if !require_root("normal_load_commits_everything_and_replicas_agree") {
+        return;
+    }
+    let mut cluster = Cluster::up("n", 1, 1);
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let history = cluster.dir.join("history.jsonl");
+    let r = run_load(&cluster, 3000, 4, &history);
+    assert_eq!(r["ops"], 3000);
+    assert_eq!(r["failed"], 0);
+    let commit = cluster.wait_converged(SETTLE);
+    let ops = assert_linearizable(&history);
+    assert_eq!(ops, 3000);
+    eprintln!("normal: 3000 ops, commit {commit}, {} ops/s", r["throughput_ops_per_s"]);
+    for i in 0..3 {
+        assert!(cluster.stop_replica(i).success(), "replica {i} did not exit cleanly");
+        assert!(cluster.log(i).contains("stopped; received"), "no counters in log {i}");
+    }
+}
+
+#[test]
+fn leader_crash_view_change_and_recovery() {
+    if !require_root("leader_crash_view_change_and_recovery") {
+        return;
+    }
+    let mut cluster = Cluster::up("k", 1, 2);
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let history = cluster.dir.join("history.jsonl");
+    let ns = cluster.ns_client();
+    let config = cluster.config_path.clone();
+    let hist = history.clone();
+    // The load runs in its own thread so the test can crash the leader
+    // while it is in flight.
+    let load = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, cluster::BIN, "client", "-n", "6000", "-t", "4", "--keys", "20", "--json"])
+            .arg("--history")
+            .arg(&hist)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.kill_replica(0);
+    // The survivors form view 1; the client follows the new leader.
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.start_replica(0);
+    let out = load.join().unwrap();
+    assert!(out.status.success(), "client failed: {}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    let r = report(&out);
+    assert_eq!(r["failed"], 0);
+    assert_linearizable(&history);
+    let commit = cluster.wait_converged(SETTLE);
+    let status = cluster.status();
+    let view = status[1].as_ref().unwrap().0;
+    assert!(view >= 1, "no view change happened: {status:?}");
+    assert!(cluster.log(0).contains("normal"), "restarted replica 0 never recovered:\n{}", cluster.log(0));
+    eprintln!("crash: view {view}, commit {commit}, retries {}", r["retries"]);
+}
+
+#[test]
+fn loss_duplicates_and_reordering_do_not_lose_operations() {
+    if !require_root("loss_duplicates_and_reordering_do_not_lose_operations") {
+        return;
+    }
+    let mut cluster = Cluster::up("l", 1, 3);
+    // 5% random loss on input in every namespace: both ways on every link.
+    let rules = "table inet lossy { chain input { type filter hook input priority 0; \
+                 udp dport { 1-65535 } numgen random mod 100 < 5 counter drop } }";
+    for i in 0..3 {
+        cluster.nft(&cluster.ns_replica(i), rules);
+    }
+    cluster.nft(&cluster.ns_client(), rules);
+    // And the transport's own faults: duplicates and delays (reordering).
+    cluster.set_replica_env("ELECTRODE_TEST_FAULTS", "seed=11,drop=1,dup=5,delay=10,delay_ms=3");
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let history = cluster.dir.join("history.jsonl");
+    let r = run_load(&cluster, 2000, 4, &history);
+    assert_eq!(r["failed"], 0);
+    assert!(r["retries"].as_u64().unwrap() > 0, "5% loss but no client retry: {r}");
+    assert_linearizable(&history);
+    cluster.wait_converged(SETTLE);
+    for i in 0..3 {
+        assert!(cluster.stop_replica(i).success());
+        let log = cluster.log(i);
+        assert!(log.contains("test faults FaultCounts"), "fault layer not active:\n{log}");
+    }
+}
+
+#[test]
+fn hostile_datagrams_are_counted_and_change_nothing() {
+    if !require_root("hostile_datagrams_are_counted_and_change_nothing") {
+        return;
+    }
+    let mut cluster = Cluster::up("h", 1, 4);
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let socket = cluster.client_socket();
+    let targets: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::V4(cluster.replica_address(i))).collect();
+    let cluster_id = cluster.config.cluster_id;
+    let history = cluster.dir.join("history.jsonl");
+    let sent = std::thread::scope(|scope| {
+        let attacker = scope.spawn(move || {
+            // Valid-looking datagrams to mutate: a forged PrepareOk and
+            // Commit claiming to be replica 1 (from the wrong address),
+            // and a request.
+            let mut templates = Vec::new();
+            Encoder::new(cluster_id, 1)
+                .encode(&Message::PrepareOk(PrepareOk { view: 0, op: 1_000_000, replica: 1 }), &mut templates)
+                .unwrap();
+            Encoder::new(cluster_id, 1)
+                .encode(&Message::Commit(Commit { view: 0, commit: 1_000_000 }), &mut templates)
+                .unwrap();
+            Encoder::new(cluster_id, CLIENT_SENDER)
+                .encode(
+                    &Message::Request(Request { client_id: 42, request_number: 1, op: b"\x09garbage".to_vec() }),
+                    &mut templates,
+                )
+                .unwrap();
+            let mut x: u64 = 0x1234_5678;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let mut sent = 0u64;
+            for i in 0..20_000u64 {
+                let mut d = if i % 3 == 0 {
+                    (0..(next() % 1500) as usize).map(|_| next() as u8).collect::<Vec<u8>>()
+                } else {
+                    templates[(next() % templates.len() as u64) as usize].clone()
+                };
+                if i % 3 == 1 && !d.is_empty() {
+                    let at = (next() % d.len() as u64) as usize;
+                    d[at] = next() as u8;
+                }
+                let _ = socket.send_to(&d, targets[(i % 3) as usize]);
+                sent += 1;
+                if i % 200 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            sent
+        });
+        let r = run_load(&cluster, 2000, 2, &history);
+        assert_eq!(r["failed"], 0);
+        attacker.join().unwrap()
+    });
+    assert_linearizable(&history);
+    cluster.wait_converged(SETTLE);
+    let mut dropped = 0u64;
+    for i in 0..3 {
+        assert!(cluster.stop_replica(i).success(), "replica {i} crashed under hostile input");
+        let log = cluster.log(i);
+        dropped += log
+            .lines()
+            .filter(|l| l.contains("stopped;"))
+            .flat_map(|l| l.split(", "))
+            .filter(|p| p.starts_with("dropped["))
+            .filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    eprintln!("hostile: sent {sent}, replicas counted {dropped} dropped");
+    assert!(dropped >= sent / 2, "sent {sent} hostile datagrams, only {dropped} counted as dropped");
+}
