@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Benchmarks on the namespace cluster (scripts/cluster.sh), side by side in
+# one run so that the noisy 2-vCPU machine affects every column alike:
+#   (a) the floor: UDP ping-pong between the client and replica-0 namespaces;
+#   (b) electrode, per configuration, with the null and the KV application at
+#       several client thread counts: throughput, p50/p99, and per replica
+#       process CPU time per committed op, voluntary context switches
+#       (wake-ups) per op, and datagrams handled in user space per op.
+# Results: bench/results/<stamp>.json and .md.
+#
+#   sudo bench/run.sh [-n OPS] [-t "1 2 4 8"] [-a "null kv"] [-c CONFIG]
+#
+# CPU placement (same for every configuration): replica 0 (leader) and the
+# client on CPU 0, the followers on CPU 1; the floor's server and client are
+# placed like the leader and the client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OPS=20000
+THREAD_COUNTS="1 2 4 8"
+APPS="null kv"
+CONFIG=config.txt
+while getopts "n:t:a:c:h" opt; do
+    case "$opt" in
+    n) OPS="$OPTARG" ;;
+    t) THREAD_COUNTS="$OPTARG" ;;
+    a) APPS="$OPTARG" ;;
+    c) CONFIG="$OPTARG" ;;
+    *) echo "usage: $0 [-n OPS] [-t \"1 2 4 8\"] [-a \"null kv\"] [-c CONFIG]" >&2; exit 2 ;;
+    esac
+done
+WARMUP=$((OPS / 10))
+LEADER_CPU=0
+FOLLOWER_CPU=1
+CLIENT_CPU=0
+[ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+
+# "column name|cargo features"
+CONFIGURATIONS=(
+    "userspace|"
+)
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="bench/results/$STAMP"
+WORK="$(mktemp -d /tmp/electrode-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+N_REPLICAS="$(grep -cE '^[[:space:]]*replica[[:space:]]' "$CONFIG")"
+LEADER_ADDR="$(grep -E '^[[:space:]]*replica[[:space:]]' "$CONFIG" | head -1 | awk '{print $2}')"
+
+echo "==> building"
+for entry in "${CONFIGURATIONS[@]}"; do
+    name="${entry%%|*}" features="${entry#*|}"
+    cargo build --release --quiet --target-dir "target/bench-$name" --features "$features" --bin electrode
+done
+cargo build --release --quiet --target-dir target/bench-userspace --example pingpong
+scripts/cluster.sh up "$CONFIG" >/dev/null
+
+# proc_stats PID -> "cpu_ticks voluntary_switches"
+proc_stats() {
+    local stat cpu vol
+    stat="$(cat "/proc/$1/stat")"
+    stat="${stat##*) }"
+    # fields after the command: state(1) ... utime(12) stime(13)
+    cpu="$(echo "$stat" | awk '{print $12 + $13}')"
+    vol="$(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status")"
+    echo "$cpu $vol"
+}
+
+echo "==> floor: UDP ping-pong client -> replica 0 namespace"
+PP=target/bench-userspace/release/examples/pingpong
+scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$PP" server "$LEADER_ADDR" &
+PIDS+=("$!")
+sleep 0.3
+scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$PP" client "$LEADER_ADDR" -n "$OPS" -w "$WARMUP" \
+    >"$WORK/floor.json"
+kill -TERM "${PIDS[@]}" 2>/dev/null || true
+wait "${PIDS[@]}" 2>/dev/null || true
+PIDS=()
+cat "$WORK/floor.json"
+
+RUNS=()
+for entry in "${CONFIGURATIONS[@]}"; do
+    name="${entry%%|*}"
+    bin="target/bench-$name/release/electrode"
+    for app in $APPS; do
+        for t in $THREAD_COUNTS; do
+            run="$name-$app-t$t"
+            echo "==> $run: $OPS ops"
+            PIDS=()
+            for ((i = 0; i < N_REPLICAS; i++)); do
+                cpu=$FOLLOWER_CPU
+                [ "$i" -eq 0 ] && cpu=$LEADER_CPU
+                scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" --app "$app" \
+                    2>"$WORK/$run.replica$i.log" &
+                PIDS+=("$!")
+            done
+            for ((k = 0; k < 100; k++)); do
+                scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -q ' normal .* leader' && break
+                sleep 0.2
+            done
+            for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.before$i"; done
+            scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" -n "$OPS" \
+                -w "$WARMUP" -t "$t" --app "$app" --json >"$WORK/$run.json"
+            for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.after$i"; done
+            kill -TERM "${PIDS[@]}" 2>/dev/null || true
+            wait "${PIDS[@]}" 2>/dev/null || true
+            PIDS=()
+            RUNS+=("$run")
+        done
+    done
+done
+
+python3 - "$WORK" "$OUT" "$OPS" "$N_REPLICAS" "$(getconf CLK_TCK)" "${RUNS[@]}" <<'PY'
+import json, re, sys
+work, out, ops, n, hz, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:]
+floor = json.load(open(f"{work}/floor.json"))
+result = {"ops_per_run": ops, "replicas": n, "floor": floor, "runs": []}
+for run in runs:
+    client = json.load(open(f"{work}/{run}.json"))
+    replicas = []
+    for i in range(n):
+        b = [int(x) for x in open(f"{work}/{run}.before{i}").read().split()]
+        a = [int(x) for x in open(f"{work}/{run}.after{i}").read().split()]
+        log = open(f"{work}/{run}.replica{i}.log").read()
+        m = re.search(r"stopped; received (\d+)", log)
+        received = int(m.group(1)) if m else None
+        replicas.append({
+            "replica": i,
+            "cpu_us_per_op": (a[0] - b[0]) * 1e6 / hz / ops,
+            "wakeups_per_op": (a[1] - b[1]) / ops,
+            "datagrams_per_op": received / ops if received is not None else None,
+        })
+    config, app, threads = run.rsplit("-", 2)
+    result["runs"].append({"run": run, "configuration": config, "app": app, "threads": int(threads[1:]),
+                           "client": client, "replicas": replicas})
+json.dump(result, open(f"{out}.json", "w"), indent=1)
+lines = [f"Floor (UDP ping-pong, plain sockets, same topology): p50 {floor['p50_us']} us, p99 {floor['p99_us']} us, "
+         f"{floor['throughput_ops_per_s']:.0f} round trips/s", "",
+         "| run | ops/s | p50 us | p99 us | leader CPU us/op | follower CPU us/op | leader wake-ups/op | "
+         "follower wake-ups/op | leader dgrams/op | follower dgrams/op |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+for r in result["runs"]:
+    c, reps = r["client"], r["replicas"]
+    fol = reps[1:]
+    avg = lambda key: None if any(x[key] is None for x in fol) else sum(x[key] for x in fol) / len(fol)
+    lines.append(f"| {r['run']} | {c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | {c['p99_us']:.0f} | "
+                 f"{fmt(reps[0]['cpu_us_per_op'])} | {fmt(avg('cpu_us_per_op'))} | {fmt(reps[0]['wakeups_per_op'])} | "
+                 f"{fmt(avg('wakeups_per_op'))} | {fmt(reps[0]['datagrams_per_op'])} | {fmt(avg('datagrams_per_op'))} |")
+open(f"{out}.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+print(f"\nwritten {out}.json and {out}.md")
+PY
