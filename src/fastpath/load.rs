@@ -95,9 +95,11 @@ impl Loaded {
         // kernel refuses a test run whose output does not fit (ENOSPC), and a
         // test frame is at most one page, so one page of slack is enough.
         let mut data_out = vec![0u8; frame.len() + 4096];
-        let mut input = ProgramInput::default();
-        input.data_in = Some(frame);
-        input.data_out = Some(&mut data_out);
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut data_out),
+            ..ProgramInput::default()
+        };
         let output = self
             .skel
             .progs
