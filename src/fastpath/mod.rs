@@ -27,4 +27,14 @@ pub use attach::{XdpAttachment, XdpMode};
 pub use counters::Counters;
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
+
+/// XDP verdicts (`enum xdp_action`), as returned by
+/// [`Loaded::test_run_xdp`].
+pub mod xdp_action {
+    pub const ABORTED: u32 = libbpf_sys::XDP_ABORTED;
+    pub const DROP: u32 = libbpf_sys::XDP_DROP;
+    pub const PASS: u32 = libbpf_sys::XDP_PASS;
+    pub const TX: u32 = libbpf_sys::XDP_TX;
+    pub const REDIRECT: u32 = libbpf_sys::XDP_REDIRECT;
+}
 pub use skel::*;
