@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs::File;
+use std::io::Write as _;
 use std::process::Command;
 
 use electrode::wire::{self, Message, MsgType};
@@ -19,7 +20,12 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test} needs root (BPF_PROG_TEST_RUN, XDP, netns) and CI=true forbids skipping");
     }
-    eprintln!("SKIPPED: {test} needs root (BPF_PROG_TEST_RUN, XDP, netns); run as root to test it");
+    // Straight to the stderr handle: libtest captures eprintln! of passing
+    // tests, which would make the skip silent.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test} needs root (BPF_PROG_TEST_RUN, XDP, netns); run as root to test it"
+    );
     false
 }
 
