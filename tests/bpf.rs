@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded};
+use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded, XdpMode};
 use electrode::wire::{consts, MsgType};
 
 const PORT: u16 = 7447;
@@ -385,40 +385,20 @@ fn veth_traffic() -> (Vec<(u16, Vec<u8>)>, Counters) {
     (datagrams, expected)
 }
 
-#[test]
-fn veth_between_namespaces_counts_real_traffic_and_detaches() {
-    if !require_root("veth_between_namespaces_counts_real_traffic_and_detaches") {
-        return;
-    }
+/// Namespaces a and b joined by veth-a (IP_A) <-> veth-b (IP_B), with no
+/// IPv6 and static neighbours, so the only frames on the wire are ours.
+fn veth_pair() -> Netns {
     let netns = Netns::create(&["a", "b"]);
     let (ns_a, ns_b) = (netns.name(0).to_string(), netns.name(1).to_string());
     let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
     let ip = |a: [u8; 4]| Ipv4Addr::from(a).to_string();
     for ns in [&ns_a, &ns_b] {
-        // No IPv6: its link-local chatter (DAD, MLD, RS) would land in the
-        // foreign counter at times we do not control.
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ],
-        );
+        // Link-local IPv6 chatter (DAD, MLD, RS) would land in the foreign
+        // counter at times we do not control.
+        for key in ["all", "default"] {
+            let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+            run("ip", &["netns", "exec", ns, "sysctl", "-qw", &setting]);
+        }
     }
     // Created straight inside the namespaces: no name clash in the root one.
     #[rustfmt::skip]
@@ -428,24 +408,24 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
         (&ns_a, "veth-a", IP_A, IP_B, MAC_B),
         (&ns_b, "veth-b", IP_B, IP_A, MAC_A),
     ] {
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", ip(own)),
-                "dev",
-                dev,
-            ],
-        );
+        let own = format!("{}/24", ip(own));
+        run("ip", &["-n", ns, "addr", "add", &own, "dev", dev]);
         run("ip", &["-n", ns, "link", "set", dev, "up"]);
         // Static neighbours: no ARP frames in the counts.
         #[rustfmt::skip]
         run("ip", &["-n", ns, "neigh", "replace", &ip(peer), "lladdr", &mac(peer_mac), "dev", dev,
             "nud", "permanent"]);
     }
+    netns
+}
+
+#[test]
+fn veth_between_namespaces_counts_real_traffic_and_detaches() {
+    if !require_root("veth_between_namespaces_counts_real_traffic_and_detaches") {
+        return;
+    }
+    let netns = veth_pair();
+    let ns_b = netns.name(1).to_string();
 
     let (datagrams, expected) = veth_traffic();
     let to_port = datagrams.iter().filter(|(port, _)| *port == PORT).count();
@@ -531,4 +511,41 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
         !shown_after.contains("xdp"),
         "still attached after detach: {shown_after}"
     );
+}
+
+#[test]
+fn dropping_an_attachment_detaches_in_native_and_generic_mode() {
+    if !require_root("dropping_an_attachment_detaches_in_native_and_generic_mode") {
+        return;
+    }
+    let netns = veth_pair();
+    let netns = &netns;
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                netns.enter(1);
+                let loaded = load();
+                let shown = || run("ip", &["link", "show", "dev", "veth-b"]);
+
+                let native = loaded.attach_xdp_iface("veth-b").expect("attach");
+                assert_eq!(native.mode(), XdpMode::Native, "veth implements native XDP");
+                assert!(shown().contains("prog/xdp"), "native: {}", shown());
+                drop(native);
+                assert!(!shown().contains("xdp"), "native after drop: {}", shown());
+
+                let ifindex = nix::net::if_::if_nametoindex("veth-b").expect("ifindex");
+                let generic = loaded.attach_xdp_generic(ifindex).expect("attach generic");
+                assert_eq!(generic.mode(), XdpMode::Generic);
+                assert_eq!(generic.ifindex(), ifindex);
+                assert!(shown().contains("xdpgeneric"), "generic: {}", shown());
+                // Never replaces a program that is already there.
+                assert!(loaded.attach_xdp_generic(ifindex).is_err());
+                drop(generic);
+                assert!(!shown().contains("xdp"), "generic after drop: {}", shown());
+
+                assert!(loaded.attach_xdp_iface("no-such-if").is_err());
+            })
+            .join()
+            .expect("thread in ns b");
+    });
 }

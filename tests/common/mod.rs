@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use electrode::wire::{self, Message, MsgType};
 
@@ -285,8 +286,9 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Network namespaces named `el-t-<pid>-<suffix>`, deleted on drop (also
-/// when the test panics), which removes their veths and XDP programs.
+/// Network namespaces named `el-t-<pid>-<n><suffix>` (`n` counts the sets
+/// this process made, so parallel tests never share one), deleted on drop
+/// (also when the test panics), which removes their veths and XDP programs.
 pub struct Netns {
     names: Vec<String>,
 }
@@ -295,9 +297,11 @@ impl Netns {
     /// Creates one namespace per suffix, `lo` up. The guard exists before the
     /// first `ip netns add`, so a failure half-way still cleans up.
     pub fn create(suffixes: &[&str]) -> Netns {
+        static SETS_CREATED: AtomicUsize = AtomicUsize::new(0);
+        let set = SETS_CREATED.fetch_add(1, Ordering::Relaxed);
         let mut netns = Netns { names: Vec::new() };
         for suffix in suffixes {
-            let name = format!("el-t-{}-{suffix}", std::process::id());
+            let name = format!("el-t-{}-{set}{suffix}", std::process::id());
             // A previous run with the same pid that died hard: start clean.
             let _ = Command::new("ip").args(["netns", "del", &name]).output();
             run("ip", &["netns", "add", &name]);
