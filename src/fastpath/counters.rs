@@ -122,3 +122,50 @@ impl Loaded {
         Ok(counters)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_slot_lands_in_exactly_one_field() {
+        for index in 0..CNT_MAX {
+            let mut counters = Counters::default();
+            counters.add(index, 1);
+            assert_eq!(counters.total(), 1, "slot {index}");
+        }
+        let mut counters = Counters::default();
+        for msg_type in MsgType::ALL {
+            counters.add(u32::from(msg_type as u8), 10 + msg_type as u64);
+        }
+        for msg_type in MsgType::ALL {
+            assert_eq!(counters.messages(msg_type), 10 + msg_type as u64);
+        }
+        counters.add(CNT_FOREIGN, 1);
+        counters.add(CNT_MALFORMED, 2);
+        counters.add(CNT_BAD_MAGIC, 3);
+        counters.add(CNT_WRONG_CLUSTER, 4);
+        counters.add(CNT_UNKNOWN_TYPE, 5);
+        counters.add(CNT_MAX - 1, 6);
+        let reasons = (counters.foreign, counters.malformed, counters.bad_magic);
+        assert_eq!(reasons, (1, 2, 3));
+        assert_eq!((counters.wrong_cluster, counters.unknown_type), (4, 5));
+        assert_eq!(counters.unassigned, 6);
+    }
+
+    #[test]
+    fn since_is_the_difference_field_by_field() {
+        let mut earlier = Counters::default();
+        earlier.add(CNT_FOREIGN, 2);
+        earlier.add(u32::from(MsgType::Prepare as u8), 5);
+        let mut later = earlier.clone();
+        later.add(CNT_FOREIGN, 1);
+        later.add(u32::from(MsgType::Prepare as u8), 3);
+        let mut expected = Counters {
+            foreign: 1,
+            ..Counters::default()
+        };
+        *expected.messages_mut(MsgType::Prepare) = 3;
+        assert_eq!(later.since(&earlier), expected);
+    }
+}
