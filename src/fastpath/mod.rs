@@ -1,10 +1,40 @@
 //! Everything that touches libbpf-rs: the generated skeleton, loading and
 //! attaching the programs, reading their counters.
+//!
+//! - [`load`]: open the skeleton, set its read-only config, load it into the
+//!   kernel; [`Loaded`] owns the whole object, and runs the XDP program on a
+//!   crafted frame with BPF_PROG_TEST_RUN.
+//! - [`attach`]: put the XDP classifier on an interface; the guard detaches
+//!   it when dropped.
+//! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
 
-#[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    non_camel_case_types,
+    dead_code
+)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/electrode.skel.rs"));
 }
 
+pub mod attach;
+pub mod counters;
+pub mod load;
+
+pub use attach::{XdpAttachment, XdpMode};
+pub use counters::Counters;
+pub use load::{LoadOptions, Loaded};
 pub use skel::types;
+
+/// XDP verdicts (`enum xdp_action`), as returned by
+/// [`Loaded::test_run_xdp`].
+pub mod xdp_action {
+    pub const ABORTED: u32 = libbpf_sys::XDP_ABORTED;
+    pub const DROP: u32 = libbpf_sys::XDP_DROP;
+    pub const PASS: u32 = libbpf_sys::XDP_PASS;
+    pub const TX: u32 = libbpf_sys::XDP_TX;
+    pub const REDIRECT: u32 = libbpf_sys::XDP_REDIRECT;
+}
 pub use skel::*;

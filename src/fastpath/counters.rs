@@ -1,0 +1,171 @@
+//! The classifier's per-CPU `counters` map, summed over CPUs.
+//!
+//! The kernel owns the map and only ever adds; user space only reads (see
+//! the ownership table in `bpf/electrode.h`), so a snapshot is a plain sum
+//! and the difference of two snapshots is what happened in between.
+
+use anyhow::{Context, Result};
+use libbpf_rs::{MapCore, MapFlags};
+
+use super::load::Loaded;
+use crate::wire::consts::{
+    CNT_BAD_MAGIC, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
+};
+use crate::wire::MsgType;
+
+/// Number of message types (ELECTRODE_MSG_TYPE_MAX).
+const MSG_TYPE_COUNT: usize = MsgType::ALL.len();
+
+/// Frames the classifier saw, by what they were, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Well-formed datagrams of our cluster, indexed by `MsgType as usize - 1`;
+    /// read them with [`Counters::messages`].
+    pub messages: [u64; MSG_TYPE_COUNT],
+    /// Not UDP/IPv4 to our port: ARP, IPv6, other ports, runts.
+    pub foreign: u64,
+    /// Our port, but truncated, fragmented or with inconsistent lengths.
+    pub malformed: u64,
+    /// Our port, wrong magic or protocol version.
+    pub bad_magic: u64,
+    /// Our port, well formed, another cluster id.
+    pub wrong_cluster: u64,
+    /// Our port, type 0 or above the highest known type.
+    pub unknown_type: u64,
+    /// Slots of the map no reason uses; nonzero means the C and Rust sides
+    /// disagree about the indices.
+    pub unassigned: u64,
+}
+
+impl Counters {
+    /// Datagrams of type `msg_type`.
+    pub fn messages(&self, msg_type: MsgType) -> u64 {
+        self.messages[msg_type as usize - 1]
+    }
+
+    /// Mutable count of `msg_type` (to build expectations).
+    pub fn messages_mut(&mut self, msg_type: MsgType) -> &mut u64 {
+        &mut self.messages[msg_type as usize - 1]
+    }
+
+    /// Every frame counted, whatever its reason.
+    pub fn total(&self) -> u64 {
+        self.messages.iter().sum::<u64>()
+            + self.foreign
+            + self.malformed
+            + self.bad_magic
+            + self.wrong_cluster
+            + self.unknown_type
+            + self.unassigned
+    }
+
+    /// What was counted after `earlier` was taken (counters only grow; a
+    /// wrap of a u64 counter is not a concern).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let mut messages = [0; MSG_TYPE_COUNT];
+        for (slot, (now, then)) in messages
+            .iter_mut()
+            .zip(self.messages.iter().zip(&earlier.messages))
+        {
+            *slot = now.wrapping_sub(*then);
+        }
+        Counters {
+            messages,
+            foreign: self.foreign.wrapping_sub(earlier.foreign),
+            malformed: self.malformed.wrapping_sub(earlier.malformed),
+            bad_magic: self.bad_magic.wrapping_sub(earlier.bad_magic),
+            wrong_cluster: self.wrong_cluster.wrapping_sub(earlier.wrong_cluster),
+            unknown_type: self.unknown_type.wrapping_sub(earlier.unknown_type),
+            unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
+        }
+    }
+
+    fn add(&mut self, index: u32, value: u64) {
+        let slot = match index {
+            CNT_FOREIGN => &mut self.foreign,
+            CNT_MALFORMED => &mut self.malformed,
+            CNT_BAD_MAGIC => &mut self.bad_magic,
+            CNT_WRONG_CLUSTER => &mut self.wrong_cluster,
+            CNT_UNKNOWN_TYPE => &mut self.unknown_type,
+            other => match u8::try_from(other).ok().and_then(MsgType::from_u8) {
+                Some(msg_type) => self.messages_mut(msg_type),
+                None => &mut self.unassigned,
+            },
+        };
+        *slot += value;
+    }
+}
+
+impl Loaded {
+    /// Reads the `counters` map and sums every slot over the CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let map = &self.skel().maps.counters;
+        let mut counters = Counters::default();
+        for index in 0..CNT_MAX {
+            let per_cpu = map
+                .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+                .with_context(|| format!("read map counters[{index}]"))?
+                .with_context(|| format!("read map counters[{index}]: no such slot"))?;
+            for value in per_cpu {
+                let bytes: [u8; 8] = value
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .with_context(|| {
+                        format!(
+                            "read map counters[{index}]: value of {} bytes, want 8",
+                            value.len()
+                        )
+                    })?;
+                counters.add(index, u64::from_ne_bytes(bytes));
+            }
+        }
+        Ok(counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_slot_lands_in_exactly_one_field() {
+        for index in 0..CNT_MAX {
+            let mut counters = Counters::default();
+            counters.add(index, 1);
+            assert_eq!(counters.total(), 1, "slot {index}");
+        }
+        let mut counters = Counters::default();
+        for msg_type in MsgType::ALL {
+            counters.add(u32::from(msg_type as u8), 10 + msg_type as u64);
+        }
+        for msg_type in MsgType::ALL {
+            assert_eq!(counters.messages(msg_type), 10 + msg_type as u64);
+        }
+        counters.add(CNT_FOREIGN, 1);
+        counters.add(CNT_MALFORMED, 2);
+        counters.add(CNT_BAD_MAGIC, 3);
+        counters.add(CNT_WRONG_CLUSTER, 4);
+        counters.add(CNT_UNKNOWN_TYPE, 5);
+        counters.add(CNT_MAX - 1, 6);
+        let reasons = (counters.foreign, counters.malformed, counters.bad_magic);
+        assert_eq!(reasons, (1, 2, 3));
+        assert_eq!((counters.wrong_cluster, counters.unknown_type), (4, 5));
+        assert_eq!(counters.unassigned, 6);
+    }
+
+    #[test]
+    fn since_is_the_difference_field_by_field() {
+        let mut earlier = Counters::default();
+        earlier.add(CNT_FOREIGN, 2);
+        earlier.add(u32::from(MsgType::Prepare as u8), 5);
+        let mut later = earlier.clone();
+        later.add(CNT_FOREIGN, 1);
+        later.add(u32::from(MsgType::Prepare as u8), 3);
+        let mut expected = Counters {
+            foreign: 1,
+            ..Counters::default()
+        };
+        *expected.messages_mut(MsgType::Prepare) = 3;
+        assert_eq!(later.since(&earlier), expected);
+    }
+}

@@ -1,0 +1,341 @@
+//! Helpers shared by the integration tests: the root policy, a hand-rolled
+//! Ethernet/IPv4/UDP frame builder, one sample message per type, and
+//! throwaway network namespaces.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs::File;
+use std::io::Write as _;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use electrode::wire::{self, Message, MsgType};
+
+/// Whether a root-only test may run. Not root: prints a loud skip and
+/// returns false, except under `CI=true`, where skipping would hide a broken
+/// runner, so the test fails instead.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root (BPF_PROG_TEST_RUN, XDP, netns) and CI=true forbids skipping");
+    }
+    // Straight to the stderr handle: libtest captures eprintln! of passing
+    // tests, which would make the skip silent.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test} needs root (BPF_PROG_TEST_RUN, XDP, netns); run as root to test it"
+    );
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------
+
+pub const ETH_LEN: usize = 14;
+pub const IPV4_LEN: usize = 20;
+pub const UDP_LEN: usize = 8;
+pub const ELECTRODE_HDR_LEN: usize = 24;
+/// Offset of the electrode header in a frame from [`udp4_frame`].
+pub const HDR_OFF: usize = ETH_LEN + IPV4_LEN + UDP_LEN;
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const ETHERTYPE_LLDP: u16 = 0x88cc;
+
+pub const MAC_A: [u8; 6] = [0x02, 0xe1, 0, 0, 0, 0x01];
+pub const MAC_B: [u8; 6] = [0x02, 0xe1, 0, 0, 0, 0x02];
+pub const IP_A: [u8; 4] = [10, 200, 1, 1];
+pub const IP_B: [u8; 4] = [10, 200, 1, 2];
+
+/// Ethernet header from A to B with `ethertype`.
+pub fn eth(ethertype: u16) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(ETH_LEN);
+    frame.extend_from_slice(&MAC_B);
+    frame.extend_from_slice(&MAC_A);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame
+}
+
+/// IPv4 options and fragment fields of [`udp4_frame_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4Shape {
+    /// Bytes of IP options (a multiple of 4, filled with NOP).
+    pub options_len: usize,
+    /// The 16-bit flags + fragment offset field (0x4000 = DF).
+    pub frag_off: u16,
+    pub protocol: u8,
+}
+
+impl Default for Ipv4Shape {
+    fn default() -> Ipv4Shape {
+        Ipv4Shape {
+            options_len: 0,
+            frag_off: 0x4000,
+            protocol: 17,
+        }
+    }
+}
+
+/// Eth + IPv4 (A -> B) + UDP (`src_port` -> `dst_port`) + `payload`, all
+/// lengths and the IP checksum consistent; UDP checksum 0 (none, legal on
+/// IPv4).
+pub fn udp4_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp4_frame_with(Ipv4Shape::default(), 40000, dst_port, payload)
+}
+
+pub fn udp4_frame_with(shape: Ipv4Shape, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    assert!(shape.options_len % 4 == 0 && shape.options_len <= 40);
+    let ip_len = IPV4_LEN + shape.options_len;
+    let total_len = ip_len + UDP_LEN + payload.len();
+    let mut frame = eth(ETHERTYPE_IPV4);
+    let ip_start = frame.len();
+    frame.push(0x40 | (ip_len / 4) as u8); // version 4, IHL
+    frame.push(0); // TOS
+    frame.extend_from_slice(&(total_len as u16).to_be_bytes());
+    frame.extend_from_slice(&0x1234u16.to_be_bytes()); // id
+    frame.extend_from_slice(&shape.frag_off.to_be_bytes());
+    frame.push(64); // TTL
+    frame.push(shape.protocol);
+    frame.extend_from_slice(&[0, 0]); // checksum, below
+    frame.extend_from_slice(&IP_A);
+    frame.extend_from_slice(&IP_B);
+    frame.resize(ip_start + ip_len, 1); // options: NOP
+    let checksum = ipv4_checksum(&frame[ip_start..ip_start + ip_len]);
+    frame[ip_start + 10..ip_start + 12].copy_from_slice(&checksum.to_be_bytes());
+    frame.extend_from_slice(&src_port.to_be_bytes());
+    frame.extend_from_slice(&dst_port.to_be_bytes());
+    frame.extend_from_slice(&((UDP_LEN + payload.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Eth + IPv6 (fe80::1 -> fe80::2) + UDP to `dst_port` + `payload`.
+pub fn udp6_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = eth(ETHERTYPE_IPV6);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]); // version 6
+    frame.extend_from_slice(&((UDP_LEN + payload.len()) as u16).to_be_bytes());
+    frame.push(17); // next header: UDP
+    frame.push(64); // hop limit
+    let mut src = [0u8; 16];
+    src[0] = 0xfe;
+    src[1] = 0x80;
+    let mut dst = src;
+    src[15] = 1;
+    dst[15] = 2;
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&40000u16.to_be_bytes());
+    frame.extend_from_slice(&dst_port.to_be_bytes());
+    frame.extend_from_slice(&((UDP_LEN + payload.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// ARP request: who has B? tell A.
+pub fn arp_frame() -> Vec<u8> {
+    let mut frame = eth(ETHERTYPE_ARP);
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
+    frame.extend_from_slice(&MAC_A);
+    frame.extend_from_slice(&IP_A);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&IP_B);
+    frame.resize(60, 0); // minimum Ethernet frame
+    frame
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------
+
+/// One message of every type, with small but non-empty contents.
+pub fn sample_messages() -> Vec<Message> {
+    let request = wire::Request {
+        client_id: 7,
+        request_number: 3,
+        op: b"put k v".to_vec(),
+    };
+    let state = wire::StateBlob {
+        checkpoint_op: 2,
+        snapshot: b"snapshot".to_vec(),
+        entries: vec![wire::LogEntry {
+            op: 3,
+            view: 1,
+            batch: vec![request.clone()],
+        }],
+    };
+    let messages = vec![
+        Message::Request(request.clone()),
+        Message::Reply(wire::Reply {
+            view: 1,
+            client_id: 7,
+            request_number: 3,
+            result: b"ok".to_vec(),
+        }),
+        Message::Prepare(wire::Prepare {
+            view: 1,
+            op: 3,
+            commit: 2,
+            batch: vec![request],
+        }),
+        Message::PrepareOk(wire::PrepareOk {
+            view: 1,
+            op: 3,
+            replica: 2,
+        }),
+        Message::Commit(wire::Commit { view: 1, commit: 3 }),
+        Message::StartViewChange(wire::StartViewChange {
+            view: 2,
+            replica: 1,
+        }),
+        Message::DoViewChange(wire::DoViewChange {
+            view: 2,
+            last_normal_view: 1,
+            op: 3,
+            commit: 2,
+            replica: 1,
+            state: state.clone(),
+        }),
+        Message::StartView(wire::StartView {
+            view: 2,
+            op: 3,
+            commit: 2,
+            state: state.clone(),
+        }),
+        Message::GetState(wire::GetState {
+            view: 2,
+            op: 1,
+            replica: 2,
+        }),
+        Message::NewState(wire::NewState {
+            view: 2,
+            op: 3,
+            commit: 2,
+            state: state.clone(),
+        }),
+        Message::Recovery(wire::Recovery {
+            nonce: 99,
+            replica: 2,
+        }),
+        Message::RecoveryResponse(wire::RecoveryResponse {
+            view: 2,
+            nonce: 99,
+            op: 3,
+            commit: 2,
+            replica: 0,
+            state,
+        }),
+        Message::StatusRequest(wire::StatusRequest { nonce: 5 }),
+        Message::StatusReply(wire::StatusReply {
+            view: 2,
+            nonce: 5,
+            op: 3,
+            commit: 2,
+            digest: 0xfeed,
+            status: 1,
+            replica: 0,
+        }),
+    ];
+    let types: Vec<MsgType> = messages.iter().map(Message::msg_type).collect();
+    assert_eq!(types, MsgType::ALL, "one sample per type, in type order");
+    messages
+}
+
+/// `msg` encoded as exactly one datagram of `cluster_id`.
+pub fn datagram(cluster_id: u32, msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::Encoder::new(cluster_id, 1)
+        .encode(msg, &mut out)
+        .expect("sample messages encode");
+    assert_eq!(out.len(), 1, "{:?} should fit one datagram", msg.msg_type());
+    out.remove(0)
+}
+
+// ---------------------------------------------------------------------------
+// Network namespaces
+// ---------------------------------------------------------------------------
+
+/// Runs `ip` (or another tool) and fails loudly with its stderr.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Network namespaces named `el-t-<pid>-<n><suffix>` (`n` counts the sets
+/// this process made, so parallel tests never share one), deleted on drop
+/// (also when the test panics), which removes their veths and XDP programs.
+pub struct Netns {
+    names: Vec<String>,
+}
+
+impl Netns {
+    /// Creates one namespace per suffix, `lo` up. The guard exists before the
+    /// first `ip netns add`, so a failure half-way still cleans up.
+    pub fn create(suffixes: &[&str]) -> Netns {
+        static SETS_CREATED: AtomicUsize = AtomicUsize::new(0);
+        let set = SETS_CREATED.fetch_add(1, Ordering::Relaxed);
+        let mut netns = Netns { names: Vec::new() };
+        for suffix in suffixes {
+            let name = format!("el-t-{}-{set}{suffix}", std::process::id());
+            // A previous run with the same pid that died hard: start clean.
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            run("ip", &["netns", "add", &name]);
+            netns.names.push(name.clone());
+            run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        }
+        netns
+    }
+
+    pub fn name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+
+    /// Moves the calling thread into namespace `index` (for good: call it
+    /// on a thread made for that purpose).
+    pub fn enter(&self, index: usize) {
+        let path = format!("/var/run/netns/{}", self.names[index]);
+        let file = File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|error| panic!("setns into {path}: {error}"));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in &self.names {
+            match Command::new("ip").args(["netns", "del", name]).output() {
+                Ok(output) if output.status.success() => {}
+                Ok(output) => eprintln!(
+                    "cleanup: ip netns del {name} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+                Err(error) => eprintln!("cleanup: cannot run ip netns del {name}: {error}"),
+            }
+        }
+    }
+}
