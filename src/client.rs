@@ -134,12 +134,15 @@ impl Session {
             self.socket.set_read_timeout(Some(timeout)).context("setting client timeout")?;
             let len = match self.socket.recv_from(&mut self.buf) {
                 Ok((len, _)) => len,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
                     continue
                 }
                 Err(e) => return Err(e).context("receiving reply"),
             };
-            let Ok((_, Decoded::Message(Message::Reply(reply)))) = wire::decode(&self.buf[..len], self.cluster_id)
+            let Ok((_, Decoded::Message(Message::Reply(reply)))) =
+                wire::decode(&self.buf[..len], self.cluster_id)
             else {
                 continue; // not for us, or malformed: ignore
             };
@@ -236,9 +239,9 @@ fn run_thread(
         let reply = session.call(request_number, op.encode())?;
         let ret = os::nanos_since(base);
         let result = match &reply {
-            Some(bytes) if options.app == AppKind::Kv => Some(
-                KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?,
-            ),
+            Some(bytes) if options.app == AppKind::Kv => {
+                Some(KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?)
+            }
             Some(_) => Some(KvResult::Value(None)),
             None => {
                 failed += 1;
@@ -300,7 +303,10 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
         let mut last_print = Instant::now();
         while handles.iter().any(|h| !h.is_finished()) {
             std::thread::sleep(Duration::from_millis(20));
-            if progress && last_print.elapsed() >= PROGRESS_INTERVAL && base.elapsed() > Duration::from_secs(2) {
+            if progress
+                && last_print.elapsed() >= PROGRESS_INTERVAL
+                && base.elapsed() > Duration::from_secs(2)
+            {
                 let n = done.load(Ordering::Relaxed);
                 eprint!("\r  {n}/{} ops, {:.1} s", options.requests, base.elapsed().as_secs_f64());
                 last_print = Instant::now();
@@ -309,7 +315,10 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
         if progress && base.elapsed() > Duration::from_secs(2) {
             eprintln!();
         }
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
+            .collect()
     });
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;

@@ -138,7 +138,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client { config, op: Some(op), .. } => {
             let config = Config::load(&config)?;
             let op = match op {
-                KvCommand::Put { key, value } => KvOp::Put { key: key.into_bytes(), value: value.into_bytes() },
+                KvCommand::Put { key, value } => {
+                    KvOp::Put { key: key.into_bytes(), value: value.into_bytes() }
+                }
                 KvCommand::Get { key } => KvOp::Get { key: key.into_bytes() },
                 KvCommand::Del { key } => KvOp::Del { key: key.into_bytes() },
             };
@@ -149,11 +151,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 KvResult::Deleted(true) => println!("deleted"),
                 KvResult::Deleted(false) => println!("(absent)"),
                 KvResult::Swapped(s) => println!("{}", if s { "swapped" } else { "not swapped" }),
-                KvResult::BadOp => anyhow::bail!("the replicas rejected the operation (are they running --app kv?)"),
+                KvResult::BadOp => {
+                    anyhow::bail!("the replicas rejected the operation (are they running --app kv?)")
+                }
             }
             Ok(())
         }
-        Command::Client { config, op: None, requests, warmup, threads, value_size, keys, app, json, history, cpu } => {
+        Command::Client {
+            config,
+            op: None,
+            requests,
+            warmup,
+            threads,
+            value_size,
+            keys,
+            app,
+            json,
+            history,
+            cpu,
+        } => {
             let options = LoadOptions {
                 config: Config::load(&config)?,
                 requests,

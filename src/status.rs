@@ -40,7 +40,9 @@ pub fn query(config: &Config) -> anyhow::Result<Vec<Option<StatusReply>>> {
         let wait = resend_at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         socket.set_read_timeout(Some(wait)).context("setting timeout")?;
         let Ok((len, from)) = socket.recv_from(&mut buf) else { continue };
-        if let Ok((_, Decoded::Message(Message::StatusReply(reply)))) = wire::decode(&buf[..len], config.cluster_id) {
+        if let Ok((_, Decoded::Message(Message::StatusReply(reply)))) =
+            wire::decode(&buf[..len], config.cluster_id)
+        {
             let index = reply.replica as usize;
             let expected = config.replicas.get(index).map(|a| SocketAddr::V4(*a));
             if reply.nonce == nonce && expected == Some(from) {

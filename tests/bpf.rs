@@ -22,12 +22,8 @@ const PORT: u16 = 7447;
 const CLUSTER_ID: u32 = 0x00c0_ffee;
 
 fn load() -> Loaded {
-    Loaded::load(LoadOptions {
-        port: PORT,
-        cluster_id: CLUSTER_ID,
-        replica_count: 3,
-    })
-    .expect("load electrode eBPF object")
+    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
+        .expect("load electrode eBPF object")
 }
 
 /// Runs `frame` through the program: it must pass unchanged, and the
@@ -49,24 +45,15 @@ fn one_message(msg_type: MsgType) -> Counters {
 }
 
 fn one_foreign() -> Counters {
-    Counters {
-        foreign: 1,
-        ..Counters::default()
-    }
+    Counters { foreign: 1, ..Counters::default() }
 }
 
 fn one_malformed() -> Counters {
-    Counters {
-        malformed: 1,
-        ..Counters::default()
-    }
+    Counters { malformed: 1, ..Counters::default() }
 }
 
 fn one_bad_magic() -> Counters {
-    Counters {
-        bad_magic: 1,
-        ..Counters::default()
-    }
+    Counters { bad_magic: 1, ..Counters::default() }
 }
 
 /// A valid Prepare frame: the reference the broken variants start from.
@@ -102,10 +89,9 @@ fn smallest_body_of_every_type_counts_and_one_byte_less_is_malformed() {
     }
     let loaded = load();
     for msg_type in MsgType::ALL {
-        for (body_len, expected) in [
-            (msg_type.body_min(), one_message(msg_type)),
-            (msg_type.body_min() - 1, one_malformed()),
-        ] {
+        for (body_len, expected) in
+            [(msg_type.body_min(), one_message(msg_type)), (msg_type.body_min() - 1, one_malformed())]
+        {
             let mut payload = header(msg_type as u8, CLUSTER_ID, body_len);
             payload.resize(ELECTRODE_HDR_LEN + body_len, 0);
             let what = format!("{} with a {body_len}-byte body", msg_type.name());
@@ -132,8 +118,7 @@ fn header(msg_type: u8, cluster_id: u32, body_len: usize) -> Vec<u8> {
 
 #[test]
 fn truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after() {
-    if !require_root("truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after")
-    {
+    if !require_root("truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after") {
         return;
     }
     let loaded = load();
@@ -143,33 +128,13 @@ fn truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after(
         ("end of Ethernet header", ETH_LEN, one_foreign()),
         ("inside IPv4 header", ETH_LEN + IPV4_LEN / 2, one_foreign()),
         ("end of IPv4 header", ETH_LEN + IPV4_LEN, one_foreign()),
-        (
-            "inside UDP header",
-            ETH_LEN + IPV4_LEN + UDP_LEN / 2,
-            one_foreign(),
-        ),
+        ("inside UDP header", ETH_LEN + IPV4_LEN + UDP_LEN / 2, one_foreign()),
         // Our port: a UDP length beyond the frame is malformed.
         ("end of UDP header", HDR_OFF, one_malformed()),
-        (
-            "inside electrode header",
-            HDR_OFF + ELECTRODE_HDR_LEN / 2,
-            one_malformed(),
-        ),
-        (
-            "end of electrode header",
-            HDR_OFF + ELECTRODE_HDR_LEN,
-            one_malformed(),
-        ),
-        (
-            "inside fixed body",
-            HDR_OFF + ELECTRODE_HDR_LEN + 8,
-            one_malformed(),
-        ),
-        (
-            "last byte of body missing",
-            frame.len() - 1,
-            one_malformed(),
-        ),
+        ("inside electrode header", HDR_OFF + ELECTRODE_HDR_LEN / 2, one_malformed()),
+        ("end of electrode header", HDR_OFF + ELECTRODE_HDR_LEN, one_malformed()),
+        ("inside fixed body", HDR_OFF + ELECTRODE_HDR_LEN + 8, one_malformed()),
+        ("last byte of body missing", frame.len() - 1, one_malformed()),
     ];
     for (what, len, expected) in cases {
         expect_counts(&loaded, what, &frame[..len], expected);
@@ -189,10 +154,7 @@ fn runt_frames_are_refused_by_the_kernel_test_run() {
     let frame = prepare_frame();
     let before = loaded.counters().expect("read counters");
     assert!(loaded.test_run_xdp(&frame[..ETH_LEN - 1]).is_err());
-    assert_eq!(
-        loaded.counters().expect("read counters").since(&before),
-        Counters::default()
-    );
+    assert_eq!(loaded.counters().expect("read counters").since(&before), Counters::default());
 }
 
 #[test]
@@ -205,12 +167,7 @@ fn consistent_but_wrong_lengths_are_malformed() {
 
     // Frame, IP and UDP agree, but the datagram is shorter than a header.
     let short = udp4_frame(PORT, &datagram_bytes[..ELECTRODE_HDR_LEN - 1]);
-    expect_counts(
-        &loaded,
-        "datagram shorter than the header",
-        &short,
-        one_malformed(),
-    );
+    expect_counts(&loaded, "datagram shorter than the header", &short, one_malformed());
 
     // body_len says one byte more / less than the UDP length carries.
     let body_len = datagram_bytes.len() - ELECTRODE_HDR_LEN;
@@ -226,12 +183,7 @@ fn consistent_but_wrong_lengths_are_malformed() {
     let mut oversize = header(MsgType::Request as u8, CLUSTER_ID, body_len);
     oversize.resize(ELECTRODE_HDR_LEN + body_len, 0);
     let frame = udp4_frame(PORT, &oversize);
-    expect_counts(
-        &loaded,
-        "datagram above MAX_DATAGRAM",
-        &frame,
-        one_malformed(),
-    );
+    expect_counts(&loaded, "datagram above MAX_DATAGRAM", &frame, one_malformed());
 }
 
 #[test]
@@ -242,10 +194,7 @@ fn fragments_are_malformed() {
     let loaded = load();
     let payload = datagram(CLUSTER_ID, &sample_messages()[MsgType::Commit as usize - 1]);
     for (what, frag_off) in [("more-fragments flag", 0x2000), ("non-zero offset", 0x0010)] {
-        let shape = Ipv4Shape {
-            frag_off,
-            ..Ipv4Shape::default()
-        };
+        let shape = Ipv4Shape { frag_off, ..Ipv4Shape::default() };
         let frame = udp4_frame_with(shape, 40000, PORT, &payload);
         expect_counts(&loaded, what, &frame, one_malformed());
     }
@@ -259,26 +208,13 @@ fn ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram() {
     let loaded = load();
     let commit = &sample_messages()[MsgType::Commit as usize - 1];
     let payload = datagram(CLUSTER_ID, commit);
-    let shape = Ipv4Shape {
-        options_len: 8,
-        ..Ipv4Shape::default()
-    };
+    let shape = Ipv4Shape { options_len: 8, ..Ipv4Shape::default() };
     let frame = udp4_frame_with(shape, 40000, PORT, &payload);
-    expect_counts(
-        &loaded,
-        "8 bytes of IP options",
-        &frame,
-        one_message(MsgType::Commit),
-    );
+    expect_counts(&loaded, "8 bytes of IP options", &frame, one_message(MsgType::Commit));
 
     let mut padded = udp4_frame(PORT, &payload);
     padded.extend_from_slice(&[0; 12]);
-    expect_counts(
-        &loaded,
-        "Ethernet trailer padding",
-        &padded,
-        one_message(MsgType::Commit),
-    );
+    expect_counts(&loaded, "Ethernet trailer padding", &padded, one_message(MsgType::Commit));
 }
 
 #[test]
@@ -294,23 +230,12 @@ fn bad_magic_version_cluster_and_type_are_counted_by_reason() {
     let bad_version = with_header_byte(frame.clone(), 4, consts::PROTOCOL_VERSION as u8 + 1);
     expect_counts(&loaded, "bad version", &bad_version, one_bad_magic());
 
-    let other_cluster = udp4_frame(
-        PORT,
-        &datagram(
-            CLUSTER_ID + 1,
-            &sample_messages()[MsgType::Prepare as usize - 1],
-        ),
-    );
-    let wrong_cluster = Counters {
-        wrong_cluster: 1,
-        ..Counters::default()
-    };
+    let other_cluster =
+        udp4_frame(PORT, &datagram(CLUSTER_ID + 1, &sample_messages()[MsgType::Prepare as usize - 1]));
+    let wrong_cluster = Counters { wrong_cluster: 1, ..Counters::default() };
     expect_counts(&loaded, "other cluster id", &other_cluster, wrong_cluster);
 
-    let unknown_type = Counters {
-        unknown_type: 1,
-        ..Counters::default()
-    };
+    let unknown_type = Counters { unknown_type: 1, ..Counters::default() };
     for msg_type in [0, consts::MSG_TYPE_MAX as u8 + 1, 255] {
         let frame = with_header_byte(frame.clone(), 5, msg_type);
         let what = format!("message type {msg_type}");
@@ -324,29 +249,13 @@ fn other_ports_protocols_and_ethertypes_are_foreign() {
         return;
     }
     let loaded = load();
-    let payload = datagram(
-        CLUSTER_ID,
-        &sample_messages()[MsgType::Prepare as usize - 1],
-    );
+    let payload = datagram(CLUSTER_ID, &sample_messages()[MsgType::Prepare as usize - 1]);
 
-    expect_counts(
-        &loaded,
-        "other UDP port",
-        &udp4_frame(PORT + 1, &payload),
-        one_foreign(),
-    );
-    let tcp = Ipv4Shape {
-        protocol: 6,
-        ..Ipv4Shape::default()
-    };
+    expect_counts(&loaded, "other UDP port", &udp4_frame(PORT + 1, &payload), one_foreign());
+    let tcp = Ipv4Shape { protocol: 6, ..Ipv4Shape::default() };
     let frame = udp4_frame_with(tcp, 40000, PORT, &payload);
     expect_counts(&loaded, "TCP to our port", &frame, one_foreign());
-    expect_counts(
-        &loaded,
-        "IPv6 UDP to our port",
-        &udp6_frame(PORT, &payload),
-        one_foreign(),
-    );
+    expect_counts(&loaded, "IPv6 UDP to our port", &udp6_frame(PORT, &payload), one_foreign());
     expect_counts(&loaded, "ARP", &arp_frame(), one_foreign());
     let mut lldp = eth(ETHERTYPE_LLDP);
     lldp.resize(60, 0);
@@ -366,10 +275,7 @@ fn veth_traffic() -> (Vec<(u16, Vec<u8>)>, Counters) {
             datagrams.push((PORT, datagram(CLUSTER_ID, &msg)));
             *expected.messages_mut(msg.msg_type()) += 1;
         }
-        let prepare = datagram(
-            CLUSTER_ID,
-            &sample_messages()[MsgType::Prepare as usize - 1],
-        );
+        let prepare = datagram(CLUSTER_ID, &sample_messages()[MsgType::Prepare as usize - 1]);
         datagrams.push((PORT + 1 + round, prepare.clone()));
         expected.foreign += 1;
         let mut bad_magic = prepare.clone();
@@ -404,10 +310,9 @@ fn veth_pair() -> Netns {
     #[rustfmt::skip]
     run("ip", &["link", "add", "veth-a", "netns", &ns_a, "address", &mac(MAC_A), "type", "veth",
         "peer", "name", "veth-b", "netns", &ns_b, "address", &mac(MAC_B)]);
-    for (ns, dev, own, peer, peer_mac) in [
-        (&ns_a, "veth-a", IP_A, IP_B, MAC_B),
-        (&ns_b, "veth-b", IP_B, IP_A, MAC_A),
-    ] {
+    for (ns, dev, own, peer, peer_mac) in
+        [(&ns_a, "veth-a", IP_A, IP_B, MAC_B), (&ns_b, "veth-b", IP_B, IP_A, MAC_A)]
+    {
         let own = format!("{}/24", ip(own));
         run("ip", &["-n", ns, "addr", "add", &own, "dev", dev]);
         run("ip", &["-n", ns, "link", "set", dev, "up"]);
@@ -438,20 +343,13 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
             netns.enter(1);
             let loaded = load();
             let attachment = loaded.attach_xdp_iface("veth-b").expect("attach to veth-b");
-            eprintln!(
-                "veth-b: electrode_xdp attached in {} mode",
-                attachment.mode()
-            );
+            eprintln!("veth-b: electrode_xdp attached in {} mode", attachment.mode());
             let shown = run("ip", &["link", "show", "dev", "veth-b"]);
             let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::from(IP_B), PORT))
                 .expect("bind receiver in ns b");
-            socket
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .expect("read timeout");
+            socket.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
             attached_tx.send(()).expect("signal attached");
-            sent_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("sender finished");
+            sent_rx.recv_timeout(Duration::from_secs(10)).expect("sender finished");
 
             // Every datagram to PORT reaches the socket: XDP_PASS really passes.
             let mut received = 0;
@@ -476,11 +374,9 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
         });
         let sender = scope.spawn(move || {
             netns.enter(0);
-            let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::from(IP_A), 0))
-                .expect("bind sender in ns a");
-            attached_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("receiver attached");
+            let socket =
+                UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::from(IP_A), 0)).expect("bind sender in ns a");
+            attached_rx.recv_timeout(Duration::from_secs(10)).expect("receiver attached");
             for (port, bytes) in datagrams_sent {
                 socket
                     .send_to(bytes, SocketAddrV4::new(Ipv4Addr::from(IP_B), *port))
@@ -492,25 +388,11 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
         receiver.join().expect("receiver thread")
     });
 
-    assert!(
-        shown_while_attached.contains("prog/xdp"),
-        "attached: {shown_while_attached}"
-    );
-    assert_eq!(
-        received, to_port,
-        "datagrams to port {PORT} delivered to the socket in ns b"
-    );
-    assert_eq!(
-        counted,
-        expected,
-        "counters after {} datagrams",
-        datagrams.len()
-    );
+    assert!(shown_while_attached.contains("prog/xdp"), "attached: {shown_while_attached}");
+    assert_eq!(received, to_port, "datagrams to port {PORT} delivered to the socket in ns b");
+    assert_eq!(counted, expected, "counters after {} datagrams", datagrams.len());
     let shown_after = run("ip", &["-n", &ns_b, "link", "show", "dev", "veth-b"]);
-    assert!(
-        !shown_after.contains("xdp"),
-        "still attached after detach: {shown_after}"
-    );
+    assert!(!shown_after.contains("xdp"), "still attached after detach: {shown_after}");
 }
 
 #[test]

@@ -7,11 +7,13 @@
 //! seeded fault layer into the replica binary these tests start.
 
 mod cluster;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cluster::{assert_linearizable, report, require_root, Cluster};
+use cluster::{assert_linearizable, report, Cluster};
+use common::require_root;
 use electrode::wire::{Commit, Encoder, Message, PrepareOk, Request, CLIENT_SENDER};
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
@@ -80,7 +82,20 @@ fn leader_crash_view_change_and_recovery() {
     // while it is in flight.
     let load = std::thread::spawn(move || {
         std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, cluster::BIN, "client", "-n", "6000", "-t", "4", "--keys", "20", "--json"])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                cluster::BIN,
+                "client",
+                "-n",
+                "6000",
+                "-t",
+                "4",
+                "--keys",
+                "20",
+                "--json",
+            ])
             .arg("--history")
             .arg(&hist)
             .arg("-c")
@@ -94,7 +109,12 @@ fn leader_crash_view_change_and_recovery() {
     std::thread::sleep(Duration::from_millis(1500));
     cluster.start_replica(0);
     let out = load.join().unwrap();
-    assert!(out.status.success(), "client failed: {}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
     let r = report(&out);
     assert_eq!(r["failed"], 0);
     assert_linearizable(&history);
@@ -162,7 +182,11 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
                 .unwrap();
             Encoder::new(cluster_id, CLIENT_SENDER)
                 .encode(
-                    &Message::Request(Request { client_id: 42, request_number: 1, op: b"\x09garbage".to_vec() }),
+                    &Message::Request(Request {
+                        client_id: 42,
+                        request_number: 1,
+                        op: b"\x09garbage".to_vec(),
+                    }),
                     &mut templates,
                 )
                 .unwrap();

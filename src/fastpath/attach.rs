@@ -70,19 +70,13 @@ impl XdpAttachment<'_> {
     fn detach_inner(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.how, How::Detached) {
             How::Link(link) => link.detach().with_context(|| {
-                format!(
-                    "detach XDP link of prog electrode_xdp from ifindex {}",
-                    self.ifindex
-                )
+                format!("detach XDP link of prog electrode_xdp from ifindex {}", self.ifindex)
             }),
-            How::Netlink(xdp) => xdp
-                .detach(ifindex_i32(self.ifindex)?, XdpFlags::SKB_MODE)
-                .with_context(|| {
-                    format!(
-                        "detach generic XDP prog electrode_xdp from ifindex {}",
-                        self.ifindex
-                    )
-                }),
+            How::Netlink(xdp) => {
+                xdp.detach(ifindex_i32(self.ifindex)?, XdpFlags::SKB_MODE).with_context(|| {
+                    format!("detach generic XDP prog electrode_xdp from ifindex {}", self.ifindex)
+                })
+            }
             How::Detached => Ok(()),
         }
     }
@@ -102,8 +96,7 @@ impl Loaded {
     pub fn attach_xdp_iface(&self, iface: &str) -> Result<XdpAttachment<'_>> {
         let ifindex = nix::net::if_::if_nametoindex(iface)
             .with_context(|| format!("attach XDP prog electrode_xdp: no interface {iface:?}"))?;
-        self.attach_xdp(ifindex)
-            .with_context(|| format!("attach XDP prog electrode_xdp to {iface}"))
+        self.attach_xdp(ifindex).with_context(|| format!("attach XDP prog electrode_xdp to {iface}"))
     }
 
     /// Attaches `electrode_xdp` to `ifindex`, native mode first, generic as
@@ -116,22 +109,14 @@ impl Loaded {
         let native_error = match prog.attach_xdp(ifindex_c) {
             Ok(link) => {
                 let mode = attached_mode(prog, ifindex)?;
-                return Ok(XdpAttachment {
-                    ifindex,
-                    mode,
-                    how: How::Link(link),
-                });
+                return Ok(XdpAttachment { ifindex, mode, how: How::Link(link) });
             }
             Err(error) => error,
         };
         let xdp = Xdp::new(prog.as_fd());
         // UPDATE_IF_NOEXIST: never replace somebody else's program.
         match xdp.attach(ifindex_c, XdpFlags::SKB_MODE | XdpFlags::UPDATE_IF_NOEXIST) {
-            Ok(()) => Ok(XdpAttachment {
-                ifindex,
-                mode: XdpMode::Generic,
-                how: How::Netlink(xdp),
-            }),
+            Ok(()) => Ok(XdpAttachment { ifindex, mode: XdpMode::Generic, how: How::Netlink(xdp) }),
             Err(generic_error) => bail!(
                 "attach XDP prog electrode_xdp to ifindex {ifindex}: native (bpf_link) failed: \
                  {native_error}; generic (netlink, SKB mode) failed: {generic_error}"
@@ -144,16 +129,9 @@ impl Loaded {
     pub fn attach_xdp_generic(&self, ifindex: u32) -> Result<XdpAttachment<'_>> {
         let prog = &self.skel().progs.electrode_xdp;
         let xdp = Xdp::new(prog.as_fd());
-        xdp.attach(
-            ifindex_i32(ifindex)?,
-            XdpFlags::SKB_MODE | XdpFlags::UPDATE_IF_NOEXIST,
-        )
-        .with_context(|| format!("attach generic XDP prog electrode_xdp to ifindex {ifindex}"))?;
-        Ok(XdpAttachment {
-            ifindex,
-            mode: XdpMode::Generic,
-            how: How::Netlink(xdp),
-        })
+        xdp.attach(ifindex_i32(ifindex)?, XdpFlags::SKB_MODE | XdpFlags::UPDATE_IF_NOEXIST)
+            .with_context(|| format!("attach generic XDP prog electrode_xdp to ifindex {ifindex}"))?;
+        Ok(XdpAttachment { ifindex, mode: XdpMode::Generic, how: How::Netlink(xdp) })
     }
 }
 

@@ -63,10 +63,7 @@ impl Counters {
     /// wrap of a u64 counter is not a concern).
     pub fn since(&self, earlier: &Counters) -> Counters {
         let mut messages = [0; MSG_TYPE_COUNT];
-        for (slot, (now, then)) in messages
-            .iter_mut()
-            .zip(self.messages.iter().zip(&earlier.messages))
-        {
+        for (slot, (now, then)) in messages.iter_mut().zip(self.messages.iter().zip(&earlier.messages)) {
             *slot = now.wrapping_sub(*then);
         }
         Counters {
@@ -107,15 +104,9 @@ impl Loaded {
                 .with_context(|| format!("read map counters[{index}]"))?
                 .with_context(|| format!("read map counters[{index}]: no such slot"))?;
             for value in per_cpu {
-                let bytes: [u8; 8] = value
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .with_context(|| {
-                        format!(
-                            "read map counters[{index}]: value of {} bytes, want 8",
-                            value.len()
-                        )
-                    })?;
+                let bytes: [u8; 8] = value.get(..8).and_then(|b| b.try_into().ok()).with_context(|| {
+                    format!("read map counters[{index}]: value of {} bytes, want 8", value.len())
+                })?;
                 counters.add(index, u64::from_ne_bytes(bytes));
             }
         }
@@ -161,10 +152,7 @@ mod tests {
         let mut later = earlier.clone();
         later.add(CNT_FOREIGN, 1);
         later.add(u32::from(MsgType::Prepare as u8), 3);
-        let mut expected = Counters {
-            foreign: 1,
-            ..Counters::default()
-        };
+        let mut expected = Counters { foreign: 1, ..Counters::default() };
         *expected.messages_mut(MsgType::Prepare) = 3;
         assert_eq!(later.since(&earlier), expected);
     }

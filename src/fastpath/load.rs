@@ -44,10 +44,7 @@ pub struct Loaded {
 impl Loaded {
     /// Opens the skeleton, writes `options` into its rodata and loads it.
     pub fn load(options: LoadOptions) -> Result<Loaded> {
-        ensure!(
-            options.port != 0,
-            "load eBPF object: UDP port 0 is not a port"
-        );
+        ensure!(options.port != 0, "load eBPF object: UDP port 0 is not a port");
         ensure!(
             options.replica_count >= 1 && options.replica_count as usize <= MAX_REPLICA_COUNT,
             "load eBPF object: replica count {} is outside 1..={MAX_REPLICA_COUNT}",
@@ -60,11 +57,7 @@ impl Loaded {
         // on error) before it is freed.
         let object: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage.as_ptr() };
         match open_and_load(object, options) {
-            Ok(skel) => Ok(Loaded {
-                skel: ManuallyDrop::new(skel),
-                storage,
-                options,
-            }),
+            Ok(skel) => Ok(Loaded { skel: ManuallyDrop::new(skel), storage, options }),
             Err(error) => {
                 // SAFETY: the failed open/load dropped everything that
                 // borrowed `storage` (libbpf-rs drops the OpenObject inside
@@ -95,22 +88,11 @@ impl Loaded {
         // kernel refuses a test run whose output does not fit (ENOSPC), and a
         // test frame is at most one page, so one page of slack is enough.
         let mut data_out = vec![0u8; frame.len() + 4096];
-        let input = ProgramInput {
-            data_in: Some(frame),
-            data_out: Some(&mut data_out),
-            ..ProgramInput::default()
-        };
-        let output = self
-            .skel
-            .progs
-            .electrode_xdp
-            .test_run(input)
-            .with_context(|| {
-                format!(
-                    "BPF_PROG_TEST_RUN of prog electrode_xdp on a {}-byte frame",
-                    frame.len()
-                )
-            })?;
+        let input =
+            ProgramInput { data_in: Some(frame), data_out: Some(&mut data_out), ..ProgramInput::default() };
+        let output = self.skel.progs.electrode_xdp.test_run(input).with_context(|| {
+            format!("BPF_PROG_TEST_RUN of prog electrode_xdp on a {}-byte frame", frame.len())
+        })?;
         let Some(data) = output.data else {
             bail!("BPF_PROG_TEST_RUN of prog electrode_xdp returned no output data");
         };

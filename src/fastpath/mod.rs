@@ -8,13 +8,7 @@
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
 
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    missing_docs,
-    non_camel_case_types,
-    dead_code
-)]
+#[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/electrode.skel.rs"));
 }

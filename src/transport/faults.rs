@@ -32,8 +32,10 @@ impl FaultSpec {
     pub fn parse(text: &str) -> anyhow::Result<FaultSpec> {
         let mut spec = FaultSpec { delay_ms: 2, ..FaultSpec::default() };
         for item in text.split(',').filter(|s| !s.is_empty()) {
-            let (key, value) = item.split_once('=').with_context(|| format!("fault item {item:?} is not key=value"))?;
-            let value: u64 = value.parse().with_context(|| format!("fault value {value:?} is not a number"))?;
+            let (key, value) =
+                item.split_once('=').with_context(|| format!("fault item {item:?} is not key=value"))?;
+            let value: u64 =
+                value.parse().with_context(|| format!("fault value {value:?} is not a number"))?;
             match key {
                 "seed" => spec.seed = value,
                 "drop" => spec.drop_percent = value,

@@ -15,7 +15,8 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Binds a UDP socket to `address` with large buffers. A missing local
 /// address is reported as such (the usual mistake: wrong namespace/host).
 pub fn bind_udp(address: SocketAddrV4, read_timeout: Option<Duration>) -> anyhow::Result<UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("creating UDP socket")?;
+    let socket =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("creating UDP socket")?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
@@ -76,7 +77,10 @@ pub fn nanos_since(base: Instant) -> u64 {
 /// A seed that differs between runs and processes (nonces, client ids).
 pub fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_ok() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok()
+    {
         return u64::from_ne_bytes(bytes);
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -165,7 +165,9 @@ impl Runtime {
                 Err(error)
                     if matches!(
                         error.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(error) => return Err(error).context("receiving from the replica socket"),
             }
@@ -251,7 +253,9 @@ impl Runtime {
         };
         match message {
             Message::Request(request) => {
-                if self.clients.len() >= CLIENT_ADDRESSES_MAX && !self.clients.contains_key(&request.client_id) {
+                if self.clients.len() >= CLIENT_ADDRESSES_MAX
+                    && !self.clients.contains_key(&request.client_id)
+                {
                     // Forget everyone: clients resend, and we learn them again.
                     self.clients.clear();
                 }

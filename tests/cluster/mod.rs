@@ -19,19 +19,6 @@ use electrode::history::read_history;
 pub const BIN: &str = env!("CARGO_BIN_EXE_electrode");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// True if the test may run; false (after a loud message) if it must skip.
-/// Under CI=true a missing privilege fails the test instead.
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("\n*** SKIPPED {test}: needs root (namespaces, BPF). Run as root; CI does. ***\n");
-    false
-}
-
 /// A unique namespace prefix per test process and cluster.
 fn prefix(tag: &str) -> String {
     format!("e{}{}-", std::process::id() % 100_000, tag)
@@ -199,7 +186,13 @@ impl Cluster {
             .map(|line| {
                 let w: Vec<&str> = line.split_whitespace().collect();
                 if w.len() >= 7 && w[2] != "unreachable" {
-                    Some((w[2].parse().ok()?, w[3].to_string(), w[4].parse().ok()?, w[5].parse().ok()?, w[6].to_string()))
+                    Some((
+                        w[2].parse().ok()?,
+                        w[3].to_string(),
+                        w[4].parse().ok()?,
+                        w[5].parse().ok()?,
+                        w[6].to_string(),
+                    ))
                 } else {
                     None
                 }
@@ -213,7 +206,8 @@ impl Cluster {
         let mut last = Vec::new();
         while Instant::now() < deadline {
             last = self.status();
-            let running: Vec<_> = last.iter().enumerate().filter(|(i, _)| self.replicas[*i].is_some()).collect();
+            let running: Vec<_> =
+                last.iter().enumerate().filter(|(i, _)| self.replicas[*i].is_some()).collect();
             if running.iter().all(|(_, s)| s.as_ref().is_some_and(|s| s.1 == "normal"))
                 && running.windows(2).all(|w| w[0].1.as_ref().map(|s| s.0) == w[1].1.as_ref().map(|s| s.0))
             {
@@ -300,8 +294,9 @@ impl Drop for Cluster {
 pub fn report(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("client output is not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("client output is not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// Reads a history file and checks it with the simulator's checker.

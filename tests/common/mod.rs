@@ -72,11 +72,7 @@ pub struct Ipv4Shape {
 
 impl Default for Ipv4Shape {
     fn default() -> Ipv4Shape {
-        Ipv4Shape {
-            options_len: 0,
-            frag_off: 0x4000,
-            protocol: 17,
-        }
+        Ipv4Shape { options_len: 0, frag_off: 0x4000, protocol: 17 }
     }
 }
 
@@ -166,44 +162,19 @@ pub fn arp_frame() -> Vec<u8> {
 
 /// One message of every type, with small but non-empty contents.
 pub fn sample_messages() -> Vec<Message> {
-    let request = wire::Request {
-        client_id: 7,
-        request_number: 3,
-        op: b"put k v".to_vec(),
-    };
+    let request = wire::Request { client_id: 7, request_number: 3, op: b"put k v".to_vec() };
     let state = wire::StateBlob {
         checkpoint_op: 2,
         snapshot: b"snapshot".to_vec(),
-        entries: vec![wire::LogEntry {
-            op: 3,
-            view: 1,
-            batch: vec![request.clone()],
-        }],
+        entries: vec![wire::LogEntry { op: 3, view: 1, batch: vec![request.clone()] }],
     };
     let messages = vec![
         Message::Request(request.clone()),
-        Message::Reply(wire::Reply {
-            view: 1,
-            client_id: 7,
-            request_number: 3,
-            result: b"ok".to_vec(),
-        }),
-        Message::Prepare(wire::Prepare {
-            view: 1,
-            op: 3,
-            commit: 2,
-            batch: vec![request],
-        }),
-        Message::PrepareOk(wire::PrepareOk {
-            view: 1,
-            op: 3,
-            replica: 2,
-        }),
+        Message::Reply(wire::Reply { view: 1, client_id: 7, request_number: 3, result: b"ok".to_vec() }),
+        Message::Prepare(wire::Prepare { view: 1, op: 3, commit: 2, batch: vec![request] }),
+        Message::PrepareOk(wire::PrepareOk { view: 1, op: 3, replica: 2 }),
         Message::Commit(wire::Commit { view: 1, commit: 3 }),
-        Message::StartViewChange(wire::StartViewChange {
-            view: 2,
-            replica: 1,
-        }),
+        Message::StartViewChange(wire::StartViewChange { view: 2, replica: 1 }),
         Message::DoViewChange(wire::DoViewChange {
             view: 2,
             last_normal_view: 1,
@@ -212,27 +183,10 @@ pub fn sample_messages() -> Vec<Message> {
             replica: 1,
             state: state.clone(),
         }),
-        Message::StartView(wire::StartView {
-            view: 2,
-            op: 3,
-            commit: 2,
-            state: state.clone(),
-        }),
-        Message::GetState(wire::GetState {
-            view: 2,
-            op: 1,
-            replica: 2,
-        }),
-        Message::NewState(wire::NewState {
-            view: 2,
-            op: 3,
-            commit: 2,
-            state: state.clone(),
-        }),
-        Message::Recovery(wire::Recovery {
-            nonce: 99,
-            replica: 2,
-        }),
+        Message::StartView(wire::StartView { view: 2, op: 3, commit: 2, state: state.clone() }),
+        Message::GetState(wire::GetState { view: 2, op: 1, replica: 2 }),
+        Message::NewState(wire::NewState { view: 2, op: 3, commit: 2, state: state.clone() }),
+        Message::Recovery(wire::Recovery { nonce: 99, replica: 2 }),
         Message::RecoveryResponse(wire::RecoveryResponse {
             view: 2,
             nonce: 99,
@@ -260,9 +214,7 @@ pub fn sample_messages() -> Vec<Message> {
 /// `msg` encoded as exactly one datagram of `cluster_id`.
 pub fn datagram(cluster_id: u32, msg: &Message) -> Vec<u8> {
     let mut out = Vec::new();
-    wire::Encoder::new(cluster_id, 1)
-        .encode(msg, &mut out)
-        .expect("sample messages encode");
+    wire::Encoder::new(cluster_id, 1).encode(msg, &mut out).expect("sample messages encode");
     assert_eq!(out.len(), 1, "{:?} should fit one datagram", msg.msg_type());
     out.remove(0)
 }
