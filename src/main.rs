@@ -96,7 +96,7 @@ enum Command {
     },
 }
 
-fn check_config(path: &PathBuf) -> anyhow::Result<()> {
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     println!(
         "{}: f = {}, {} replicas, cluster id {:#010x}, fast paths compiled in: {}",
