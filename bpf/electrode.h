@@ -413,6 +413,13 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  * acked by XDP only after its record is reserved and filled, and the record
  * stays in the ring until user space consumed it into its log.
  *
+ * The disarm update carries the other fields as user space last read them
+ * (a BPF_F_LOCK update writes the whole value), so a CPU that acked between
+ * that read and the update has its next_op advance overwritten. Its record
+ * is in the ring, so after the drain of step (2) user space writes next_op
+ * = highest drained op + 1 (still armed=0: nobody else writes then). This
+ * is done by FollowerPath::disarm_follower in src/fastpath/follower.rs.
+ *
  * Re-acks: a Prepare with op < next_op is answered with a PrepareOK for
  * next_op - 1 (cumulative: every op <= next_op - 1 is logged or in the ring).
  */
