@@ -304,8 +304,76 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 #define ELECTRODE_CNT_BAD_MAGIC 16   /* our port, wrong magic or version */
 #define ELECTRODE_CNT_WRONG_CLUSTER 17 /* our port, well formed, another cluster id */
 #define ELECTRODE_CNT_UNKNOWN_TYPE 18  /* our port, type 0 or > MSG_TYPE_MAX */
+/* fast_reply (follower XDP): what happened to each well-formed Prepare. The
+ * Prepare is also counted under its type by the classifier. */
+#define ELECTRODE_CNT_FAST_REPLY_TX 19 /* in-order Prepare: logged to the ring, PrepareOK sent */
+#define ELECTRODE_CNT_REACK_TX 20      /* already acked Prepare (retransmit): PrepareOK re-sent */
+#define ELECTRODE_CNT_PASS_VIEW 21     /* passed: Prepare of another view than the armed one */
+#define ELECTRODE_CNT_PASS_GAP 22      /* passed: op beyond next_op (user space fetches state) */
+#define ELECTRODE_CNT_PASS_DISARMED 23 /* passed: fast reply disarmed (not a normal follower) */
+#define ELECTRODE_CNT_PASS_RINGBUF_FULL 24 /* passed: no room in prepare_ring */
+#define ELECTRODE_CNT_PASS_NOT_LEADER 25   /* passed: source IP/port/sender is not the leader */
+#define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
 #define ELECTRODE_CNT_MAX 32
 _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
+_Static_assert(ELECTRODE_CNT_PASS_IP_OPTIONS < ELECTRODE_CNT_MAX, "counter indices");
+
+/* ---------------------------------------------------------------------- */
+/* fast_reply: follower state and the Prepare ring buffer                 */
+/* ---------------------------------------------------------------------- */
+
+/* vmlinux.h defines struct bpf_spin_lock for the eBPF build. Anything else
+ * that includes this header without vmlinux.h (a host-side C tool) gets the
+ * same 4-byte layout. build.rs only reads `#define ELECTRODE_` lines. */
+#ifndef __VMLINUX_H__
+struct bpf_spin_lock {
+	__u32 val;
+};
+#endif
+
+/* The only entry (key 0) of the 1-entry ARRAY map `follower_state`.
+ * Unlike the wire structs, view and next_op are HOST byte order (a map
+ * value, never sent); leader_ip/leader_port are network order because the
+ * kernel compares them with packet fields as they are. User space writes and
+ * reads it only with BPF_F_LOCK, the kernel only between bpf_spin_lock and
+ * bpf_spin_unlock, so every read sees one consistent version. */
+struct electrode_follower_state {
+	struct bpf_spin_lock lock; /* taken by the kernel; ignored in BPF_F_LOCK copies */
+	__u32 armed;        /* 1: the kernel acks Prepares of `view`; 0: it passes them */
+	__u64 view;         /* the view the follower is normal in */
+	__u64 next_op;      /* the op the kernel acks next (log head + 1) */
+	__be32 leader_ip;   /* IPv4 source a Prepare must come from */
+	__be16 leader_port; /* UDP source port a Prepare must come from */
+	__u8 leader_index;  /* header `sender` a Prepare must carry */
+	__u8 self_index;    /* this replica: `sender` and `replica` of the PrepareOK */
+};
+_Static_assert(sizeof(struct electrode_follower_state) == 32, "electrode_follower_state size");
+
+/* One record of the `prepare_ring` ring buffer: an acked Prepare datagram,
+ * header included, exactly as it arrived. Records are fixed size because
+ * bpf_ringbuf_reserve needs a constant size; `len` says how much of `data`
+ * is used. */
+struct electrode_prepare_record {
+	__u32 len;          /* bytes of data used, 48..ELECTRODE_MAX_DATAGRAM (host order) */
+	__u8 pad[4];
+	__u8 data[ELECTRODE_MAX_DATAGRAM];
+};
+_Static_assert(sizeof(struct electrode_prepare_record) == 1480, "electrode_prepare_record size");
+
+/* Size of `prepare_ring` in bytes. One record takes 1480 bytes plus the
+ * ring's 8-byte record header = 1488. The leader has at most
+ * ELECTRODE_PIPELINE_MAX (64) uncommitted ops, so a follower that drains
+ * once per commit needs 64 x 1488 = 95,232 bytes; a factor 2 covers a drain
+ * that runs late by a full pipeline (ops of the next window arrive before
+ * user space drained the last) = 190,464, rounded up to the next power of two
+ * pages (the kernel requires a power of two multiple of the page size):
+ * 262,144 = 256 KiB = 64 pages of 4 KiB, room for 176 records. When full,
+ * Prepares pass to user space (counted), nothing is lost. */
+#define ELECTRODE_RINGBUF_BYTES 262144
+_Static_assert(ELECTRODE_PIPELINE_MAX * (1480 + 8) * 2 <= ELECTRODE_RINGBUF_BYTES,
+	       "prepare_ring holds two pipelines of maximal Prepares");
+_Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
+	       "prepare_ring size is a power of two");
 
 /*
  * Ownership of kernel state (who writes, who reads, handover rule):
@@ -316,6 +384,44 @@ _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indice
  * | rodata cluster_id         | user   | kernel r/o | set before load, never     |
  * | rodata replica_count      | user   | kernel r/o | set before load, never     |
  * | counters (per-CPU array)  | kernel | user reads | never; user only sums      |
+ *
+ * fast_reply (only with -DFAST_REPLY), map `follower_state`, key 0. User
+ * space accesses it only with BPF_F_LOCK, the kernel only under the lock:
+ *
+ * | field                     | owner while armed | owner while disarmed       |
+ * |---------------------------|-------------------|----------------------------|
+ * | armed                     | user (writes 0)   | user (writes 1 with arm)   |
+ * | view                      | user, constant    | user                       |
+ * | next_op                   | KERNEL (advances) | user                       |
+ * | leader_ip/port/index      | user, constant    | user                       |
+ * | self_index                | user, constant    | user                       |
+ * | prepare_ring records      | kernel produces, user consumes (always)        |
+ *
+ * Handover rule. While armed, the kernel owns next_op: for each in-order
+ * Prepare of `view` from the leader it reserves a ring record, then under
+ * the lock re-checks armed/view/next_op and advances next_op, and submits
+ * the record; user space only reads the state and consumes the ring. The
+ * kernel never changes armed, view or the leader. Before user space changes
+ * its view, status or log position it (1) disarms: one locked update with
+ * armed=0 (after it no critical section advances next_op); (2) drains the
+ * ring completely, waiting until the consumer position reaches the producer
+ * position (a CPU may be between its critical section and its submit);
+ * (3) appends every drained Prepare to its log; (4) acts; (5) re-arms with
+ * the new view, leader and next_op = log head + 1 in ONE locked update with
+ * armed=1. Arming is refused while armed, so user space never overwrites a
+ * next_op the kernel advanced. Nothing the kernel acked is lost: an op is
+ * acked by XDP only after its record is reserved and filled, and the record
+ * stays in the ring until user space consumed it into its log.
+ *
+ * The disarm update carries the other fields as user space last read them
+ * (a BPF_F_LOCK update writes the whole value), so a CPU that acked between
+ * that read and the update has its next_op advance overwritten. Its record
+ * is in the ring, so after the drain of step (2) user space writes next_op
+ * = highest drained op + 1 (still armed=0: nobody else writes then). This
+ * is done by FollowerPath::disarm_follower in src/fastpath/follower.rs.
+ *
+ * Re-acks: a Prepare with op < next_op is answered with a PrepareOK for
+ * next_op - 1 (cumulative: every op <= next_op - 1 is logged or in the ring).
  */
 
 #endif /* ELECTRODE_H */

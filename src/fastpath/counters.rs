@@ -1,4 +1,5 @@
-//! The classifier's per-CPU `counters` map, summed over CPUs.
+//! The per-CPU `counters` map (classifier reasons and fast-path outcomes),
+//! summed over CPUs.
 //!
 //! The kernel owns the map and only ever adds; user space only reads (see
 //! the ownership table in `bpf/electrode.h`), so a snapshot is a plain sum
@@ -9,7 +10,9 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use super::load::Loaded;
 use crate::wire::consts::{
-    CNT_BAD_MAGIC, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
+    CNT_BAD_MAGIC, CNT_FAST_REPLY_TX, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_PASS_DISARMED, CNT_PASS_GAP,
+    CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER, CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX,
+    CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
 };
 use crate::wire::MsgType;
 
@@ -32,6 +35,22 @@ pub struct Counters {
     pub wrong_cluster: u64,
     /// Our port, type 0 or above the highest known type.
     pub unknown_type: u64,
+    /// fast_reply: in-order Prepares logged to the ring and acked by XDP_TX.
+    pub fast_reply_tx: u64,
+    /// fast_reply: retransmitted (already acked) Prepares re-acked by XDP_TX.
+    pub reack_tx: u64,
+    /// fast_reply: Prepares of another view than the armed one, passed.
+    pub pass_view: u64,
+    /// fast_reply: Prepares beyond the next op (a gap), passed.
+    pub pass_gap: u64,
+    /// fast_reply: Prepares while disarmed (not a normal follower), passed.
+    pub pass_disarmed: u64,
+    /// fast_reply: in-order Prepares that found the ring buffer full, passed.
+    pub pass_ringbuf_full: u64,
+    /// fast_reply: Prepares not from the armed leader's address and index, passed.
+    pub pass_not_leader: u64,
+    /// fast_reply: Prepares with IPv4 options (no in-place rewrite), passed.
+    pub pass_ip_options: u64,
     /// Slots of the map no reason uses; nonzero means the C and Rust sides
     /// disagree about the indices.
     pub unassigned: u64,
@@ -56,6 +75,14 @@ impl Counters {
             + self.bad_magic
             + self.wrong_cluster
             + self.unknown_type
+            + self.fast_reply_tx
+            + self.reack_tx
+            + self.pass_view
+            + self.pass_gap
+            + self.pass_disarmed
+            + self.pass_ringbuf_full
+            + self.pass_not_leader
+            + self.pass_ip_options
             + self.unassigned
     }
 
@@ -73,6 +100,14 @@ impl Counters {
             bad_magic: self.bad_magic.wrapping_sub(earlier.bad_magic),
             wrong_cluster: self.wrong_cluster.wrapping_sub(earlier.wrong_cluster),
             unknown_type: self.unknown_type.wrapping_sub(earlier.unknown_type),
+            fast_reply_tx: self.fast_reply_tx.wrapping_sub(earlier.fast_reply_tx),
+            reack_tx: self.reack_tx.wrapping_sub(earlier.reack_tx),
+            pass_view: self.pass_view.wrapping_sub(earlier.pass_view),
+            pass_gap: self.pass_gap.wrapping_sub(earlier.pass_gap),
+            pass_disarmed: self.pass_disarmed.wrapping_sub(earlier.pass_disarmed),
+            pass_ringbuf_full: self.pass_ringbuf_full.wrapping_sub(earlier.pass_ringbuf_full),
+            pass_not_leader: self.pass_not_leader.wrapping_sub(earlier.pass_not_leader),
+            pass_ip_options: self.pass_ip_options.wrapping_sub(earlier.pass_ip_options),
             unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
         }
     }
@@ -84,6 +119,14 @@ impl Counters {
             CNT_BAD_MAGIC => &mut self.bad_magic,
             CNT_WRONG_CLUSTER => &mut self.wrong_cluster,
             CNT_UNKNOWN_TYPE => &mut self.unknown_type,
+            CNT_FAST_REPLY_TX => &mut self.fast_reply_tx,
+            CNT_REACK_TX => &mut self.reack_tx,
+            CNT_PASS_VIEW => &mut self.pass_view,
+            CNT_PASS_GAP => &mut self.pass_gap,
+            CNT_PASS_DISARMED => &mut self.pass_disarmed,
+            CNT_PASS_RINGBUF_FULL => &mut self.pass_ringbuf_full,
+            CNT_PASS_NOT_LEADER => &mut self.pass_not_leader,
+            CNT_PASS_IP_OPTIONS => &mut self.pass_ip_options,
             other => match u8::try_from(other).ok().and_then(MsgType::from_u8) {
                 Some(msg_type) => self.messages_mut(msg_type),
                 None => &mut self.unassigned,
@@ -142,6 +185,27 @@ mod tests {
         assert_eq!(reasons, (1, 2, 3));
         assert_eq!((counters.wrong_cluster, counters.unknown_type), (4, 5));
         assert_eq!(counters.unassigned, 6);
+        for (offset, index) in [
+            CNT_FAST_REPLY_TX,
+            CNT_REACK_TX,
+            CNT_PASS_VIEW,
+            CNT_PASS_GAP,
+            CNT_PASS_DISARMED,
+            CNT_PASS_RINGBUF_FULL,
+            CNT_PASS_NOT_LEADER,
+            CNT_PASS_IP_OPTIONS,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counters.add(index, 10 * (offset as u64 + 1));
+        }
+        let fast = (counters.fast_reply_tx, counters.reack_tx, counters.pass_view, counters.pass_gap);
+        assert_eq!(fast, (10, 20, 30, 40));
+        let passed = (counters.pass_disarmed, counters.pass_ringbuf_full, counters.pass_not_leader);
+        assert_eq!(passed, (50, 60, 70));
+        assert_eq!(counters.pass_ip_options, 80);
+        assert_eq!(counters.unassigned, 6, "every fast_reply index has its own field");
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Loaded {
     // `Box` asserts uniqueness while the skeleton points into it.
     storage: NonNull<MaybeUninit<OpenObject>>,
     options: LoadOptions,
+    /// Whether a `FollowerPath` (the one consumer of `prepare_ring`) exists.
+    #[cfg(feature = "fast_reply")]
+    follower_path_taken: std::sync::atomic::AtomicBool,
 }
 
 impl Loaded {
@@ -57,7 +60,13 @@ impl Loaded {
         // on error) before it is freed.
         let object: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage.as_ptr() };
         match open_and_load(object, options) {
-            Ok(skel) => Ok(Loaded { skel: ManuallyDrop::new(skel), storage, options }),
+            Ok(skel) => Ok(Loaded {
+                skel: ManuallyDrop::new(skel),
+                storage,
+                options,
+                #[cfg(feature = "fast_reply")]
+                follower_path_taken: std::sync::atomic::AtomicBool::new(false),
+            }),
             Err(error) => {
                 // SAFETY: the failed open/load dropped everything that
                 // borrowed `storage` (libbpf-rs drops the OpenObject inside
@@ -72,6 +81,11 @@ impl Loaded {
     /// The settings the programs were loaded with.
     pub fn options(&self) -> LoadOptions {
         self.options
+    }
+
+    #[cfg(feature = "fast_reply")]
+    pub(crate) fn follower_path_taken(&self) -> &std::sync::atomic::AtomicBool {
+        &self.follower_path_taken
     }
 
     /// The skeleton, for the rest of `fastpath`.

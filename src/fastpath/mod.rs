@@ -7,6 +7,8 @@
 //! - [`attach`]: put the XDP classifier on an interface; the guard detaches
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
+//! - `follower` (feature `fast_reply`): arm/disarm the follower fast path
+//!   and drain the Prepares it acked from its ring buffer.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
@@ -15,10 +17,14 @@ mod skel {
 
 pub mod attach;
 pub mod counters;
+#[cfg(feature = "fast_reply")]
+pub mod follower;
 pub mod load;
 
 pub use attach::{XdpAttachment, XdpMode};
 pub use counters::Counters;
+#[cfg(feature = "fast_reply")]
+pub use follower::{FollowerPath, FollowerState};
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
 

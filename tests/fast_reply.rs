@@ -1,0 +1,550 @@
+//! fast_reply fixtures (root): the follower XDP path on crafted frames with
+//! BPF_PROG_TEST_RUN (repeat = 1: a repeated run would see the rewritten
+//! frame, PLATFORM.md gotcha 3).
+//!
+//! Each test loads its own object, so its maps and counters are its own. The
+//! expected PrepareOK frames are built here byte by byte, and checksums are
+//! verified by summing, independently of the kernel's code.
+#![cfg(feature = "fast_reply")]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use common::*;
+use electrode::fastpath::{xdp_action, Counters, FollowerPath, LoadOptions, Loaded};
+use electrode::wire::{self, consts, Message, MsgType};
+
+const PORT: u16 = 7447;
+const CLUSTER_ID: u32 = 0x00c0_ffee;
+/// The leader sends from A (common::IP_A) on this port; we are B.
+const LEADER_PORT: u16 = 7446;
+const LEADER_INDEX: u8 = 0;
+const SELF_INDEX: u8 = 2;
+const VIEW: u64 = 5;
+
+fn load() -> Loaded {
+    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
+        .expect("load electrode eBPF object (fast_reply)")
+}
+
+fn leader() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT)
+}
+
+fn arm(path: &FollowerPath<'_>, view: u64, next_op: u64) {
+    path.arm_follower(view, next_op, leader(), LEADER_INDEX, SELF_INDEX).expect("arm fast reply");
+}
+
+/// A Prepare of `view` and `op` with one small request, from `sender`.
+fn prepare(view: u64, op: u64) -> wire::Prepare {
+    let request = wire::Request { client_id: 9, request_number: op, op: format!("put k{op} v").into_bytes() };
+    wire::Prepare { view, op, commit: op - 1, batch: vec![request] }
+}
+
+fn datagram_from(sender: u8, prepare: &wire::Prepare) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::Encoder::new(CLUSTER_ID, sender)
+        .encode(&Message::Prepare(prepare.clone()), &mut out)
+        .expect("Prepare encodes");
+    assert_eq!(out.len(), 1);
+    out.remove(0)
+}
+
+/// The frame the leader sends: A:LEADER_PORT -> B:PORT.
+fn frame_of(datagram: &[u8]) -> Vec<u8> {
+    udp4_frame_with(Ipv4Shape::default(), LEADER_PORT, PORT, datagram)
+}
+
+fn prepare_frame(view: u64, op: u64) -> Vec<u8> {
+    frame_of(&datagram_from(LEADER_INDEX, &prepare(view, op)))
+}
+
+// ---------------------------------------------------------------------------
+// Independent checksums and the expected PrepareOK
+// ---------------------------------------------------------------------------
+
+/// RFC 1071 one's complement sum of big-endian 16-bit words, folded.
+fn ones_complement_sum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut sum: u64 = 0;
+    for pair in bytes.chunks(2) {
+        let high = u64::from(pair[0]) << 8;
+        let low = pair.get(1).map_or(0, |b| u64::from(*b));
+        sum += high | low;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn udp_pseudo_header(src: [u8; 4], dst: [u8; 4], udp_len: usize) -> Vec<u8> {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    pseudo
+}
+
+/// The PrepareOK B -> A acking `ack_op` in `view`, as the kernel must emit it.
+fn expected_prepare_ok(view: u64, ack_op: u64) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&consts::MAGIC.to_be_bytes());
+    payload.push(consts::PROTOCOL_VERSION as u8);
+    payload.push(consts::MSG_PREPARE_OK as u8);
+    payload.push(SELF_INDEX);
+    payload.push(0); // flags
+    payload.extend_from_slice(&CLUSTER_ID.to_be_bytes());
+    payload.extend_from_slice(&16u16.to_be_bytes()); // body_len
+    payload.extend_from_slice(&[0, 0]);
+    payload.extend_from_slice(&view.to_be_bytes());
+    payload.extend_from_slice(&ack_op.to_be_bytes());
+    payload.push(SELF_INDEX);
+    payload.extend_from_slice(&[0; 7]);
+    assert_eq!(payload.len(), 40);
+    // The same bytes as user space would send (cross-check of the layout).
+    let ok = Message::PrepareOk(wire::PrepareOk { view, op: ack_op, replica: SELF_INDEX });
+    let mut encoded = Vec::new();
+    wire::Encoder::new(CLUSTER_ID, SELF_INDEX).encode(&ok, &mut encoded).expect("PrepareOk encodes");
+    assert_eq!(encoded, vec![payload.clone()], "hand-built PrepareOK equals wire::Encoder's");
+
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MAC_A); // back to the sender
+    frame.extend_from_slice(&MAC_B);
+    frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let ip_start = frame.len();
+    frame.extend_from_slice(&[0x45, 0]);
+    frame.extend_from_slice(&((IPV4_LEN + UDP_LEN + payload.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&0x1234u16.to_be_bytes()); // id of the Prepare, kept
+    frame.extend_from_slice(&0x4000u16.to_be_bytes()); // DF, kept
+    frame.extend_from_slice(&[64, 17, 0, 0]); // TTL, UDP, checksum below
+    frame.extend_from_slice(&IP_B);
+    frame.extend_from_slice(&IP_A);
+    let ip_check = !ones_complement_sum(&[&frame[ip_start..]]);
+    frame[ip_start + 10..ip_start + 12].copy_from_slice(&ip_check.to_be_bytes());
+    let udp_start = frame.len();
+    let udp_len = UDP_LEN + payload.len();
+    frame.extend_from_slice(&PORT.to_be_bytes());
+    frame.extend_from_slice(&LEADER_PORT.to_be_bytes());
+    frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(&payload);
+    let pseudo = udp_pseudo_header(IP_B, IP_A, udp_len);
+    let mut udp_check = !ones_complement_sum(&[&pseudo, &frame[udp_start..]]);
+    if udp_check == 0 {
+        udp_check = 0xffff;
+    }
+    frame[udp_start + 6..udp_start + 8].copy_from_slice(&udp_check.to_be_bytes());
+    frame
+}
+
+/// Checksums of an emitted frame verify the way a receiver checks them: the
+/// sum over the covered bytes, checksum included, is 0xffff.
+#[track_caller]
+fn assert_checksums_valid(frame: &[u8]) {
+    let ip = &frame[ETH_LEN..ETH_LEN + IPV4_LEN];
+    assert_eq!(ones_complement_sum(&[ip]), 0xffff, "IPv4 header checksum");
+    let udp = &frame[ETH_LEN + IPV4_LEN..];
+    assert_ne!(&udp[6..8], &[0, 0], "UDP checksum must be present");
+    let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
+    let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
+    let pseudo = udp_pseudo_header(src, dst, udp.len());
+    assert_eq!(ones_complement_sum(&[&pseudo, udp]), 0xffff, "UDP checksum");
+}
+
+// ---------------------------------------------------------------------------
+// Running frames
+// ---------------------------------------------------------------------------
+
+fn one_prepare() -> Counters {
+    let mut counters = Counters::default();
+    *counters.messages_mut(MsgType::Prepare) = 1;
+    counters
+}
+
+/// Runs `frame`; it must be answered by XDP_TX with exactly `expected`, and
+/// the counters must move by `counted`.
+#[track_caller]
+fn expect_tx(loaded: &Loaded, what: &str, frame: &[u8], expected: &[u8], counted: Counters) {
+    let before = loaded.counters().expect("read counters");
+    let (verdict, out) = loaded.test_run_xdp(frame).expect("BPF_PROG_TEST_RUN");
+    let delta = loaded.counters().expect("read counters").since(&before);
+    assert_eq!(verdict, xdp_action::TX, "{what}: verdict");
+    assert_eq!(out, expected, "{what}: PrepareOK bytes");
+    assert_checksums_valid(&out);
+    assert_eq!(delta, counted, "{what}: counter deltas");
+}
+
+/// Runs `frame`; it must pass unchanged, counters moving by `counted`.
+#[track_caller]
+fn expect_pass(loaded: &Loaded, what: &str, frame: &[u8], counted: Counters) {
+    let before = loaded.counters().expect("read counters");
+    let (verdict, out) = loaded.test_run_xdp(frame).expect("BPF_PROG_TEST_RUN");
+    let delta = loaded.counters().expect("read counters").since(&before);
+    assert_eq!(verdict, xdp_action::PASS, "{what}: verdict");
+    assert_eq!(out, frame, "{what}: a passed frame is not modified");
+    assert_eq!(delta, counted, "{what}: counter deltas");
+}
+
+#[track_caller]
+fn assert_state(path: &FollowerPath<'_>, armed: bool, view: u64, next_op: u64) {
+    let state = path.follower_state().expect("read follower_state");
+    assert_eq!((state.armed, state.view, state.next_op), (armed, view, next_op), "follower_state");
+}
+
+#[track_caller]
+fn assert_ring_empty(path: &mut FollowerPath<'_>) {
+    assert_eq!(path.drain_datagrams(usize::MAX).expect("drain"), Vec::<Vec<u8>>::new(), "ring");
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record() {
+    if !require_root("in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    assert_state(&path, true, VIEW, 10);
+    let sent = prepare(VIEW, 10);
+    let datagram = datagram_from(LEADER_INDEX, &sent);
+    let counted = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "op 10", &frame_of(&datagram), &expected_prepare_ok(VIEW, 10), counted);
+    assert_state(&path, true, VIEW, 11);
+    assert_eq!(path.drain_datagrams(usize::MAX).expect("drain"), vec![datagram], "one ring record");
+    assert_ring_empty(&mut path);
+
+    // The next one, through the decoding drain.
+    let counted = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "op 11", &prepare_frame(VIEW, 11), &expected_prepare_ok(VIEW, 11), counted);
+    assert_state(&path, true, VIEW, 12);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 11)]);
+    assert_eq!(path.undecodable(), 0);
+}
+
+#[test]
+fn largest_prepare_is_recorded_whole_and_answered() {
+    if !require_root("largest_prepare_is_recorded_whole_and_answered") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 1);
+    let largest = largest_prepare(VIEW, 1);
+    let datagram = datagram_from(LEADER_INDEX, &largest);
+    assert_eq!(datagram.len(), wire::MAX_DATAGRAM_LEN);
+    let counted = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "1472-byte Prepare", &frame_of(&datagram), &expected_prepare_ok(VIEW, 1), counted);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![largest]);
+}
+
+/// A Prepare of exactly ELECTRODE_MAX_DATAGRAM bytes: two requests, the
+/// first with a maximal op, the second filling the rest.
+fn largest_prepare(view: u64, op: u64) -> wire::Prepare {
+    let entry = 24; // struct electrode_request
+    let first = wire::Request { client_id: 1, request_number: op, op: vec![b'a'; wire::MAX_OP_LEN] };
+    let rest = wire::MAX_PREPARE_BATCH_LEN - (entry + wire::MAX_OP_LEN) - entry;
+    let second = wire::Request { client_id: 2, request_number: op, op: vec![b'b'; rest] };
+    wire::Prepare { view, op, commit: op - 1, batch: vec![first, second] }
+}
+
+#[test]
+fn duplicate_is_reacked_cumulatively_without_a_ring_record() {
+    if !require_root("duplicate_is_reacked_cumulatively_without_a_ring_record") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "op 10", &prepare_frame(VIEW, 10), &expected_prepare_ok(VIEW, 10), tx.clone());
+    expect_tx(&loaded, "op 11", &prepare_frame(VIEW, 11), &expected_prepare_ok(VIEW, 11), tx);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain").len(), 2);
+
+    // A retransmit of 10 (our ack was lost) and one of an op acked long
+    // before this arming: both answered with the cumulative ack 11.
+    let reack = Counters { reack_tx: 1, ..one_prepare() };
+    for op in [10, 3] {
+        let what = format!("retransmitted op {op}");
+        expect_tx(&loaded, &what, &prepare_frame(VIEW, op), &expected_prepare_ok(VIEW, 11), reack.clone());
+        assert_state(&path, true, VIEW, 12);
+        assert_ring_empty(&mut path);
+    }
+}
+
+#[test]
+fn gap_passes_and_is_counted() {
+    if !require_root("gap_passes_and_is_counted") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let gap = Counters { pass_gap: 1, ..one_prepare() };
+    for op in [11, 12, u64::MAX] {
+        expect_pass(&loaded, &format!("op {op} with next_op 10"), &prepare_frame(VIEW, op), gap.clone());
+        assert_state(&path, true, VIEW, 10);
+        assert_ring_empty(&mut path);
+    }
+}
+
+#[test]
+fn other_view_passes_and_is_counted() {
+    if !require_root("other_view_passes_and_is_counted") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let other_view = Counters { pass_view: 1, ..one_prepare() };
+    for view in [VIEW - 1, VIEW + 1] {
+        for op in [9, 10] {
+            let what = format!("view {view} op {op}");
+            expect_pass(&loaded, &what, &prepare_frame(view, op), other_view.clone());
+            assert_state(&path, true, VIEW, 10);
+            assert_ring_empty(&mut path);
+        }
+    }
+}
+
+#[test]
+fn disarmed_passes_and_is_counted() {
+    if !require_root("disarmed_passes_and_is_counted") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let disarmed = Counters { pass_disarmed: 1, ..one_prepare() };
+    expect_pass(&loaded, "never armed", &prepare_frame(VIEW, 1), disarmed.clone());
+    assert_state(&path, false, 0, 0);
+
+    arm(&path, VIEW, 1);
+    path.disarm_follower().expect("disarm");
+    assert_state(&path, false, VIEW, 1);
+    for op in [0, 1, 2] {
+        expect_pass(
+            &loaded,
+            &format!("disarmed, op {op}"),
+            &prepare_frame(VIEW, op.max(1)),
+            disarmed.clone(),
+        );
+    }
+    assert_state(&path, false, VIEW, 1);
+    assert_ring_empty(&mut path);
+}
+
+#[test]
+fn prepare_not_from_the_leader_passes_and_is_counted() {
+    if !require_root("prepare_not_from_the_leader_passes_and_is_counted") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
+    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+
+    let other_port = udp4_frame_with(Ipv4Shape::default(), LEADER_PORT + 1, PORT, &datagram);
+    expect_pass(&loaded, "other source port", &other_port, not_leader.clone());
+
+    // Source address 10.200.1.3 (the program does not check the IPv4
+    // checksum, so the header is patched without recomputing it).
+    let mut other_ip = frame_of(&datagram);
+    other_ip[ETH_LEN + 15] = 3;
+    expect_pass(&loaded, "other source IP", &other_ip, not_leader.clone());
+
+    let other_sender = frame_of(&datagram_from(1, &prepare(VIEW, 10)));
+    expect_pass(&loaded, "other sender index", &other_sender, not_leader);
+
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+}
+
+#[test]
+fn ip_options_pass_and_are_counted() {
+    if !require_root("ip_options_pass_and_are_counted") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let shape = Ipv4Shape { options_len: 8, ..Ipv4Shape::default() };
+    let frame = udp4_frame_with(shape, LEADER_PORT, PORT, &datagram_from(LEADER_INDEX, &prepare(VIEW, 10)));
+    expect_pass(&loaded, "8 bytes of IP options", &frame, Counters { pass_ip_options: 1, ..one_prepare() });
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+}
+
+#[test]
+fn truncation_at_every_header_and_body_boundary_passes_and_is_counted() {
+    if !require_root("truncation_at_every_header_and_body_boundary_passes_and_is_counted") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let frame = prepare_frame(VIEW, 10);
+    let foreign = Counters { foreign: 1, ..Counters::default() };
+    let malformed = Counters { malformed: 1, ..Counters::default() };
+    let body = HDR_OFF + ELECTRODE_HDR_LEN;
+    let cases = [
+        ("end of Ethernet header", ETH_LEN, &foreign),
+        ("inside IPv4 header", ETH_LEN + IPV4_LEN / 2, &foreign),
+        ("end of IPv4 header", ETH_LEN + IPV4_LEN, &foreign),
+        ("inside UDP header", ETH_LEN + IPV4_LEN + UDP_LEN / 2, &foreign),
+        ("end of UDP header", HDR_OFF, &malformed),
+        ("inside electrode header", HDR_OFF + ELECTRODE_HDR_LEN / 2, &malformed),
+        ("end of electrode header", body, &malformed),
+        ("inside Prepare fixed part (after op)", body + 8, &malformed),
+        ("end of Prepare fixed part", body + 24, &malformed),
+        ("inside request entry", body + 24 + 12, &malformed),
+        ("end of request entry", body + 48, &malformed),
+        ("last byte of body missing", frame.len() - 1, &malformed),
+    ];
+    for (what, len, counted) in cases {
+        expect_pass(&loaded, what, &frame[..len], counted.clone());
+    }
+
+    // Frame, IP, UDP and body_len all agree, but the body is shorter than
+    // the fixed part of a Prepare: malformed, never read by the fast path.
+    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    for body_len in [0, 8, 23] {
+        let mut short = datagram[..ELECTRODE_HDR_LEN + body_len].to_vec();
+        short[12..14].copy_from_slice(&(body_len as u16).to_be_bytes());
+        let what = format!("consistent {body_len}-byte Prepare body");
+        expect_pass(&loaded, &what, &frame_of(&short), malformed.clone());
+    }
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+}
+
+#[test]
+fn full_ring_buffer_passes_and_is_counted_until_drained() {
+    if !require_root("full_ring_buffer_passes_and_is_counted_until_drained") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 1);
+    // Each record takes sizeof(electrode_prepare_record) + the ring's 8-byte
+    // header, rounded to 8.
+    let record_bytes = (4 + 4 + wire::MAX_DATAGRAM_LEN + 8).next_multiple_of(8);
+    let capacity = consts::RINGBUF_BYTES as usize / record_bytes;
+    assert!(capacity >= 2 * consts::PIPELINE_MAX as usize, "room for two pipelines");
+
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    let mut sent = Vec::new();
+    let mut op = 1;
+    let full = loop {
+        assert!(op <= 4 * capacity as u64, "the ring never filled after {op} Prepares");
+        let largest = largest_prepare(VIEW, op);
+        let frame = frame_of(&datagram_from(LEADER_INDEX, &largest));
+        let before = loaded.counters().expect("read counters");
+        let (verdict, _) = loaded.test_run_xdp(&frame).expect("BPF_PROG_TEST_RUN");
+        let delta = loaded.counters().expect("read counters").since(&before);
+        if verdict != xdp_action::TX {
+            break (verdict, delta, frame);
+        }
+        assert_eq!(delta, tx, "op {op}: counter deltas");
+        sent.push(largest);
+        op += 1;
+    };
+    assert_eq!(sent.len(), capacity, "records that fit in ELECTRODE_RINGBUF_BYTES");
+    let (verdict, delta, frame) = full;
+    assert_eq!(verdict, xdp_action::PASS, "ring full: verdict");
+    assert_eq!(delta, Counters { pass_ringbuf_full: 1, ..one_prepare() }, "ring full: counters");
+    assert_state(&path, true, VIEW, op);
+    expect_pass(&loaded, "still full", &frame, Counters { pass_ringbuf_full: 1, ..one_prepare() });
+
+    // Draining frees the ring; nothing acked was lost, in op order.
+    let first_half = path.drain_prepares(capacity / 2).expect("drain half");
+    assert_eq!(first_half.len(), capacity / 2);
+    let rest = path.drain_prepares(usize::MAX).expect("drain rest");
+    let drained: Vec<wire::Prepare> = first_half.into_iter().chain(rest).collect();
+    assert_eq!(drained, sent, "every acked Prepare, in order");
+    expect_tx(&loaded, "after the drain", &frame, &expected_prepare_ok(VIEW, op), tx);
+    assert_state(&path, true, VIEW, op + 1);
+}
+
+#[test]
+fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
+    if !require_root("arm_disarm_drain_rearm_keeps_next_op_continuous") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    assert!(loaded.follower_path().is_err(), "one ring consumer per loaded object");
+    arm(&path, VIEW, 1);
+    assert!(path.arm_follower(VIEW, 7, leader(), LEADER_INDEX, SELF_INDEX).is_err(), "armed: refused");
+    assert!(path.arm_follower(VIEW + 1, 1, leader(), SELF_INDEX, SELF_INDEX).is_err(), "self as leader");
+
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    for op in 1..=3 {
+        expect_tx(
+            &loaded,
+            &format!("op {op}"),
+            &prepare_frame(VIEW, op),
+            &expected_prepare_ok(VIEW, op),
+            tx.clone(),
+        );
+    }
+    // Op 1 is taken while armed (the periodic drain), 2 and 3 by the disarm.
+    assert_eq!(path.drain_prepares(1).expect("drain"), vec![prepare(VIEW, 1)]);
+    path.disarm_follower().expect("disarm");
+    assert_state(&path, false, VIEW, 4);
+    let disarmed = Counters { pass_disarmed: 1, ..one_prepare() };
+    expect_pass(&loaded, "op 4 while disarmed", &prepare_frame(VIEW, 4), disarmed);
+    assert!(
+        path.arm_follower(VIEW + 1, 4, leader(), LEADER_INDEX, SELF_INDEX).is_err(),
+        "re-arm refused while drained Prepares wait"
+    );
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 2), prepare(VIEW, 3)]);
+
+    // The new view's leader is replica 1 on the same address; next_op
+    // continues from the log head (3).
+    let view = VIEW + 1;
+    path.arm_follower(view, 4, leader(), 1, SELF_INDEX).expect("re-arm");
+    assert_state(&path, true, view, 4);
+    let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
+    expect_pass(&loaded, "old leader index", &prepare_frame(view, 4), not_leader);
+    let frame = frame_of(&datagram_from(1, &prepare(view, 4)));
+    expect_tx(&loaded, "op 4 in the new view", &frame, &expected_prepare_ok(view, 4), tx);
+    assert_state(&path, true, view, 5);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(view, 4)]);
+
+    // Disarming an idle path leaves next_op as it was.
+    path.disarm_follower().expect("disarm");
+    path.disarm_follower().expect("disarm twice");
+    assert_state(&path, false, view, 5);
+    assert_ring_empty(&mut path);
+    drop(path);
+    let path = loaded.follower_path().expect("a new consumer after the first is dropped");
+    assert_state(&path, false, view, 5);
+}
+
+#[test]
+fn other_messages_still_pass_while_armed() {
+    if !require_root("other_messages_still_pass_while_armed") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 3);
+    for msg in sample_messages() {
+        if msg.msg_type() == MsgType::Prepare {
+            continue;
+        }
+        let frame = udp4_frame_with(Ipv4Shape::default(), LEADER_PORT, PORT, &datagram(CLUSTER_ID, &msg));
+        let mut counted = Counters::default();
+        *counted.messages_mut(msg.msg_type()) = 1;
+        expect_pass(&loaded, msg.msg_type().name(), &frame, counted);
+    }
+    assert_state(&path, true, VIEW, 3);
+    assert_ring_empty(&mut path);
+}
