@@ -49,11 +49,8 @@ fn main() {
         return;
     }
 
-    let mut clang_args = vec![
-        format!("-I{}", vmlinux_dir.display()),
-        "-Ibpf".to_string(),
-        "-Wall".to_string(),
-    ];
+    let mut clang_args =
+        vec![format!("-I{}", vmlinux_dir.display()), "-Ibpf".to_string(), "-Wall".to_string()];
     for (feature, define) in FEATURE_DEFINES {
         if env::var_os(feature).is_some() {
             clang_args.push(define.to_string());
@@ -61,10 +58,8 @@ fn main() {
     }
 
     let skel = out_dir.join("electrode.skel.rs");
-    if let Err(error) = SkeletonBuilder::new()
-        .source(BPF_SOURCE)
-        .clang_args(clang_args)
-        .build_and_generate(&skel)
+    if let Err(error) =
+        SkeletonBuilder::new().source(BPF_SOURCE).clang_args(clang_args).build_and_generate(&skel)
     {
         println!("cargo::error=compiling {BPF_SOURCE} failed: {error:#}");
         return;

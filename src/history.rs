@@ -106,13 +106,18 @@ impl TryFrom<&Record> for Operation {
     fn try_from(r: &Record) -> anyhow::Result<Operation> {
         let key = r.key.as_bytes().to_vec();
         let need = |field: &Option<String>, name: &str| {
-            field.as_ref().map(|s| s.as_bytes().to_vec()).with_context(|| format!("{} without {name}", r.kind))
+            field
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec())
+                .with_context(|| format!("{} without {name}", r.kind))
         };
         let op = match r.kind.as_str() {
             "get" => KvOp::Get { key },
             "del" => KvOp::Del { key },
             "put" => KvOp::Put { key, value: need(&r.value, "value")? },
-            "cas" => KvOp::Cas { key, expected: need(&r.expected, "expected")?, value: need(&r.value, "value")? },
+            "cas" => {
+                KvOp::Cas { key, expected: need(&r.expected, "expected")?, value: need(&r.value, "value")? }
+            }
             other => bail!("unknown op kind {other:?}"),
         };
         let result = match &r.result {

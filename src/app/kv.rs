@@ -19,11 +19,22 @@ const TAG_CAS: u8 = 4;
 /// One KV operation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KvOp {
-    Get { key: Vec<u8> },
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Del { key: Vec<u8> },
+    Get {
+        key: Vec<u8>,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Del {
+        key: Vec<u8>,
+    },
     /// Sets `value` if the key currently holds `expected`.
-    Cas { key: Vec<u8>, expected: Vec<u8>, value: Vec<u8> },
+    Cas {
+        key: Vec<u8>,
+        expected: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 /// The outcome of a KV operation.

@@ -49,32 +49,57 @@ pub mod layout {
             pub struct $name { $(pub $field: $ty),* }
         };
     }
-    mirror!(electrode_hdr { magic: u32, version: u8, msg_type: u8, sender: u8, flags: u8,
-        cluster_id: u32, body_len: u16, pad: [u8; 2], view: u64 });
+    mirror!(electrode_hdr {
+        magic: u32,
+        version: u8,
+        msg_type: u8,
+        sender: u8,
+        flags: u8,
+        cluster_id: u32,
+        body_len: u16,
+        pad: [u8; 2],
+        view: u64
+    });
     mirror!(electrode_request { client_id: u64, request_number: u64, op_len: u16, pad: [u8; 6] });
-    mirror!(electrode_reply { client_id: u64, request_number: u64, result_len: u16,
-        pad: [u8; 6] });
-    mirror!(electrode_prepare { op: u64, commit: u64, request_count: u16, batch_len: u16,
-        pad: [u8; 4] });
+    mirror!(electrode_reply { client_id: u64, request_number: u64, result_len: u16, pad: [u8; 6] });
+    mirror!(electrode_prepare { op: u64, commit: u64, request_count: u16, batch_len: u16, pad: [u8; 4] });
     mirror!(electrode_prepare_ok { op: u64, replica: u8, pad: [u8; 7] });
     mirror!(electrode_commit { commit: u64 });
     mirror!(electrode_start_view_change { replica: u8, pad: [u8; 7] });
-    mirror!(electrode_chunk { transfer_id: u32, total_len: u32, offset: u32, len: u16,
-        pad: [u8; 2] });
-    mirror!(electrode_do_view_change { last_normal_view: u64, op: u64, commit: u64, replica: u8,
-        pad: [u8; 7], chunk: electrode_chunk });
+    mirror!(electrode_chunk { transfer_id: u32, total_len: u32, offset: u32, len: u16, pad: [u8; 2] });
+    mirror!(electrode_do_view_change {
+        last_normal_view: u64,
+        op: u64,
+        commit: u64,
+        replica: u8,
+        pad: [u8; 7],
+        chunk: electrode_chunk
+    });
     mirror!(electrode_start_view { op: u64, commit: u64, chunk: electrode_chunk });
     mirror!(electrode_get_state { op: u64, replica: u8, pad: [u8; 7] });
     mirror!(electrode_new_state { op: u64, commit: u64, chunk: electrode_chunk });
     mirror!(electrode_recovery { nonce: u64, replica: u8, pad: [u8; 7] });
-    mirror!(electrode_recovery_response { nonce: u64, op: u64, commit: u64, replica: u8,
-        pad: [u8; 7], chunk: electrode_chunk });
+    mirror!(electrode_recovery_response {
+        nonce: u64,
+        op: u64,
+        commit: u64,
+        replica: u8,
+        status: u8,
+        pad: [u8; 6],
+        chunk: electrode_chunk
+    });
     mirror!(electrode_status_request { nonce: u64 });
-    mirror!(electrode_status_reply { nonce: u64, op: u64, commit: u64, digest: u64, status: u8,
-        replica: u8, pad: [u8; 6] });
+    mirror!(electrode_status_reply {
+        nonce: u64,
+        op: u64,
+        commit: u64,
+        digest: u64,
+        status: u8,
+        replica: u8,
+        pad: [u8; 6]
+    });
     mirror!(electrode_state_blob { checkpoint_op: u64, snapshot_len: u32, entry_count: u32 });
-    mirror!(electrode_log_entry { op: u64, view: u64, request_count: u16, batch_len: u16,
-        pad: [u8; 4] });
+    mirror!(electrode_log_entry { op: u64, view: u64, request_count: u16, batch_len: u16, pad: [u8; 4] });
 }
 use layout::*;
 
@@ -294,6 +319,9 @@ pub struct RecoveryResponse {
     pub op: u64,
     pub commit: u64,
     pub replica: u8,
+    /// The sender's status (ELECTRODE_STATUS_*): a Recovering replica
+    /// answers with RECOVERING and an empty state (boot rule, src/vr).
+    pub status: u8,
     pub state: StateBlob,
 }
 
@@ -616,7 +644,7 @@ pub enum ChunkedHead {
     DoViewChange { last_normal_view: u64, op: u64, commit: u64, replica: u8 },
     StartView { op: u64, commit: u64 },
     NewState { op: u64, commit: u64 },
-    RecoveryResponse { nonce: u64, op: u64, commit: u64, replica: u8 },
+    RecoveryResponse { nonce: u64, op: u64, commit: u64, replica: u8, status: u8 },
 }
 
 impl ChunkedHead {
@@ -650,11 +678,12 @@ impl ChunkedHead {
                 f.u64(offset_of!(electrode_new_state, op), op);
                 f.u64(offset_of!(electrode_new_state, commit), commit);
             }
-            ChunkedHead::RecoveryResponse { nonce, op, commit, replica } => {
+            ChunkedHead::RecoveryResponse { nonce, op, commit, replica, status } => {
                 f.u64(offset_of!(electrode_recovery_response, nonce), nonce);
                 f.u64(offset_of!(electrode_recovery_response, op), op);
                 f.u64(offset_of!(electrode_recovery_response, commit), commit);
                 f.u8(offset_of!(electrode_recovery_response, replica), replica);
+                f.u8(offset_of!(electrode_recovery_response, status), status);
             }
         }
     }
@@ -662,28 +691,20 @@ impl ChunkedHead {
     fn into_message(self, view: u64, state: StateBlob) -> Message {
         match self {
             ChunkedHead::DoViewChange { last_normal_view, op, commit, replica } => {
-                Message::DoViewChange(DoViewChange {
-                    view,
-                    last_normal_view,
-                    op,
-                    commit,
-                    replica,
-                    state,
-                })
+                Message::DoViewChange(DoViewChange { view, last_normal_view, op, commit, replica, state })
             }
             ChunkedHead::StartView { op, commit } => {
                 Message::StartView(StartView { view, op, commit, state })
             }
-            ChunkedHead::NewState { op, commit } => {
-                Message::NewState(NewState { view, op, commit, state })
-            }
-            ChunkedHead::RecoveryResponse { nonce, op, commit, replica } => {
+            ChunkedHead::NewState { op, commit } => Message::NewState(NewState { view, op, commit, state }),
+            ChunkedHead::RecoveryResponse { nonce, op, commit, replica, status } => {
                 Message::RecoveryResponse(RecoveryResponse {
                     view,
                     nonce,
                     op,
                     commit,
                     replica,
+                    status,
                     state,
                 })
             }
@@ -727,6 +748,7 @@ impl Encoder {
                     op: m.op,
                     commit: m.commit,
                     replica: m.replica,
+                    status: m.status,
                 },
                 &m.state,
             ),
@@ -802,11 +824,9 @@ impl Encoder {
             Message::Commit(m) => put_fixed(buf, size_of::<electrode_commit>(), |f| {
                 f.u64(offset_of!(electrode_commit, commit), m.commit);
             }),
-            Message::StartViewChange(m) => {
-                put_fixed(buf, size_of::<electrode_start_view_change>(), |f| {
-                    f.u8(offset_of!(electrode_start_view_change, replica), m.replica);
-                })
-            }
+            Message::StartViewChange(m) => put_fixed(buf, size_of::<electrode_start_view_change>(), |f| {
+                f.u8(offset_of!(electrode_start_view_change, replica), m.replica);
+            }),
             Message::GetState(m) => put_fixed(buf, size_of::<electrode_get_state>(), |f| {
                 f.u64(offset_of!(electrode_get_state, op), m.op);
                 f.u8(offset_of!(electrode_get_state, replica), m.replica);
@@ -1072,10 +1092,8 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
                 nonce: body.u64(offset_of!(electrode_recovery_response, nonce))?,
                 op: body.u64(offset_of!(electrode_recovery_response, op))?,
                 commit: body.u64(offset_of!(electrode_recovery_response, commit))?,
-                replica: check_replica(
-                    body.u8(offset_of!(electrode_recovery_response, replica))?,
-                    &env,
-                )?,
+                replica: check_replica(body.u8(offset_of!(electrode_recovery_response, replica))?, &env)?,
+                status: body.u8(offset_of!(electrode_recovery_response, status))?,
             };
             return Ok((env, Decoded::Chunk(read_chunk(body, head)?)));
         }
@@ -1198,9 +1216,10 @@ impl Reassembler {
         }
         self.clock += 1;
         let key = (env.sender, env.msg_type, chunk.transfer_id);
-        let stale = self.partials.get(&key).is_some_and(|p| {
-            p.head != chunk.head || p.view != env.view || p.buf.len() != total
-        });
+        let stale = self
+            .partials
+            .get(&key)
+            .is_some_and(|p| p.head != chunk.head || p.view != env.view || p.buf.len() != total);
         if stale {
             // Same id, different message: the sender restarted. Start over.
             if let Some(p) = self.partials.remove(&key) {
