@@ -744,3 +744,129 @@ mod mutations {
         finds(Bug::ViewChangeWrongLog);
     }
 }
+
+/// Network input is hostile: messages with inconsistent fields, forged
+/// blobs and garbage snapshots must be dropped, never panic the core (its
+/// assertions guard only its own state, checked after every input).
+#[test]
+fn hostile_messages_never_panic() {
+    use electrode::wire::{
+        Commit, DoViewChange, GetState, LogEntry, NewState, Recovery, RecoveryResponse, StartView,
+        StartViewChange, StateBlob,
+    };
+    fn near(rng: &mut Rng, x: u64) -> u64 {
+        match rng.below(6) {
+            0 => x.saturating_sub(1),
+            1 => x,
+            2 => x + 1,
+            3 => x + rng.below(100),
+            4 => rng.next(),
+            _ => 0,
+        }
+    }
+    fn blob(rng: &mut Rng, op: u64) -> StateBlob {
+        let checkpoint_op = near(rng, op.saturating_sub(3));
+        let snapshot = match rng.below(3) {
+            0 => Vec::new(),
+            1 => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
+            _ => vec![0x45, 0x56, 0x52, 0x31, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let mut next = checkpoint_op.wrapping_add(1);
+        let entries = (0..rng.below(6))
+            .map(|_| {
+                let op = if rng.below(5) == 0 { rng.next() } else { next };
+                next = op.wrapping_add(1);
+                let batch = (0..rng.below(3))
+                    .map(|k| Request { client_id: rng.below(3), request_number: k, op: vec![1, 0, 1, b'k'] })
+                    .collect();
+                LogEntry { op, view: rng.below(4), batch }
+            })
+            .collect();
+        StateBlob { checkpoint_op, snapshot, entries }
+    }
+    for seed in 1..=30 {
+        let mut sim = Sim::new(seed, Options::default());
+        for _ in 0..300 {
+            sim.step(true);
+        }
+        let mut rng = Rng(seed ^ 0x5eed);
+        for i in 0..sim.n {
+            let Some(mut replica) = sim.replicas[i as usize].take() else { continue };
+            let mut out = Vec::new();
+            if replica.kernel_armed().is_some() {
+                // Our simulated kernel state is gone with the cluster.
+                replica.on_message(
+                    (i + 1) % sim.n,
+                    Message::Commit(Commit { view: replica.view() + 1, commit: 0 }),
+                    &mut out,
+                );
+                replica.on_kernel_disarmed(Vec::new(), &mut out);
+            }
+            for _ in 0..400 {
+                out.clear();
+                let from = (i + 1 + rng.below(u64::from(sim.n) - 1) as u8) % sim.n;
+                let (v, op, commit) = (replica.view(), replica.op(), replica.commit());
+                let view = near(&mut rng, v);
+                let message = match rng.below(10) {
+                    0 => Message::Prepare(Prepare {
+                        view,
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        batch: (0..rng.below(3))
+                            .map(|k| Request {
+                                client_id: 5,
+                                request_number: k,
+                                op: vec![9; rng.below(4) as usize],
+                            })
+                            .collect(),
+                    }),
+                    1 => Message::PrepareOk(PrepareOk { view, op: near(&mut rng, op), replica: from }),
+                    2 => Message::Commit(Commit { view, commit: near(&mut rng, commit) }),
+                    3 => Message::StartViewChange(StartViewChange { view, replica: from }),
+                    4 => Message::DoViewChange(DoViewChange {
+                        view,
+                        last_normal_view: near(&mut rng, v),
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        replica: from,
+                        state: blob(&mut rng, op),
+                    }),
+                    5 => Message::StartView(StartView {
+                        view,
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        state: blob(&mut rng, op),
+                    }),
+                    6 => Message::GetState(GetState { view, op: near(&mut rng, op), replica: from }),
+                    7 => Message::NewState(NewState {
+                        view,
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        state: blob(&mut rng, op),
+                    }),
+                    8 => Message::Recovery(Recovery { nonce: rng.next(), replica: from }),
+                    _ => Message::RecoveryResponse(RecoveryResponse {
+                        view,
+                        nonce: rng.next(),
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        replica: from,
+                        status: rng.below(5) as u8,
+                        state: blob(&mut rng, op),
+                    }),
+                };
+                let view_before = replica.view();
+                replica.on_message(from, message, &mut out);
+                if out.contains(&Action::KernelDisarm) {
+                    replica.on_kernel_disarmed(Vec::new(), &mut out);
+                }
+                assert!(replica.view() >= view_before);
+                out.clear();
+                replica.on_tick(&mut out);
+                if out.contains(&Action::KernelDisarm) {
+                    replica.on_kernel_disarmed(Vec::new(), &mut out);
+                }
+            }
+        }
+    }
+}
