@@ -97,6 +97,12 @@ pub struct Replica {
     /// Ticks since the last GetState; None when no transfer is wanted.
     state_transfer_ticks: Option<u64>,
     state_transfer_attempts: u64,
+    /// Entered this view by state transfer and no NewState installed yet:
+    /// the log is only our committed prefix, which may miss ops committed
+    /// before the view began. Until caught up we neither ack, nor answer
+    /// GetState, nor claim last_normal_view == view (a view change would
+    /// otherwise prefer our short log and lose committed ops).
+    catching_up: bool,
 
     // View change.
     start_view_change_from: Vec<bool>,
@@ -174,6 +180,7 @@ impl Replica {
             commit_seen: 0,
             state_transfer_ticks: None,
             state_transfer_attempts: 0,
+            catching_up: false,
             start_view_change_from: vec![false; n],
             do_view_change_from: vec![None; n],
             do_view_change_sent: false,
@@ -431,6 +438,7 @@ impl Replica {
             && self.kernel_armed.is_none()
             && self.status == Status::Normal
             && !self.is_leader()
+            && !self.catching_up
         {
             let arm = KernelArm { view: self.view, leader: self.leader_of(self.view), next_op: self.op + 1 };
             self.kernel_armed = Some(arm);
@@ -501,6 +509,7 @@ impl Replica {
         self.pending.clear();
         self.commit_seen = self.commit;
         self.state_transfer_ticks = None;
+        self.catching_up = false;
         self.idle_ticks = 0;
         self.retransmit_ticks = 0;
         self.leader_silent_ticks = 0;
@@ -804,6 +813,9 @@ impl Replica {
         }
         self.leader_silent_ticks = 0;
         self.commit_seen = self.commit_seen.max(m.commit);
+        if self.catching_up {
+            return; // NewState first (see catching_up).
+        }
         if m.op <= self.op {
             // Duplicate or retransmission: our ack may have been lost.
             self.send_prepare_ok(out);
@@ -1147,10 +1159,13 @@ impl Replica {
     fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
         assert!(view >= self.view);
         self.truncate_log(self.commit);
+        let last_normal_view = if self.status == Status::Normal { self.view } else { self.last_normal_view };
         self.set_view(view);
         self.set_status(Status::Normal);
-        // Our log is now a prefix of the leader's log of `view`.
-        self.last_normal_view = view;
+        // Our truncated log may lack ops committed before `view`: keep the
+        // older last_normal_view until NewState catches us up.
+        self.last_normal_view = last_normal_view;
+        self.catching_up = true;
         self.leader_silent_ticks = 0;
         self.state_transfer_attempts = 0;
         self.send_get_state(out);
@@ -1182,8 +1197,11 @@ impl Replica {
     }
 
     fn on_get_state(&mut self, from: u8, m: GetState, out: &mut Vec<Action>) {
-        if self.status != Status::Normal || m.view != self.view || m.replica != from || m.op >= self.op {
+        if self.status != Status::Normal || m.view != self.view || m.replica != from || m.op > self.op {
             return;
+        }
+        if self.catching_up {
+            return; // Our log may lack what the asker needs.
         }
         let message =
             NewState { view: self.view, op: self.op, commit: self.commit, state: self.state_after(m.op) };
@@ -1194,13 +1212,16 @@ impl Replica {
         if self.status != Status::Normal || m.view != self.view || self.is_leader() {
             return;
         }
-        if self.state_transfer_ticks.is_none() || m.op <= self.op {
+        if self.state_transfer_ticks.is_none() || (m.op <= self.op && !self.catching_up) {
             return; // Not asked for, or nothing new.
         }
         if !self.install(&m.state, m.op, m.commit) {
             return;
         }
         self.state_transfer_ticks = None;
+        // The answerer was caught up in this view, so now are we.
+        self.catching_up = false;
+        self.last_normal_view = self.view;
         self.commit_seen = self.commit_seen.max(m.commit);
         self.send_prepare_ok(out);
         self.want_state_if_behind(out);
@@ -1326,6 +1347,10 @@ impl Replica {
         assert_eq!(self.kernel_disarming, self.deferred.is_some());
         if self.status == Status::Recovering {
             assert_eq!(self.op, 0);
+        }
+        if self.catching_up {
+            assert!(self.status == Status::Normal && !self.is_leader());
+            assert!(self.state_transfer_ticks.is_some(), "catching up without asking");
         }
     }
 }
