@@ -997,7 +997,7 @@ impl Replica {
 
     fn start_view_change(&mut self, view: u64, out: &mut Vec<Action>) {
         assert!(view > self.view);
-        if self.status == Status::Normal {
+        if self.status == Status::Normal && !self.catching_up {
             self.last_normal_view = self.view;
         }
         self.set_view(view);
@@ -1159,7 +1159,8 @@ impl Replica {
     fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
         assert!(view >= self.view);
         self.truncate_log(self.commit);
-        let last_normal_view = if self.status == Status::Normal { self.view } else { self.last_normal_view };
+        let caught_up_normal = self.status == Status::Normal && !self.catching_up;
+        let last_normal_view = if caught_up_normal { self.view } else { self.last_normal_view };
         self.set_view(view);
         self.set_status(Status::Normal);
         // Our truncated log may lack ops committed before `view`: keep the
