@@ -918,6 +918,9 @@ impl Replica {
         }
         self.leader_silent_ticks = 0;
         self.commit_seen = self.commit_seen.max(m.commit);
+        if self.catching_up {
+            return; // Our suffix may be from an older view: execute nothing.
+        }
         self.execute_through(self.commit_seen, false, out);
         self.want_state_if_behind(out);
     }
@@ -1158,13 +1161,16 @@ impl Replica {
     /// uncommitted ops of an older view may be wrong) and asks for state.
     fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
         assert!(view >= self.view);
-        self.truncate_log(self.commit);
+        // VRR truncates to commit here. We keep the old suffix (and the old
+        // last_normal_view) until NewState replaces everything above commit:
+        // dropping ops we acked while still claiming the old view would let
+        // a later view change lose them (sim seed 3473).
         let caught_up_normal = self.status == Status::Normal && !self.catching_up;
         let last_normal_view = if caught_up_normal { self.view } else { self.last_normal_view };
         self.set_view(view);
         self.set_status(Status::Normal);
-        // Our truncated log may lack ops committed before `view`: keep the
-        // older last_normal_view until NewState catches us up.
+        // Our log may lack ops committed before `view`: keep the older
+        // last_normal_view until NewState catches us up.
         self.last_normal_view = last_normal_view;
         self.catching_up = true;
         self.leader_silent_ticks = 0;
@@ -1192,8 +1198,9 @@ impl Replica {
             to = ((u64::from(to) + 1) % n) as u8;
         }
         self.state_transfer_attempts += 1;
-        let message =
-            Message::GetState(GetState { view: self.view, op: self.op, replica: self.config.index });
+        // Catching up, our suffix above commit may be from an older view.
+        let op = if self.catching_up { self.commit } else { self.op };
+        let message = Message::GetState(GetState { view: self.view, op, replica: self.config.index });
         out.push(Action::Send { to, message });
     }
 
