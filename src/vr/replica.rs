@@ -1157,8 +1157,9 @@ impl Replica {
     // State transfer (VRR 5.2)
     // -----------------------------------------------------------------
 
-    /// Moves to `view` (normal status, log truncated to commit, since
-    /// uncommitted ops of an older view may be wrong) and asks for state.
+    /// Moves to `view` (normal status, catching up) and asks for the state
+    /// after our commit; the NewState replaces every op above commit, since
+    /// uncommitted ops of an older view may be wrong.
     fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
         assert!(view >= self.view);
         // VRR truncates to commit here. We keep the old suffix (and the old
