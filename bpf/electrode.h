@@ -236,7 +236,8 @@ struct electrode_recovery_response {
 	__be64 op;
 	__be64 commit;
 	__u8 replica;
-	__u8 pad[7];
+	__u8 status;        /* ELECTRODE_STATUS_* of the sender */
+	__u8 pad[6];
 	struct electrode_chunk chunk;
 };
 _Static_assert(sizeof(struct electrode_recovery_response) == 48,

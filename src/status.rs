@@ -64,7 +64,9 @@ fn status_name(status: u8) -> &'static str {
 
 /// Prints the table.
 pub fn print(config: &Config, replies: &[Option<StatusReply>]) {
-    println!("replica  address                  view status               op     commit digest             role");
+    println!(
+        "replica  address                  view status               op     commit digest             role"
+    );
     for (i, reply) in replies.iter().enumerate() {
         let address = config.replicas[i].to_string();
         match reply {

@@ -33,9 +33,23 @@
 //!   (they were acked, so they must be in the log) and then re-processes the
 //!   deferred input. When false, these actions never appear.
 
+pub mod client_table;
 pub mod replica;
 
-pub use replica::Replica;
+pub use replica::{batch_digest, Replica, ReplicaStats};
+
+/// Test-only fault injection (feature `sim-bugs`, enabled for `cargo test`
+/// through the self dev-dependency): each variant breaks one VR rule so the
+/// simulator can show that it notices. Never compiled into binaries.
+#[cfg(feature = "sim-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The leader commits with one PrepareOk fewer than f.
+    CommitOneAckShort,
+    /// The new leader adopts the shortest log instead of the largest
+    /// (last_normal_view, op).
+    ViewChangeWrongLog,
+}
 
 use crate::wire::{Message, Reply};
 
@@ -97,6 +111,10 @@ pub struct Config {
     pub client_table_max: usize,
     /// Whether a kernel fast path acks Prepares (see module docs).
     pub kernel_fast_reply: bool,
+    /// Test-only fault injection; None unless a simulator test sets it.
+    #[cfg(feature = "sim-bugs")]
+    #[doc(hidden)]
+    pub bug: Option<Bug>,
 }
 
 impl Config {
@@ -114,6 +132,8 @@ impl Config {
             request_queue_max: 4096,
             client_table_max: 1 << 16,
             kernel_fast_reply: false,
+            #[cfg(feature = "sim-bugs")]
+            bug: None,
         }
     }
 

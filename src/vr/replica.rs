@@ -1,2 +1,1365 @@
-//! Implemented with issue 4.
-pub struct Replica;
+//! One VR replica: normal operation, view change, state transfer, recovery
+//! and checkpoints (VRR sections 4 and 5), as a pure state machine.
+//!
+//! Inputs: [`Replica::start`] (once, sends the first Recovery),
+//! [`Replica::on_request`], [`Replica::on_message`], [`Replica::on_tick`],
+//! [`Replica::on_kernel_disarmed`] and [`Replica::on_kernel_prepares`].
+//! Outputs: [`Action`]s appended to `out`, at most
+//! [`Replica::actions_max`] per call.
+//!
+//! Status edges (asserted in `set_status`):
+//! - Recovering -> Normal: recovered, or the cluster boots;
+//! - Normal -> ViewChange: timeout, or a StartViewChange/DoViewChange of a
+//!   higher view;
+//! - ViewChange -> ViewChange: escalation to a higher view;
+//! - ViewChange -> Normal: StartView, becoming the new leader, or state
+//!   transfer after learning the view formed without us;
+//! - Normal -> Normal: state transfer into a higher view.
+//!
+//! Committed log entries never change: the only log mutators (`append`,
+//! `truncate_log`, `install`) assert that they leave ops <= commit alone.
+//!
+//! Kernel handover (contract in `super`): while armed, an input that would
+//! change view, status or log position is kept in `deferred` and answered
+//! with `Action::KernelDisarm`. Until `on_kernel_disarmed` arrives, further
+//! messages and requests are dropped (the network may lose them anyway) and
+//! ticks are ignored; the runtime disarms promptly.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::client_table::{decode_checkpoint, encode_checkpoint, ClientEntry, ClientTable};
+use super::{Action, Config, KernelArm, Status};
+use crate::app::{fnv1a, App, FNV_OFFSET};
+use crate::wire::{
+    self, Commit, DoViewChange, GetState, LogEntry, Message, NewState, Prepare, PrepareOk, Recovery,
+    RecoveryResponse, Reply, Request, StartView, StartViewChange, StateBlob,
+};
+
+#[cfg(feature = "sim-bugs")]
+use super::Bug;
+
+/// An input kept while the kernel is being disarmed.
+#[derive(Debug)]
+enum Deferred {
+    Message { from: u8, message: Message },
+    Tick,
+}
+
+/// Digest of a batch: what "the same entry" means to the checkers.
+pub fn batch_digest(batch: &[Request]) -> u64 {
+    let mut hash = FNV_OFFSET;
+    for request in batch {
+        hash = fnv1a(hash, &request.client_id.to_be_bytes());
+        hash = fnv1a(hash, &request.request_number.to_be_bytes());
+        hash = fnv1a(hash, &(request.op.len() as u32).to_be_bytes());
+        hash = fnv1a(hash, &request.op);
+    }
+    hash
+}
+
+pub struct Replica {
+    config: Config,
+    app: Box<dyn App>,
+    nonce: u64,
+    started: bool,
+
+    status: Status,
+    view: u64,
+    last_normal_view: u64,
+    /// Log head: the highest op in the log.
+    op: u64,
+    /// Highest executed op; every op <= commit is committed.
+    commit: u64,
+    /// Entries checkpoint_op+1 ..= op.
+    log: VecDeque<LogEntry>,
+    checkpoint_op: u64,
+    /// App snapshot and client table at checkpoint_op (never empty).
+    checkpoint: Vec<u8>,
+    client_table: ClientTable,
+
+    // Leader.
+    request_queue: VecDeque<Request>,
+    /// client_id -> request number queued or prepared and not yet executed.
+    pending: HashMap<u64, u64>,
+    /// Highest op each replica acknowledged in this view.
+    acked: Vec<u64>,
+    /// Ticks since the leader last sent to all followers.
+    idle_ticks: u64,
+    /// Ticks since the uncommitted prepares were (re)sent or commit moved.
+    retransmit_ticks: u64,
+
+    // Follower.
+    leader_silent_ticks: u64,
+    /// Prepares ahead of op+1, waiting for the gap to fill.
+    prepare_buffer: BTreeMap<u64, Prepare>,
+    /// Highest commit number heard in this view (may exceed op).
+    commit_seen: u64,
+    /// Ticks since the last GetState; None when no transfer is wanted.
+    state_transfer_ticks: Option<u64>,
+    state_transfer_attempts: u64,
+    /// Entered this view by state transfer and no NewState installed yet:
+    /// the log is only our committed prefix, which may miss ops committed
+    /// before the view began. Until caught up we neither ack, nor answer
+    /// GetState, nor claim last_normal_view == view (a view change would
+    /// otherwise prefer our short log and lose committed ops).
+    catching_up: bool,
+
+    // View change.
+    start_view_change_from: Vec<bool>,
+    do_view_change_from: Vec<Option<DoViewChange>>,
+    do_view_change_sent: bool,
+    view_change_ticks: u64,
+    resend_ticks: u64,
+
+    // Recovery.
+    recovery_responses: Vec<Option<RecoveryResponse>>,
+    recovering_peers: Vec<bool>,
+
+    // Kernel fast path.
+    kernel_armed: Option<KernelArm>,
+    kernel_disarming: bool,
+    deferred: Option<Deferred>,
+
+    /// (op, batch digest) of recently executed ops, for checkers.
+    recent_commits: VecDeque<(u64, u64)>,
+    /// Lifetime counters.
+    pub stats: ReplicaStats,
+}
+
+/// Counters for the runtime's status output and the simulator's totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    pub view_changes_started: u64,
+    pub views_started: u64,
+    pub state_transfers: u64,
+    pub recoveries: u64,
+    pub checkpoints: u64,
+    pub prepares_sent: u64,
+    pub requests_batched: u64,
+    pub dropped_inputs: u64,
+}
+
+impl Replica {
+    /// A replica without memory, in status Recovering. `nonce` must be fresh
+    /// on every construction (it tells our Recovery round from earlier ones).
+    /// Nothing is sent until [`Replica::start`].
+    pub fn new(config: Config, app: Box<dyn App>, nonce: u64) -> Replica {
+        let n = config.replica_count as usize;
+        assert!(n >= 1 && n % 2 == 1, "replica_count must be odd");
+        assert!(n <= wire::MAX_REPLICA_COUNT);
+        assert!(config.index < config.replica_count);
+        assert!(config.pipeline_max >= 1 && config.pipeline_max <= wire::consts::PIPELINE_MAX as usize);
+        assert!(config.batch_max >= 1 && config.batch_max <= wire::MAX_BATCH_LEN);
+        assert!(config.checkpoint_interval_ops >= 1);
+        assert!(config.heartbeat_interval_ticks >= 1);
+        assert!(config.view_change_timeout_ticks > config.heartbeat_interval_ticks);
+        assert!(config.prepare_retransmit_ticks >= 1 && config.resend_interval_ticks >= 1);
+        assert!(config.request_queue_max >= 1 && config.client_table_max >= 1);
+        let client_table = ClientTable::default();
+        let checkpoint = encode_checkpoint(&app.snapshot(), &client_table);
+        Replica {
+            app,
+            nonce,
+            started: false,
+            status: Status::Recovering,
+            view: 0,
+            last_normal_view: 0,
+            op: 0,
+            commit: 0,
+            log: VecDeque::new(),
+            checkpoint_op: 0,
+            checkpoint,
+            client_table,
+            request_queue: VecDeque::new(),
+            pending: HashMap::new(),
+            acked: vec![0; n],
+            idle_ticks: 0,
+            retransmit_ticks: 0,
+            leader_silent_ticks: 0,
+            prepare_buffer: BTreeMap::new(),
+            commit_seen: 0,
+            state_transfer_ticks: None,
+            state_transfer_attempts: 0,
+            catching_up: false,
+            start_view_change_from: vec![false; n],
+            do_view_change_from: vec![None; n],
+            do_view_change_sent: false,
+            view_change_ticks: 0,
+            resend_ticks: 0,
+            recovery_responses: vec![None; n],
+            recovering_peers: vec![false; n],
+            kernel_armed: None,
+            kernel_disarming: false,
+            deferred: None,
+            recent_commits: VecDeque::new(),
+            stats: ReplicaStats::default(),
+            config,
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Accessors
+    // -----------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn index(&self) -> u8 {
+        self.config.index
+    }
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+    pub fn commit(&self) -> u64 {
+        self.commit
+    }
+    pub fn last_normal_view(&self) -> u64 {
+        self.last_normal_view
+    }
+    pub fn checkpoint_op(&self) -> u64 {
+        self.checkpoint_op
+    }
+    /// Normal status and leader of the current view.
+    pub fn is_leader(&self) -> bool {
+        self.status == Status::Normal && self.leader_of(self.view) == self.config.index
+    }
+    /// Digest of the application state at `commit`.
+    pub fn digest(&self) -> u64 {
+        self.app.digest()
+    }
+    /// The committed entry at `op`, while it is still in the log.
+    pub fn committed_entry(&self, op: u64) -> Option<&LogEntry> {
+        if op > self.commit {
+            return None;
+        }
+        self.entry(op)
+    }
+    /// (op, batch digest) of the most recently executed ops, oldest first;
+    /// holds at least the last [`Replica::recent_commits_max`] ops.
+    pub fn recent_commits(&self) -> impl Iterator<Item = &(u64, u64)> {
+        self.recent_commits.iter()
+    }
+    pub fn recent_commits_max(&self) -> usize {
+        self.config.checkpoint_interval_ops as usize + self.uncommitted_max() as usize
+    }
+    pub fn kernel_armed(&self) -> Option<KernelArm> {
+        self.kernel_armed
+    }
+    pub fn request_queue_len(&self) -> usize {
+        self.request_queue.len()
+    }
+
+    /// Most actions one call appends: replies for a full pipeline of full
+    /// batches, plus a retransmission of the pipeline to every replica, plus
+    /// a few protocol messages per replica.
+    pub fn actions_max(&self) -> usize {
+        let n = self.config.replica_count as usize;
+        let pipeline = self.uncommitted_max() as usize;
+        pipeline * self.config.batch_max + (pipeline + 8) * n + pipeline
+    }
+
+    /// Most uncommitted ops a log may hold: the leader prepares only while
+    /// fewer than pipeline_max are uncommitted, and each Prepare carries a
+    /// commit at most pipeline_max behind it; twice that leaves room for
+    /// commits a follower has not heard yet.
+    fn uncommitted_max(&self) -> u64 {
+        2 * self.config.pipeline_max as u64
+    }
+
+    /// Most entries the log holds (checkpoints trim it).
+    fn log_entries_max(&self) -> u64 {
+        self.config.checkpoint_interval_ops + self.uncommitted_max() + self.config.pipeline_max as u64
+    }
+
+    fn leader_of(&self, view: u64) -> u8 {
+        (view % u64::from(self.config.replica_count)) as u8
+    }
+
+    fn entry(&self, op: u64) -> Option<&LogEntry> {
+        if op <= self.checkpoint_op || op > self.op {
+            return None;
+        }
+        self.log.get((op - self.checkpoint_op - 1) as usize)
+    }
+
+    fn f(&self) -> usize {
+        self.config.f()
+    }
+
+    // -----------------------------------------------------------------
+    // Inputs
+    // -----------------------------------------------------------------
+
+    /// Sends the first Recovery (contract: a replica without memory starts
+    /// recovering). Call once, before any other input.
+    pub fn start(&mut self, out: &mut Vec<Action>) {
+        assert!(!self.started);
+        let start = out.len();
+        self.started = true;
+        if self.config.replica_count == 1 {
+            // No peer can answer: a single replica always boots.
+            self.boot();
+        } else {
+            self.send_recovery(out);
+        }
+        self.finish(start, out);
+    }
+
+    /// A client request arrived.
+    pub fn on_request(&mut self, request: Request, out: &mut Vec<Action>) {
+        assert!(self.started);
+        let start = out.len();
+        if self.kernel_disarming {
+            self.stats.dropped_inputs += 1;
+        } else {
+            self.handle_request(request, out);
+        }
+        self.finish(start, out);
+    }
+
+    /// A message from replica `from`.
+    pub fn on_message(&mut self, from: u8, message: Message, out: &mut Vec<Action>) {
+        assert!(self.started);
+        let start = out.len();
+        if from >= self.config.replica_count || from == self.config.index || self.kernel_disarming {
+            self.stats.dropped_inputs += 1;
+        } else if self.kernel_armed.is_some() && self.message_needs_disarm(&message) {
+            self.disarm(Deferred::Message { from, message }, out);
+        } else {
+            self.dispatch(from, message, out);
+        }
+        self.finish(start, out);
+    }
+
+    /// One tick passed.
+    pub fn on_tick(&mut self, out: &mut Vec<Action>) {
+        assert!(self.started);
+        let start = out.len();
+        if self.kernel_disarming {
+            // Ticks are not counted while the kernel drains: a short pause.
+        } else if self.kernel_armed.is_some() && self.tick_needs_disarm() {
+            self.disarm(Deferred::Tick, out);
+        } else {
+            self.tick(out);
+        }
+        self.finish(start, out);
+    }
+
+    /// The kernel stopped acking; `acked` are the Prepares it acked since the
+    /// last delivery, in op order. They are appended (they were acked, so
+    /// they must be in the log), then the deferred input is processed.
+    pub fn on_kernel_disarmed(&mut self, acked: Vec<Prepare>, out: &mut Vec<Action>) {
+        assert!(self.kernel_disarming, "on_kernel_disarmed without KernelDisarm");
+        let start = out.len();
+        let arm = self.kernel_armed.take();
+        self.kernel_disarming = false;
+        if let Some(arm) = arm {
+            self.append_kernel_prepares(arm, acked);
+        }
+        match self.deferred.take() {
+            Some(Deferred::Message { from, message }) => self.dispatch(from, message, out),
+            Some(Deferred::Tick) => self.tick(out),
+            None => {}
+        }
+        self.finish(start, out);
+    }
+
+    /// Prepares the armed kernel acked, delivered while it stays armed (the
+    /// runtime drains the ring buffer now and then). Appends them and learns
+    /// their commit numbers; the kernel keeps acking from its own next op.
+    pub fn on_kernel_prepares(&mut self, acked: Vec<Prepare>, out: &mut Vec<Action>) {
+        let start = out.len();
+        if let Some(arm) = self.kernel_armed {
+            self.append_kernel_prepares(arm, acked);
+        } else {
+            assert!(acked.is_empty(), "kernel prepares while not armed");
+        }
+        self.finish(start, out);
+    }
+
+    fn append_kernel_prepares(&mut self, arm: KernelArm, acked: Vec<Prepare>) {
+        for prepare in acked {
+            assert_eq!(prepare.view, arm.view, "kernel acked another view");
+            assert_eq!(prepare.view, self.view);
+            if prepare.op <= self.op {
+                continue;
+            }
+            assert_eq!(prepare.op, self.op + 1, "kernel acked out of order");
+            self.commit_seen = self.commit_seen.max(prepare.commit);
+            self.push_entry(LogEntry { op: prepare.op, view: prepare.view, batch: prepare.batch });
+        }
+        self.execute_through(self.commit_seen, false, &mut Vec::new());
+    }
+
+    fn disarm(&mut self, deferred: Deferred, out: &mut Vec<Action>) {
+        assert!(self.kernel_armed.is_some());
+        assert!(self.deferred.is_none());
+        out.push(Action::KernelDisarm);
+        self.kernel_disarming = true;
+        self.deferred = Some(deferred);
+    }
+
+    /// Whether handling `message` (as an armed normal follower) could change
+    /// view, status or log position.
+    fn message_needs_disarm(&self, message: &Message) -> bool {
+        match message {
+            Message::Prepare(m) => m.view > self.view || (m.view == self.view && m.op > self.op),
+            Message::Commit(m) => m.view > self.view,
+            Message::StartViewChange(m) => m.view > self.view,
+            Message::DoViewChange(m) => m.view > self.view,
+            Message::StartView(m) => m.view > self.view,
+            Message::NewState(m) => m.view == self.view,
+            Message::Request(_)
+            | Message::Reply(_)
+            | Message::PrepareOk(_)
+            | Message::GetState(_)
+            | Message::Recovery(_)
+            | Message::RecoveryResponse(_)
+            | Message::StatusRequest(_)
+            | Message::StatusReply(_) => false,
+        }
+    }
+
+    /// Whether the next tick could start a view change (armed => normal follower).
+    fn tick_needs_disarm(&self) -> bool {
+        self.leader_silent_ticks + 1 >= self.config.view_change_timeout_ticks
+    }
+
+    /// End of every input: arm the kernel when allowed, bound the output,
+    /// check invariants.
+    fn finish(&mut self, start: usize, out: &mut Vec<Action>) {
+        if self.config.kernel_fast_reply
+            && self.kernel_armed.is_none()
+            && self.status == Status::Normal
+            && !self.is_leader()
+            && !self.catching_up
+        {
+            let arm = KernelArm { view: self.view, leader: self.leader_of(self.view), next_op: self.op + 1 };
+            self.kernel_armed = Some(arm);
+            out.push(Action::KernelArm(arm));
+        }
+        assert!(out.len() - start <= self.actions_max(), "too many actions in one call");
+        self.invariants();
+    }
+
+    fn dispatch(&mut self, from: u8, message: Message, out: &mut Vec<Action>) {
+        match message {
+            Message::Prepare(m) => self.on_prepare(from, m, out),
+            Message::PrepareOk(m) => self.on_prepare_ok(from, m, out),
+            Message::Commit(m) => self.on_commit(from, m, out),
+            Message::StartViewChange(m) => self.on_start_view_change(from, m, out),
+            Message::DoViewChange(m) => self.on_do_view_change(from, m, out),
+            Message::StartView(m) => self.on_start_view(from, m, out),
+            Message::GetState(m) => self.on_get_state(from, m, out),
+            Message::NewState(m) => self.on_new_state(from, m, out),
+            Message::Recovery(m) => self.on_recovery(from, m, out),
+            Message::RecoveryResponse(m) => self.on_recovery_response(from, m, out),
+            // Clients reach the core through on_request; replicas never
+            // forward requests.
+            Message::Request(_) => self.stats.dropped_inputs += 1,
+            // Replies go to clients, never to replicas.
+            Message::Reply(_) => self.stats.dropped_inputs += 1,
+            // Status requests are answered by the runtime.
+            Message::StatusRequest(_) => self.stats.dropped_inputs += 1,
+            Message::StatusReply(_) => self.stats.dropped_inputs += 1,
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // State changes (the only places that change view, status and log)
+    // -----------------------------------------------------------------
+
+    fn set_status(&mut self, to: Status) {
+        let allowed = matches!(
+            (self.status, to),
+            (Status::Recovering, Status::Normal)
+                | (Status::Normal, Status::ViewChange)
+                | (Status::ViewChange, Status::ViewChange)
+                | (Status::ViewChange, Status::Normal)
+                | (Status::Normal, Status::Normal)
+        );
+        assert!(allowed, "status {} -> {} is not a VR edge", self.status.name(), to.name());
+        assert!(self.kernel_armed.is_none());
+        self.status = to;
+    }
+
+    fn set_view(&mut self, view: u64) {
+        assert!(view >= self.view, "view went back");
+        assert!(self.kernel_armed.is_none());
+        if view != self.view {
+            self.view = view;
+            self.view_reset();
+        }
+    }
+
+    /// Per-view state starts over.
+    fn view_reset(&mut self) {
+        self.acked.iter_mut().for_each(|a| *a = 0);
+        self.start_view_change_from.iter_mut().for_each(|v| *v = false);
+        self.do_view_change_from.iter_mut().for_each(|d| *d = None);
+        self.do_view_change_sent = false;
+        self.prepare_buffer.clear();
+        self.request_queue.clear();
+        self.pending.clear();
+        self.commit_seen = self.commit;
+        self.state_transfer_ticks = None;
+        self.catching_up = false;
+        self.idle_ticks = 0;
+        self.retransmit_ticks = 0;
+        self.leader_silent_ticks = 0;
+        self.view_change_ticks = 0;
+        self.resend_ticks = 0;
+    }
+
+    /// Appends op+1, from a Prepare or as the leader.
+    fn append(&mut self, entry: LogEntry) {
+        assert!(self.kernel_armed.is_none(), "core appended while the kernel acks");
+        self.push_entry(entry);
+    }
+
+    fn push_entry(&mut self, entry: LogEntry) {
+        assert_eq!(entry.op, self.op + 1);
+        assert!(entry.op > self.commit);
+        assert!(!entry.batch.is_empty());
+        self.log.push_back(entry);
+        self.op += 1;
+    }
+
+    /// Drops uncommitted entries above `op`.
+    fn truncate_log(&mut self, op: u64) {
+        assert!(self.kernel_armed.is_none());
+        assert!(op >= self.commit, "truncating committed entries");
+        if op < self.op {
+            self.log.truncate((op - self.checkpoint_op) as usize);
+            self.op = op;
+            self.prepare_buffer.clear();
+        }
+    }
+
+    /// Executes committed ops up to `target` (at most op), in order,
+    /// updating the client table; the leader replies to clients.
+    fn execute_through(&mut self, target: u64, reply: bool, out: &mut Vec<Action>) {
+        let target = target.min(self.op);
+        while self.commit < target {
+            let op = self.commit + 1;
+            let index = (op - self.checkpoint_op - 1) as usize;
+            let entry = &self.log[index];
+            let digest = batch_digest(&entry.batch);
+            for request in &entry.batch {
+                let known = self.client_table.get(request.client_id);
+                let cached = match known {
+                    Some(e) if e.request_number > request.request_number => continue,
+                    // A duplicate that got into the log twice (a client
+                    // retransmitted across a view change): not executed
+                    // again, answered from the table.
+                    Some(e) if e.request_number == request.request_number => Some(e.result.clone()),
+                    Some(_) | None => None,
+                };
+                let result = match cached {
+                    Some(result) => result,
+                    None => {
+                        let result = self.app.execute(&request.op);
+                        let entry = ClientEntry {
+                            request_number: request.request_number,
+                            op,
+                            result: result.clone(),
+                        };
+                        self.client_table.insert(request.client_id, entry, self.config.client_table_max);
+                        result
+                    }
+                };
+                if self.pending.get(&request.client_id).is_some_and(|n| *n <= request.request_number) {
+                    self.pending.remove(&request.client_id);
+                }
+                if reply {
+                    out.push(Action::Reply {
+                        client_id: request.client_id,
+                        reply: Reply {
+                            view: self.view,
+                            client_id: request.client_id,
+                            request_number: request.request_number,
+                            result,
+                        },
+                    });
+                }
+            }
+            self.commit = op;
+            self.recent_commits.push_back((op, digest));
+            while self.recent_commits.len() > self.recent_commits_max() {
+                self.recent_commits.pop_front();
+            }
+            if op % self.config.checkpoint_interval_ops == 0 {
+                self.take_checkpoint();
+            }
+        }
+    }
+
+    /// Snapshots app and client table at commit and trims the log below it.
+    fn take_checkpoint(&mut self) {
+        assert!(self.commit > self.checkpoint_op);
+        let trimmed = (self.commit - self.checkpoint_op) as usize;
+        self.checkpoint = encode_checkpoint(&self.app.snapshot(), &self.client_table);
+        self.log.drain(..trimmed);
+        self.checkpoint_op = self.commit;
+        self.stats.checkpoints += 1;
+    }
+
+    /// The checkpoint and every entry after it.
+    fn state_full(&self) -> StateBlob {
+        StateBlob {
+            checkpoint_op: self.checkpoint_op,
+            snapshot: self.checkpoint.clone(),
+            entries: self.log.iter().cloned().collect(),
+        }
+    }
+
+    /// What someone whose log ends at `after` needs: the entries after it
+    /// with an empty snapshot if we still have them, else everything.
+    fn state_after(&self, after: u64) -> StateBlob {
+        if after >= self.checkpoint_op && after <= self.op {
+            let skip = (after - self.checkpoint_op) as usize;
+            StateBlob {
+                checkpoint_op: after,
+                snapshot: Vec::new(),
+                entries: self.log.iter().skip(skip).cloned().collect(),
+            }
+        } else {
+            self.state_full()
+        }
+    }
+
+    /// Whether a blob from the network is well formed for log head `op`.
+    fn state_valid(&self, state: &StateBlob, op: u64, commit: u64) -> bool {
+        if commit > op || op < state.checkpoint_op {
+            return false;
+        }
+        if op - state.checkpoint_op != state.entries.len() as u64 {
+            return false;
+        }
+        if !state.snapshot.is_empty() && state.checkpoint_op > commit {
+            // A checkpoint is always committed.
+            return false;
+        }
+        state.entries.iter().enumerate().all(|(i, e)| {
+            e.op == state.checkpoint_op + 1 + i as u64
+                && !e.batch.is_empty()
+                && e.batch.len() <= wire::MAX_BATCH_LEN
+                && e.batch_len() <= wire::MAX_PREPARE_BATCH_LEN
+                && e.batch.iter().all(|r| r.op.len() <= wire::MAX_OP_LEN)
+        })
+    }
+
+    /// Makes our log (op, state) with commit at least `commit`, keeping
+    /// every committed entry. Returns false, changing nothing, if that is
+    /// impossible: malformed state, a log that would drop or contradict our
+    /// committed ops, or a snapshot that does not restore.
+    fn install(&mut self, state: &StateBlob, op: u64, commit: u64) -> bool {
+        assert!(self.kernel_armed.is_none());
+        if !self.state_valid(state, op, commit) || op < self.commit {
+            return false;
+        }
+        let target = commit.max(self.commit);
+        if op - target > self.uncommitted_max() {
+            return false;
+        }
+        let restore = !state.snapshot.is_empty() && state.checkpoint_op > self.commit;
+        if restore {
+            if state.checkpoint_op % self.config.checkpoint_interval_ops != 0 {
+                return false;
+            }
+            let Ok((app_bytes, table)) = decode_checkpoint(&state.snapshot, self.config.client_table_max)
+            else {
+                return false;
+            };
+            if self.app.restore(app_bytes).is_err() {
+                return false;
+            }
+            self.client_table = table;
+            self.checkpoint = state.snapshot.clone();
+            self.checkpoint_op = state.checkpoint_op;
+            self.commit = state.checkpoint_op;
+            self.log = state.entries.iter().cloned().collect();
+            self.op = op;
+            self.recent_commits.clear();
+        } else {
+            // Our log must reach where the blob's entries start.
+            if state.checkpoint_op > self.op {
+                return false;
+            }
+            let keep =
+                if state.snapshot.is_empty() { state.checkpoint_op.max(self.commit) } else { self.commit };
+            // Committed entries we hold must agree with the blob's.
+            let from = state.checkpoint_op.max(self.checkpoint_op) + 1;
+            for o in from..=self.commit.min(op) {
+                let ours = self.entry(o).map(|e| batch_digest(&e.batch));
+                let theirs = batch_digest(&state.entries[(o - state.checkpoint_op - 1) as usize].batch);
+                if ours != Some(theirs) {
+                    return false;
+                }
+            }
+            if keep > op {
+                return false;
+            }
+            self.truncate_log(keep);
+            let skip = (keep - state.checkpoint_op) as usize;
+            for entry in state.entries.iter().skip(skip) {
+                self.push_entry(entry.clone());
+            }
+        }
+        self.prepare_buffer.clear();
+        self.commit_seen = self.commit_seen.max(target);
+        self.execute_through(target, false, &mut Vec::new());
+        true
+    }
+
+    // -----------------------------------------------------------------
+    // Normal operation
+    // -----------------------------------------------------------------
+
+    fn handle_request(&mut self, request: Request, out: &mut Vec<Action>) {
+        if !self.is_leader() || request.op.len() > wire::MAX_OP_LEN {
+            self.stats.dropped_inputs += 1;
+            return;
+        }
+        if let Some(entry) = self.client_table.get(request.client_id) {
+            if request.request_number < entry.request_number {
+                return; // Older than what the client already got.
+            }
+            if request.request_number == entry.request_number {
+                // The reply was lost: send it again.
+                out.push(Action::Reply {
+                    client_id: request.client_id,
+                    reply: Reply {
+                        view: self.view,
+                        client_id: request.client_id,
+                        request_number: request.request_number,
+                        result: entry.result.clone(),
+                    },
+                });
+                return;
+            }
+        }
+        if self.pending.get(&request.client_id).is_some_and(|n| *n >= request.request_number) {
+            return; // In progress (or older): its reply will come.
+        }
+        if self.request_queue.len() >= self.config.request_queue_max {
+            self.stats.dropped_inputs += 1;
+            return; // Overloaded: the client retries.
+        }
+        self.pending.insert(request.client_id, request.request_number);
+        self.request_queue.push_back(request);
+        self.send_prepares(out);
+    }
+
+    /// Leader: packs queued requests into Prepares while the pipeline has room.
+    fn send_prepares(&mut self, out: &mut Vec<Action>) {
+        assert!(self.is_leader());
+        while !self.request_queue.is_empty() && self.op - self.commit < self.config.pipeline_max as u64 {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = self.request_queue.front() {
+                if batch.len() >= self.config.batch_max
+                    || bytes + next.encoded_len() > wire::MAX_PREPARE_BATCH_LEN
+                {
+                    break;
+                }
+                bytes += next.encoded_len();
+                batch.extend(self.request_queue.pop_front());
+            }
+            assert!(!batch.is_empty(), "one request always fits a Prepare");
+            self.stats.requests_batched += batch.len() as u64;
+            let op = self.op + 1;
+            self.append(LogEntry { op, view: self.view, batch: batch.clone() });
+            self.send_prepare(None, Prepare { view: self.view, op, commit: self.commit, batch }, out);
+            if self.op - self.commit == 1 {
+                // First uncommitted op: its retransmission clock starts now.
+                self.retransmit_ticks = 0;
+            }
+        }
+        // A cluster of one commits alone.
+        self.commit_quorum(out);
+    }
+
+    /// To one follower (retransmission) or all.
+    fn send_prepare(&mut self, to: Option<u8>, prepare: Prepare, out: &mut Vec<Action>) {
+        self.stats.prepares_sent += 1;
+        match to {
+            Some(to) => out.push(Action::Send { to, message: Message::Prepare(prepare) }),
+            None => {
+                self.idle_ticks = 0;
+                out.push(Action::SendAll { message: Message::Prepare(prepare) });
+            }
+        }
+    }
+
+    fn on_prepare(&mut self, from: u8, m: Prepare, out: &mut Vec<Action>) {
+        if self.status == Status::Recovering || m.view < self.view || from != self.leader_of(m.view) {
+            return;
+        }
+        if m.view > self.view || self.status == Status::ViewChange {
+            // The view formed without us: catch up by state transfer.
+            self.start_state_transfer(m.view, out);
+            self.commit_seen = self.commit_seen.max(m.commit);
+            return;
+        }
+        if self.is_leader() {
+            return;
+        }
+        self.leader_silent_ticks = 0;
+        self.commit_seen = self.commit_seen.max(m.commit);
+        if self.catching_up {
+            return; // NewState first (see catching_up).
+        }
+        if m.op <= self.op {
+            // Duplicate or retransmission: our ack may have been lost.
+            self.send_prepare_ok(out);
+        } else if m.op == self.op + 1 {
+            if self.accept_prepare(m) {
+                while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
+                    if !self.accept_prepare(next) {
+                        break;
+                    }
+                }
+                self.prepare_buffer.retain(|op, _| *op > self.op);
+                self.send_prepare_ok(out);
+            }
+        } else if m.op - self.op <= self.config.pipeline_max as u64 {
+            // A gap: keep it until the missing ones are retransmitted.
+            if self.prepare_buffer.len() < self.config.pipeline_max || self.prepare_buffer.contains_key(&m.op)
+            {
+                self.prepare_buffer.insert(m.op, m);
+            }
+        }
+        self.execute_through(self.commit_seen, false, out);
+        self.want_state_if_behind(out);
+    }
+
+    /// Appends a Prepare at op+1 if it is well formed and within bounds.
+    fn accept_prepare(&mut self, m: Prepare) -> bool {
+        let valid = m.op == self.op + 1
+            && !m.batch.is_empty()
+            && m.batch.len() <= wire::MAX_BATCH_LEN
+            && m.batch.iter().map(Request::encoded_len).sum::<usize>() <= wire::MAX_PREPARE_BATCH_LEN
+            && m.batch.iter().all(|r| r.op.len() <= wire::MAX_OP_LEN);
+        let commit_after = self.commit.max(self.commit_seen.min(m.op));
+        if !valid || m.op - commit_after > self.uncommitted_max() {
+            return false;
+        }
+        self.append(LogEntry { op: m.op, view: m.view, batch: m.batch });
+        true
+    }
+
+    fn send_prepare_ok(&mut self, out: &mut Vec<Action>) {
+        let to = self.leader_of(self.view);
+        let message =
+            Message::PrepareOk(PrepareOk { view: self.view, op: self.op, replica: self.config.index });
+        out.push(Action::Send { to, message });
+    }
+
+    fn on_prepare_ok(&mut self, from: u8, m: PrepareOk, out: &mut Vec<Action>) {
+        if !self.is_leader() || m.view != self.view || m.replica != from {
+            return;
+        }
+        // An ack for op n acknowledges every op <= n (logs are prefixes of ours).
+        let op = m.op.min(self.op);
+        let acked = &mut self.acked[from as usize];
+        *acked = (*acked).max(op);
+        self.commit_quorum(out);
+    }
+
+    /// Leader: commits the highest op that f followers (f+1 with us) hold.
+    fn commit_quorum(&mut self, out: &mut Vec<Action>) {
+        if !self.is_leader() {
+            return;
+        }
+        #[allow(unused_mut)]
+        let mut acks_needed = self.f();
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bug == Some(Bug::CommitOneAckShort) {
+            acks_needed = acks_needed.saturating_sub(1);
+        }
+        let mut followers: Vec<u64> = (0..self.config.replica_count)
+            .filter(|r| *r != self.config.index)
+            .map(|r| self.acked[r as usize])
+            .collect();
+        followers.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_op = if acks_needed == 0 { self.op } else { followers[acks_needed - 1] };
+        if quorum_op > self.commit {
+            self.execute_through(quorum_op, true, out);
+            self.retransmit_ticks = 0;
+            self.send_prepares(out);
+        }
+    }
+
+    fn send_commit(&mut self, out: &mut Vec<Action>) {
+        self.idle_ticks = 0;
+        out.push(Action::SendAll {
+            message: Message::Commit(Commit { view: self.view, commit: self.commit }),
+        });
+    }
+
+    fn on_commit(&mut self, from: u8, m: Commit, out: &mut Vec<Action>) {
+        if self.status == Status::Recovering || m.view < self.view || from != self.leader_of(m.view) {
+            return;
+        }
+        if m.view > self.view || self.status == Status::ViewChange {
+            self.start_state_transfer(m.view, out);
+            self.commit_seen = self.commit_seen.max(m.commit);
+            return;
+        }
+        if self.is_leader() {
+            return;
+        }
+        self.leader_silent_ticks = 0;
+        self.commit_seen = self.commit_seen.max(m.commit);
+        if self.catching_up {
+            return; // Our suffix may be from an older view: execute nothing.
+        }
+        self.execute_through(self.commit_seen, false, out);
+        self.want_state_if_behind(out);
+    }
+
+    // -----------------------------------------------------------------
+    // Timeouts
+    // -----------------------------------------------------------------
+
+    fn tick(&mut self, out: &mut Vec<Action>) {
+        match self.status {
+            Status::Normal if self.is_leader() => {
+                self.idle_ticks += 1;
+                self.retransmit_ticks += 1;
+                if self.op > self.commit && self.retransmit_ticks >= self.config.prepare_retransmit_ticks {
+                    self.on_prepare_timeout(out);
+                }
+                if self.idle_ticks >= self.config.heartbeat_interval_ticks {
+                    self.send_commit(out);
+                }
+            }
+            Status::Normal => {
+                self.leader_silent_ticks += 1;
+                if self.leader_silent_ticks >= self.config.view_change_timeout_ticks {
+                    self.start_view_change(self.view + 1, out);
+                    return;
+                }
+                if let Some(ticks) = self.state_transfer_ticks.as_mut() {
+                    *ticks += 1;
+                    if *ticks >= self.config.resend_interval_ticks {
+                        self.send_get_state(out);
+                    }
+                }
+            }
+            Status::ViewChange => {
+                self.view_change_ticks += 1;
+                self.resend_ticks += 1;
+                if self.view_change_ticks >= self.config.view_change_timeout_ticks {
+                    // The new view did not form (its leader may be down).
+                    self.start_view_change(self.view + 1, out);
+                } else if self.resend_ticks >= self.config.resend_interval_ticks {
+                    self.resend_ticks = 0;
+                    self.send_start_view_change(out);
+                    if self.do_view_change_sent {
+                        self.send_do_view_change(out);
+                    }
+                }
+            }
+            Status::Recovering => {
+                self.resend_ticks += 1;
+                if self.resend_ticks >= self.config.resend_interval_ticks {
+                    self.send_recovery(out);
+                }
+            }
+        }
+    }
+
+    /// Leader: re-sends uncommitted Prepares to followers that lack them.
+    fn on_prepare_timeout(&mut self, out: &mut Vec<Action>) {
+        self.retransmit_ticks = 0;
+        for replica in 0..self.config.replica_count {
+            if replica == self.config.index {
+                continue;
+            }
+            let from = self.acked[replica as usize].max(self.commit) + 1;
+            for op in from..=self.op {
+                let Some(entry) = self.entry(op) else { continue };
+                let prepare =
+                    Prepare { view: self.view, op, commit: self.commit, batch: entry.batch.clone() };
+                self.send_prepare(Some(replica), prepare, out);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // View change (VRR 4.2)
+    // -----------------------------------------------------------------
+
+    fn start_view_change(&mut self, view: u64, out: &mut Vec<Action>) {
+        assert!(view > self.view);
+        if self.status == Status::Normal && !self.catching_up {
+            self.last_normal_view = self.view;
+        }
+        self.set_view(view);
+        self.set_status(Status::ViewChange);
+        self.stats.view_changes_started += 1;
+        self.start_view_change_from[self.config.index as usize] = true;
+        self.send_start_view_change(out);
+        self.check_start_view_change_quorum(out);
+    }
+
+    fn send_start_view_change(&mut self, out: &mut Vec<Action>) {
+        let message =
+            Message::StartViewChange(StartViewChange { view: self.view, replica: self.config.index });
+        out.push(Action::SendAll { message });
+    }
+
+    fn on_start_view_change(&mut self, from: u8, m: StartViewChange, out: &mut Vec<Action>) {
+        if self.status == Status::Recovering || m.view < self.view || m.replica != from {
+            return;
+        }
+        if m.view > self.view {
+            self.start_view_change(m.view, out);
+        }
+        if self.status != Status::ViewChange {
+            return; // The view already formed.
+        }
+        self.start_view_change_from[from as usize] = true;
+        self.check_start_view_change_quorum(out);
+    }
+
+    /// f others agree to change view: send our log to the new leader.
+    fn check_start_view_change_quorum(&mut self, out: &mut Vec<Action>) {
+        let votes = self.start_view_change_from.iter().filter(|v| **v).count();
+        if !self.do_view_change_sent && votes > self.f() {
+            self.do_view_change_sent = true;
+            self.send_do_view_change(out);
+        }
+    }
+
+    fn send_do_view_change(&mut self, out: &mut Vec<Action>) {
+        let m = DoViewChange {
+            view: self.view,
+            last_normal_view: self.last_normal_view,
+            op: self.op,
+            commit: self.commit,
+            replica: self.config.index,
+            state: self.state_full(),
+        };
+        let leader = self.leader_of(self.view);
+        if leader == self.config.index {
+            self.record_do_view_change(m, out);
+        } else {
+            out.push(Action::Send { to: leader, message: Message::DoViewChange(m) });
+        }
+    }
+
+    fn on_do_view_change(&mut self, from: u8, m: DoViewChange, out: &mut Vec<Action>) {
+        if self.status == Status::Recovering || m.view < self.view || m.replica != from {
+            return;
+        }
+        if m.last_normal_view >= m.view || !self.state_valid(&m.state, m.op, m.commit) {
+            return;
+        }
+        if m.view > self.view {
+            self.start_view_change(m.view, out);
+        }
+        if self.status != Status::ViewChange || self.leader_of(self.view) != self.config.index {
+            return;
+        }
+        self.record_do_view_change(m, out);
+    }
+
+    fn record_do_view_change(&mut self, m: DoViewChange, out: &mut Vec<Action>) {
+        assert_eq!(m.view, self.view);
+        assert!(self.status == Status::ViewChange);
+        let replica = m.replica as usize;
+        self.do_view_change_from[replica] = Some(m);
+        let count = self.do_view_change_from.iter().filter(|d| d.is_some()).count();
+        if count > self.f() && self.do_view_change_from[self.config.index as usize].is_some() {
+            self.start_view_as_leader(out);
+        }
+    }
+
+    /// New leader with f+1 DoViewChanges: the log with the largest
+    /// (last_normal_view, op) wins, commit is the largest commit.
+    fn start_view_as_leader(&mut self, out: &mut Vec<Action>) {
+        let received: Vec<&DoViewChange> = self.do_view_change_from.iter().flatten().collect();
+        #[allow(unused_mut)]
+        let mut best = received.iter().max_by_key(|d| (d.last_normal_view, d.op, d.replica)).copied();
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bug == Some(Bug::ViewChangeWrongLog) {
+            best = received.iter().min_by_key(|d| (d.op, d.replica)).copied();
+        }
+        let Some(best) = best.cloned() else { return };
+        let commit = received.iter().map(|d| d.commit).max().unwrap_or(0);
+        if best.replica != self.config.index || commit > self.commit {
+            let commit = commit.min(best.op);
+            if !self.install(&best.state, best.op, commit) {
+                // Cannot adopt without losing committed ops (impossible in a
+                // correct cluster): let the view change escalate.
+                return;
+            }
+        }
+        self.set_status(Status::Normal);
+        self.last_normal_view = self.view;
+        self.stats.views_started += 1;
+        self.acked.iter_mut().for_each(|a| *a = 0);
+        // Requests prepared but not committed are in progress.
+        let uncommitted = (self.commit - self.checkpoint_op) as usize;
+        for entry in self.log.iter().skip(uncommitted) {
+            for request in &entry.batch {
+                let n = self.pending.entry(request.client_id).or_insert(0);
+                *n = (*n).max(request.request_number);
+            }
+        }
+        let message =
+            StartView { view: self.view, op: self.op, commit: self.commit, state: self.state_full() };
+        out.push(Action::SendAll { message: Message::StartView(message) });
+        self.idle_ticks = 0;
+        self.retransmit_ticks = 0;
+        self.commit_quorum(out);
+    }
+
+    fn on_start_view(&mut self, from: u8, m: StartView, out: &mut Vec<Action>) {
+        if self.status == Status::Recovering || m.view < self.view || from != self.leader_of(m.view) {
+            return;
+        }
+        if m.view == self.view && self.status == Status::Normal {
+            return; // Already in it.
+        }
+        if m.view == self.view && self.is_leader() {
+            return;
+        }
+        if !self.state_valid(&m.state, m.op, m.commit) {
+            return;
+        }
+        // A replica in normal status of an older view: its uncommitted ops
+        // may be wrong, the StartView's log replaces them (install keeps
+        // only committed entries).
+        if !self.install(&m.state, m.op, m.commit) {
+            return;
+        }
+        self.set_view(m.view);
+        self.set_status(Status::Normal);
+        self.last_normal_view = self.view;
+        self.leader_silent_ticks = 0;
+        if self.op > self.commit {
+            // Uncommitted ops need our ack in the new view.
+            self.send_prepare_ok(out);
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // State transfer (VRR 5.2)
+    // -----------------------------------------------------------------
+
+    /// Moves to `view` (normal status, catching up) and asks for the state
+    /// after our commit; the NewState replaces every op above commit, since
+    /// uncommitted ops of an older view may be wrong.
+    fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
+        assert!(view >= self.view);
+        // VRR truncates to commit here. We keep the old suffix (and the old
+        // last_normal_view) until NewState replaces everything above commit:
+        // dropping ops we acked while still claiming the old view would let
+        // a later view change lose them (sim seed 3473).
+        let caught_up_normal = self.status == Status::Normal && !self.catching_up;
+        let last_normal_view = if caught_up_normal { self.view } else { self.last_normal_view };
+        self.set_view(view);
+        self.set_status(Status::Normal);
+        // Our log may lack ops committed before `view`: keep the older
+        // last_normal_view until NewState catches us up.
+        self.last_normal_view = last_normal_view;
+        self.catching_up = true;
+        self.leader_silent_ticks = 0;
+        self.state_transfer_attempts = 0;
+        self.send_get_state(out);
+    }
+
+    /// A follower that heard of commits beyond its log (the leader will not
+    /// retransmit committed ops) asks for state, at most once per resend
+    /// interval.
+    fn want_state_if_behind(&mut self, out: &mut Vec<Action>) {
+        if self.commit_seen > self.op && self.state_transfer_ticks.is_none() {
+            self.state_transfer_attempts = 0;
+            self.send_get_state(out);
+        }
+    }
+
+    fn send_get_state(&mut self, out: &mut Vec<Action>) {
+        self.stats.state_transfers += 1;
+        self.state_transfer_ticks = Some(0);
+        // The leader first; on retries rotate through the others.
+        let n = u64::from(self.config.replica_count);
+        let mut to = ((self.view + self.state_transfer_attempts) % n) as u8;
+        if to == self.config.index {
+            to = ((u64::from(to) + 1) % n) as u8;
+        }
+        self.state_transfer_attempts += 1;
+        // Catching up, our suffix above commit may be from an older view.
+        let op = if self.catching_up { self.commit } else { self.op };
+        let message = Message::GetState(GetState { view: self.view, op, replica: self.config.index });
+        out.push(Action::Send { to, message });
+    }
+
+    fn on_get_state(&mut self, from: u8, m: GetState, out: &mut Vec<Action>) {
+        if self.status != Status::Normal || m.view != self.view || m.replica != from || m.op > self.op {
+            return;
+        }
+        if self.catching_up {
+            return; // Our log may lack what the asker needs.
+        }
+        let message =
+            NewState { view: self.view, op: self.op, commit: self.commit, state: self.state_after(m.op) };
+        out.push(Action::Send { to: from, message: Message::NewState(message) });
+    }
+
+    fn on_new_state(&mut self, _from: u8, m: NewState, out: &mut Vec<Action>) {
+        if self.status != Status::Normal || m.view != self.view || self.is_leader() {
+            return;
+        }
+        if self.state_transfer_ticks.is_none() || (m.op <= self.op && !self.catching_up) {
+            return; // Not asked for, or nothing new.
+        }
+        if !self.install(&m.state, m.op, m.commit) {
+            return;
+        }
+        self.state_transfer_ticks = None;
+        // The answerer was caught up in this view, so now are we.
+        self.catching_up = false;
+        self.last_normal_view = self.view;
+        self.commit_seen = self.commit_seen.max(m.commit);
+        self.send_prepare_ok(out);
+        self.want_state_if_behind(out);
+    }
+
+    // -----------------------------------------------------------------
+    // Recovery (VRR 4.3)
+    // -----------------------------------------------------------------
+
+    fn send_recovery(&mut self, out: &mut Vec<Action>) {
+        self.resend_ticks = 0;
+        let message = Message::Recovery(Recovery { nonce: self.nonce, replica: self.config.index });
+        out.push(Action::SendAll { message });
+    }
+
+    fn on_recovery(&mut self, from: u8, m: Recovery, out: &mut Vec<Action>) {
+        if m.replica != from {
+            return;
+        }
+        let (status, state, op, commit) = match self.status {
+            // Only the leader sends its log; the others only their view.
+            Status::Normal if self.is_leader() => (Status::Normal, self.state_full(), self.op, self.commit),
+            Status::Normal => (Status::Normal, StateBlob::default(), 0, 0),
+            Status::Recovering => (Status::Recovering, StateBlob::default(), 0, 0),
+            Status::ViewChange => return,
+        };
+        let message = RecoveryResponse {
+            view: self.view,
+            nonce: m.nonce,
+            op,
+            commit,
+            replica: self.config.index,
+            status: status.wire(),
+            state,
+        };
+        out.push(Action::Send { to: from, message: Message::RecoveryResponse(message) });
+    }
+
+    fn on_recovery_response(&mut self, from: u8, m: RecoveryResponse, out: &mut Vec<Action>) {
+        if self.status != Status::Recovering || m.nonce != self.nonce || m.replica != from {
+            return;
+        }
+        let replica = from as usize;
+        if m.status == Status::Recovering.wire() {
+            self.recovering_peers[replica] = true;
+            self.recovery_responses[replica] = None;
+        } else if m.status == Status::Normal.wire() {
+            self.recovering_peers[replica] = false;
+            let newer = self.recovery_responses[replica].as_ref().is_none_or(|r| r.view <= m.view);
+            if newer {
+                self.recovery_responses[replica] = Some(m);
+            }
+        } else {
+            return;
+        }
+        let recovering = self.recovering_peers.iter().filter(|r| **r).count();
+        if recovering >= self.f() {
+            // f others without memory and us: the cluster is booting.
+            self.boot();
+            return;
+        }
+        let normal = self.recovery_responses.iter().flatten().count();
+        if normal < self.f() + 1 {
+            return;
+        }
+        let Some(view) = self.recovery_responses.iter().flatten().map(|r| r.view).max() else { return };
+        let leader = self.leader_of(view) as usize;
+        let Some(primary) = self.recovery_responses[leader].clone() else { return };
+        if primary.view != view || !self.install(&primary.state, primary.op, primary.commit) {
+            return;
+        }
+        self.set_view(view);
+        self.set_status(Status::Normal);
+        self.last_normal_view = view;
+        self.stats.recoveries += 1;
+        self.leader_silent_ticks = 0;
+        if self.op > self.commit {
+            self.send_prepare_ok(out);
+        }
+    }
+
+    /// View 0, normal status, empty log.
+    fn boot(&mut self) {
+        assert_eq!(self.op, 0);
+        self.set_status(Status::Normal);
+        self.view_reset();
+        self.last_normal_view = 0;
+    }
+
+    // -----------------------------------------------------------------
+    // Invariants
+    // -----------------------------------------------------------------
+
+    fn invariants(&self) {
+        assert!(self.commit <= self.op, "commit beyond the log");
+        assert!(self.checkpoint_op <= self.commit, "checkpoint not committed");
+        assert_eq!(self.log.len() as u64, self.op - self.checkpoint_op, "log length");
+        assert!(self.log.len() as u64 <= self.log_entries_max(), "log over its bound");
+        assert!(self.last_normal_view <= self.view);
+        assert!(!self.checkpoint.is_empty());
+        if let (Some(first), Some(last)) = (self.log.front(), self.log.back()) {
+            assert_eq!(first.op, self.checkpoint_op + 1);
+            assert_eq!(last.op, self.op);
+        }
+        assert!(self.request_queue.len() <= self.config.request_queue_max);
+        let pending_max =
+            self.config.request_queue_max + self.uncommitted_max() as usize * wire::MAX_BATCH_LEN;
+        assert!(self.pending.len() <= pending_max);
+        assert!(self.client_table.len() <= self.config.client_table_max);
+        assert!(self.prepare_buffer.len() <= self.config.pipeline_max);
+        assert!(self.recent_commits.len() <= self.recent_commits_max());
+        if self.is_leader() {
+            assert!(self.op - self.commit <= self.uncommitted_max(), "pipeline over its bound");
+        } else {
+            assert!(self.request_queue.is_empty(), "a follower queues no requests");
+        }
+        if self.status != Status::Normal || self.is_leader() {
+            assert!(
+                self.kernel_armed.is_none() || self.kernel_disarming,
+                "kernel armed off a normal follower"
+            );
+        }
+        assert_eq!(self.kernel_disarming, self.deferred.is_some());
+        if self.status == Status::Recovering {
+            assert_eq!(self.op, 0);
+        }
+        if self.catching_up {
+            assert!(self.status == Status::Normal && !self.is_leader());
+            assert!(self.state_transfer_ticks.is_some(), "catching up without asking");
+        }
+    }
+}

@@ -84,7 +84,8 @@ pub mod layout {
         op: u64,
         commit: u64,
         replica: u8,
-        pad: [u8; 7],
+        status: u8,
+        pad: [u8; 6],
         chunk: electrode_chunk
     });
     mirror!(electrode_status_request { nonce: u64 });
@@ -318,6 +319,9 @@ pub struct RecoveryResponse {
     pub op: u64,
     pub commit: u64,
     pub replica: u8,
+    /// The sender's status (ELECTRODE_STATUS_*): a Recovering replica
+    /// answers with RECOVERING and an empty state (boot rule, src/vr).
+    pub status: u8,
     pub state: StateBlob,
 }
 
@@ -640,7 +644,7 @@ pub enum ChunkedHead {
     DoViewChange { last_normal_view: u64, op: u64, commit: u64, replica: u8 },
     StartView { op: u64, commit: u64 },
     NewState { op: u64, commit: u64 },
-    RecoveryResponse { nonce: u64, op: u64, commit: u64, replica: u8 },
+    RecoveryResponse { nonce: u64, op: u64, commit: u64, replica: u8, status: u8 },
 }
 
 impl ChunkedHead {
@@ -674,11 +678,12 @@ impl ChunkedHead {
                 f.u64(offset_of!(electrode_new_state, op), op);
                 f.u64(offset_of!(electrode_new_state, commit), commit);
             }
-            ChunkedHead::RecoveryResponse { nonce, op, commit, replica } => {
+            ChunkedHead::RecoveryResponse { nonce, op, commit, replica, status } => {
                 f.u64(offset_of!(electrode_recovery_response, nonce), nonce);
                 f.u64(offset_of!(electrode_recovery_response, op), op);
                 f.u64(offset_of!(electrode_recovery_response, commit), commit);
                 f.u8(offset_of!(electrode_recovery_response, replica), replica);
+                f.u8(offset_of!(electrode_recovery_response, status), status);
             }
         }
     }
@@ -692,8 +697,16 @@ impl ChunkedHead {
                 Message::StartView(StartView { view, op, commit, state })
             }
             ChunkedHead::NewState { op, commit } => Message::NewState(NewState { view, op, commit, state }),
-            ChunkedHead::RecoveryResponse { nonce, op, commit, replica } => {
-                Message::RecoveryResponse(RecoveryResponse { view, nonce, op, commit, replica, state })
+            ChunkedHead::RecoveryResponse { nonce, op, commit, replica, status } => {
+                Message::RecoveryResponse(RecoveryResponse {
+                    view,
+                    nonce,
+                    op,
+                    commit,
+                    replica,
+                    status,
+                    state,
+                })
             }
         }
     }
@@ -735,6 +748,7 @@ impl Encoder {
                     op: m.op,
                     commit: m.commit,
                     replica: m.replica,
+                    status: m.status,
                 },
                 &m.state,
             ),
@@ -1079,6 +1093,7 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
                 op: body.u64(offset_of!(electrode_recovery_response, op))?,
                 commit: body.u64(offset_of!(electrode_recovery_response, commit))?,
                 replica: check_replica(body.u8(offset_of!(electrode_recovery_response, replica))?, &env)?,
+                status: body.u8(offset_of!(electrode_recovery_response, status))?,
             };
             return Ok((env, Decoded::Chunk(read_chunk(body, head)?)));
         }

@@ -37,7 +37,7 @@ fn layout_matches_the_c_header() {
     same_layout!(electrode_get_state, [op, replica, pad]);
     same_layout!(electrode_new_state, [op, commit, chunk]);
     same_layout!(electrode_recovery, [nonce, replica, pad]);
-    same_layout!(electrode_recovery_response, [nonce, op, commit, replica, pad, chunk]);
+    same_layout!(electrode_recovery_response, [nonce, op, commit, replica, status, pad, chunk]);
     same_layout!(electrode_status_request, [nonce]);
     same_layout!(electrode_status_reply, [nonce, op, commit, digest, status, replica, pad]);
     same_layout!(electrode_state_blob, [checkpoint_op, snapshot_len, entry_count]);
@@ -137,8 +137,8 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
         ),
         (any::<u64>(), r.clone())
             .prop_map(|(nonce, s)| (s, Message::Recovery(Recovery { nonce, replica: s }))),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone()).prop_map(
-            |(view, nonce, op, commit, state, s)| {
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone(), 1u8..=3).prop_map(
+            |(view, nonce, op, commit, state, s, status)| {
                 (
                     s,
                     Message::RecoveryResponse(RecoveryResponse {
@@ -147,6 +147,7 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
                         op,
                         commit,
                         replica: s,
+                        status,
                         state,
                     }),
                 )

@@ -1,0 +1,877 @@
+//! Deterministic cluster simulator in the style of TigerBeetle's VOPR: one
+//! u64 seed drives the network (drops, duplicates, delays that reorder,
+//! symmetric and one-way partitions), replica crashes and restarts (memory
+//! lost, recovery with a fresh nonce; never more than f replicas crashed or
+//! recovering at once), the kernel fast path (on some seeds) and closed-loop
+//! KV clients. Replica-to-replica messages always go through the wire codec
+//! (encode, decode, chunk reassembly), each datagram faulted on its own.
+//!
+//! Checkers: (a) no two replicas commit different batches at one op, after
+//! every step; (b) at most one replica is normal leader per view, after every
+//! step; (c) the clients' history is linearizable (src/check.rs), at the end;
+//! (d) liveness: once faults stop (partitions healed, crashed replicas
+//! restarted, no loss), every outstanding request completes within
+//! LIVENESS_TICKS.
+//!
+//! `ELECTRODE_SIM_SEED=<n>` replays one seed; `ELECTRODE_SIM_SEEDS=<n>` sets
+//! how many seeds the sweep covers (default SEEDS_DEFAULT).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use electrode::app::kv::{KvOp, KvResult, KvStore};
+use electrode::check;
+use electrode::history::Operation;
+use electrode::vr::{Action, Config, KernelArm, Replica, Status};
+use electrode::wire::{self, Decoded, Encoder, Message, Prepare, PrepareOk, Reassembler, Reply, Request};
+
+/// Seeds covered by plain `cargo test`.
+const SEEDS_DEFAULT: u64 = 200;
+/// Ticks of the faulty phase (the heal phase follows).
+const FAULT_TICKS_MIN: u64 = 600;
+const FAULT_TICKS_MAX: u64 = 1500;
+/// After faults stop, every outstanding request must complete within this.
+const LIVENESS_TICKS: u64 = 4000;
+/// A client re-sends its request (to every replica) after this long.
+const CLIENT_TIMEOUT_TICKS: u64 = 40;
+const CLUSTER_ID: u32 = 7;
+const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+
+/// splitmix64: tiny, seeded, good enough for fault schedules.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    /// True with probability ppm / 1_000_000.
+    fn chance(&mut self, ppm: u64) -> bool {
+        self.below(1_000_000) < ppm
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Node {
+    Replica(u8),
+    Client(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Payload {
+    Datagram(Vec<u8>),
+    Request(Request),
+    Reply(Reply),
+}
+
+struct Packet {
+    at: u64,
+    seq: u64,
+    from: Node,
+    to: Node,
+    payload: Payload,
+}
+
+impl PartialEq for Packet {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Packet {}
+impl PartialOrd for Packet {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Packet {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The simulated fast_reply kernel of one follower.
+#[derive(Default)]
+struct Kernel {
+    arm: Option<KernelArm>,
+    acked: Vec<Prepare>,
+}
+
+struct Client {
+    id: u64,
+    next_request_number: u64,
+    /// (request, index in history, tick of last send)
+    outstanding: Option<(Request, usize, u64)>,
+    view_guess: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    seeds: u64,
+    ops_committed: u64,
+    requests_completed: u64,
+    view_changes: u64,
+    state_transfers: u64,
+    recoveries: u64,
+    crashes: u64,
+    partitions: u64,
+    dropped: u64,
+    duplicated: u64,
+    reordered: u64,
+    delayed: u64,
+    kernel_acks: u64,
+    checkpoints: u64,
+    batched_prepares: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Totals) {
+        self.seeds += o.seeds;
+        self.ops_committed += o.ops_committed;
+        self.requests_completed += o.requests_completed;
+        self.view_changes += o.view_changes;
+        self.state_transfers += o.state_transfers;
+        self.recoveries += o.recoveries;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+        self.dropped += o.dropped;
+        self.duplicated += o.duplicated;
+        self.reordered += o.reordered;
+        self.delayed += o.delayed;
+        self.kernel_acks += o.kernel_acks;
+        self.checkpoints += o.checkpoints;
+        self.batched_prepares += o.batched_prepares;
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Options {
+    #[cfg(feature = "sim-bugs")]
+    bug: Option<electrode::vr::Bug>,
+}
+
+struct Sim {
+    rng: Rng,
+    tick: u64,
+    n: u8,
+    f: usize,
+    base_config: Config,
+    replicas: Vec<Option<Replica>>,
+    restart_at: Vec<u64>,
+    kernels: Vec<Kernel>,
+    encoders: Vec<Encoder>,
+    reassemblers: Vec<Reassembler>,
+    network: BinaryHeap<Reverse<Packet>>,
+    seq: u64,
+    last_delivered: HashMap<(Node, Node), u64>,
+    blocked: Vec<Vec<bool>>,
+    heal_at: u64,
+    drop_ppm: u64,
+    dup_ppm: u64,
+    delay_max: u64,
+    faulty: bool,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    committed: HashMap<u64, (u64, u8)>,
+    checked_op: Vec<u64>,
+    leaders: HashMap<u64, u8>,
+    totals: Totals,
+}
+
+impl Sim {
+    fn new(seed: u64, options: Options) -> Sim {
+        let mut rng = Rng(seed);
+        let f = match rng.below(20) {
+            0..=9 => 1,
+            10..=16 => 2,
+            _ => 3,
+        };
+        let n = (2 * f + 1) as u8;
+        let mut config = Config::new(n, 0);
+        config.pipeline_max = rng.range(1, 8) as usize;
+        config.batch_max = rng.range(1, 8) as usize;
+        config.checkpoint_interval_ops = rng.range(8, 48);
+        config.heartbeat_interval_ticks = 5;
+        config.view_change_timeout_ticks = rng.range(30, 60);
+        config.prepare_retransmit_ticks = rng.range(4, 10);
+        config.resend_interval_ticks = rng.range(8, 15);
+        config.request_queue_max = 64;
+        config.client_table_max = 64;
+        config.kernel_fast_reply = rng.below(4) == 0 && std::env::var("NOK").is_err();
+        eprintln!(
+            "f={f} kernel={} cfg={:?}",
+            config.kernel_fast_reply,
+            (config.pipeline_max, config.batch_max, config.checkpoint_interval_ops)
+        );
+        #[cfg(feature = "sim-bugs")]
+        {
+            config.bug = options.bug;
+        }
+        #[cfg(not(feature = "sim-bugs"))]
+        let _ = options;
+        let clients = (0..rng.range(2, 6))
+            .map(|c| Client { id: 1000 + c, next_request_number: 1, outstanding: None, view_guess: 0 })
+            .collect();
+        let mut sim = Sim {
+            tick: 0,
+            n,
+            f,
+            base_config: config,
+            replicas: (0..n).map(|_| None).collect(),
+            restart_at: vec![0; n as usize],
+            kernels: (0..n).map(|_| Kernel::default()).collect(),
+            encoders: (0..n).map(|i| Encoder::new(CLUSTER_ID, i)).collect(),
+            reassemblers: (0..n).map(|_| Reassembler::new(1 << 24)).collect(),
+            network: BinaryHeap::new(),
+            seq: 0,
+            last_delivered: HashMap::new(),
+            blocked: vec![vec![false; n as usize]; n as usize],
+            heal_at: 0,
+            drop_ppm: rng.range(0, 60_000),
+            dup_ppm: rng.range(0, 30_000),
+            delay_max: rng.range(1, 12),
+            faulty: true,
+            clients,
+            history: Vec::new(),
+            committed: HashMap::new(),
+            checked_op: vec![0; n as usize],
+            leaders: HashMap::new(),
+            totals: Totals { seeds: 1, ..Totals::default() },
+            rng,
+        };
+        for i in 0..n {
+            sim.boot_replica(i);
+        }
+        sim
+    }
+
+    fn boot_replica(&mut self, i: u8) {
+        let mut config = self.base_config.clone();
+        config.index = i;
+        let nonce = self.rng.next();
+        let mut replica = Replica::new(config, Box::new(KvStore::default()), nonce);
+        let mut out = Vec::new();
+        replica.start(&mut out);
+        self.replicas[i as usize] = Some(replica);
+        self.kernels[i as usize] = Kernel::default();
+        self.reassemblers[i as usize] = Reassembler::new(1 << 24);
+        self.checked_op[i as usize] = 0;
+        self.run_actions(i, out);
+    }
+
+    fn crash(&mut self, i: u8) {
+        let Some(replica) = self.replicas[i as usize].take() else { return };
+        self.absorb_stats(&replica);
+        self.kernels[i as usize] = Kernel::default();
+        self.totals.crashes += 1;
+        self.restart_at[i as usize] = self.tick + self.rng.range(20, 300);
+    }
+
+    fn absorb_stats(&mut self, replica: &Replica) {
+        self.totals.view_changes += replica.stats.views_started;
+        self.totals.state_transfers += replica.stats.state_transfers;
+        self.totals.recoveries += replica.stats.recoveries;
+        self.totals.checkpoints += replica.stats.checkpoints;
+        self.totals.batched_prepares += replica.stats.requests_batched;
+    }
+
+    fn down_or_recovering(&self) -> usize {
+        self.replicas.iter().filter(|r| r.as_ref().is_none_or(|r| r.status() == Status::Recovering)).count()
+    }
+
+    // ---------------------------------------------------------------
+    // Network
+    // ---------------------------------------------------------------
+
+    fn send(&mut self, from: Node, to: Node, payload: Payload) {
+        if let (Node::Replica(a), Node::Replica(b)) = (from, to) {
+            if self.blocked[a as usize][b as usize] {
+                self.totals.dropped += 1;
+                return;
+            }
+        }
+        if self.faulty && self.rng.chance(self.drop_ppm) {
+            self.totals.dropped += 1;
+            return;
+        }
+        let copies = if self.faulty && self.rng.chance(self.dup_ppm) {
+            self.totals.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let extra = if self.faulty { self.rng.below(self.delay_max + 1) } else { self.rng.below(2) };
+            if extra > 0 {
+                self.totals.delayed += 1;
+            }
+            self.seq += 1;
+            let packet =
+                Packet { at: self.tick + 1 + extra, seq: self.seq, from, to, payload: payload.clone() };
+            self.network.push(Reverse(packet));
+        }
+    }
+
+    fn send_message(&mut self, from: u8, to: u8, message: &Message) {
+        let mut datagrams = Vec::new();
+        self.encoders[from as usize].encode(message, &mut datagrams).expect("our messages encode");
+        for d in datagrams {
+            self.send(Node::Replica(from), Node::Replica(to), Payload::Datagram(d));
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        while self.network.peek().is_some_and(|p| p.0.at <= self.tick) {
+            let Reverse(packet) = self.network.pop().expect("peeked");
+            let last = self.last_delivered.entry((packet.from, packet.to)).or_insert(0);
+            if packet.seq < *last {
+                self.totals.reordered += 1;
+            }
+            *last = (*last).max(packet.seq);
+            self.deliver(packet);
+        }
+    }
+
+    fn deliver(&mut self, packet: Packet) {
+        match (packet.to, packet.payload) {
+            (Node::Replica(i), Payload::Datagram(bytes)) => {
+                let Node::Replica(from) = packet.from else { unreachable!("datagrams are between replicas") };
+                if self.replicas[i as usize].is_none() {
+                    return;
+                }
+                let (envelope, decoded) = wire::decode(&bytes, CLUSTER_ID).expect("our datagrams decode");
+                assert_eq!(envelope.sender, from);
+                let message = match decoded {
+                    Decoded::Message(m) => m,
+                    Decoded::Chunk(chunk) => {
+                        match self.reassemblers[i as usize]
+                            .push(&envelope, chunk)
+                            .expect("our chunks reassemble")
+                        {
+                            Some(m) => m,
+                            None => return,
+                        }
+                    }
+                };
+                self.deliver_message(i, from, message);
+            }
+            (Node::Replica(i), Payload::Request(request)) => {
+                let Some(replica) = self.replicas[i as usize].as_mut() else { return };
+                let mut out = Vec::new();
+                replica.on_request(request, &mut out);
+                self.run_actions(i, out);
+            }
+            (Node::Client(c), Payload::Reply(reply)) => self.on_client_reply(c, reply),
+            (to, payload) => unreachable!("{to:?} cannot receive {payload:?}"),
+        }
+    }
+
+    /// The kernel sees Prepares first when armed.
+    fn deliver_message(&mut self, i: u8, from: u8, message: Message) {
+        let kernel = &mut self.kernels[i as usize];
+        if let (Some(arm), Message::Prepare(prepare)) = (kernel.arm.as_mut(), &message) {
+            if prepare.view == arm.view && from == arm.leader && prepare.op <= arm.next_op {
+                let op = prepare.op;
+                if op == arm.next_op {
+                    arm.next_op += 1;
+                    kernel.acked.push(prepare.clone());
+                    self.totals.kernel_acks += 1;
+                }
+                let ack = Message::PrepareOk(PrepareOk { view: prepare.view, op, replica: i });
+                self.send_message(i, from, &ack);
+                return;
+            }
+        }
+        if matches!(message, Message::Commit(_)) {
+            self.flush_kernel(i);
+        }
+        let Some(replica) = self.replicas[i as usize].as_mut() else { return };
+        let mut out = Vec::new();
+        replica.on_message(from, message, &mut out);
+        self.run_actions(i, out);
+    }
+
+    fn flush_kernel(&mut self, i: u8) {
+        let acked = std::mem::take(&mut self.kernels[i as usize].acked);
+        if acked.is_empty() {
+            return;
+        }
+        let replica = self.replicas[i as usize].as_mut().expect("kernel of a live replica");
+        let mut out = Vec::new();
+        replica.on_kernel_prepares(acked, &mut out);
+        self.run_actions(i, out);
+    }
+
+    fn run_actions(&mut self, i: u8, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send { to, message } => {
+                    assert_ne!(to, i);
+                    self.send_message(i, to, &message);
+                }
+                Action::SendAll { message } => {
+                    for to in 0..self.n {
+                        if to != i {
+                            self.send_message(i, to, &message);
+                        }
+                    }
+                }
+                Action::Reply { client_id, reply } => {
+                    let c = (client_id - 1000) as usize;
+                    self.send(Node::Replica(i), Node::Client(c), Payload::Reply(reply));
+                }
+                Action::KernelArm(arm) => {
+                    let kernel = &mut self.kernels[i as usize];
+                    assert!(self.base_config.kernel_fast_reply);
+                    assert!(kernel.arm.is_none() && kernel.acked.is_empty());
+                    kernel.arm = Some(arm);
+                }
+                Action::KernelDisarm => {
+                    let kernel = &mut self.kernels[i as usize];
+                    assert!(kernel.arm.take().is_some(), "disarm of an unarmed kernel");
+                    let acked = std::mem::take(&mut kernel.acked);
+                    let replica = self.replicas[i as usize].as_mut().expect("live");
+                    let mut out = Vec::new();
+                    replica.on_kernel_disarmed(acked, &mut out);
+                    // Their effects come after what this call already emitted.
+                    queue.extend(out);
+                }
+            }
+        }
+        self.check_replica(i);
+    }
+
+    // ---------------------------------------------------------------
+    // Checkers (a) and (b)
+    // ---------------------------------------------------------------
+
+    fn check_replica(&mut self, i: u8) {
+        let Some(replica) = self.replicas[i as usize].as_ref() else { return };
+        let from = self.checked_op[i as usize];
+        for &(op, digest) in replica.recent_commits().filter(|(op, _)| *op > from) {
+            match self.committed.get(&op) {
+                Some(&(other, by)) => assert_eq!(
+                    other, digest,
+                    "(a) replicas {by} and {i} committed different batches at op {op}"
+                ),
+                None => {
+                    self.committed.insert(op, (digest, i));
+                }
+            }
+        }
+        self.checked_op[i as usize] = from.max(replica.commit());
+        if replica.is_leader() {
+            let leader = *self.leaders.entry(replica.view()).or_insert(i);
+            assert_eq!(leader, i, "(b) two leaders in view {}", replica.view());
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Clients
+    // ---------------------------------------------------------------
+
+    fn random_op(&mut self, c: usize) -> KvOp {
+        let key = KEYS[self.rng.below(KEYS.len() as u64) as usize].as_bytes().to_vec();
+        let value = format!("c{}.{}", c, self.clients[c].next_request_number).into_bytes();
+        match self.rng.below(10) {
+            0..=3 => KvOp::Get { key },
+            4..=6 => KvOp::Put { key, value },
+            7 => KvOp::Del { key },
+            _ => {
+                // Expect a value some put may have written.
+                let other = self.rng.below(self.clients.len() as u64);
+                let number = self.rng.range(1, self.clients[other as usize].next_request_number.max(1));
+                KvOp::Cas { key, expected: format!("c{other}.{number}").into_bytes(), value }
+            }
+        }
+    }
+
+    fn client_tick(&mut self, c: usize, issue: bool) {
+        match self.clients[c].outstanding.clone() {
+            None if issue && self.rng.below(4) == 0 => {
+                let op = self.random_op(c);
+                let client = &mut self.clients[c];
+                let request = Request {
+                    client_id: client.id,
+                    request_number: client.next_request_number,
+                    op: op.encode(),
+                };
+                client.next_request_number += 1;
+                self.history.push(Operation {
+                    client_id: request.client_id,
+                    request_number: request.request_number,
+                    op,
+                    result: None,
+                    invoke: self.tick,
+                    ret: None,
+                });
+                let index = self.history.len() - 1;
+                self.clients[c].outstanding = Some((request.clone(), index, self.tick));
+                let leader = (self.clients[c].view_guess % u64::from(self.n)) as u8;
+                self.send(Node::Client(c), Node::Replica(leader), Payload::Request(request));
+            }
+            Some((request, index, sent)) if self.tick - sent >= CLIENT_TIMEOUT_TICKS => {
+                self.clients[c].outstanding = Some((request.clone(), index, self.tick));
+                for r in 0..self.n {
+                    self.send(Node::Client(c), Node::Replica(r), Payload::Request(request.clone()));
+                }
+            }
+            None | Some(_) => {}
+        }
+    }
+
+    fn on_client_reply(&mut self, c: usize, reply: Reply) {
+        let client = &mut self.clients[c];
+        let Some((request, index, _)) = client.outstanding.as_ref() else { return };
+        if reply.request_number != request.request_number {
+            return;
+        }
+        let index = *index;
+        client.view_guess = client.view_guess.max(reply.view);
+        client.outstanding = None;
+        let result = KvResult::decode(&reply.result).expect("replies decode");
+        self.history[index].result = Some(result);
+        self.history[index].ret = Some(self.tick);
+        self.totals.requests_completed += 1;
+    }
+
+    // ---------------------------------------------------------------
+    // Faults
+    // ---------------------------------------------------------------
+
+    fn inject_faults(&mut self) {
+        // Crash a replica while at most f are down or recovering.
+        if self.rng.chance(3_000) && self.down_or_recovering() < self.f {
+            let i = self.rng.below(u64::from(self.n)) as u8;
+            self.crash(i);
+        }
+        // Partitions: a random group cut off, both ways or one way.
+        if self.heal_at == 0 && self.rng.chance(4_000) {
+            self.totals.partitions += 1;
+            let one_way = self.rng.below(2) == 0;
+            let side: Vec<bool> = (0..self.n).map(|_| self.rng.below(2) == 0).collect();
+            for a in 0..self.n as usize {
+                for b in 0..self.n as usize {
+                    if side[a] && !side[b] {
+                        self.blocked[a][b] = true;
+                        if !one_way {
+                            self.blocked[b][a] = true;
+                        }
+                    }
+                }
+            }
+            self.heal_at = self.tick + self.rng.range(20, 400);
+        }
+        if self.heal_at != 0 && self.tick >= self.heal_at {
+            self.heal();
+        }
+    }
+
+    fn heal(&mut self) {
+        self.heal_at = 0;
+        self.blocked.iter_mut().for_each(|row| row.iter_mut().for_each(|b| *b = false));
+    }
+
+    fn restart_due(&mut self, all: bool) {
+        for i in 0..self.n {
+            if self.replicas[i as usize].is_none() && (all || self.tick >= self.restart_at[i as usize]) {
+                self.boot_replica(i);
+            }
+        }
+    }
+
+    fn step(&mut self, issue: bool) {
+        self.tick += 1;
+        if self.faulty {
+            self.inject_faults();
+        }
+        self.restart_due(!self.faulty);
+        self.deliver_due();
+        for i in 0..self.n {
+            if self.replicas[i as usize].is_none() {
+                continue;
+            }
+            self.flush_kernel(i);
+            let replica = self.replicas[i as usize].as_mut().expect("live");
+            let mut out = Vec::new();
+            replica.on_tick(&mut out);
+            self.run_actions(i, out);
+        }
+        for c in 0..self.clients.len() {
+            self.client_tick(c, issue);
+        }
+    }
+
+    fn outstanding(&self) -> usize {
+        self.clients.iter().filter(|c| c.outstanding.is_some()).count()
+    }
+}
+
+/// Runs one seed; Err describes a violated checker.
+fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
+    let mut sim = Sim::new(seed, options);
+    let fault_ticks = sim.rng.range(FAULT_TICKS_MIN, FAULT_TICKS_MAX);
+    for _ in 0..fault_ticks {
+        sim.step(true);
+    }
+    // Faults stop: heal, restart, no loss; clients finish what they started.
+    sim.faulty = false;
+    sim.heal();
+    let healed_at = sim.tick;
+    while sim.outstanding() > 0 {
+        if sim.tick - healed_at > LIVENESS_TICKS {
+            return Err(format!(
+                "(d) liveness: {} requests still outstanding {LIVENESS_TICKS} ticks after faults stopped; \
+                 replicas (view, status, op, commit): {:?}",
+                sim.outstanding(),
+                sim.replicas
+                    .iter()
+                    .map(|r| r.as_ref().map(|r| (r.view(), r.status().name(), r.op(), r.commit())))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        sim.step(false);
+    }
+    // Let every replica catch up, then equal commits must mean equal state.
+    for _ in 0..200 {
+        sim.step(false);
+    }
+    let mut digests: HashMap<u64, u64> = HashMap::new();
+    for replica in sim.replicas.iter().flatten() {
+        let digest = *digests.entry(replica.commit()).or_insert(replica.digest());
+        if digest != replica.digest() {
+            return Err(format!("state digests differ at commit {}", replica.commit()));
+        }
+    }
+    check::check(&sim.history).map_err(|v| format!("(c) {v}"))?;
+    let replicas: Vec<Replica> = sim.replicas.iter_mut().filter_map(Option::take).collect();
+    for replica in &replicas {
+        sim.absorb_stats(replica);
+    }
+    sim.totals.ops_committed = sim.committed.len() as u64;
+    Ok(sim.totals)
+}
+
+/// Runs a seed, turning a panic (an assertion in the core or a checker)
+/// into an error.
+fn run_seed_caught(seed: u64, options: Options) -> Result<Totals, String> {
+    match std::panic::catch_unwind(|| run_seed(seed, options)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("panic: {text}"))
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+}
+
+#[test]
+fn simulator_seed_sweep() {
+    let seeds: Vec<u64> = match env_u64("ELECTRODE_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (1..=env_u64("ELECTRODE_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT)).collect(),
+    };
+    let started = std::time::Instant::now();
+    let mut totals = Totals::default();
+    for &seed in &seeds {
+        match run_seed_caught(seed, Options::default()) {
+            Ok(t) => totals.add(&t),
+            Err(e) => panic!(
+                "seed {seed} failed: {e}\nreplay: ELECTRODE_SIM_SEED={seed} cargo test --release --test sim -- --nocapture"
+            ),
+        }
+    }
+    println!("sim: {} seeds in {:.1?}: {totals:?}", seeds.len(), started.elapsed());
+    if seeds.len() >= 20 {
+        // Faults really happened, and the protocol really worked.
+        assert!(totals.ops_committed > 0 && totals.requests_completed > 0);
+        assert!(totals.view_changes > 0, "no view change");
+        assert!(totals.state_transfers > 0, "no state transfer");
+        assert!(totals.recoveries > 0, "no recovery");
+        assert!(totals.checkpoints > 0, "no checkpoint");
+        assert!(totals.crashes > 0 && totals.partitions > 0);
+        assert!(totals.dropped > 0 && totals.duplicated > 0 && totals.reordered > 0 && totals.delayed > 0);
+        assert!(totals.kernel_acks > 0, "kernel fast path never acked");
+        assert!(totals.batched_prepares > 0);
+    }
+}
+
+#[test]
+fn rng_is_deterministic() {
+    let a: Vec<u64> = (0..4).scan(Rng(9), |r, _| Some(r.next())).collect();
+    let b: Vec<u64> = (0..4).scan(Rng(9), |r, _| Some(r.next())).collect();
+    assert_eq!(a, b);
+    assert_ne!(a[0], a[1]);
+}
+
+/// Mutation tests: the simulator must notice each injected bug within
+/// MUTATION_SEEDS_MAX seeds.
+#[cfg(feature = "sim-bugs")]
+mod mutations {
+    use super::*;
+    use electrode::vr::Bug;
+
+    const MUTATION_SEEDS_MAX: u64 = 200;
+
+    fn finds(bug: Bug) {
+        for seed in 1..=MUTATION_SEEDS_MAX {
+            if let Err(e) = run_seed_caught(seed, Options { bug: Some(bug) }) {
+                println!("{bug:?} found by seed {seed}: {}", e.lines().next().unwrap_or(""));
+                return;
+            }
+        }
+        panic!("{bug:?} survived {MUTATION_SEEDS_MAX} seeds");
+    }
+
+    #[test]
+    fn commit_one_ack_short_is_found() {
+        finds(Bug::CommitOneAckShort);
+    }
+
+    #[test]
+    fn view_change_wrong_log_is_found() {
+        finds(Bug::ViewChangeWrongLog);
+    }
+}
+
+/// Network input is hostile: messages with inconsistent fields, forged
+/// blobs and garbage snapshots must be dropped, never panic the core (its
+/// assertions guard only its own state, checked after every input).
+#[test]
+fn hostile_messages_never_panic() {
+    use electrode::wire::{
+        Commit, DoViewChange, GetState, LogEntry, NewState, Recovery, RecoveryResponse, StartView,
+        StartViewChange, StateBlob,
+    };
+    fn near(rng: &mut Rng, x: u64) -> u64 {
+        match rng.below(6) {
+            0 => x.saturating_sub(1),
+            1 => x,
+            2 => x + 1,
+            3 => x + rng.below(100),
+            4 => rng.next(),
+            _ => 0,
+        }
+    }
+    fn blob(rng: &mut Rng, op: u64) -> StateBlob {
+        let checkpoint_op = near(rng, op.saturating_sub(3));
+        let snapshot = match rng.below(3) {
+            0 => Vec::new(),
+            1 => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
+            _ => vec![0x45, 0x56, 0x52, 0x31, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let mut next = checkpoint_op.wrapping_add(1);
+        let entries = (0..rng.below(6))
+            .map(|_| {
+                let op = if rng.below(5) == 0 { rng.next() } else { next };
+                next = op.wrapping_add(1);
+                let batch = (0..rng.below(3))
+                    .map(|k| Request { client_id: rng.below(3), request_number: k, op: vec![1, 0, 1, b'k'] })
+                    .collect();
+                LogEntry { op, view: rng.below(4), batch }
+            })
+            .collect();
+        StateBlob { checkpoint_op, snapshot, entries }
+    }
+    for seed in 1..=30 {
+        let mut sim = Sim::new(seed, Options::default());
+        for _ in 0..300 {
+            sim.step(true);
+        }
+        let mut rng = Rng(seed ^ 0x5eed);
+        for i in 0..sim.n {
+            let Some(mut replica) = sim.replicas[i as usize].take() else { continue };
+            let mut out = Vec::new();
+            if replica.kernel_armed().is_some() {
+                // Our simulated kernel state is gone with the cluster.
+                replica.on_message(
+                    (i + 1) % sim.n,
+                    Message::Commit(Commit { view: replica.view() + 1, commit: 0 }),
+                    &mut out,
+                );
+                replica.on_kernel_disarmed(Vec::new(), &mut out);
+            }
+            for _ in 0..400 {
+                out.clear();
+                let from = (i + 1 + rng.below(u64::from(sim.n) - 1) as u8) % sim.n;
+                let (v, op, commit) = (replica.view(), replica.op(), replica.commit());
+                let view = near(&mut rng, v);
+                let message = match rng.below(10) {
+                    0 => Message::Prepare(Prepare {
+                        view,
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        batch: (0..rng.below(3))
+                            .map(|k| Request {
+                                client_id: 5,
+                                request_number: k,
+                                op: vec![9; rng.below(4) as usize],
+                            })
+                            .collect(),
+                    }),
+                    1 => Message::PrepareOk(PrepareOk { view, op: near(&mut rng, op), replica: from }),
+                    2 => Message::Commit(Commit { view, commit: near(&mut rng, commit) }),
+                    3 => Message::StartViewChange(StartViewChange { view, replica: from }),
+                    4 => Message::DoViewChange(DoViewChange {
+                        view,
+                        last_normal_view: near(&mut rng, v),
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        replica: from,
+                        state: blob(&mut rng, op),
+                    }),
+                    5 => Message::StartView(StartView {
+                        view,
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        state: blob(&mut rng, op),
+                    }),
+                    6 => Message::GetState(GetState { view, op: near(&mut rng, op), replica: from }),
+                    7 => Message::NewState(NewState {
+                        view,
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        state: blob(&mut rng, op),
+                    }),
+                    8 => Message::Recovery(Recovery { nonce: rng.next(), replica: from }),
+                    _ => Message::RecoveryResponse(RecoveryResponse {
+                        view,
+                        nonce: rng.next(),
+                        op: near(&mut rng, op),
+                        commit: near(&mut rng, commit),
+                        replica: from,
+                        status: rng.below(5) as u8,
+                        state: blob(&mut rng, op),
+                    }),
+                };
+                let view_before = replica.view();
+                replica.on_message(from, message, &mut out);
+                if out.contains(&Action::KernelDisarm) {
+                    replica.on_kernel_disarmed(Vec::new(), &mut out);
+                }
+                assert!(replica.view() >= view_before);
+                out.clear();
+                replica.on_tick(&mut out);
+                if out.contains(&Action::KernelDisarm) {
+                    replica.on_kernel_disarmed(Vec::new(), &mut out);
+                }
+            }
+        }
+    }
+}
