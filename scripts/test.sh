@@ -24,7 +24,7 @@ for features in "" tc_broadcast fast_quorum_prune fast_reply \
 done
 
 step "cargo test (userspace baseline build, with the test-only fault layer)"
-cargo test --no-fail-fast --features test-faults -- --test-threads=1
+cargo test --no-fail-fast -- --test-threads=1
 
 if [ -f tests/sim.rs ]; then
     step "simulator sweep: ${SIM_SEEDS_RELEASE} seeds in release"

@@ -133,8 +133,8 @@ fn loss_duplicates_and_reordering_do_not_lose_operations() {
     }
     let mut cluster = Cluster::up("l", 1, 3);
     // 5% random loss on input in every namespace: both ways on every link.
-    let rules = "table inet lossy { chain input { type filter hook input priority 0; \
-                 udp dport { 1-65535 } numgen random mod 100 < 5 counter drop } }";
+    let rules = "table inet lossy {\n chain input {\n  type filter hook input priority 0;\n  \
+                 meta l4proto udp numgen random mod 100 < 5 counter drop\n }\n}\n";
     for i in 0..3 {
         cluster.nft(&cluster.ns_replica(i), rules);
     }
@@ -147,6 +147,10 @@ fn loss_duplicates_and_reordering_do_not_lose_operations() {
     let r = run_load(&cluster, 2000, 4, &history);
     assert_eq!(r["failed"], 0);
     assert!(r["retries"].as_u64().unwrap() > 0, "5% loss but no client retry: {r}");
+    let dropped: u64 = (0..3).map(|i| cluster.nft_dropped(&cluster.ns_replica(i))).sum::<u64>()
+        + cluster.nft_dropped(&cluster.ns_client());
+    assert!(dropped > 100, "nftables dropped only {dropped} datagrams");
+    eprintln!("loss: nftables dropped {dropped} datagrams, client retried {}", r["retries"]);
     assert_linearizable(&history);
     cluster.wait_converged(SETTLE);
     for i in 0..3 {

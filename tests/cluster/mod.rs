@@ -253,6 +253,16 @@ impl Cluster {
         assert!(child.wait().unwrap().success(), "nft failed in {ns}");
     }
 
+    /// Packets the nft `counter drop` rules of namespace `ns` dropped.
+    pub fn nft_dropped(&self, ns: &str) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", ns, "nft", "list", "ruleset"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("packets ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// A UDP socket created inside the client namespace (the calling thread
     /// enters the namespace; the socket keeps it).
     pub fn client_socket(&self) -> UdpSocket {

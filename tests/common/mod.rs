@@ -193,6 +193,7 @@ pub fn sample_messages() -> Vec<Message> {
             op: 3,
             commit: 2,
             replica: 0,
+            status: 1,
             state,
         }),
         Message::StatusRequest(wire::StatusRequest { nonce: 5 }),
