@@ -55,6 +55,10 @@ static __always_inline void count(__u32 index)
 		*value += 1; /* per-CPU slot: no atomics needed */
 }
 
+#ifdef FAST_QUORUM_PRUNE
+#include "quorum_prune.h"
+#endif
+
 SEC("xdp")
 int electrode_xdp(struct xdp_md *ctx)
 {
@@ -64,6 +68,10 @@ int electrode_xdp(struct xdp_md *ctx)
 
 	__u32 kind = parse_frame(data, data_end, electrode_port, cluster_id, &p);
 	count(kind);
+#ifdef FAST_QUORUM_PRUNE
+	if (kind == ELECTRODE_MSG_PREPARE_OK)
+		return quorum_prune(data, data_end, &p);
+#endif
 	return XDP_PASS;
 }
 
