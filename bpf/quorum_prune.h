@@ -28,27 +28,37 @@ struct {
 	__type(value, struct electrode_qp_state);
 } qp_state SEC(".maps");
 
-/* The f-th largest acked_op over the followers (0 when fewer than f have
- * acked anything): the highest op acked by at least f of them. Called with
- * qp_state locked, so no helper calls; constant bounds, unrolled by clang. */
-static __always_inline __u64 qp_quorum_op(const struct electrode_qp_state *st, __u32 replicas,
-					  __u32 self, __u32 f)
+/* Ops and window bases stay below 2^62 (arm refuses larger bases, the
+ * window adds 64), so a - b of two of them is negative exactly when a < b. */
+#define QP_OP_LIMIT (1ULL << 62)
+
+/* 1 if a >= b, else 0, without a branch: a branchy count of acks gives the
+ * verifier one path per outcome of 81 comparisons (it gave up after 10^6
+ * instructions); arithmetic keeps it to one path. Both below QP_OP_LIMIT. */
+static __always_inline __u64 qp_at_least(__u64 a, __u64 b)
+{
+	return ((a - b) >> 63) ^ 1;
+}
+
+/* The f-th largest acked_op over the followers in `followers` (a bitmap of
+ * replica indices), 0 when fewer than f have acked anything: the highest op
+ * acked by at least f of them. Called with qp_state locked (no helper
+ * calls); constant bounds, unrolled. */
+static __always_inline __u64 qp_quorum_op(const struct electrode_qp_state *st, __u64 followers,
+					  __u64 f)
 {
 	__u64 best = 0;
 
 #pragma unroll
 	for (__u32 i = 0; i < ELECTRODE_MAX_REPLICAS; i++) {
-		if (i >= replicas || i == self)
-			continue;
 		__u64 candidate = st->acked_op[i];
-		__u32 at_least = 0; /* followers that vouched for `candidate` */
+		__u64 at_least = 0; /* followers that vouched for `candidate` */
 #pragma unroll
-		for (__u32 j = 0; j < ELECTRODE_MAX_REPLICAS; j++) {
-			if (j < replicas && j != self && st->acked_op[j] >= candidate)
-				at_least++;
-		}
-		if (at_least >= f && candidate > best)
-			best = candidate;
+		for (__u32 j = 0; j < ELECTRODE_MAX_REPLICAS; j++)
+			at_least += qp_at_least(st->acked_op[j], candidate) & (followers >> j);
+		/* take = 1 if i is a follower, f of them vouched, and it beats best */
+		__u64 take = (followers >> i) & qp_at_least(at_least, f) & qp_at_least(candidate, best);
+		best ^= (best ^ candidate) & (0 - take);
 	}
 	return best;
 }
@@ -103,10 +113,19 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 
 	__u64 op = bpf_be64_to_cpu(ok->op);
 	__u64 base = cfg.window_base_op;
+	if (base == 0 || base >= QP_OP_LIMIT)
+		return qp_verdict(ELECTRODE_CNT_QP_PASS_DISARMED); /* arm never writes these */
 	if (op >= base + ELECTRODE_QP_WINDOW)
 		return qp_verdict(ELECTRODE_CNT_QP_PASS_WINDOW);
 	if (op < base)
 		return qp_verdict(ELECTRODE_CNT_QP_DROP_REDUNDANT); /* already committed */
+
+	/* Bit i set: replica i is a follower. arm keeps replica_count <=
+	 * MAX_REPLICAS and self_index below it; the masks keep the shifts
+	 * defined whatever the map holds. */
+	__u32 replicas = cfg.replica_count < ELECTRODE_MAX_REPLICAS ? cfg.replica_count
+								   : ELECTRODE_MAX_REPLICAS;
+	__u64 followers = ((1ULL << replicas) - 1) & ~(1ULL << (cfg.self_index & 63));
 
 	__u32 counter;
 	bpf_spin_lock(&st->lock);
@@ -130,8 +149,7 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 					      : ELECTRODE_CNT_QP_DROP_REDUNDANT;
 	} else {
 		st->acked_op[replica] = op;
-		__u64 quorum_after =
-			qp_quorum_op(st, cfg.replica_count, cfg.self_index, cfg.quorum_followers);
+		__u64 quorum_after = qp_quorum_op(st, followers, cfg.quorum_followers);
 		if (quorum_after > st->quorum_op)
 			st->quorum_op = quorum_after;
 		if (quorum_after > quorum_before)
