@@ -7,6 +7,8 @@
 //! - [`attach`]: put the XDP classifier on an interface; the guard detaches
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
+//! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
+//!   leader's PrepareOK pruning, and read the quorum state it keeps.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
@@ -16,9 +18,11 @@ mod skel {
 pub mod attach;
 pub mod counters;
 pub mod load;
+#[cfg(feature = "fast_quorum_prune")]
+pub mod quorum;
 
 pub use attach::{XdpAttachment, XdpMode};
-pub use counters::Counters;
+pub use counters::{Counters, QuorumPruneCounters};
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
 
