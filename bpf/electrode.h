@@ -362,7 +362,8 @@ _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indice
  * Rules, in the order the kernel applies them (first match wins), for a
  * well-formed PrepareOK of our cluster (anything the classifier rejects
  * was already counted by reason and passes):
- *   disarmed                                     -> PASS  QP_PASS_DISARMED
+ *   disarmed (or a window base arm never writes:
+ *     0 or >= 2^62)                              -> PASS  QP_PASS_DISARMED
  *   header view != armed view                    -> PASS  QP_PASS_VIEW
  *   replica >= replica_count, == self_index,
  *     != header sender, or body != 16 bytes      -> PASS  QP_PASS_NOT_MEMBER
@@ -372,7 +373,7 @@ _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indice
  *     op has a quorum                            -> PASS  QP_PASS_AFTER_QUORUM
  *     op short of a quorum                       -> DROP  QP_DROP_REDUNDANT
  *   new ack, recorded in acked_op[replica]:
- *     raises quorum_op to >= window_base_op      -> PASS  QP_PASS_QUORUM
+ *     completes the quorum of an op in the window -> PASS QP_PASS_QUORUM
  *     op already had a quorum (late follower)    -> DROP  QP_DROP_REDUNDANT
  *     otherwise                                  -> DROP  QP_DROP_BELOW_QUORUM
  *

@@ -95,8 +95,8 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 	cfg.self_index = shared->self_index;
 	bpf_spin_unlock(&shared->lock);
 
-	if (!cfg.armed)
-		return qp_verdict(ELECTRODE_CNT_QP_PASS_DISARMED);
+	if (!cfg.armed || cfg.window_base_op == 0 || cfg.window_base_op >= QP_OP_LIMIT)
+		return qp_verdict(ELECTRODE_CNT_QP_PASS_DISARMED); /* arm never writes such a base */
 	if (bpf_be64_to_cpu(p->hdr->view) != cfg.view)
 		return qp_verdict(ELECTRODE_CNT_QP_PASS_VIEW);
 
@@ -113,8 +113,6 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 
 	__u64 op = bpf_be64_to_cpu(ok->op);
 	__u64 base = cfg.window_base_op;
-	if (base == 0 || base >= QP_OP_LIMIT)
-		return qp_verdict(ELECTRODE_CNT_QP_PASS_DISARMED); /* arm never writes these */
 	if (op >= base + ELECTRODE_QP_WINDOW)
 		return qp_verdict(ELECTRODE_CNT_QP_PASS_WINDOW);
 	if (op < base)

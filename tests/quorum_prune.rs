@@ -374,6 +374,7 @@ fn arm_refuses_configs_the_kernel_could_not_count() {
     let loaded = load(5);
     let cases = [
         ("window base 0", (0, 0, 2, 5, 0)),
+        ("window base 2^62", (0, 1 << 62, 2, 5, 0)),
         ("f = 0", (0, 1, 0, 5, 0)),
         ("f = replica count", (0, 1, 5, 5, 0)),
         ("self is not a replica", (5, 1, 2, 5, 5)),

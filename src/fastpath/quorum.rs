@@ -10,6 +10,18 @@
 //! This module assumes one writer of `qp_config` (the replica's runtime
 //! thread): its read-modify-write of the config is not atomic against a
 //! second user-space writer.
+//!
+//! What the runtime has to do with it (not done here):
+//! - after a view change makes this replica leader (normal status reached):
+//!   `arm_leader(view, commit + 1, f, replica_count, self_index)`, with
+//!   `Config::pipeline_max <= WINDOW_OPS`;
+//! - after each commit: `advance_window(commit + 1)`;
+//! - when it starts a view change or learns of a higher view: `disarm_leader`;
+//! - on every PrepareOK that reaches its socket while armed: give the core
+//!   that PrepareOK and one per replica in `quorum_acks(op)` (the acks the
+//!   kernel dropped); the core counts them against its own quorum rule;
+//! - on a prepare timeout while armed: the same `quorum_acks` read before it
+//!   retransmits, so a lost quorum-completing ack never stalls a commit.
 
 use std::mem::{offset_of, size_of};
 
