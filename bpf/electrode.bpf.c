@@ -58,6 +58,9 @@ static __always_inline void count(__u32 index)
 #ifdef FAST_REPLY
 #include "fast_reply.h"
 #endif
+#ifdef FAST_QUORUM_PRUNE
+#include "quorum_prune.h"
+#endif
 
 SEC("xdp")
 int electrode_xdp(struct xdp_md *ctx)
@@ -71,6 +74,10 @@ int electrode_xdp(struct xdp_md *ctx)
 #ifdef FAST_REPLY
 	if (kind == ELECTRODE_MSG_PREPARE)
 		return fast_reply(ctx, &p);
+#endif
+#ifdef FAST_QUORUM_PRUNE
+	if (kind == ELECTRODE_MSG_PREPARE_OK)
+		return quorum_prune(data, data_end, &p);
 #endif
 	return XDP_PASS;
 }

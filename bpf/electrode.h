@@ -315,7 +315,7 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 #define ELECTRODE_CNT_PASS_RINGBUF_FULL 24 /* passed: no room in prepare_ring */
 #define ELECTRODE_CNT_PASS_NOT_LEADER 25   /* passed: source IP/port/sender is not the leader */
 #define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
-#define ELECTRODE_CNT_MAX 32
+#define ELECTRODE_CNT_MAX 64
 _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
 _Static_assert(ELECTRODE_CNT_PASS_IP_OPTIONS < ELECTRODE_CNT_MAX, "counter indices");
 
@@ -424,5 +424,123 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  * Re-acks: a Prepare with op < next_op is answered with a PrepareOK for
  * next_op - 1 (cumulative: every op <= next_op - 1 is logged or in the ring).
  */
+
+/* ---------------------------------------------------------------------- */
+/* fast_quorum_prune                                                      */
+/* ---------------------------------------------------------------------- */
+/*
+ * On the leader, electrode_xdp counts PrepareOKs and passes to user space
+ * only the one that completes a quorum (f acks from followers); the other
+ * acks are dropped in the kernel. Built with -DFAST_QUORUM_PRUNE (cargo
+ * feature fast_quorum_prune); code in bpf/quorum_prune.h, Rust API in
+ * src/fastpath/quorum.rs.
+ *
+ * State is per follower, not per op: a PrepareOK for op n from replica r
+ * vouches for every op <= n (VR: a replica acks only with its log complete
+ * up to n), so "highest op r vouched for" (acked_op[r]) holds exactly what
+ * per-op bitmaps would, with no slot that two ops could alias. The ack
+ * bitmap of op n is { r : acked_op[r] >= n }, and op n has a quorum when
+ * that set holds >= f followers. quorum_op, the f-th largest acked_op, is
+ * the highest op with a quorum; an ack that raises it is the one to pass.
+ *
+ * Two maps, each with one writer, so no side ever overwrites the other's
+ * update (a single value written by both would lose kernel updates made
+ * between a user-space read and write):
+ *   qp_config  (ARRAY, 1 entry)  user space writes, kernel reads;
+ *   qp_state   (ARRAY, 1 entry)  kernel writes, user space reads.
+ * Both carry a bpf_spin_lock; user space reads and writes with BPF_F_LOCK,
+ * the kernel copies qp_config out under its lock, then updates qp_state
+ * under its own (never both at once). Values are host byte order.
+ *
+ * Ownership (rows of the table above, for this fast path):
+ *
+ * | state     | owner  | other side | handover                               |
+ * |-----------|--------|------------|----------------------------------------|
+ * | qp_config | user   | kernel r/o | the leader arms it with its view,      |
+ * |           |        |            | window base and f (new generation);    |
+ * |           |        |            | moves window_base_op up as ops commit; |
+ * |           |        |            | disarms when it starts a view change   |
+ * |           |        |            | or stops leading; the next leader arms |
+ * |           |        |            | it with its own view and window        |
+ * | qp_state  | kernel | user reads | never written by user space; the       |
+ * |           |        |            | kernel resets it on the first ack      |
+ * |           |        |            | under a newer qp_config generation     |
+ *
+ * Rules, in the order the kernel applies them (first match wins), for a
+ * well-formed PrepareOK of our cluster (anything the classifier rejects
+ * was already counted by reason and passes):
+ *   disarmed (or a window base arm never writes:
+ *     0 or >= 2^62)                              -> PASS  QP_PASS_DISARMED
+ *   header view != armed view                    -> PASS  QP_PASS_VIEW
+ *   replica >= replica_count, == self_index,
+ *     != header sender, or body != 16 bytes      -> PASS  QP_PASS_NOT_MEMBER
+ *   op >= window_base_op + QP_WINDOW             -> PASS  QP_PASS_WINDOW
+ *   op < window_base_op (user space committed it) -> DROP QP_DROP_REDUNDANT
+ *   replica already vouched for op (duplicate):
+ *     op has a quorum                            -> PASS  QP_PASS_AFTER_QUORUM
+ *     op short of a quorum                       -> DROP  QP_DROP_REDUNDANT
+ *   new ack, recorded in acked_op[replica]:
+ *     completes the quorum of an op in the window -> PASS QP_PASS_QUORUM
+ *     op already had a quorum (late follower)    -> DROP  QP_DROP_REDUNDANT
+ *     otherwise                                  -> DROP  QP_DROP_BELOW_QUORUM
+ *
+ * No lost commit (a passed quorum-completing ack can still be lost, e.g.
+ * on a full socket buffer): (1) user space never relies on receiving it:
+ * when an op's prepare timer fires it reads the quorum from qp_state
+ * (quorum_acks) before retransmitting; (2) a follower re-acks a
+ * retransmitted Prepare, and a repeated ack of an op that already has a
+ * quorum is passed (QP_PASS_AFTER_QUORUM), so the retransmission alone
+ * also gets a completing ack through. First acks of late followers carry no
+ * news and are dropped, which is what makes pruning pay off at f = 1.
+ *
+ * User space stays the authority: on every passed PrepareOK it reads the
+ * op's ack bitmap from qp_state and gives its core one PrepareOK per
+ * replica in it; the core checks view, membership and count itself.
+ */
+
+/* Ops the leader may have in flight; an ack beyond window_base_op +
+ * QP_WINDOW cannot be for an op we prepared in this window and is passed.
+ * Equal to the core's pipeline bound (asserted below and in Rust). */
+#define ELECTRODE_QP_WINDOW 64
+_Static_assert(ELECTRODE_QP_WINDOW == ELECTRODE_PIPELINE_MAX,
+	       "quorum prune window is the pipeline bound");
+
+/* Counter indices (32..39 belong to fast_quorum_prune). */
+#define ELECTRODE_CNT_QP_PASS_QUORUM 32       /* the ack that completed a quorum */
+#define ELECTRODE_CNT_QP_PASS_AFTER_QUORUM 33 /* repeated ack of an op with a quorum (retransmission) */
+#define ELECTRODE_CNT_QP_DROP_BELOW_QUORUM 34 /* new ack recorded, quorum not reached yet */
+#define ELECTRODE_CNT_QP_DROP_REDUNDANT 35    /* duplicate, late follower, or op below the window */
+#define ELECTRODE_CNT_QP_PASS_WINDOW 36       /* op at or beyond the top of the window */
+#define ELECTRODE_CNT_QP_PASS_VIEW 37         /* another view, or config changed mid-packet */
+#define ELECTRODE_CNT_QP_PASS_DISARMED 38     /* not armed (follower, view change) */
+#define ELECTRODE_CNT_QP_PASS_NOT_MEMBER 39   /* cannot be credited to a follower */
+_Static_assert(ELECTRODE_CNT_QP_PASS_NOT_MEMBER < ELECTRODE_CNT_MAX, "qp counter indices");
+
+/* qp_config: written by user space only (BPF_F_LOCK), read by the kernel. */
+struct electrode_qp_config {
+	struct bpf_spin_lock lock;
+	__u32 armed;            /* 1: prune; 0: pass every PrepareOK */
+	__u64 generation;       /* bumped by every arm; qp_state follows it */
+	__u64 view;             /* the view this replica leads */
+	__u64 window_base_op;   /* lowest uncommitted op, >= 1 */
+	__u32 quorum_followers; /* f: follower acks that make a quorum */
+	__u32 replica_count;    /* 2f + 1, <= ELECTRODE_MAX_REPLICAS */
+	__u32 self_index;       /* the leader's replica index */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct electrode_qp_config) == 48, "electrode_qp_config size");
+
+/* qp_state: written by the kernel only, read by user space (BPF_F_LOCK).
+ * Valid for the arm whose generation it carries; the kernel resets it on
+ * the first ack it sees under a newer generation. */
+struct electrode_qp_state {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 generation;       /* qp_config generation this state belongs to */
+	__u64 quorum_op;        /* highest op acked by >= f followers (0: none) */
+	__u64 acked_op[ELECTRODE_MAX_REPLICAS]; /* highest op replica i vouched for */
+};
+_Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLICAS,
+	       "electrode_qp_state size");
 
 #endif /* ELECTRODE_H */

@@ -40,16 +40,19 @@ fn expect_counts(loaded: &Loaded, what: &str, frame: &[u8], expected: Counters) 
 
 fn one_message(msg_type: MsgType) -> Counters {
     let mut counters = Counters::default();
-    *counters.messages_mut(msg_type) = 1;
-    disarmed_prepare(&mut counters, msg_type);
+    add_message(&mut counters, msg_type);
     counters
 }
 
-/// With the fast_reply program compiled in, every Prepare also meets the
-/// (never armed) follower path and passes as "disarmed".
-fn disarmed_prepare(counters: &mut Counters, msg_type: MsgType) {
+/// One well-formed datagram of `msg_type`. Built with fast_quorum_prune, a
+/// PrepareOK also gets that path's verdict: passed, as nothing armed it.
+fn add_message(counters: &mut Counters, msg_type: MsgType) {
+    *counters.messages_mut(msg_type) += 1;
     if cfg!(feature = "fast_reply") && msg_type == MsgType::Prepare {
         counters.pass_disarmed += 1;
+    }
+    if cfg!(feature = "fast_quorum_prune") && msg_type == MsgType::PrepareOk {
+        counters.quorum_prune.pass_disarmed += 1;
     }
 }
 
@@ -282,8 +285,7 @@ fn veth_traffic() -> (Vec<(u16, Vec<u8>)>, Counters) {
     for round in 0..3 {
         for msg in sample_messages() {
             datagrams.push((PORT, datagram(CLUSTER_ID, &msg)));
-            *expected.messages_mut(msg.msg_type()) += 1;
-            disarmed_prepare(&mut expected, msg.msg_type());
+            add_message(&mut expected, msg.msg_type());
         }
         let prepare = datagram(CLUSTER_ID, &sample_messages()[MsgType::Prepare as usize - 1]);
         datagrams.push((PORT + 1 + round, prepare.clone()));

@@ -14,6 +14,10 @@ use crate::wire::consts::{
     CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER, CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX,
     CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
 };
+use crate::wire::consts::{
+    CNT_QP_DROP_BELOW_QUORUM, CNT_QP_DROP_REDUNDANT, CNT_QP_PASS_AFTER_QUORUM, CNT_QP_PASS_DISARMED,
+    CNT_QP_PASS_NOT_MEMBER, CNT_QP_PASS_QUORUM, CNT_QP_PASS_VIEW, CNT_QP_PASS_WINDOW,
+};
 use crate::wire::MsgType;
 
 /// Number of message types (ELECTRODE_MSG_TYPE_MAX).
@@ -54,6 +58,81 @@ pub struct Counters {
     /// Slots of the map no reason uses; nonzero means the C and Rust sides
     /// disagree about the indices.
     pub unassigned: u64,
+    /// fast_quorum_prune verdicts on PrepareOKs (rules in `bpf/electrode.h`).
+    pub quorum_prune: QuorumPruneCounters,
+}
+
+/// What fast_quorum_prune did with the PrepareOKs the classifier counted
+/// (counter indices 32..39).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuorumPruneCounters {
+    /// Passed: completed the quorum of at least one op.
+    pub pass_quorum: u64,
+    /// Passed: a repeated ack of an op that already has a quorum (the
+    /// follower answered a retransmitted Prepare).
+    pub pass_after_quorum: u64,
+    /// Dropped: a new ack, recorded; its op is still short of a quorum.
+    pub drop_below_quorum: u64,
+    /// Dropped: a duplicate, a late follower's ack, or an op below the window.
+    pub drop_redundant: u64,
+    /// Passed: op at or beyond the top of the window.
+    pub pass_window: u64,
+    /// Passed: another view than the armed one.
+    pub pass_view: u64,
+    /// Passed: the path is disarmed.
+    pub pass_disarmed: u64,
+    /// Passed: cannot be credited to a follower (self, not a member, sender
+    /// and replica differ, odd body length).
+    pub pass_not_member: u64,
+}
+
+impl QuorumPruneCounters {
+    /// Every PrepareOK the fast path decided on.
+    pub fn total(&self) -> u64 {
+        self.passed() + self.dropped()
+    }
+
+    /// PrepareOKs that went on to user space.
+    pub fn passed(&self) -> u64 {
+        self.pass_quorum
+            + self.pass_after_quorum
+            + self.pass_window
+            + self.pass_view
+            + self.pass_disarmed
+            + self.pass_not_member
+    }
+
+    /// PrepareOKs dropped in the kernel.
+    pub fn dropped(&self) -> u64 {
+        self.drop_below_quorum + self.drop_redundant
+    }
+
+    fn since(&self, earlier: &QuorumPruneCounters) -> QuorumPruneCounters {
+        QuorumPruneCounters {
+            pass_quorum: self.pass_quorum.wrapping_sub(earlier.pass_quorum),
+            pass_after_quorum: self.pass_after_quorum.wrapping_sub(earlier.pass_after_quorum),
+            drop_below_quorum: self.drop_below_quorum.wrapping_sub(earlier.drop_below_quorum),
+            drop_redundant: self.drop_redundant.wrapping_sub(earlier.drop_redundant),
+            pass_window: self.pass_window.wrapping_sub(earlier.pass_window),
+            pass_view: self.pass_view.wrapping_sub(earlier.pass_view),
+            pass_disarmed: self.pass_disarmed.wrapping_sub(earlier.pass_disarmed),
+            pass_not_member: self.pass_not_member.wrapping_sub(earlier.pass_not_member),
+        }
+    }
+
+    fn slot(&mut self, index: u32) -> Option<&mut u64> {
+        Some(match index {
+            CNT_QP_PASS_QUORUM => &mut self.pass_quorum,
+            CNT_QP_PASS_AFTER_QUORUM => &mut self.pass_after_quorum,
+            CNT_QP_DROP_BELOW_QUORUM => &mut self.drop_below_quorum,
+            CNT_QP_DROP_REDUNDANT => &mut self.drop_redundant,
+            CNT_QP_PASS_WINDOW => &mut self.pass_window,
+            CNT_QP_PASS_VIEW => &mut self.pass_view,
+            CNT_QP_PASS_DISARMED => &mut self.pass_disarmed,
+            CNT_QP_PASS_NOT_MEMBER => &mut self.pass_not_member,
+            _ => return None,
+        })
+    }
 }
 
 impl Counters {
@@ -84,6 +163,7 @@ impl Counters {
             + self.pass_not_leader
             + self.pass_ip_options
             + self.unassigned
+            + self.quorum_prune.total()
     }
 
     /// What was counted after `earlier` was taken (counters only grow; a
@@ -109,10 +189,15 @@ impl Counters {
             pass_not_leader: self.pass_not_leader.wrapping_sub(earlier.pass_not_leader),
             pass_ip_options: self.pass_ip_options.wrapping_sub(earlier.pass_ip_options),
             unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
+            quorum_prune: self.quorum_prune.since(&earlier.quorum_prune),
         }
     }
 
     fn add(&mut self, index: u32, value: u64) {
+        if let Some(slot) = self.quorum_prune.slot(index) {
+            *slot += value;
+            return;
+        }
         let slot = match index {
             CNT_FOREIGN => &mut self.foreign,
             CNT_MALFORMED => &mut self.malformed,
@@ -206,6 +291,27 @@ mod tests {
         assert_eq!(passed, (50, 60, 70));
         assert_eq!(counters.pass_ip_options, 80);
         assert_eq!(counters.unassigned, 6, "every fast_reply index has its own field");
+    }
+
+    #[test]
+    fn quorum_prune_slots_land_in_their_named_fields() {
+        let mut counters = Counters::default();
+        for (value, index) in (CNT_QP_PASS_QUORUM..=CNT_QP_PASS_NOT_MEMBER).enumerate() {
+            counters.add(index, value as u64 + 1);
+        }
+        let qp = &counters.quorum_prune;
+        assert_eq!((qp.pass_quorum, qp.pass_after_quorum), (1, 2));
+        assert_eq!((qp.drop_below_quorum, qp.drop_redundant), (3, 4));
+        assert_eq!((qp.pass_window, qp.pass_view), (5, 6));
+        assert_eq!((qp.pass_disarmed, qp.pass_not_member), (7, 8));
+        assert_eq!((qp.passed(), qp.dropped()), (1 + 2 + 5 + 6 + 7 + 8, 3 + 4));
+        assert_eq!(counters.unassigned, 0);
+        let later =
+            Counters { quorum_prune: QuorumPruneCounters { pass_view: 9, ..qp.clone() }, ..counters.clone() };
+        assert_eq!(
+            later.since(&counters).quorum_prune,
+            QuorumPruneCounters { pass_view: 3, ..Default::default() }
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
 //! - `follower` (feature `fast_reply`): arm/disarm the follower fast path
 //!   and drain the Prepares it acked from its ring buffer.
+//! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
+//!   leader's PrepareOK pruning, and read the quorum state it keeps.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
@@ -20,9 +22,11 @@ pub mod counters;
 #[cfg(feature = "fast_reply")]
 pub mod follower;
 pub mod load;
+#[cfg(feature = "fast_quorum_prune")]
+pub mod quorum;
 
 pub use attach::{XdpAttachment, XdpMode};
-pub use counters::Counters;
+pub use counters::{Counters, QuorumPruneCounters};
 #[cfg(feature = "fast_reply")]
 pub use follower::{FollowerPath, FollowerState};
 pub use load::{LoadOptions, Loaded};

@@ -1,0 +1,395 @@
+//! fast_quorum_prune fixtures (root): `electrode_xdp` built with
+//! -DFAST_QUORUM_PRUNE on crafted PrepareOKs with BPF_PROG_TEST_RUN.
+//!
+//! Every frame is checked three ways: the verdict, the exact counter deltas
+//! (the classifier still counts each PrepareOK; the prune path adds one
+//! verdict counter), and the quorum state user space reads back from the
+//! maps. The rules under test are the table in the "fast_quorum_prune"
+//! section of `bpf/electrode.h`. Each test loads its own object.
+
+mod common;
+
+use common::*;
+use electrode::fastpath::quorum::{LeaderState, WINDOW_OPS};
+use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded, QuorumPruneCounters};
+use electrode::wire::{self, Message, MsgType};
+
+const PORT: u16 = 7447;
+const CLUSTER_ID: u32 = 0x00c0_ffee;
+const PASS: u32 = xdp_action::PASS;
+const DROP: u32 = xdp_action::DROP;
+
+fn load(replica_count: u32) -> Loaded {
+    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count })
+        .expect("load electrode eBPF object")
+}
+
+/// The electrode datagram of a PrepareOK sent by `replica` (header sender
+/// and body replica agree, as a real follower sends it).
+fn ack_datagram(view: u64, op: u64, replica: u8) -> Vec<u8> {
+    let msg = Message::PrepareOk(wire::PrepareOk { view, op, replica });
+    let mut out = Vec::new();
+    wire::Encoder::new(CLUSTER_ID, replica).encode(&msg, &mut out).expect("PrepareOk encodes");
+    assert_eq!(out.len(), 1);
+    out.remove(0)
+}
+
+fn ack(view: u64, op: u64, replica: u8) -> Vec<u8> {
+    udp4_frame(PORT, &ack_datagram(view, op, replica))
+}
+
+/// One prune verdict counter set to 1.
+fn one(field: fn(&mut QuorumPruneCounters) -> &mut u64) -> QuorumPruneCounters {
+    let mut counters = QuorumPruneCounters::default();
+    *field(&mut counters) = 1;
+    counters
+}
+
+fn pass_quorum() -> QuorumPruneCounters {
+    one(|c| &mut c.pass_quorum)
+}
+fn pass_after_quorum() -> QuorumPruneCounters {
+    one(|c| &mut c.pass_after_quorum)
+}
+fn drop_below_quorum() -> QuorumPruneCounters {
+    one(|c| &mut c.drop_below_quorum)
+}
+fn drop_redundant() -> QuorumPruneCounters {
+    one(|c| &mut c.drop_redundant)
+}
+fn pass_window() -> QuorumPruneCounters {
+    one(|c| &mut c.pass_window)
+}
+fn pass_view() -> QuorumPruneCounters {
+    one(|c| &mut c.pass_view)
+}
+fn pass_disarmed() -> QuorumPruneCounters {
+    one(|c| &mut c.pass_disarmed)
+}
+fn pass_not_member() -> QuorumPruneCounters {
+    one(|c| &mut c.pass_not_member)
+}
+
+/// Runs a well-formed PrepareOK `frame`: the verdict must be `verdict`,
+/// the frame unchanged, the classifier must count one PrepareOK and the
+/// prune path exactly `prune`.
+#[track_caller]
+fn expect(loaded: &Loaded, what: &str, frame: &[u8], verdict: u32, prune: QuorumPruneCounters) {
+    let mut expected = Counters { quorum_prune: prune, ..Counters::default() };
+    *expected.messages_mut(MsgType::PrepareOk) = 1;
+    expect_counts(loaded, what, frame, verdict, expected);
+}
+
+#[track_caller]
+fn expect_counts(loaded: &Loaded, what: &str, frame: &[u8], verdict: u32, expected: Counters) {
+    let before = loaded.counters().expect("read counters");
+    let (got, out) = loaded.test_run_xdp(frame).expect("BPF_PROG_TEST_RUN");
+    let delta = loaded.counters().expect("read counters").since(&before);
+    assert_eq!(got, verdict, "{what}: verdict (1 = DROP, 2 = PASS)");
+    assert_eq!(out, frame, "{what}: the frame must not be modified");
+    assert_eq!(delta, expected, "{what}: counter deltas");
+}
+
+fn state(loaded: &Loaded) -> LeaderState {
+    loaded.leader_state().expect("read qp_config and qp_state")
+}
+
+#[track_caller]
+fn expect_acks(loaded: &Loaded, op: u64, expected: Option<u32>) {
+    let got = loaded.quorum_acks(op).expect("read quorum acks");
+    assert_eq!(got, expected, "ack bitmap of op {op}: got {got:?}, want {expected:?}");
+}
+
+/// Per-replica highest vouched op, padded to MAX_REPLICAS.
+fn acked(prefix: &[u64]) -> [u64; 9] {
+    let mut all = [0; 9];
+    all[..prefix.len()].copy_from_slice(prefix);
+    all
+}
+
+#[test]
+fn f1_first_follower_ack_completes_the_quorum_and_the_second_is_dropped() {
+    if !require_root("f1_first_follower_ack_completes_the_quorum_and_the_second_is_dropped") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
+
+    expect(&loaded, "op 1 from replica 1", &ack(0, 1, 1), PASS, pass_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (1, acked(&[0, 1, 0])));
+    expect_acks(&loaded, 1, Some(0b010));
+
+    expect(&loaded, "op 1 from replica 2 (late)", &ack(0, 1, 2), DROP, drop_redundant());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (1, acked(&[0, 1, 1])));
+    expect_acks(&loaded, 1, Some(0b110));
+
+    expect(&loaded, "op 2 from replica 2", &ack(0, 2, 2), PASS, pass_quorum());
+    expect(&loaded, "op 2 from replica 1 (late)", &ack(0, 2, 1), DROP, drop_redundant());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (2, acked(&[0, 2, 2])));
+    expect_acks(&loaded, 2, Some(0b110));
+    expect_acks(&loaded, 3, Some(0));
+}
+
+#[test]
+fn f2_second_follower_ack_completes_the_quorum_and_duplicates_are_dropped() {
+    if !require_root("f2_second_follower_ack_completes_the_quorum_and_duplicates_are_dropped") {
+        return;
+    }
+    let loaded = load(5);
+    loaded.arm_leader(5, 1, 2, 5, 0).expect("arm");
+
+    expect(&loaded, "op 1 from replica 1", &ack(5, 1, 1), DROP, drop_below_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[0, 1])));
+    expect_acks(&loaded, 1, Some(0b0_0010));
+
+    expect(&loaded, "op 1 from replica 1 again", &ack(5, 1, 1), DROP, drop_redundant());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[0, 1])));
+    expect_acks(&loaded, 1, Some(0b0_0010));
+
+    expect(&loaded, "op 1 from replica 3", &ack(5, 1, 3), PASS, pass_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (1, acked(&[0, 1, 0, 1])));
+    expect_acks(&loaded, 1, Some(0b0_1010));
+
+    expect(&loaded, "op 1 from replica 2 (late)", &ack(5, 1, 2), DROP, drop_redundant());
+    expect(&loaded, "op 1 from replica 4 (late)", &ack(5, 1, 4), DROP, drop_redundant());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (1, acked(&[0, 1, 1, 1, 1])));
+    expect_acks(&loaded, 1, Some(0b1_1110));
+}
+
+#[test]
+fn an_ack_for_op_n_vouches_for_every_earlier_op_of_its_replica() {
+    if !require_root("an_ack_for_op_n_vouches_for_every_earlier_op_of_its_replica") {
+        return;
+    }
+    let loaded = load(5);
+    loaded.arm_leader(0, 1, 2, 5, 0).expect("arm");
+
+    expect(&loaded, "op 4 from replica 1", &ack(0, 4, 1), DROP, drop_below_quorum());
+    for op in 1..=4 {
+        expect_acks(&loaded, op, Some(0b0_0010));
+    }
+    // Replica 2 vouches for 1..=2: both reach f = 2 with one ack, one pass.
+    expect(&loaded, "op 2 from replica 2", &ack(0, 2, 2), PASS, pass_quorum());
+    assert_eq!(state(&loaded).quorum_op, 2);
+    expect_acks(&loaded, 1, Some(0b0_0110));
+    expect_acks(&loaded, 2, Some(0b0_0110));
+    expect_acks(&loaded, 3, Some(0b0_0010));
+
+    expect(&loaded, "op 1 from replica 3 (late)", &ack(0, 1, 3), DROP, drop_redundant());
+    expect(&loaded, "op 3 from replica 3", &ack(0, 3, 3), PASS, pass_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (3, acked(&[0, 4, 2, 3])));
+    expect_acks(&loaded, 3, Some(0b0_1010));
+    expect_acks(&loaded, 4, Some(0b0_0010));
+
+    expect(&loaded, "op 4 from replica 4", &ack(0, 4, 4), PASS, pass_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (4, acked(&[0, 4, 2, 3, 4])));
+    expect_acks(&loaded, 4, Some(0b1_0010));
+}
+
+#[test]
+fn acks_outside_the_window_pass_above_and_drop_below_and_the_window_advances() {
+    if !require_root("acks_outside_the_window_pass_above_and_drop_below_and_the_window_advances") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
+
+    let top = 1 + WINDOW_OPS; // first op above the window
+    expect(&loaded, "first op above the window", &ack(0, top, 1), PASS, pass_window());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])));
+    expect_acks(&loaded, top, None);
+
+    expect(&loaded, "last op of the window", &ack(0, top - 1, 1), PASS, pass_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (top - 1, acked(&[0, top - 1])));
+
+    // User space committed ops below 60: their acks carry nothing it needs.
+    loaded.advance_window(60).expect("advance");
+    assert_eq!(state(&loaded).window_base_op, 60);
+    expect(&loaded, "op below the new base", &ack(0, 59, 2), DROP, drop_redundant());
+    assert_eq!(state(&loaded).acked_op, acked(&[0, top - 1]), "below the window is not recorded");
+    expect_acks(&loaded, 59, None);
+    expect_acks(&loaded, 60, Some(0b010));
+
+    expect(&loaded, "last op of the moved window", &ack(0, 60 + WINDOW_OPS - 1, 2), PASS, pass_quorum());
+    expect(&loaded, "first op above the moved window", &ack(0, 60 + WINDOW_OPS, 2), PASS, pass_window());
+    assert_eq!(state(&loaded).quorum_op, 60 + WINDOW_OPS - 1);
+    assert!(loaded.advance_window(59).is_err(), "the window never moves down");
+    assert_eq!(state(&loaded).window_base_op, 60);
+}
+
+#[test]
+fn acks_of_another_view_pass_and_leave_the_state_alone() {
+    if !require_root("acks_of_another_view_pass_and_leave_the_state_alone") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(3, 1, 1, 3, 0).expect("arm");
+    expect(&loaded, "older view", &ack(2, 1, 1), PASS, pass_view());
+    expect(&loaded, "newer view", &ack(4, 1, 1), PASS, pass_view());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])));
+    expect_acks(&loaded, 1, Some(0));
+    expect(&loaded, "the armed view", &ack(3, 1, 1), PASS, pass_quorum());
+}
+
+#[test]
+fn acks_that_cannot_be_credited_to_a_follower_pass() {
+    if !require_root("acks_that_cannot_be_credited_to_a_follower_pass") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
+
+    expect(&loaded, "from the leader itself", &ack(0, 1, 0), PASS, pass_not_member());
+    expect(&loaded, "from replica 3 of 3", &ack(0, 1, 3), PASS, pass_not_member());
+    expect(&loaded, "from the client id", &ack(0, 1, 255), PASS, pass_not_member());
+
+    // Header sender 2 claims an ack of replica 1.
+    let mut spoofed = ack_datagram(0, 1, 1);
+    spoofed[6] = 2;
+    expect(&loaded, "sender != replica", &udp4_frame(PORT, &spoofed), PASS, pass_not_member());
+
+    // A 17-byte body: the classifier accepts it (>= the fixed part), user
+    // space decodes only exactly 16, so the kernel must not count it.
+    let mut long = ack_datagram(0, 1, 1);
+    long.push(0);
+    long[12..14].copy_from_slice(&17u16.to_be_bytes());
+    expect(&loaded, "body one byte long", &udp4_frame(PORT, &long), PASS, pass_not_member());
+
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])));
+    expect_acks(&loaded, 1, Some(0));
+}
+
+#[test]
+fn truncated_and_foreign_prepare_oks_pass_counted_by_the_classifier() {
+    if !require_root("truncated_and_foreign_prepare_oks_pass_counted_by_the_classifier") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
+    let frame = ack(0, 1, 1);
+    let malformed = Counters { malformed: 1, ..Counters::default() };
+    for len in [HDR_OFF + ELECTRODE_HDR_LEN, HDR_OFF + ELECTRODE_HDR_LEN + 8, frame.len() - 1] {
+        let what = format!("PrepareOK cut to {len} of {} bytes", frame.len());
+        expect_counts(&loaded, &what, &frame[..len], PASS, malformed.clone());
+    }
+    let mut bad_magic = frame.clone();
+    bad_magic[HDR_OFF] ^= 0xff;
+    expect_counts(&loaded, "bad magic", &bad_magic, PASS, Counters { bad_magic: 1, ..Counters::default() });
+    let mut other_cluster = frame.clone();
+    other_cluster[HDR_OFF + 8] ^= 0xff;
+    let wrong_cluster = Counters { wrong_cluster: 1, ..Counters::default() };
+    expect_counts(&loaded, "another cluster", &other_cluster, PASS, wrong_cluster);
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])));
+    // The intact frame still completes the quorum.
+    expect(&loaded, "intact", &frame, PASS, pass_quorum());
+}
+
+#[test]
+fn disarmed_every_ack_passes_and_nothing_is_recorded() {
+    if !require_root("disarmed_every_ack_passes_and_nothing_is_recorded") {
+        return;
+    }
+    let loaded = load(3);
+    let fresh = state(&loaded);
+    assert!(!fresh.armed);
+    assert_eq!((fresh.generation, fresh.quorum_op, fresh.acked_op), (0, 0, acked(&[])));
+    expect(&loaded, "never armed", &ack(0, 1, 1), PASS, pass_disarmed());
+    expect_acks(&loaded, 1, None);
+
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
+    expect(&loaded, "armed", &ack(0, 1, 1), PASS, pass_quorum());
+    loaded.disarm_leader().expect("disarm");
+    expect(&loaded, "disarmed, replica 2", &ack(0, 1, 2), PASS, pass_disarmed());
+    expect(&loaded, "disarmed, replica 1", &ack(0, 2, 1), PASS, pass_disarmed());
+    let after = state(&loaded);
+    assert!(!after.armed);
+    // What was counted while armed stays readable, untouched by the rest.
+    assert_eq!((after.generation, after.quorum_op, after.acked_op), (1, 1, acked(&[0, 1])));
+    expect_acks(&loaded, 1, None);
+    assert!(loaded.advance_window(2).is_err(), "a disarmed window does not move");
+}
+
+#[test]
+fn a_new_view_rearms_with_its_own_window_and_forgets_the_old_acks() {
+    if !require_root("a_new_view_rearms_with_its_own_window_and_forgets_the_old_acks") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm view 0");
+    expect(&loaded, "view 0 op 1", &ack(0, 1, 1), PASS, pass_quorum());
+    expect(&loaded, "view 0 op 2", &ack(0, 2, 1), PASS, pass_quorum());
+
+    // View change: the old leader disarms; replica 0 leads again in view 3.
+    loaded.disarm_leader().expect("disarm");
+    assert!(loaded.arm_leader(1, 3, 1, 3, 0).is_err(), "replica 0 does not lead view 1");
+    loaded.arm_leader(3, 3, 1, 3, 0).expect("arm view 3");
+    let armed = state(&loaded);
+    assert_eq!((armed.armed, armed.generation, armed.view, armed.window_base_op), (true, 2, 3, 3));
+    assert_eq!((armed.quorum_op, armed.acked_op), (0, acked(&[])), "acks of view 0 do not count");
+    expect_acks(&loaded, 3, Some(0));
+
+    expect(&loaded, "view 0 ack after the change", &ack(0, 3, 1), PASS, pass_view());
+    expect(&loaded, "view 3 op 3 from replica 2", &ack(3, 3, 2), PASS, pass_quorum());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (3, acked(&[0, 0, 3])));
+    expect(&loaded, "view 3 op 3 from replica 1 (late)", &ack(3, 3, 1), DROP, drop_redundant());
+    expect_acks(&loaded, 3, Some(0b110));
+}
+
+#[test]
+fn a_lost_quorum_ack_is_recovered_from_the_map_and_by_retransmission() {
+    if !require_root("a_lost_quorum_ack_is_recovered_from_the_map_and_by_retransmission") {
+        return;
+    }
+    let loaded = load(5);
+    loaded.arm_leader(0, 1, 2, 5, 0).expect("arm");
+    expect(&loaded, "op 1 from replica 1", &ack(0, 1, 1), DROP, drop_below_quorum());
+    // Passed by XDP, then lost (say the socket buffer was full).
+    expect(&loaded, "op 1 from replica 2", &ack(0, 1, 2), PASS, pass_quorum());
+    expect(&loaded, "op 1 from replica 3 (late)", &ack(0, 1, 3), DROP, drop_redundant());
+
+    // Rule 1: on the prepare timeout, user space reads the quorum itself and
+    // counts it (here: 3 followers >= f = 2), whatever reached its socket.
+    let bitmap = loaded.quorum_acks(1).expect("read").expect("op 1 is in the window");
+    assert_eq!(bitmap, 0b0_1110);
+    assert!(bitmap.count_ones() >= 2);
+
+    // Rule 2: the leader retransmits Prepare 1; followers that had acked it
+    // ack again, and those repeats of an op with a quorum pass.
+    expect(&loaded, "re-ack of replica 1", &ack(0, 1, 1), PASS, pass_after_quorum());
+    expect(&loaded, "re-ack of replica 2", &ack(0, 1, 2), PASS, pass_after_quorum());
+    // A follower acking op 1 for the first time adds nothing: dropped.
+    expect(&loaded, "first ack of replica 4", &ack(0, 1, 4), DROP, drop_redundant());
+    assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (1, acked(&[0, 1, 1, 1, 1])));
+
+    // Once user space has committed op 1 and moved the window, repeats drop.
+    loaded.advance_window(2).expect("advance");
+    expect(&loaded, "re-ack after commit", &ack(0, 1, 1), DROP, drop_redundant());
+}
+
+#[test]
+fn arm_refuses_configs_the_kernel_could_not_count() {
+    if !require_root("arm_refuses_configs_the_kernel_could_not_count") {
+        return;
+    }
+    let loaded = load(5);
+    let cases = [
+        ("window base 0", (0, 0, 2, 5, 0)),
+        ("window base 2^62", (0, 1 << 62, 2, 5, 0)),
+        ("f = 0", (0, 1, 0, 5, 0)),
+        ("f = replica count", (0, 1, 5, 5, 0)),
+        ("self is not a replica", (5, 1, 2, 5, 5)),
+        ("too many replicas", (0, 1, 2, 10, 0)),
+        ("not the leader of the view", (1, 1, 2, 5, 0)),
+    ];
+    for (what, (view, base, f, replicas, self_index)) in cases {
+        assert!(loaded.arm_leader(view, base, f, replicas, self_index).is_err(), "{what}");
+        assert!(!state(&loaded).armed, "{what}: a refused arm leaves the path disarmed");
+    }
+    loaded.arm_leader(6, 1, 2, 5, 1).expect("replica 1 leads view 6");
+    let armed = state(&loaded);
+    assert_eq!((armed.view, armed.self_index, armed.quorum_followers, armed.replica_count), (6, 1, 2, 5));
+    expect(&loaded, "ack from replica 0, a follower now", &ack(6, 1, 0), DROP, drop_below_quorum());
+    expect(&loaded, "ack from replica 1, the leader", &ack(6, 1, 1), PASS, pass_not_member());
+    expect(&loaded, "ack from replica 4", &ack(6, 1, 4), PASS, pass_quorum());
+    expect_acks(&loaded, 1, Some(0b1_0001));
+}
