@@ -7,6 +7,8 @@
 //! - [`attach`]: put the XDP classifier on an interface; the guard detaches
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
+//! - `broadcast` (feature `tc_broadcast`): the TC egress fan-out's follower
+//!   table, MAC coverage and clsact attach guard.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
@@ -14,10 +16,14 @@ mod skel {
 }
 
 pub mod attach;
+#[cfg(feature = "tc_broadcast")]
+pub mod broadcast;
 pub mod counters;
 pub mod load;
 
 pub use attach::{XdpAttachment, XdpMode};
+#[cfg(feature = "tc_broadcast")]
+pub use broadcast::{tc_action, TcGuard};
 pub use counters::Counters;
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
