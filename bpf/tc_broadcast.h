@@ -211,9 +211,11 @@ int electrode_tc(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
-	/* From our port: anything odd is passed untouched and counted. */
+	/* From our port: anything odd is passed untouched and counted. A GSO
+	 * skb would carry several datagrams behind one header; we never send
+	 * one (every datagram fits the MTU), so it is not ours to rewrite. */
 	__u32 udp_len = bpf_ntohs(udp.len);
-	if ((ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) ||
+	if (skb->gso_size || (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) ||
 	    udp_len < sizeof(udp) + sizeof(hdr) || udp_len > sizeof(udp) + ELECTRODE_MAX_DATAGRAM ||
 	    udp_off + udp_len > skb->len ||
 	    bpf_skb_load_bytes(skb, udp_off + sizeof(udp), &hdr, sizeof(hdr)) ||

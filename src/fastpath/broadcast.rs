@@ -341,3 +341,28 @@ impl Drop for TcGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_values_have_the_header_sizes() {
+        // bpf/electrode.h asserts 8 bytes each; the MAC value must stay one
+        // 64-bit word (the kernel reads and writes it in one access).
+        assert_eq!(size_of::<electrode_broadcast_config>(), 8);
+        assert_eq!(size_of::<electrode_broadcast_target>(), 8);
+        assert_eq!(size_of::<electrode_broadcast_mac>(), 8);
+    }
+
+    #[test]
+    fn target_value_round_trips_its_address_in_network_order() {
+        let addr = SocketAddrV4::new(Ipv4Addr::new(10, 201, 3, 12), 7449);
+        let value = target_bytes(Some(addr));
+        assert_eq!(addr_part(&value), Some(addr));
+        assert_eq!(&value[offset_of!(electrode_broadcast_target, ip)..][..4], &[10, 201, 3, 12]);
+        assert_eq!(&value[offset_of!(electrode_broadcast_target, port)..][..2], &7449u16.to_be_bytes());
+        assert_eq!(value[offset_of!(electrode_broadcast_target, in_use)], 1);
+        assert_eq!(target_bytes(None), [0; 8]);
+    }
+}
