@@ -454,6 +454,76 @@ fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filt
     });
 }
 
+/// Set (to a netns name) only in the child process of
+/// `a_restart_after_kill_9_replaces_the_leaked_filter`.
+const KILL9_CHILD_NETNS: &str = "ELECTRODE_TC_KILL9_CHILD_NETNS";
+
+/// The child of `a_restart_after_kill_9_replaces_the_leaked_filter`: attaches
+/// electrode_tc to tcg0 in the given netns, says so, and waits to be
+/// killed. A no-op in a normal test run.
+#[test]
+fn kill9_child_attaches_and_waits() {
+    let Ok(ns) = std::env::var(KILL9_CHILD_NETNS) else {
+        return;
+    };
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).expect("open netns");
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let loaded = load(3);
+    let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
+    let _guard = loaded.attach_tc(ifindex).expect("attach in child");
+    println!("attached");
+    std::io::Write::flush(&mut std::io::stdout()).expect("flush");
+    thread::sleep(Duration::from_secs(60)); // killed long before
+}
+
+#[test]
+fn a_restart_after_kill_9_replaces_the_leaked_filter() {
+    if !require_root("a_restart_after_kill_9_replaces_the_leaked_filter") {
+        return;
+    }
+    in_netns(|netns| {
+        let ns = netns.name(0).to_string();
+        run("ip", &["-n", &ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
+        let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
+        let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
+
+        let exe = std::env::current_exe().expect("test binary");
+        let mut child = std::process::Command::new(exe)
+            .args(["--exact", "kill9_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
+            .env(KILL9_CHILD_NETNS, &ns)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let attached = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map_while(Result::ok)
+            .any(|line| line.trim_end().ends_with("attached"));
+        child.kill().expect("kill -9 the child"); // SIGKILL: no Drop runs
+        child.wait().expect("reap child");
+        assert!(attached, "child never attached");
+        assert_eq!(ours(), 1, "the killed run leaves its filter: {}", filters());
+
+        let stale_id = prog_id_in(&filters());
+
+        let loaded = load(3);
+        let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
+        let guard = loaded.attach_tc(ifindex).expect("attach after kill -9");
+        assert!(!guard.created_qdisc(), "the killed run created clsact");
+        assert_eq!(ours(), 1, "replaced, not added: {}", filters());
+        assert_ne!(prog_id_in(&filters()), stale_id, "still the killed run's program");
+        drop(guard);
+        assert_eq!(ours(), 0, "{}", filters());
+    });
+}
+
+/// The `id N` of the electrode filter in `tc filter show` output.
+fn prog_id_in(shown: &str) -> u32 {
+    let after = shown.split("direct-action not_in_hw id ").nth(1).expect("a filter with a prog id");
+    after.split_whitespace().next().and_then(|id| id.parse().ok()).expect("prog id")
+}
+
 // ---------------------------------------------------------------------------
 // Fan-out across namespaces
 // ---------------------------------------------------------------------------
