@@ -528,9 +528,6 @@ fn prog_id_in(shown: &str) -> u32 {
 // Fan-out across namespaces
 // ---------------------------------------------------------------------------
 
-/// Marked Prepares the leader sends in a fan-out test, one sendto each.
-const ROUNDS: u64 = 5;
-
 /// UDP InDatagrams and InCsumErrors of namespace `ns`.
 fn udp_snmp(ns: &str) -> (u64, u64) {
     let snmp = run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"]);
@@ -552,7 +549,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 /// followers, each on a veth into the bridge, in 10.201.`net`.0/24. The
 /// leader runs electrode_xdp (learning) and electrode_tc on its veth; the
 /// followers teach it their MACs by sending it one PrepareOK each; then the
-/// leader sends ROUNDS marked Prepares, one sendto each, to follower 1.
+/// leader sends `rounds` marked Prepares, one sendto each, to follower 1.
 ///
 /// Every follower must receive each Prepare exactly once, unmarked, and no
 /// UDP checksum error. The bridge's ports towards the followers have TX
@@ -560,7 +557,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 /// checksum in software and the follower verifies it: a wrong
 /// pseudo-header fix-up shows as InCsumErrors. `leader_offload` false makes
 /// the leader's socket checksum in full instead (the other skb state).
-fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool) {
+fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool, rounds: u64) {
     if !require_root(test) {
         return;
     }
@@ -636,7 +633,7 @@ fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool) {
                 }
 
                 let before = loaded.counters().expect("counters");
-                for op in 1..=ROUNDS {
+                for op in 1..=rounds {
                     leader.send_to(&datagram(0, &prepare(op), BROADCAST), addr_of(1)).expect("sendto");
                 }
                 let mut received = Vec::new();
@@ -659,47 +656,47 @@ fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool) {
         let (in_datagrams, in_csum_errors) = udp_snmp(&replica_ns(*i));
         assert_eq!(
             got.len() as u64,
-            ROUNDS,
+            rounds,
             "follower {i}: copies received (UDP InDatagrams {in_datagrams}, InCsumErrors {in_csum_errors})"
         );
-        for (op, copy) in (1..=ROUNDS).zip(got) {
+        for (op, copy) in (1..=rounds).zip(got) {
             let want = datagram(0, &prepare(op), 0);
             assert!(copy == &want, "follower {i}, op {op}: got {copy:02x?}, want {want:02x?}");
         }
     }
     let followers = u64::from(replica_count) - 1;
-    assert_eq!(delta.tc_marked, ROUNDS, "{delta:?}");
-    assert_eq!(delta.tc_copies, ROUNDS * followers, "{delta:?}");
+    assert_eq!(delta.tc_marked, rounds, "{delta:?}");
+    assert_eq!(delta.tc_copies, rounds * followers, "{delta:?}");
     assert_eq!((delta.tc_error, delta.tc_no_target, delta.tc_malformed), (0, 0, 0), "{delta:?}");
-    assert!(delta.tc_pass_unmarked >= ROUNDS * (followers - 1), "clones re-enter once: {delta:?}");
+    assert!(delta.tc_pass_unmarked >= rounds * (followers - 1), "clones re-enter once: {delta:?}");
     for i in 1..replica_count {
         let (in_datagrams, in_csum_errors) = udp_snmp(&replica_ns(i));
         assert_eq!(in_csum_errors, 0, "follower {i}: UDP InCsumErrors");
-        assert_eq!(in_datagrams, ROUNDS, "follower {i}: UDP InDatagrams");
+        assert_eq!(in_datagrams, rounds, "follower {i}: UDP InDatagrams");
     }
 }
 
 #[test]
 fn one_sendto_reaches_every_follower_f1() {
-    fan_out("one_sendto_reaches_every_follower_f1", 1, 3, true);
+    fan_out("one_sendto_reaches_every_follower_f1", 1, 3, true, 5);
 }
 
 #[test]
 fn one_sendto_reaches_every_follower_f1_full_software_checksum() {
-    fan_out("one_sendto_reaches_every_follower_f1_full_software_checksum", 2, 3, false);
+    fan_out("one_sendto_reaches_every_follower_f1_full_software_checksum", 2, 3, false, 5);
 }
 
 #[test]
 fn one_sendto_reaches_every_follower_f2() {
-    fan_out("one_sendto_reaches_every_follower_f2", 3, 5, true);
+    fan_out("one_sendto_reaches_every_follower_f2", 3, 5, true, 5);
 }
 
 #[test]
 fn one_sendto_reaches_every_follower_f3() {
-    fan_out("one_sendto_reaches_every_follower_f3", 4, 7, true);
+    fan_out("one_sendto_reaches_every_follower_f3", 4, 7, true, 5);
 }
 
 #[test]
 fn one_sendto_reaches_every_follower_nine_replicas() {
-    fan_out("one_sendto_reaches_every_follower_nine_replicas", 5, 9, true);
+    fan_out("one_sendto_reaches_every_follower_nine_replicas", 5, 9, true, 50);
 }
