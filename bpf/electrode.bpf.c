@@ -61,6 +61,12 @@ static __always_inline void count(__u32 index)
 #ifdef FAST_QUORUM_PRUNE
 #include "quorum_prune.h"
 #endif
+#ifdef TC_BROADCAST
+#include "tc_broadcast.h"
+struct electrode_broadcast_config _btf_broadcast_config = {};
+struct electrode_broadcast_target _btf_broadcast_target = {};
+struct electrode_broadcast_mac _btf_broadcast_mac = {};
+#endif
 
 SEC("xdp")
 int electrode_xdp(struct xdp_md *ctx)
@@ -71,6 +77,10 @@ int electrode_xdp(struct xdp_md *ctx)
 
 	__u32 kind = parse_frame(data, data_end, electrode_port, cluster_id, &p);
 	count(kind);
+#ifdef TC_BROADCAST
+	if (kind >= 1 && kind <= ELECTRODE_MSG_TYPE_MAX)
+		broadcast_learn(&p);
+#endif
 #ifdef FAST_REPLY
 	if (kind == ELECTRODE_MSG_PREPARE)
 		return fast_reply(ctx, &p);

@@ -543,4 +543,81 @@ struct electrode_qp_state {
 _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLICAS,
 	       "electrode_qp_state size");
 
+/* ---------------------------------------------------------------------- */
+/* tc_broadcast                                                           */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * The leader sends each all-follower message once, marked with
+ * ELECTRODE_FLAG_BROADCAST; the TC egress program electrode_tc clones it to
+ * every follower whose MAC is known, rewriting MAC, IP, port and checksums.
+ * Nothing about the cluster is compiled in: addresses come from the config
+ * (user space), MACs from the source of valid datagrams the followers send
+ * (electrode_xdp learns them).
+ */
+
+/* Counter indices 40..47 (per-CPU `counters`). */
+#define ELECTRODE_CNT_TC_MARKED 40      /* marked datagram from our port seen on egress */
+#define ELECTRODE_CNT_TC_COPIES 41      /* copies sent to followers: clones plus the original, rewritten for the last */
+#define ELECTRODE_CNT_TC_ERROR 42       /* a rewrite helper or bpf_clone_redirect failed: packet dropped */
+#define ELECTRODE_CNT_TC_NO_TARGET 43   /* marked, but disarmed or no follower MAC known: passed as is */
+#define ELECTRODE_CNT_TC_PASS_UNMARKED 44 /* electrode datagram from our port, not marked (incl. our own clones) */
+#define ELECTRODE_CNT_TC_PASS_OTHER 45  /* egress frame that is not UDP/IPv4 from our port */
+#define ELECTRODE_CNT_TC_MALFORMED 46   /* from our port, but not a well-formed electrode datagram */
+#define ELECTRODE_CNT_TC_MAC_LEARNED 47 /* electrode_xdp stored a new or changed follower MAC */
+_Static_assert(ELECTRODE_CNT_TC_MAC_LEARNED < ELECTRODE_CNT_MAX, "tc counters fit");
+
+/* Single entry (key 0) of the ARRAY map `broadcast_config`. */
+struct electrode_broadcast_config {
+	__be16 self_port;     /* UDP source port of the leader's socket */
+	__u8 self_index;      /* this replica's index: never a target */
+	__u8 replica_count;   /* targets at indices >= this are ignored */
+	__u8 armed;           /* 1 only while this replica leads */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct electrode_broadcast_config) == 8,
+	       "electrode_broadcast_config size");
+
+/* ARRAY map `broadcast_targets`, ELECTRODE_MAX_REPLICAS entries, key = replica index. */
+struct electrode_broadcast_target {
+	__be32 ip;            /* replica's IPv4 address (from the config) */
+	__be16 port;          /* replica's UDP port */
+	__u8 in_use;          /* 1: a follower to send to */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct electrode_broadcast_target) == 8,
+	       "electrode_broadcast_target size");
+
+/* ARRAY map `broadcast_macs`, ELECTRODE_MAX_REPLICAS entries, key = replica
+ * index. Exactly 8 bytes so the kernel writes and reads it as one 64-bit
+ * word: a concurrent reader never sees half of a changed MAC. */
+struct electrode_broadcast_mac {
+	__u8 mac[6];          /* next-hop MAC of the replica (source MAC of its datagrams) */
+	__u8 known;           /* 1 once learned */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct electrode_broadcast_mac) == 8,
+	       "electrode_broadcast_mac size");
+
+/*
+ * Ownership (tc_broadcast). Targets and MACs are separate maps because a
+ * BPF array update replaces a whole value: with both owners in one value,
+ * user space re-writing a target would undo a MAC the kernel just learned.
+ *
+ * | state                          | owner  | other side  | handover                         |
+ * |--------------------------------|--------|-------------|----------------------------------|
+ * | broadcast_config (all fields)  | user   | kernel r/o  | any time; `armed` goes 0 before  |
+ * |                                |        |             | targets change and 1 after       |
+ * | broadcast_targets ip/port      | user   | kernel r/o  | from the config, only while      |
+ * |                                |        |             | disarmed                         |
+ * | broadcast_targets in_use       | user   | kernel r/o  | on view change: followers = all  |
+ * |                                |        |             | but self; only while disarmed    |
+ * | broadcast_macs mac/known       | kernel | user reads  | kernel (electrode_xdp) writes it |
+ * |                                |        |             | from valid datagrams whose src   |
+ * |                                |        |             | ip/port match target[sender];    |
+ * |                                |        |             | user zeroes an entry only when   |
+ * |                                |        |             | it changes that target's address |
+ * |                                |        |             | (while disarmed)                 |
+ */
+
 #endif /* ELECTRODE_H */

@@ -12,7 +12,8 @@ use super::load::Loaded;
 use crate::wire::consts::{
     CNT_BAD_MAGIC, CNT_FAST_REPLY_TX, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_PASS_DISARMED, CNT_PASS_GAP,
     CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER, CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX,
-    CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
+    CNT_TC_COPIES, CNT_TC_ERROR, CNT_TC_MAC_LEARNED, CNT_TC_MALFORMED, CNT_TC_MARKED, CNT_TC_NO_TARGET,
+    CNT_TC_PASS_OTHER, CNT_TC_PASS_UNMARKED, CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
 };
 use crate::wire::consts::{
     CNT_QP_DROP_BELOW_QUORUM, CNT_QP_DROP_REDUNDANT, CNT_QP_PASS_AFTER_QUORUM, CNT_QP_PASS_DISARMED,
@@ -58,6 +59,22 @@ pub struct Counters {
     /// Slots of the map no reason uses; nonzero means the C and Rust sides
     /// disagree about the indices.
     pub unassigned: u64,
+    /// tc_broadcast: marked datagrams from our port seen on egress.
+    pub tc_marked: u64,
+    /// tc_broadcast: copies sent to followers (clones plus the original, rewritten for the last).
+    pub tc_copies: u64,
+    /// tc_broadcast: a rewrite helper or the clone failed; the packet was dropped.
+    pub tc_error: u64,
+    /// tc_broadcast: marked, but disarmed or no follower MAC known; passed as is.
+    pub tc_no_target: u64,
+    /// tc_broadcast: unmarked electrode datagrams from our port (each clone re-enters once).
+    pub tc_pass_unmarked: u64,
+    /// tc_broadcast: egress frames that are not UDP/IPv4 from our port.
+    pub tc_pass_other: u64,
+    /// tc_broadcast: from our port but not a well-formed datagram of our cluster.
+    pub tc_malformed: u64,
+    /// tc_broadcast: follower MACs the XDP classifier stored (new or changed).
+    pub tc_mac_learned: u64,
     /// fast_quorum_prune verdicts on PrepareOKs (rules in `bpf/electrode.h`).
     pub quorum_prune: QuorumPruneCounters,
 }
@@ -164,6 +181,14 @@ impl Counters {
             + self.pass_ip_options
             + self.unassigned
             + self.quorum_prune.total()
+            + self.tc_marked
+            + self.tc_copies
+            + self.tc_error
+            + self.tc_no_target
+            + self.tc_pass_unmarked
+            + self.tc_pass_other
+            + self.tc_malformed
+            + self.tc_mac_learned
     }
 
     /// What was counted after `earlier` was taken (counters only grow; a
@@ -190,6 +215,14 @@ impl Counters {
             pass_ip_options: self.pass_ip_options.wrapping_sub(earlier.pass_ip_options),
             unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
             quorum_prune: self.quorum_prune.since(&earlier.quorum_prune),
+            tc_marked: self.tc_marked.wrapping_sub(earlier.tc_marked),
+            tc_copies: self.tc_copies.wrapping_sub(earlier.tc_copies),
+            tc_error: self.tc_error.wrapping_sub(earlier.tc_error),
+            tc_no_target: self.tc_no_target.wrapping_sub(earlier.tc_no_target),
+            tc_pass_unmarked: self.tc_pass_unmarked.wrapping_sub(earlier.tc_pass_unmarked),
+            tc_pass_other: self.tc_pass_other.wrapping_sub(earlier.tc_pass_other),
+            tc_malformed: self.tc_malformed.wrapping_sub(earlier.tc_malformed),
+            tc_mac_learned: self.tc_mac_learned.wrapping_sub(earlier.tc_mac_learned),
         }
     }
 
@@ -212,6 +245,14 @@ impl Counters {
             CNT_PASS_RINGBUF_FULL => &mut self.pass_ringbuf_full,
             CNT_PASS_NOT_LEADER => &mut self.pass_not_leader,
             CNT_PASS_IP_OPTIONS => &mut self.pass_ip_options,
+            CNT_TC_MARKED => &mut self.tc_marked,
+            CNT_TC_COPIES => &mut self.tc_copies,
+            CNT_TC_ERROR => &mut self.tc_error,
+            CNT_TC_NO_TARGET => &mut self.tc_no_target,
+            CNT_TC_PASS_UNMARKED => &mut self.tc_pass_unmarked,
+            CNT_TC_PASS_OTHER => &mut self.tc_pass_other,
+            CNT_TC_MALFORMED => &mut self.tc_malformed,
+            CNT_TC_MAC_LEARNED => &mut self.tc_mac_learned,
             other => match u8::try_from(other).ok().and_then(MsgType::from_u8) {
                 Some(msg_type) => self.messages_mut(msg_type),
                 None => &mut self.unassigned,

@@ -11,6 +11,8 @@
 //!   and drain the Prepares it acked from its ring buffer.
 //! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
 //!   leader's PrepareOK pruning, and read the quorum state it keeps.
+//! - `broadcast` (feature `tc_broadcast`): the TC egress fan-out's follower
+//!   table, MAC coverage and clsact attach guard.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
@@ -18,6 +20,8 @@ mod skel {
 }
 
 pub mod attach;
+#[cfg(feature = "tc_broadcast")]
+pub mod broadcast;
 pub mod counters;
 #[cfg(feature = "fast_reply")]
 pub mod follower;
@@ -26,6 +30,8 @@ pub mod load;
 pub mod quorum;
 
 pub use attach::{XdpAttachment, XdpMode};
+#[cfg(feature = "tc_broadcast")]
+pub use broadcast::{tc_action, TcGuard};
 pub use counters::{Counters, QuorumPruneCounters};
 #[cfg(feature = "fast_reply")]
 pub use follower::{FollowerPath, FollowerState};
