@@ -24,6 +24,9 @@ fn prefix(tag: &str) -> String {
     format!("e{}{}-", std::process::id() % 100_000, tag)
 }
 
+/// One row of `electrode status`: view, status, op, commit, digest.
+pub type StatusRow = (u64, String, u64, u64, String);
+
 pub struct Cluster {
     pub prefix: String,
     pub config_path: PathBuf,
@@ -177,7 +180,7 @@ impl Cluster {
     }
 
     /// `electrode status` rows: (view, status, op, commit, digest) or None.
-    pub fn status(&self) -> Vec<Option<(u64, String, u64, u64, String)>> {
+    pub fn status(&self) -> Vec<Option<StatusRow>> {
         let out = self.client(&["status"], Duration::from_secs(10));
         assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
