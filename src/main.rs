@@ -45,6 +45,10 @@ enum Command {
         /// Print datagram counters every this many seconds (0: only at exit).
         #[arg(long, default_value_t = 0)]
         report_s: u64,
+        /// Interface for the eBPF fast paths [default: the one holding the
+        /// replica's address]; unused in a build without fast paths.
+        #[arg(long)]
+        iface: Option<String>,
     },
     /// Run a closed-loop KV load against the cluster, or one KV command.
     Client {
@@ -124,7 +128,7 @@ enum KvCommand {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s } => {
+        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s, iface } => {
             let config = Config::load(&config)?;
             electrode::transport::replica::run(ReplicaOptions {
                 config,
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 app,
                 checkpoint_interval_ops: checkpoint_ops,
                 report_interval: (report_s > 0).then(|| Duration::from_secs(report_s)),
+                iface,
             })
         }
         Command::Client { config, op: Some(op), .. } => {

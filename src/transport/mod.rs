@@ -2,5 +2,6 @@
 
 #[cfg(feature = "test-faults")]
 pub mod faults;
+pub mod kernel;
 pub mod os;
 pub mod replica;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::kernel::{self, Kernel};
 use super::os;
 use crate::app::AppKind;
 use crate::config::Config;
@@ -43,7 +44,13 @@ pub struct ReplicaOptions {
     pub checkpoint_interval_ops: u64,
     /// Print counters every this often (None: only at exit).
     pub report_interval: Option<Duration>,
+    /// Interface for the eBPF programs; None: the one holding our address.
+    pub iface: Option<String>,
 }
+
+/// Whether any eBPF fast path is compiled into this binary.
+pub const FAST_PATHS_COMPILED: bool =
+    cfg!(any(feature = "fast_reply", feature = "fast_quorum_prune", feature = "tc_broadcast"));
 
 /// Datagrams the runtime handled, by outcome.
 #[derive(Clone, Debug, Default)]
@@ -84,7 +91,8 @@ impl Counters {
     }
 }
 
-struct Runtime {
+struct Runtime<'k> {
+    kernel: Option<Kernel<'k>>,
     socket: UdpSocket,
     peers: Vec<SocketAddrV4>,
     index: u8,
@@ -116,8 +124,29 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let socket = os::bind_udp(address, Some(RECV_TIMEOUT))?;
 
     let index = options.index as u8;
+    // The eBPF object and its attachments live until this function returns;
+    // their Drop detaches everything on every exit path.
+    let loaded;
+    let attached;
+    let mut kernel_paths = None;
+    if FAST_PATHS_COMPILED {
+        loaded = kernel::load(config, options.index)?;
+        let iface = match &options.iface {
+            Some(iface) => iface.clone(),
+            None => kernel::interface_of(address)?,
+        };
+        attached = kernel::attach(&loaded, &iface)?;
+        eprintln!(
+            "electrode replica {index}: eBPF programs attached to {} (XDP {} mode{})",
+            attached.iface,
+            attached.xdp.mode(),
+            if cfg!(feature = "tc_broadcast") { ", TC egress" } else { "" }
+        );
+        kernel_paths = Some(Kernel::new(&loaded, config, options.index)?);
+    }
     let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
     vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
+    vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
     let nonce = os::random_seed();
     let core = Replica::new(vr_config, options.app.build(), nonce);
     eprintln!(
@@ -129,6 +158,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     );
 
     let mut runtime = Runtime {
+        kernel: kernel_paths,
         socket,
         peers: config.replicas.clone(),
         index,
@@ -144,6 +174,13 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     };
     let result = runtime.event_loop(config.cluster_id, options.report_interval);
     eprintln!("electrode replica {index}: stopped; {}", runtime.counters.summary());
+    if let Some(kernel) = &runtime.kernel {
+        eprintln!("electrode replica {index}: kernel paths {:?}", kernel.counters);
+        match kernel.kernel_counters() {
+            Ok(counters) => eprintln!("electrode replica {index}: eBPF counters {counters:?}"),
+            Err(error) => eprintln!("electrode replica {index}: reading eBPF counters: {error:#}"),
+        }
+    }
     #[cfg(feature = "test-faults")]
     if let Some(faults) = &runtime.faults {
         eprintln!("electrode replica {index}: test faults {:?}", faults.counts);
@@ -151,17 +188,17 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     result
 }
 
-impl Runtime {
+impl Runtime<'_> {
     fn event_loop(&mut self, cluster_id: u32, report_interval: Option<Duration>) -> anyhow::Result<()> {
         let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
         let mut next_tick = Instant::now();
         let mut next_report = report_interval.map(|i| Instant::now() + i);
         let mut last_status = (self.core.view(), self.core.status());
         self.core.start(&mut self.actions);
-        self.execute_actions();
+        self.execute_actions()?;
         while !os::stop_requested() {
             match self.socket.recv_from(&mut buf) {
-                Ok((len, from)) => self.on_datagram(&buf[..len], from, cluster_id),
+                Ok((len, from)) => self.on_datagram(&buf[..len], from, cluster_id)?,
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -176,8 +213,16 @@ impl Runtime {
             // long stall (the core's timeouts are relative anyway).
             let mut ticks = 0;
             while next_tick <= now && ticks < 100 {
+                self.before_input()?;
                 self.core.on_tick(&mut self.actions);
-                self.execute_actions();
+                self.execute_actions()?;
+                if let Some(kernel) = self.kernel.as_mut() {
+                    for (from, ack) in kernel.on_tick(&self.core)? {
+                        self.core.on_message(from, Message::PrepareOk(ack), &mut self.actions);
+                    }
+                }
+                self.execute_actions()?;
+                self.after_input()?;
                 next_tick += TICK;
                 ticks += 1;
             }
@@ -210,13 +255,28 @@ impl Runtime {
         Ok(())
     }
 
-    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, cluster_id: u32) {
+    /// Hands the core what the kernel acked before any other input.
+    fn before_input(&mut self) -> anyhow::Result<()> {
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.before_input(&mut self.core, &mut self.actions)?;
+        }
+        Ok(())
+    }
+
+    fn after_input(&mut self) -> anyhow::Result<()> {
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.after_input(&self.core)?;
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, cluster_id: u32) -> anyhow::Result<()> {
         self.counters.received += 1;
         let (envelope, decoded) = match wire::decode(datagram, cluster_id) {
             Ok(ok) => ok,
             Err(error) => {
                 self.counters.drop(error.reason());
-                return;
+                return Ok(());
             }
         };
         // Members only: a replica message must come from that replica's
@@ -226,17 +286,17 @@ impl Runtime {
         if sender == CLIENT_SENDER {
             if !matches!(envelope.msg_type, MsgType::Request | MsgType::StatusRequest) {
                 self.counters.drop("replica message from a client");
-                return;
+                return Ok(());
             }
         } else {
             let claimed = self.peers.get(sender as usize).copied().map(SocketAddr::V4);
             if claimed != Some(from) {
                 self.counters.drop("sender address is not the replica's");
-                return;
+                return Ok(());
             }
             if sender == self.index {
                 self.counters.drop("from ourselves");
-                return;
+                return Ok(());
             }
         }
         self.counters.by_type[envelope.msg_type as usize] += 1;
@@ -244,13 +304,14 @@ impl Runtime {
             Decoded::Message(message) => message,
             Decoded::Chunk(chunk) => match self.reassembler.push(&envelope, chunk) {
                 Ok(Some(message)) => message,
-                Ok(None) => return,
+                Ok(None) => return Ok(()),
                 Err(error) => {
                     self.counters.drop(error.reason());
-                    return;
+                    return Ok(());
                 }
             },
         };
+        self.before_input()?;
         match message {
             Message::Request(request) => {
                 if self.clients.len() >= CLIENT_ADDRESSES_MAX
@@ -274,22 +335,34 @@ impl Runtime {
                 });
                 self.send_to(from, &reply);
             }
+            #[cfg(feature = "fast_quorum_prune")]
+            Message::PrepareOk(ack) => {
+                let (view, op) = (ack.view, ack.op);
+                self.core.on_message(sender, Message::PrepareOk(ack), &mut self.actions);
+                if let Some(kernel) = self.kernel.as_mut() {
+                    for extra in kernel.completing_acks(view, op, sender)? {
+                        let from = extra.replica;
+                        self.core.on_message(from, Message::PrepareOk(extra), &mut self.actions);
+                    }
+                }
+            }
             other => self.core.on_message(sender, other, &mut self.actions),
         }
-        self.execute_actions();
+        self.execute_actions()?;
+        self.after_input()
     }
 
-    fn execute_actions(&mut self) {
+    fn execute_actions(&mut self) -> anyhow::Result<()> {
         // Executing an action can produce more (on_kernel_disarmed); run
         // them in order, batch after batch, with a bound on the rounds.
         for _round in 0..8 {
             if self.actions.is_empty() {
-                return;
+                return Ok(());
             }
             assert!(self.actions.len() <= ACTIONS_MAX, "core produced {} actions", self.actions.len());
             let mut actions = std::mem::take(&mut self.actions);
             for action in actions.drain(..) {
-                self.execute(action);
+                self.execute(action)?;
             }
             if self.actions.is_empty() {
                 self.actions = actions; // keep the allocation
@@ -298,7 +371,7 @@ impl Runtime {
         panic!("core kept producing actions for 8 rounds");
     }
 
-    fn execute(&mut self, action: Action) {
+    fn execute(&mut self, action: Action) -> anyhow::Result<()> {
         match action {
             Action::Send { to, message } => {
                 if let Some(peer) = self.peers.get(to as usize).copied() {
@@ -306,6 +379,31 @@ impl Runtime {
                 }
             }
             Action::SendAll { message } => {
+                #[cfg(feature = "tc_broadcast")]
+                if let Some((first, unicast)) = self.kernel.as_mut().and_then(Kernel::broadcast_plan) {
+                    // One send, marked: the TC egress program copies it to
+                    // every follower whose MAC it knows.
+                    self.datagrams.clear();
+                    let flag = crate::wire::consts::FLAG_BROADCAST as u8;
+                    if let Err(error) = self.encoder.encode_flags(&message, flag, &mut self.datagrams) {
+                        eprintln!(
+                            "electrode replica {}: cannot encode {:?}: {error}",
+                            self.index,
+                            message.msg_type()
+                        );
+                        return Ok(());
+                    }
+                    let datagrams = std::mem::take(&mut self.datagrams);
+                    let target = SocketAddr::V4(self.peers[first]);
+                    for d in &datagrams {
+                        self.transmit(target, d);
+                    }
+                    self.datagrams = datagrams;
+                    for i in unicast {
+                        self.send_to(SocketAddr::V4(self.peers[i]), &message);
+                    }
+                    return Ok(());
+                }
                 self.encode(&message);
                 let datagrams = std::mem::take(&mut self.datagrams);
                 for i in 0..self.peers.len() {
@@ -323,12 +421,19 @@ impl Runtime {
                     self.send_to(client, &Message::Reply(reply));
                 }
             }
-            // Without a kernel fast path the core runs with
-            // kernel_fast_reply = false and never arms; a disarm request is
-            // answered at once with nothing acked.
-            Action::KernelArm(_) => {}
-            Action::KernelDisarm => self.core.on_kernel_disarmed(Vec::new(), &mut self.actions),
+            Action::KernelArm(_) | Action::KernelDisarm => match self.kernel.as_mut() {
+                Some(kernel) => kernel.execute(&action, &mut self.core, &mut self.actions)?,
+                // Without a kernel fast path the core runs with
+                // kernel_fast_reply = false and never arms; a disarm
+                // request is answered at once with nothing acked.
+                None => {
+                    if action == Action::KernelDisarm {
+                        self.core.on_kernel_disarmed(Vec::new(), &mut self.actions);
+                    }
+                }
+            },
         }
+        Ok(())
     }
 
     fn encode(&mut self, message: &Message) {

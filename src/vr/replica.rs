@@ -384,6 +384,11 @@ impl Replica {
     }
 
     fn append_kernel_prepares(&mut self, arm: KernelArm, acked: Vec<Prepare>) {
+        if !acked.is_empty() {
+            // The kernel took these Prepares from the leader of our view on
+            // our behalf: we heard from the leader.
+            self.leader_silent_ticks = 0;
+        }
         for prepare in acked {
             assert_eq!(prepare.view, arm.view, "kernel acked another view");
             assert_eq!(prepare.view, self.view);

@@ -1,0 +1,341 @@
+//! The runtime's side of the eBPF fast paths: loads and attaches the
+//! programs at start-up and keeps the kernel's maps in step with the VR
+//! core, following the handover rules of `bpf/electrode.h`.
+//!
+//! - fast_reply (followers): `Action::KernelArm`/`KernelDisarm` of the core
+//!   become map writes; the ring buffer of kernel-acked Prepares is drained
+//!   before every input the core sees and on every loop turn (at least once
+//!   per tick), never by a wake-up per Prepare.
+//! - fast_quorum_prune (leader): armed while this replica leads a view in
+//!   normal status; each PrepareOK the kernel passes is completed with the
+//!   acks it dropped (read from the map), so the core counts the quorum
+//!   itself; every few ticks the map's per-follower acks are fed again,
+//!   which recovers a passed ack that was lost on the way to the socket.
+//! - tc_broadcast (leader): armed while leading; a message for all
+//!   followers is sent once, marked, to one follower whose MAC the kernel
+//!   learned, and unicast to the followers it has not learned yet.
+
+use std::net::SocketAddrV4;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::fastpath::{LoadOptions, Loaded, XdpAttachment};
+use crate::vr::{Action, Replica, Status};
+
+/// Ticks between two re-reads of kernel state that may have changed on its
+/// own (quorum acks, learned MACs).
+pub const KERNEL_POLL_TICKS: u64 = 5;
+
+/// Finds the interface that holds `address` in this network namespace.
+pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing interfaces")?;
+    for ifaddr in addrs {
+        let matches = ifaddr
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .is_some_and(|sin| sin.ip() == *address.ip());
+        if matches {
+            return Ok(ifaddr.interface_name);
+        }
+    }
+    anyhow::bail!("no interface holds {} (use --iface)", address.ip())
+}
+
+/// Loads the eBPF object for this replica.
+pub fn load(config: &Config, index: usize) -> anyhow::Result<Loaded> {
+    Loaded::load(LoadOptions {
+        port: config.replicas[index].port(),
+        cluster_id: config.cluster_id,
+        replica_count: config.replica_count() as u32,
+    })
+    .context("loading the eBPF fast paths (root and a kernel with BTF are needed)")
+}
+
+/// Attached programs; dropping this detaches them.
+pub struct Attached<'a> {
+    pub iface: String,
+    pub xdp: XdpAttachment<'a>,
+    #[cfg(feature = "tc_broadcast")]
+    pub tc: crate::fastpath::TcGuard<'a>,
+}
+
+/// Attaches XDP (native, else generic) and, with tc_broadcast, the TC
+/// egress program, to `iface`.
+pub fn attach<'a>(loaded: &'a Loaded, iface: &str) -> anyhow::Result<Attached<'a>> {
+    let xdp = loaded.attach_xdp_iface(iface)?;
+    #[cfg(feature = "tc_broadcast")]
+    let tc = loaded.attach_tc(xdp.ifindex()).with_context(|| format!("attaching TC egress to {iface}"))?;
+    Ok(Attached {
+        iface: iface.to_string(),
+        xdp,
+        #[cfg(feature = "tc_broadcast")]
+        tc,
+    })
+}
+
+/// Kernel state the runtime keeps in step with the core. (Without any
+/// fast path compiled in, the runtime never builds one.)
+#[cfg_attr(
+    not(any(feature = "fast_reply", feature = "fast_quorum_prune", feature = "tc_broadcast")),
+    allow(dead_code)
+)]
+pub struct Kernel<'a> {
+    loaded: &'a Loaded,
+    index: u8,
+    peers: Vec<SocketAddrV4>,
+    /// Follower acks that make a quorum (quorum pruning).
+    #[cfg(feature = "fast_quorum_prune")]
+    f: u32,
+    ticks: u64,
+    #[cfg(feature = "fast_reply")]
+    follower: crate::fastpath::FollowerPath<'a>,
+    /// View the leader path is armed for, and the window base written.
+    #[cfg(feature = "fast_quorum_prune")]
+    quorum_armed: Option<(u64, u64)>,
+    /// Highest op fed to the core per follower from the kernel's acks.
+    #[cfg(feature = "fast_quorum_prune")]
+    acks_fed: Vec<u64>,
+    #[cfg(feature = "tc_broadcast")]
+    broadcast_view: Option<u64>,
+    /// Followers whose MAC the kernel knows (they get the marked copy).
+    #[cfg(feature = "tc_broadcast")]
+    coverage: Vec<bool>,
+    pub counters: KernelCounters,
+}
+
+/// What the runtime did with the kernel (printed at exit).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelCounters {
+    pub prepares_drained: u64,
+    pub arms: u64,
+    pub disarms: u64,
+    pub acks_from_map: u64,
+    pub broadcasts: u64,
+    pub broadcast_unicasts: u64,
+}
+
+impl<'a> Kernel<'a> {
+    pub fn new(loaded: &'a Loaded, config: &Config, index: usize) -> anyhow::Result<Kernel<'a>> {
+        let index = index as u8;
+        #[cfg(feature = "tc_broadcast")]
+        {
+            let targets: Vec<(u8, SocketAddrV4)> = config
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index as usize)
+                .map(|(i, a)| (i as u8, *a))
+                .collect();
+            loaded.set_broadcast_targets(index, config.replicas[index as usize].port(), &targets)?;
+        }
+        Ok(Kernel {
+            loaded,
+            index,
+            peers: config.replicas.clone(),
+            #[cfg(feature = "fast_quorum_prune")]
+            f: config.f as u32,
+            ticks: 0,
+            #[cfg(feature = "fast_reply")]
+            follower: loaded.follower_path()?,
+            #[cfg(feature = "fast_quorum_prune")]
+            quorum_armed: None,
+            #[cfg(feature = "fast_quorum_prune")]
+            acks_fed: vec![0; config.replica_count()],
+            #[cfg(feature = "tc_broadcast")]
+            broadcast_view: None,
+            #[cfg(feature = "tc_broadcast")]
+            coverage: vec![false; config.replica_count()],
+            counters: KernelCounters::default(),
+        })
+    }
+
+    /// Whether the core should run with kernel_fast_reply.
+    pub fn fast_reply(&self) -> bool {
+        cfg!(feature = "fast_reply")
+    }
+
+    /// Before the core sees any input: hand it what the kernel acked, so
+    /// it never mistakes a logged op for a gap.
+    pub fn before_input(&mut self, core: &mut Replica, out: &mut Vec<Action>) -> anyhow::Result<()> {
+        #[cfg(feature = "fast_reply")]
+        if core.kernel_armed().is_some() {
+            let prepares = self.follower.drain_prepares(usize::MAX).context("draining acked Prepares")?;
+            if !prepares.is_empty() {
+                self.counters.prepares_drained += prepares.len() as u64;
+                core.on_kernel_prepares(prepares, out);
+            }
+        }
+        let _ = (core, out);
+        Ok(())
+    }
+
+    /// Executes a kernel action of the core.
+    pub fn execute(
+        &mut self,
+        action: &Action,
+        core: &mut Replica,
+        out: &mut Vec<Action>,
+    ) -> anyhow::Result<()> {
+        match action {
+            #[cfg(feature = "fast_reply")]
+            Action::KernelArm(arm) => {
+                self.counters.arms += 1;
+                let leader = self.peers[arm.leader as usize];
+                self.follower.arm_follower(arm.view, arm.next_op, leader, arm.leader, self.index)
+            }
+            #[cfg(feature = "fast_reply")]
+            Action::KernelDisarm => {
+                self.counters.disarms += 1;
+                self.follower.disarm_follower()?;
+                let prepares = self.follower.drain_prepares(usize::MAX)?;
+                self.counters.prepares_drained += prepares.len() as u64;
+                core.on_kernel_disarmed(prepares, out);
+                Ok(())
+            }
+            other => {
+                let _ = (other, core, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// After each input: leader-side paths follow the core's role, view
+    /// and commit.
+    pub fn after_input(&mut self, core: &Replica) -> anyhow::Result<()> {
+        let leading = core.is_leader() && core.status() == Status::Normal;
+        #[cfg(feature = "fast_quorum_prune")]
+        {
+            match (leading, self.quorum_armed) {
+                (true, Some((view, base))) if view == core.view() => {
+                    // Move the window lazily: a map write costs a syscall,
+                    // and a lagging base only lets acks of far ops pass.
+                    let wanted = core.commit() + 1;
+                    if wanted >= base + crate::fastpath::quorum::WINDOW_OPS / 4 {
+                        self.loaded.advance_window(wanted)?;
+                        self.quorum_armed = Some((view, wanted));
+                    }
+                }
+                (true, _) => {
+                    let base = core.commit() + 1;
+                    self.loaded.arm_leader(
+                        core.view(),
+                        base,
+                        self.f,
+                        self.peers.len() as u32,
+                        self.index.into(),
+                    )?;
+                    self.quorum_armed = Some((core.view(), base));
+                    self.acks_fed.iter_mut().for_each(|a| *a = 0);
+                    self.counters.arms += 1;
+                }
+                (false, Some(_)) => {
+                    self.loaded.disarm_leader()?;
+                    self.quorum_armed = None;
+                    self.counters.disarms += 1;
+                }
+                (false, None) => {}
+            }
+        }
+        #[cfg(feature = "tc_broadcast")]
+        {
+            let wanted = leading.then(|| core.view());
+            if wanted != self.broadcast_view {
+                self.loaded.arm_broadcast(wanted.is_some())?;
+                self.broadcast_view = wanted;
+                if wanted.is_some() {
+                    self.coverage = self.loaded.broadcast_coverage()?;
+                }
+            }
+        }
+        let _ = leading;
+        Ok(())
+    }
+
+    /// A PrepareOK passed the kernel (leader, quorum pruning armed): add the
+    /// acks the kernel dropped for the same op, from its map.
+    #[cfg(feature = "fast_quorum_prune")]
+    pub fn completing_acks(
+        &mut self,
+        view: u64,
+        op: u64,
+        from: u8,
+    ) -> anyhow::Result<Vec<crate::wire::PrepareOk>> {
+        let Some((armed_view, _)) = self.quorum_armed else { return Ok(Vec::new()) };
+        if armed_view != view || self.f <= 1 {
+            // With f = 1 the passed ack is the whole quorum.
+            return Ok(Vec::new());
+        }
+        let Some(bitmap) = self.loaded.quorum_acks(op)? else { return Ok(Vec::new()) };
+        Ok(self.acks_in(bitmap, view, op, from))
+    }
+
+    #[cfg(feature = "fast_quorum_prune")]
+    fn acks_in(&mut self, bitmap: u32, view: u64, op: u64, skip: u8) -> Vec<crate::wire::PrepareOk> {
+        let mut acks = Vec::new();
+        for replica in 0..self.peers.len() as u8 {
+            if replica != skip && replica != self.index && bitmap & (1 << replica) != 0 {
+                acks.push(crate::wire::PrepareOk { view, op, replica });
+            }
+        }
+        self.counters.acks_from_map += acks.len() as u64;
+        acks
+    }
+
+    /// Every KERNEL_POLL_TICKS ticks: re-read state the kernel changes on
+    /// its own. Returns acks to feed to the core (quorum pruning).
+    pub fn on_tick(&mut self, core: &Replica) -> anyhow::Result<Vec<(u8, crate::wire::PrepareOk)>> {
+        self.ticks += 1;
+        #[cfg_attr(not(feature = "fast_quorum_prune"), allow(unused_mut))]
+        let mut acks = Vec::new();
+        if self.ticks % KERNEL_POLL_TICKS != 0 {
+            return Ok(acks);
+        }
+        #[cfg(feature = "fast_quorum_prune")]
+        if let Some((view, _)) = self.quorum_armed {
+            // A passed ack may have been lost after XDP (full socket
+            // buffer): the map still has it, and the core gets it here.
+            let state = self.loaded.leader_state()?;
+            if state.armed && state.view == view {
+                for replica in 0..self.peers.len() {
+                    let op = state.acked_op[replica];
+                    if replica != self.index as usize && op > self.acks_fed[replica] && op > core.commit() {
+                        self.acks_fed[replica] = op;
+                        self.counters.acks_from_map += 1;
+                        acks.push((
+                            replica as u8,
+                            crate::wire::PrepareOk { view, op, replica: replica as u8 },
+                        ));
+                    }
+                }
+            }
+        }
+        #[cfg(feature = "tc_broadcast")]
+        if self.broadcast_view.is_some() {
+            self.coverage = self.loaded.broadcast_coverage()?;
+        }
+        let _ = core;
+        Ok(acks)
+    }
+
+    /// For a message to all followers: Some((one covered follower, the
+    /// followers to unicast)) when the TC fan-out can take it.
+    #[cfg(feature = "tc_broadcast")]
+    pub fn broadcast_plan(&mut self) -> Option<(usize, Vec<usize>)> {
+        self.broadcast_view?;
+        let covered: Vec<usize> =
+            (0..self.peers.len()).filter(|i| *i != self.index as usize && self.coverage[*i]).collect();
+        let first = *covered.first()?;
+        let uncovered: Vec<usize> =
+            (0..self.peers.len()).filter(|i| *i != self.index as usize && !self.coverage[*i]).collect();
+        self.counters.broadcasts += 1;
+        self.counters.broadcast_unicasts += uncovered.len() as u64;
+        Some((first, uncovered))
+    }
+
+    /// Kernel counters, for the exit summary.
+    pub fn kernel_counters(&self) -> anyhow::Result<crate::fastpath::Counters> {
+        self.loaded.counters()
+    }
+}
