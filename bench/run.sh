@@ -35,10 +35,17 @@ FOLLOWER_CPU=1
 CLIENT_CPU=0
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
 
-# "column name|cargo features"
+# "column name|cargo features": the baseline, each fast path alone, all.
 CONFIGURATIONS=(
     "userspace|"
+    "fast_reply|fast_reply"
+    "fast_quorum_prune|fast_quorum_prune"
+    "tc_broadcast|tc_broadcast"
+    "all|fast_paths"
 )
+if [ -n "${ELECTRODE_BENCH_CONFIGURATIONS:-}" ]; then
+    read -r -a CONFIGURATIONS <<<"$ELECTRODE_BENCH_CONFIGURATIONS"
+fi
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/$STAMP"
@@ -62,6 +69,34 @@ for entry in "${CONFIGURATIONS[@]}"; do
 done
 cargo build --release --quiet --target-dir target/bench-userspace --example pingpong
 scripts/cluster.sh up "$CONFIG" >/dev/null
+
+# start_replicas BIN APP RUN: replica 0 first (it must have attached its
+# programs and be waiting for peers before the others boot, so that it
+# leads view 0 as the placement assumes), then the rest; waits until
+# replica 0 is a normal leader.
+start_replicas() {
+    local bin="$1" app="$2" run="$3" i cpu k
+    PIDS=()
+    for ((i = 0; i < N_REPLICAS; i++)); do
+        cpu=$FOLLOWER_CPU
+        [ "$i" -eq 0 ] && cpu=$LEADER_CPU
+        scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" --app "$app" \
+            2>"$WORK/$run.replica$i.log" &
+        PIDS+=("$!")
+        if [ "$i" -eq 0 ]; then
+            for ((k = 0; k < 100; k++)); do
+                grep -q recovering "$WORK/$run.replica0.log" 2>/dev/null && break
+                sleep 0.05
+            done
+        fi
+    done
+    for ((k = 0; k < 100; k++)); do
+        scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -qE '^0 .* normal .* leader' && return 0
+        sleep 0.2
+    done
+    echo "bench: replica 0 did not become leader in $run; logs in $WORK" >&2
+    return 1
+}
 
 # proc_stats PID -> "cpu_ticks voluntary_switches"
 proc_stats() {
@@ -94,18 +129,7 @@ for entry in "${CONFIGURATIONS[@]}"; do
         for t in $THREAD_COUNTS; do
             run="$name-$app-t$t"
             echo "==> $run: $OPS ops"
-            PIDS=()
-            for ((i = 0; i < N_REPLICAS; i++)); do
-                cpu=$FOLLOWER_CPU
-                [ "$i" -eq 0 ] && cpu=$LEADER_CPU
-                scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" --app "$app" \
-                    2>"$WORK/$run.replica$i.log" &
-                PIDS+=("$!")
-            done
-            for ((k = 0; k < 100; k++)); do
-                scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -q ' normal .* leader' && break
-                sleep 0.2
-            done
+            start_replicas "$bin" "$app" "$run"
             for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.before$i"; done
             scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" -n "$OPS" \
                 -w "$WARMUP" -t "$t" --app "$app" --json >"$WORK/$run.json"
@@ -123,6 +147,15 @@ import json, re, sys
 work, out, ops, n, hz, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:]
 floor = json.load(open(f"{work}/floor.json"))
 result = {"ops_per_run": ops, "replicas": n, "floor": floor, "runs": []}
+
+def summary(log, name):
+    line = next((l for l in reversed(log.splitlines()) if "stopped;" in l), "")
+    for part in line.split("; ", 1)[-1].split(", "):
+        key, _, value = part.rpartition(" ")
+        if key == name:
+            return int(value)
+    return 0
+
 for run in runs:
     client = json.load(open(f"{work}/{run}.json"))
     replicas = []
@@ -130,31 +163,34 @@ for run in runs:
         b = [int(x) for x in open(f"{work}/{run}.before{i}").read().split()]
         a = [int(x) for x in open(f"{work}/{run}.after{i}").read().split()]
         log = open(f"{work}/{run}.replica{i}.log").read()
-        m = re.search(r"stopped; received (\d+)", log)
-        received = int(m.group(1)) if m else None
         replicas.append({
             "replica": i,
             "cpu_us_per_op": (a[0] - b[0]) * 1e6 / hz / ops,
             "wakeups_per_op": (a[1] - b[1]) / ops,
-            "datagrams_per_op": received / ops if received is not None else None,
+            "datagrams_per_op": summary(log, "received") / ops,
+            "acks_per_op": summary(log, "prepare_ok") / ops,
+            "sendto_per_op": summary(log, "sent") / ops,
         })
     config, app, threads = run.rsplit("-", 2)
     result["runs"].append({"run": run, "configuration": config, "app": app, "threads": int(threads[1:]),
                            "client": client, "replicas": replicas})
 json.dump(result, open(f"{out}.json", "w"), indent=1)
-lines = [f"Floor (UDP ping-pong, plain sockets, same topology): p50 {floor['p50_us']} us, p99 {floor['p99_us']} us, "
-         f"{floor['throughput_ops_per_s']:.0f} round trips/s", "",
-         "| run | ops/s | p50 us | p99 us | leader CPU us/op | follower CPU us/op | leader wake-ups/op | "
-         "follower wake-ups/op | leader dgrams/op | follower dgrams/op |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
-fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+
+lines = [f"Floor (UDP ping-pong, plain sockets, same topology, {n} replicas config): p50 {floor['p50_us']} us, "
+         f"p99 {floor['p99_us']} us, {floor['throughput_ops_per_s']:.0f} round trips/s", "",
+         "Per replica process, per committed client op: CPU us, voluntary context switches (wake-ups), "
+         "datagrams received in user space; leader: PrepareOKs reaching user space and sendto calls.", "",
+         "| run | ops/s | p50 us | p99 us | leader CPU | follower CPU | leader wake-ups | follower wake-ups | "
+         "leader dgrams in | follower dgrams in | leader acks in | leader sendto |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in result["runs"]:
     c, reps = r["client"], r["replicas"]
     fol = reps[1:]
-    avg = lambda key: None if any(x[key] is None for x in fol) else sum(x[key] for x in fol) / len(fol)
+    avg = lambda key: sum(x[key] for x in fol) / len(fol)
     lines.append(f"| {r['run']} | {c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | {c['p99_us']:.0f} | "
-                 f"{fmt(reps[0]['cpu_us_per_op'])} | {fmt(avg('cpu_us_per_op'))} | {fmt(reps[0]['wakeups_per_op'])} | "
-                 f"{fmt(avg('wakeups_per_op'))} | {fmt(reps[0]['datagrams_per_op'])} | {fmt(avg('datagrams_per_op'))} |")
+                 f"{reps[0]['cpu_us_per_op']:.1f} | {avg('cpu_us_per_op'):.1f} | {reps[0]['wakeups_per_op']:.2f} | "
+                 f"{avg('wakeups_per_op'):.2f} | {reps[0]['datagrams_per_op']:.2f} | {avg('datagrams_per_op'):.2f} | "
+                 f"{reps[0]['acks_per_op']:.2f} | {reps[0]['sendto_per_op']:.2f} |")
 open(f"{out}.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 print(f"\nwritten {out}.json and {out}.md")

@@ -32,9 +32,14 @@ CLIENT_CPU=0
 
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (namespaces and BPF): sudo $0" >&2; exit 1; }
 
-# Configurations: "column name|cargo features".
+# Configurations: "column name|cargo features": the userspace baseline,
+# each fast path alone, and all three.
 CONFIGURATIONS=(
     "userspace|"
+    "fast_reply|fast_reply"
+    "fast_quorum_prune|fast_quorum_prune"
+    "tc_broadcast|tc_broadcast"
+    "all|fast_paths"
 )
 
 need_packages=()
@@ -73,25 +78,32 @@ done
 echo "==> cluster up ($CONFIG: $N_REPLICAS replicas)"
 scripts/cluster.sh up "$CONFIG"
 
+# Replica 0 starts first and attaches its programs before the others boot,
+# so that it leads view 0 as the CPU placement assumes.
 start_replicas() {
-    local bin="$1" i cpu
+    local bin="$1" name="$2" i cpu tries
     PIDS=()
     for ((i = 0; i < N_REPLICAS; i++)); do
         cpu=$FOLLOWER_CPU
         [ "$i" -eq 0 ] && cpu=$LEADER_CPU
         scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" \
-            2>"$WORK/replica$i.log" &
+            2>"$WORK/$name.replica$i.log" &
         PIDS+=("$!")
+        if [ "$i" -eq 0 ]; then
+            for ((tries = 0; tries < 100; tries++)); do
+                grep -q recovering "$WORK/$name.replica0.log" 2>/dev/null && break
+                sleep 0.05
+            done
+        fi
     done
-    # Wait (bounded) for a normal leader.
-    local tries
+    # Wait (bounded) for replica 0 to lead in normal status.
     for ((tries = 0; tries < 100; tries++)); do
-        if scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -q ' normal .* leader'; then
+        if scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -qE '^0 .* normal .* leader'; then
             return 0
         fi
         sleep 0.2
     done
-    echo "demo.sh: cluster did not become normal; logs in $WORK" >&2
+    echo "demo.sh: replica 0 did not become a normal leader; logs in $WORK" >&2
     return 1
 }
 
@@ -107,7 +119,7 @@ for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
     bin="target/demo-$name/release/electrode"
     echo "==> $name: $OPS ops ($WARMUP warm-up), $THREADS client threads"
-    start_replicas "$bin"
+    start_replicas "$bin" "$name"
     scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" \
         -n "$OPS" -w "$WARMUP" -t "$THREADS" --json >"$WORK/$name.json"
     scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" >"$WORK/$name.status"
@@ -118,16 +130,35 @@ done
 echo
 echo "electrode demo: $N_REPLICAS replicas, KV app, $OPS ops ($WARMUP warm-up excluded), $THREADS closed-loop client threads"
 echo "CPUs: replica 0 (leader) cpu $LEADER_CPU, other replicas cpu $FOLLOWER_CPU, client cpu $CLIENT_CPU"
-python3 - "$WORK" "${results[@]}" <<'PY'
+python3 - "$WORK" "$OPS" "$N_REPLICAS" "${results[@]}" <<'PY'
 import json, sys
-work, names = sys.argv[1], sys.argv[2:]
-rows = [("throughput (ops/s)", "throughput_ops_per_s", "{:.0f}"), ("p50 latency (us)", "p50_us", "{:.0f}"),
-        ("p90 latency (us)", "p90_us", "{:.0f}"), ("p99 latency (us)", "p99_us", "{:.0f}"),
-        ("p99.9 latency (us)", "p999_us", "{:.0f}"), ("client retries", "retries", "{}"), ("failed ops", "failed", "{}")]
-data = {n: json.load(open(f"{work}/{n}.json")) for n in names}
-width = max(12, *(len(n) for n in names))
-print(f"| {'metric':<20} | " + " | ".join(f"{n:>{width}}" for n in names) + " |")
-print(f"|{'-' * 22}|" + "|".join("-" * (width + 2) for _ in names) + "|")
-for label, key, fmt in rows:
-    print(f"| {label:<20} | " + " | ".join(f"{fmt.format(data[n][key]):>{width}}" for n in names) + " |")
+work, ops, n, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+
+def summary(name, replica, key):
+    log = open(f"{work}/{name}.replica{replica}.log").read()
+    line = next((l for l in reversed(log.splitlines()) if "stopped;" in l), "")
+    for part in line.split("; ", 1)[-1].split(", "):
+        k, _, v = part.rpartition(" ")
+        if k == key:
+            return int(v)
+    return 0
+
+rows = [("throughput (ops/s)", lambda n_, d: f"{d['throughput_ops_per_s']:.0f}"),
+        ("p50 latency (us)", lambda n_, d: f"{d['p50_us']:.0f}"),
+        ("p90 latency (us)", lambda n_, d: f"{d['p90_us']:.0f}"),
+        ("p99 latency (us)", lambda n_, d: f"{d['p99_us']:.0f}"),
+        ("p99.9 latency (us)", lambda n_, d: f"{d['p999_us']:.0f}"),
+        ("leader acks in user space / op", lambda n_, d: f"{summary(n_, 0, 'prepare_ok') / ops:.2f}"),
+        ("leader sendto / op", lambda n_, d: f"{summary(n_, 0, 'sent') / ops:.2f}"),
+        ("follower dgrams in user space / op",
+         lambda n_, d: f"{sum(summary(n_, i, 'received') for i in range(1, n)) / (n - 1) / ops:.2f}"),
+        ("client retries", lambda n_, d: f"{d['retries']}"),
+        ("failed ops", lambda n_, d: f"{d['failed']}")]
+data = {name: json.load(open(f"{work}/{name}.json")) for name in names}
+width = max(12, *(len(name) for name in names))
+label_width = max(len(r[0]) for r in rows)
+print(f"| {'metric':<{label_width}} | " + " | ".join(f"{name:>{width}}" for name in names) + " |")
+print(f"|{'-' * (label_width + 2)}|" + "|".join("-" * (width + 2) for _ in names) + "|")
+for label, value in rows:
+    print(f"| {label:<{label_width}} | " + " | ".join(f"{value(name, data[name]):>{width}}" for name in names) + " |")
 PY

@@ -64,6 +64,45 @@ fn normal_load_commits_everything_and_replicas_agree() {
         assert!(cluster.stop_replica(i).success(), "replica {i} did not exit cleanly");
         assert!(cluster.log(i).contains("stopped; received"), "no counters in log {i}");
     }
+    assert_fast_paths_carried_the_load(&cluster, commit);
+}
+
+/// With a fast path compiled in, the normal-case load must have taken it:
+/// (fast_reply) the followers' kernels answered most Prepares; (quorum
+/// prune) the leader's user space saw about one PrepareOK per op instead of
+/// 2f; (tc_broadcast) the leader sent most Prepares once, copied by TC.
+fn assert_fast_paths_carried_the_load(cluster: &Cluster, ops: u64) {
+    let leader = 0;
+    let followers = [1, 2];
+    if cfg!(feature = "fast_reply") {
+        for f in followers {
+            let c = cluster.ebpf_counters(f);
+            let tx = c.get("fast_reply_tx").copied().unwrap_or(0);
+            let user_prepares = cluster.datagram_count(f, "prepare");
+            eprintln!("fast_reply: follower {f}: kernel acked {tx} Prepares, user space got {user_prepares}, {ops} ops");
+            assert!(tx * 10 >= ops * 8, "follower {f}: only {tx} of {ops} Prepares took the fast path: {c:?}");
+        }
+    }
+    if cfg!(feature = "fast_quorum_prune") {
+        let c = cluster.ebpf_counters(leader);
+        let passed = c.get("quorum_prune.pass_quorum").copied().unwrap_or(0);
+        let dropped = c.get("quorum_prune.drop_redundant").copied().unwrap_or(0)
+            + c.get("quorum_prune.drop_below_quorum").copied().unwrap_or(0);
+        let user_acks = cluster.datagram_count(leader, "prepare_ok");
+        eprintln!("quorum_prune: leader passed {passed}, dropped {dropped}, user-space acks {user_acks}, {ops} ops");
+        assert!(passed * 10 >= ops * 8, "leader: only {passed} quorum acks for {ops} ops: {c:?}");
+        assert!(dropped * 10 >= ops * 8, "leader: only {dropped} acks pruned for {ops} ops: {c:?}");
+        assert!(user_acks * 10 <= ops * 13, "leader user space got {user_acks} acks for {ops} ops");
+    }
+    if cfg!(feature = "tc_broadcast") {
+        let c = cluster.ebpf_counters(leader);
+        let marked = c.get("tc_marked").copied().unwrap_or(0);
+        let copies = c.get("tc_copies").copied().unwrap_or(0);
+        eprintln!("tc_broadcast: leader marked {marked} sends, TC made {copies} copies, {ops} ops");
+        assert!(marked * 10 >= ops * 8, "leader broadcast only {marked} times for {ops} ops: {c:?}");
+        assert!(copies >= 2 * marked * 9 / 10, "TC made {copies} copies of {marked} marked sends");
+        assert_eq!(c.get("tc_error").copied().unwrap_or(0), 0);
+    }
 }
 
 #[test]
@@ -124,6 +163,23 @@ fn leader_crash_view_change_and_recovery() {
     assert!(view >= 1, "no view change happened: {status:?}");
     assert!(cluster.log(0).contains("normal"), "restarted replica 0 never recovered:\n{}", cluster.log(0));
     eprintln!("crash: view {view}, commit {commit}, retries {}", r["retries"]);
+
+    // A follower killed with -9 and restarted at once attaches cleanly
+    // (nothing pinned, nothing left behind) and catches up.
+    let follower = (0..3).find(|i| *i as u64 != view % 3).unwrap();
+    cluster.kill_replica(follower);
+    cluster.start_replica(follower);
+    let history = cluster.dir.join("history-after.jsonl");
+    let r = run_load(&cluster, 1000, 2, &history);
+    assert_eq!(r["failed"], 0);
+    assert_linearizable(&history);
+    let after = cluster.wait_converged(SETTLE);
+    assert!(after >= commit + 1000, "commit {after} after 1000 more ops on {commit}");
+    assert!(
+        !cluster.log(follower).contains("Error"),
+        "restarted follower {follower} reported an error:\n{}",
+        cluster.log(follower)
+    );
 }
 
 #[test]

@@ -244,6 +244,36 @@ impl Cluster {
         (0..self.replicas.len()).map(|i| format!("--- replica {i} log ---\n{}", self.log(i))).collect()
     }
 
+    /// The eBPF counters a stopped replica printed (`eBPF counters:` line of
+    /// its log, `name=value` pairs); empty for the userspace baseline.
+    pub fn ebpf_counters(&self, i: usize) -> std::collections::HashMap<String, u64> {
+        let log = self.log(i);
+        let line = log.lines().rev().find(|l| l.contains("eBPF counters:")).unwrap_or("");
+        let pairs = line.split_once("eBPF counters:").map_or("", |(_, rest)| rest);
+        pairs
+            .split_whitespace()
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// A number from the user-space summary of a stopped replica (`stopped;
+    /// received N, sent N, prepare_ok N, ...`), 0 when absent.
+    pub fn datagram_count(&self, i: usize, name: &str) -> u64 {
+        let log = self.log(i);
+        let line = log.lines().rev().find(|l| l.contains("stopped;")).unwrap_or("");
+        line.split(", ")
+            .filter_map(|part| {
+                let part = part.rsplit("; ").next()?;
+                let (k, v) = part.rsplit_once(' ')?;
+                (k == name).then(|| v.parse().ok()).flatten()
+            })
+            .next()
+            .unwrap_or(0)
+    }
+
     /// Runs `nft -f -` with `rules` inside namespace `ns`.
     pub fn nft(&self, ns: &str, rules: &str) {
         let mut child = Command::new("ip")
