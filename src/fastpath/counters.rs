@@ -268,14 +268,21 @@ impl Counters {
     /// CPUs. One slot mapping serves both.
     pub fn from_map(map: &impl MapCore) -> Result<Counters> {
         let mut counters = Counters::default();
+        counters.add_map(map)?;
+        Ok(counters)
+    }
+
+    /// Adds every slot of a `counters` map, summed over the CPUs (to total
+    /// the maps of several loaded objects).
+    pub fn add_map(&mut self, map: &impl MapCore) -> Result<()> {
         for index in 0..CNT_MAX {
             let per_cpu = map
                 .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
                 .with_context(|| format!("read map counters[{index}]"))?
                 .with_context(|| format!("read map counters[{index}]: no such slot"))?;
-            counters.add_per_cpu(index, &per_cpu)?;
+            self.add_per_cpu(index, &per_cpu)?;
         }
-        Ok(counters)
+        Ok(())
     }
 
     /// Adds the per-CPU values of slot `index` (8 native-endian bytes each).
