@@ -34,13 +34,17 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// that vanished mid-watch) come back as one line for `main`.
 pub fn run(options: &StatsOptions) -> Result<()> {
     let programs = InterfacePrograms::find(&options.iface)?;
+    if options.watch {
+        // Before the first report: a Ctrl-C right after it must not kill
+        // us half-way through a line.
+        os::install_stop_handler()?;
+    }
     let started = Instant::now();
     let mut previous = (started, programs.read_counters()?);
     print_report(options, &programs, &previous.1, None);
     if !options.watch {
         return Ok(());
     }
-    os::install_stop_handler()?;
     let mut reports = 1u64;
     while options.count.is_none_or(|count| reports < count) {
         if !sleep_unless_stopped(options.interval) {

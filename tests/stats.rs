@@ -7,8 +7,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -101,6 +102,40 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs `stats --watch` in `ns` until its first line, then sends SIGINT;
+/// returns that line and the exit status. Bounded: a child that does not
+/// print or exit in time is killed.
+fn interrupt_watch(ns: &str) -> (String, ExitStatus) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_electrode"), "stats", "--iface", "veth-b", "--watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn stats --watch");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (line_tx, line_rx) = mpsc::channel();
+    // Detached: it ends at EOF, when the child exits (or is killed).
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let first_line = line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    // `ip netns exec` execs the binary, so the child's pid is electrode's.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait().expect("wait for stats --watch") {
+            Some(status) => return (first_line, status),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                return (first_line, child.wait().expect("reap stats --watch"));
+            }
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// The JSON objects of a `--json` run, one per line.
 fn reports(output: &Output) -> Vec<Value> {
     text(&output.stdout)
@@ -137,7 +172,7 @@ fn stats_reads_the_counters_of_programs_attached_by_another_process() {
     let (attached_tx, attached_rx) = mpsc::channel::<u32>();
 
     let netns = &netns;
-    let (once, text_once, watched, no_program, missing) = thread::scope(|scope| {
+    let (once, text_once, watched, interrupted, no_program, missing) = thread::scope(|scope| {
         // Dropped on every exit of this closure (panics too), which lets
         // the owner thread detach and end.
         let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -188,10 +223,11 @@ fn stats_reads_the_counters_of_programs_attached_by_another_process() {
         };
         let text_once = electrode_in(&ns_b, &["stats", "--iface", "veth-b"]);
         let watched = electrode_in(&ns_b, &["stats", "--iface", "veth-b", "--count", "2", "--json"]);
+        let interrupted = interrupt_watch(&ns_b);
         let no_program = electrode_in(&ns_a, &["stats", "--iface", "veth-a"]);
         let missing = electrode_in(&ns_b, &["stats", "--iface", "no-such-if"]);
         drop(done_tx);
-        (once, text_once, watched, no_program, missing)
+        (once, text_once, watched, interrupted, no_program, missing)
     });
 
     // Once, as JSON: exactly the traffic, and the programs by name.
@@ -239,6 +275,11 @@ fn stats_reads_the_counters_of_programs_attached_by_another_process() {
     let elapsed = watched[1]["elapsed_s"].as_f64().expect("elapsed_s");
     assert!((0.9..5.0).contains(&elapsed), "interval {elapsed} s");
     assert_eq!(watched[1]["per_second"]["request"], 0.0, "{}", watched[1]);
+
+    // --watch until Ctrl-C: a clean exit.
+    let (first_line, status) = interrupted;
+    assert!(first_line.starts_with("veth-b (ifindex "), "first report: {first_line:?}");
+    assert!(status.success(), "SIGINT during --watch: {status:?}");
 
     // Errors: one line, exit 1, naming the interface.
     for (output, iface, words) in [
