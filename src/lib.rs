@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod fastpath;
 pub mod history;
+pub mod stats;
 pub mod status;
 pub mod transport;
 pub mod vr;

@@ -92,6 +92,24 @@ enum Command {
         #[arg(short, long, default_value = "config.txt")]
         config: PathBuf,
     },
+    /// Print the counters of the electrode programs attached to an interface.
+    Stats {
+        /// Interface whose XDP/tc programs to read (in this network namespace).
+        #[arg(long)]
+        iface: String,
+        /// Report again every interval, with per-second rates, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between reports (implies --watch) [default: 1].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        interval_s: Option<u64>,
+        /// Stop after this many reports (implies --watch).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// Print each report as one JSON object (one per line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a cluster configuration and print the cluster.
     CheckConfig {
         /// Cluster configuration (`f <n>` then 2f+1 `replica <host>:<port>`).
@@ -199,6 +217,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let replies = status::query(&config)?;
             status::print(&config, &replies);
             Ok(())
+        }
+        Command::Stats { iface, watch, interval_s, count, json } => {
+            electrode::stats::run(&electrode::stats::StatsOptions {
+                iface,
+                watch: watch || interval_s.is_some() || count.is_some(),
+                interval: Duration::from_secs(interval_s.unwrap_or(1)),
+                count,
+                json,
+            })
         }
         Command::CheckConfig { config } => check_config(&config).context("check-config"),
     }

@@ -15,6 +15,13 @@ use libbpf_rs::{Link, Program, Xdp, XdpFlags};
 
 use super::load::Loaded;
 
+/// tc filter handle of `electrode_tc` ("e1ec"): a filter found at this
+/// handle and [`TC_PRIORITY`] is ours, e.g. left by a kill -9'd run.
+pub const TC_HANDLE: u32 = 0xe1ec;
+/// tc filter priority of `electrode_tc`: 1, so it runs before other
+/// egress filters and they see the rewritten copies.
+pub const TC_PRIORITY: u32 = 1;
+
 /// Where in the receive path the program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {

@@ -24,12 +24,9 @@ use super::load::Loaded;
 use super::types::{electrode_broadcast_config, electrode_broadcast_mac, electrode_broadcast_target};
 use crate::wire::MAX_REPLICA_COUNT;
 
-/// tc filter handle of `electrode_tc` ("e1ec"): a filter found at this
-/// handle and [`TC_PRIORITY`] is ours, e.g. left by a kill -9'd run.
-pub const TC_HANDLE: u32 = 0xe1ec;
-/// tc filter priority of `electrode_tc`: 1, so it runs before other
-/// egress filters and they see the rewritten copies.
-pub const TC_PRIORITY: u32 = 1;
+// Defined next to the XDP attach code, which every build has: `electrode
+// stats` looks for the filter at this handle/priority in any build.
+pub use super::attach::{TC_HANDLE, TC_PRIORITY};
 
 /// Verdicts of a tc program (`uapi/linux/pkt_cls.h`), as returned by
 /// [`Loaded::test_run_tc`].

@@ -262,24 +262,88 @@ impl Counters {
     }
 }
 
-impl Loaded {
-    /// Reads the `counters` map and sums every slot over the CPUs.
-    pub fn counters(&self) -> Result<Counters> {
-        let map = &self.skel().maps.counters;
+impl Counters {
+    /// Reads a `counters` map (the skeleton's, or one opened by id from a
+    /// program attached by another process) and sums every slot over the
+    /// CPUs. One slot mapping serves both.
+    pub fn from_map(map: &impl MapCore) -> Result<Counters> {
         let mut counters = Counters::default();
+        counters.add_map(map)?;
+        Ok(counters)
+    }
+
+    /// Adds every slot of a `counters` map, summed over the CPUs (to total
+    /// the maps of several loaded objects).
+    pub fn add_map(&mut self, map: &impl MapCore) -> Result<()> {
         for index in 0..CNT_MAX {
             let per_cpu = map
                 .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
                 .with_context(|| format!("read map counters[{index}]"))?
                 .with_context(|| format!("read map counters[{index}]: no such slot"))?;
-            for value in per_cpu {
-                let bytes: [u8; 8] = value.get(..8).and_then(|b| b.try_into().ok()).with_context(|| {
-                    format!("read map counters[{index}]: value of {} bytes, want 8", value.len())
-                })?;
-                counters.add(index, u64::from_ne_bytes(bytes));
-            }
+            self.add_per_cpu(index, &per_cpu)?;
         }
-        Ok(counters)
+        Ok(())
+    }
+
+    /// Adds the per-CPU values of slot `index` (8 native-endian bytes each).
+    pub fn add_per_cpu(&mut self, index: u32, per_cpu: &[Vec<u8>]) -> Result<()> {
+        for value in per_cpu {
+            let bytes: [u8; 8] = value.get(..8).and_then(|b| b.try_into().ok()).with_context(|| {
+                format!("read map counters[{index}]: value of {} bytes, want 8", value.len())
+            })?;
+            self.add(index, u64::from_ne_bytes(bytes));
+        }
+        Ok(())
+    }
+
+    /// Every counter with its name, in map order of the groups: message
+    /// types by wire name, classifier reasons, fast_reply, quorum_prune
+    /// (`quorum_prune.` prefix), tc_broadcast, then `unassigned`. Names
+    /// are the field paths of this struct, so text and JSON output agree.
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        let mut named: Vec<(&'static str, u64)> =
+            MsgType::ALL.iter().map(|msg_type| (msg_type.name(), self.messages(*msg_type))).collect();
+        let qp = &self.quorum_prune;
+        named.extend([
+            ("foreign", self.foreign),
+            ("malformed", self.malformed),
+            ("bad_magic", self.bad_magic),
+            ("wrong_cluster", self.wrong_cluster),
+            ("unknown_type", self.unknown_type),
+            ("fast_reply_tx", self.fast_reply_tx),
+            ("reack_tx", self.reack_tx),
+            ("pass_view", self.pass_view),
+            ("pass_gap", self.pass_gap),
+            ("pass_disarmed", self.pass_disarmed),
+            ("pass_ringbuf_full", self.pass_ringbuf_full),
+            ("pass_not_leader", self.pass_not_leader),
+            ("pass_ip_options", self.pass_ip_options),
+            ("quorum_prune.pass_quorum", qp.pass_quorum),
+            ("quorum_prune.pass_after_quorum", qp.pass_after_quorum),
+            ("quorum_prune.drop_below_quorum", qp.drop_below_quorum),
+            ("quorum_prune.drop_redundant", qp.drop_redundant),
+            ("quorum_prune.pass_window", qp.pass_window),
+            ("quorum_prune.pass_view", qp.pass_view),
+            ("quorum_prune.pass_disarmed", qp.pass_disarmed),
+            ("quorum_prune.pass_not_member", qp.pass_not_member),
+            ("tc_marked", self.tc_marked),
+            ("tc_copies", self.tc_copies),
+            ("tc_error", self.tc_error),
+            ("tc_no_target", self.tc_no_target),
+            ("tc_pass_unmarked", self.tc_pass_unmarked),
+            ("tc_pass_other", self.tc_pass_other),
+            ("tc_malformed", self.tc_malformed),
+            ("tc_mac_learned", self.tc_mac_learned),
+            ("unassigned", self.unassigned),
+        ]);
+        named
+    }
+}
+
+impl Loaded {
+    /// Reads the `counters` map and sums every slot over the CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        Counters::from_map(&self.skel().maps.counters)
     }
 }
 
@@ -353,6 +417,31 @@ mod tests {
             later.since(&counters).quorum_prune,
             QuorumPruneCounters { pass_view: 3, ..Default::default() }
         );
+    }
+
+    #[test]
+    fn named_lists_every_slot_once_under_a_unique_name() {
+        let mut counters = Counters::default();
+        for index in 0..CNT_MAX {
+            counters.add(index, 1u64 << (index % 32));
+        }
+        let named = counters.named();
+        assert_eq!(named.iter().map(|(_, value)| value).sum::<u64>(), counters.total());
+        let mut names: Vec<&str> = named.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), named.len(), "names are unique");
+        // Every field that a slot feeds is listed (all nonzero but unassigned's share).
+        assert!(named.iter().all(|(_, value)| *value > 0), "{named:?}");
+    }
+
+    #[test]
+    fn add_per_cpu_sums_cpus_and_refuses_short_values() {
+        let mut counters = Counters::default();
+        let per_cpu = vec![3u64.to_ne_bytes().to_vec(), 4u64.to_ne_bytes().to_vec()];
+        counters.add_per_cpu(CNT_FOREIGN, &per_cpu).expect("8-byte values");
+        assert_eq!(counters.foreign, 7);
+        assert!(counters.add_per_cpu(CNT_FOREIGN, &[vec![1, 2, 3]]).is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`attach`]: put the XDP classifier on an interface; the guard detaches
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
+//! - [`stats`]: find the electrode programs attached to an interface (by
+//!   another process, nothing pinned) and read their counters.
 //! - `follower` (feature `fast_reply`): arm/disarm the follower fast path
 //!   and drain the Prepares it acked from its ring buffer.
 //! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
@@ -28,6 +30,7 @@ pub mod follower;
 pub mod load;
 #[cfg(feature = "fast_quorum_prune")]
 pub mod quorum;
+pub mod stats;
 
 pub use attach::{XdpAttachment, XdpMode};
 #[cfg(feature = "tc_broadcast")]
@@ -37,6 +40,7 @@ pub use counters::{Counters, QuorumPruneCounters};
 pub use follower::{FollowerPath, FollowerState};
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
+pub use stats::{AttachedProgram, Hook, InterfacePrograms};
 
 /// XDP verdicts (`enum xdp_action`), as returned by
 /// [`Loaded::test_run_xdp`].
