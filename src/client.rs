@@ -209,7 +209,6 @@ fn run_thread(
     thread: usize,
     ops: u64,
     warmup: u64,
-    base: Instant,
     done: &AtomicU64,
 ) -> anyhow::Result<ThreadResult> {
     if let Some(cpu) = options.cpu {
@@ -234,10 +233,10 @@ fn run_thread(
         }
         let request_number = i + 1;
         let op = workload.next(client_id, request_number);
-        let invoke = os::nanos_since(base);
+        let invoke = os::monotonic_nanos();
         let started = Instant::now();
         let reply = session.call(request_number, op.encode())?;
-        let ret = os::nanos_since(base);
+        let ret = os::monotonic_nanos();
         let result = match &reply {
             Some(bytes) if options.app == AppKind::Kv => {
                 Some(KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?)
@@ -296,7 +295,7 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
                 let share = options.requests / threads + u64::from((t as u64) < options.requests % threads);
                 let warmup = options.warmup / threads + u64::from((t as u64) < options.warmup % threads);
                 let done = Arc::clone(&done);
-                scope.spawn(move || run_thread(options, t, share, warmup.min(share), base, &done))
+                scope.spawn(move || run_thread(options, t, share, warmup.min(share), &done))
             })
             .collect();
         let progress = std::io::stderr().is_terminal() && !options.json;

@@ -86,6 +86,12 @@ enum Command {
         #[command(subcommand)]
         op: Option<KvCommand>,
     },
+    /// Check that a client history (`client --history FILE`) is
+    /// linearizable against the KV model.
+    CheckHistory {
+        /// JSON-lines history written by `electrode client --history`.
+        file: PathBuf,
+    },
     /// Show view, status, op, commit and state digest of every replica.
     Status {
         /// Cluster configuration.
@@ -210,6 +216,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if report.failed > 0 {
                 anyhow::bail!("{} operations got no reply within the deadline", report.failed);
             }
+            Ok(())
+        }
+        Command::CheckHistory { file } => {
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?,
+            );
+            let ops = electrode::history::read_history(reader).with_context(|| file.display().to_string())?;
+            let pending = ops.iter().filter(|o| o.ret.is_none()).count();
+            electrode::check::check(&ops)
+                .map_err(|violation| anyhow::anyhow!("{}: not linearizable: {violation}", file.display()))?;
+            println!(
+                "{}: linearizable ({} operations, {pending} without a reply)",
+                file.display(),
+                ops.len()
+            );
             Ok(())
         }
         Command::Status { config } => {

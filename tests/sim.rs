@@ -206,11 +206,6 @@ impl Sim {
         config.request_queue_max = 64;
         config.client_table_max = 64;
         config.kernel_fast_reply = rng.below(4) == 0;
-        eprintln!(
-            "f={f} kernel={} cfg={:?}",
-            config.kernel_fast_reply,
-            (config.pipeline_max, config.batch_max, config.checkpoint_interval_ops)
-        );
         #[cfg(feature = "sim-bugs")]
         {
             config.bug = options.bug;

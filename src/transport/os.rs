@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -69,9 +69,13 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// Nanoseconds since `base` on the monotonic clock.
-pub fn nanos_since(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
+/// The system-wide monotonic clock (CLOCK_MONOTONIC) in nanoseconds: one
+/// clock for every thread and process on the machine, so the histories of
+/// successive client runs can be checked together.
+pub fn monotonic_nanos() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available on Linux");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 /// A seed that differs between runs and processes (nonces, client ids).

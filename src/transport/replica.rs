@@ -178,8 +178,12 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         eprintln!("electrode replica {index}: kernel paths {:?}", kernel.counters);
         match kernel.kernel_counters() {
             Ok(counters) => {
-                let pairs: Vec<String> =
-                    counters.named().into_iter().filter(|(_, v)| *v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+                let pairs: Vec<String> = counters
+                    .named()
+                    .into_iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 eprintln!("electrode replica {index}: eBPF counters: {}", pairs.join(" "));
             }
             Err(error) => eprintln!("electrode replica {index}: reading eBPF counters: {error:#}"),

@@ -344,7 +344,17 @@ pub fn report(out: &Output) -> serde_json::Value {
 
 /// Reads a history file and checks it with the simulator's checker.
 pub fn assert_linearizable(path: &Path) -> usize {
-    let ops = read_history(BufReader::new(File::open(path).unwrap())).unwrap();
+    assert_linearizable_together(&[path])
+}
+
+/// Checks the histories of successive client runs against one cluster as
+/// one history (their times come from one system-wide monotonic clock).
+pub fn assert_linearizable_together(paths: &[&Path]) -> usize {
+    let mut ops = Vec::new();
+    for path in paths {
+        ops.extend(read_history(BufReader::new(File::open(path).unwrap())).unwrap());
+    }
+    let path = paths.last().expect("a history");
     assert!(!ops.is_empty(), "empty history");
     if let Err(violation) = check::check(&ops) {
         panic!("history {} is not linearizable: {violation}", path.display());
