@@ -63,11 +63,15 @@ N_REPLICAS="$(grep -cE '^[[:space:]]*replica[[:space:]]' "$CONFIG")"
 LEADER_ADDR="$(grep -E '^[[:space:]]*replica[[:space:]]' "$CONFIG" | head -1 | awk '{print $2}')"
 
 echo "==> building"
+# One target directory (dependencies built once); each configuration's
+# binary is copied out, since the next build replaces it.
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}" features="${entry#*|}"
-    cargo build --release --quiet --target-dir "target/bench-$name" --features "$features" --bin electrode
+    cargo build --release --quiet --features "$features" --bin electrode
+    mkdir -p "target/variants/$name"
+    cp target/release/electrode "target/variants/$name/electrode"
 done
-cargo build --release --quiet --target-dir target/bench-userspace --example pingpong
+cargo build --release --quiet --example pingpong
 scripts/cluster.sh up "$CONFIG" >/dev/null
 
 # start_replicas BIN APP RUN: replica 0 first (it must have attached its
@@ -110,7 +114,7 @@ proc_stats() {
 }
 
 echo "==> floor: UDP ping-pong client -> replica 0 namespace"
-PP=target/bench-userspace/release/examples/pingpong
+PP=target/release/examples/pingpong
 scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$PP" server "$LEADER_ADDR" &
 PIDS+=("$!")
 sleep 0.3
@@ -124,7 +128,7 @@ cat "$WORK/floor.json"
 RUNS=()
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
-    bin="target/bench-$name/release/electrode"
+    bin="target/variants/$name/electrode"
     for app in $APPS; do
         for t in $THREAD_COUNTS; do
             run="$name-$app-t$t"

@@ -70,9 +70,13 @@ trap 'echo "demo.sh: interrupted" >&2; exit 130' INT TERM
 N_REPLICAS="$(grep -cE '^[[:space:]]*replica[[:space:]]' "$CONFIG")"
 
 echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s)"
+# One target directory (dependencies built once); each configuration's
+# binary is copied out, since the next build replaces it.
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}" features="${entry#*|}"
-    cargo build --release --quiet --target-dir "target/demo-$name" --features "$features"
+    cargo build --release --quiet --features "$features" --bin electrode
+    mkdir -p "target/variants/$name"
+    cp target/release/electrode "target/variants/$name/electrode"
 done
 
 echo "==> cluster up ($CONFIG: $N_REPLICAS replicas)"
@@ -117,7 +121,7 @@ stop_replicas() {
 results=()
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
-    bin="target/demo-$name/release/electrode"
+    bin="target/variants/$name/electrode"
     echo "==> $name: $OPS ops ($WARMUP warm-up), $THREADS client threads"
     start_replicas "$bin" "$name"
     scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" \

@@ -1262,6 +1262,16 @@ impl Replica {
             Status::Recovering => (Status::Recovering, StateBlob::default(), 0, 0),
             Status::ViewChange => return,
         };
+        if self.status == Status::Recovering {
+            // Two replicas booting: ask the peer first, then answer it, so
+            // that our Recovery reaches it while it is still recovering
+            // (before our answer may let it boot) and it answers ours too.
+            // Otherwise a replica up early (say view 0's leader, slower to
+            // load its eBPF programs) lets the others boot without it and
+            // then cannot recover until a view change.
+            let ask = Recovery { nonce: self.nonce, replica: self.config.index };
+            out.push(Action::Send { to: from, message: Message::Recovery(ask) });
+        }
         let message = RecoveryResponse {
             view: self.view,
             nonce: m.nonce,
