@@ -84,8 +84,9 @@ start_replicas() {
     for ((i = 0; i < N_REPLICAS; i++)); do
         cpu=$FOLLOWER_CPU
         [ "$i" -eq 0 ] && cpu=$LEADER_CPU
+        # shellcheck disable=SC2086 # extra replica flags, split on purpose
         scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" --app "$app" \
-            2>"$WORK/$run.replica$i.log" &
+            ${ELECTRODE_REPLICA_ARGS:-} 2>"$WORK/$run.replica$i.log" &
         PIDS+=("$!")
         if [ "$i" -eq 0 ]; then
             for ((k = 0; k < 100; k++)); do

@@ -49,6 +49,10 @@ enum Command {
         /// replica's address]; unused in a build without fast paths.
         #[arg(long)]
         iface: Option<String>,
+        /// Do not hold requests of a burst to prepare them as one batch
+        /// (the leader then prepares each request as it arrives).
+        #[arg(long)]
+        no_burst_batching: bool,
     },
     /// Run a closed-loop KV load against the cluster, or one KV command.
     Client {
@@ -152,7 +156,7 @@ enum KvCommand {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s, iface } => {
+        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s, iface, no_burst_batching } => {
             let config = Config::load(&config)?;
             electrode::transport::replica::run(ReplicaOptions {
                 config,
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 checkpoint_interval_ops: checkpoint_ops,
                 report_interval: (report_s > 0).then(|| Duration::from_secs(report_s)),
                 iface,
+                burst_batching: !no_burst_batching,
             })
         }
         Command::Client { config, op: Some(op), .. } => {

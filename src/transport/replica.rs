@@ -30,6 +30,9 @@ const CLIENT_ADDRESSES_MAX: usize = 1 << 16;
 /// Bytes of partial large messages held at once (view change, state
 /// transfer): a few full transfers of a checkpoint plus log.
 const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
+/// Most datagrams read in one burst (without blocking) before the leader
+/// prepares what the burst brought: bounds the delay of the first request.
+const BURST_MAX: usize = 64;
 /// Bound on actions produced by one input, checked after each call.
 const ACTIONS_MAX: usize = 4096;
 
@@ -46,6 +49,8 @@ pub struct ReplicaOptions {
     pub report_interval: Option<Duration>,
     /// Interface for the eBPF programs; None: the one holding our address.
     pub iface: Option<String>,
+    /// Prepare a burst of requests as one batch behind ops in flight.
+    pub burst_batching: bool,
 }
 
 /// Whether any eBPF fast path is compiled into this binary.
@@ -93,6 +98,7 @@ impl Counters {
 
 struct Runtime<'k> {
     kernel: Option<Kernel<'k>>,
+    burst_batching: bool,
     socket: UdpSocket,
     peers: Vec<SocketAddrV4>,
     index: u8,
@@ -159,6 +165,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
 
     let mut runtime = Runtime {
         kernel: kernel_paths,
+        burst_batching: options.burst_batching,
         socket,
         peers: config.replicas.clone(),
         index,
@@ -196,9 +203,29 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     result
 }
 
+/// One datagram if one is waiting, without blocking.
+fn recv_nonblocking(
+    socket: &UdpSocket,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> anyhow::Result<Option<(usize, SocketAddr)>> {
+    match socket2::SockRef::from(socket).recv_from_with_flags(buf, libc::MSG_DONTWAIT) {
+        Ok((len, from)) => match from.as_socket() {
+            Some(from) => Ok(Some((len, from))),
+            None => Ok(None),
+        },
+        Err(error)
+            if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error).context("receiving from the replica socket"),
+    }
+}
+
 impl Runtime<'_> {
     fn event_loop(&mut self, cluster_id: u32, report_interval: Option<Duration>) -> anyhow::Result<()> {
         let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
+        let mut burst = vec![std::mem::MaybeUninit::<u8>::uninit(); MAX_DATAGRAM_LEN + 1];
         let mut next_tick = Instant::now();
         let mut next_report = report_interval.map(|i| Instant::now() + i);
         let mut last_status = (self.core.view(), self.core.status());
@@ -206,7 +233,25 @@ impl Runtime<'_> {
         self.execute_actions()?;
         while !os::stop_requested() {
             match self.socket.recv_from(&mut buf) {
-                Ok((len, from)) => self.on_datagram(&buf[..len], from, cluster_id)?,
+                Ok((len, from)) => {
+                    // Read what else is waiting, then prepare it all as one
+                    // batch: under load this amortizes a Prepare and its
+                    // acks over many requests.
+                    if self.burst_batching {
+                        self.core.hold_prepares();
+                    }
+                    self.on_datagram(&buf[..len], from, cluster_id)?;
+                    for _ in 1..BURST_MAX {
+                        let Some((len, from)) = recv_nonblocking(&self.socket, &mut burst)? else { break };
+                        // SAFETY: recv wrote `len` bytes at the start of `burst`.
+                        let datagram =
+                            unsafe { std::slice::from_raw_parts(burst.as_ptr().cast::<u8>(), len) };
+                        self.on_datagram(datagram, from, cluster_id)?;
+                    }
+                    self.core.release_prepares(&mut self.actions);
+                    self.execute_actions()?;
+                    self.after_input()?;
+                }
                 Err(error)
                     if matches!(
                         error.kind(),

@@ -118,6 +118,10 @@ pub struct Replica {
     // Kernel fast path.
     kernel_armed: Option<KernelArm>,
     kernel_disarming: bool,
+    /// Leader: queue requests without preparing until `release_prepares`
+    /// (the runtime holds while it reads a burst of datagrams, so that the
+    /// burst goes out as one batch).
+    holding_prepares: bool,
     deferred: Option<Deferred>,
 
     /// (op, batch digest) of recently executed ops, for checkers.
@@ -190,6 +194,7 @@ impl Replica {
             recovering_peers: vec![false; n],
             kernel_armed: None,
             kernel_disarming: false,
+            holding_prepares: false,
             deferred: None,
             recent_commits: VecDeque::new(),
             stats: ReplicaStats::default(),
@@ -759,7 +764,29 @@ impl Replica {
         }
         self.pending.insert(request.client_id, request.request_number);
         self.request_queue.push_back(request);
-        self.send_prepares(out);
+        // A hold batches only behind ops in flight: with nothing in flight
+        // the followers are idle, and waiting would only add latency.
+        if !self.holding_prepares || self.op == self.commit {
+            self.send_prepares(out);
+        }
+    }
+
+    /// From now on, requests queue while ops are in flight: the caller is
+    /// about to hand over a burst of inputs and wants them prepared
+    /// together. Must be followed by [`Replica::release_prepares`].
+    pub fn hold_prepares(&mut self) {
+        self.holding_prepares = true;
+    }
+
+    /// Ends a hold: packs the queued requests into Prepares (batches, as
+    /// far as the pipeline allows).
+    pub fn release_prepares(&mut self, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.holding_prepares = false;
+        if self.is_leader() && self.status == Status::Normal && !self.kernel_disarming {
+            self.send_prepares(out);
+        }
+        self.finish(start, out);
     }
 
     /// Leader: packs queued requests into Prepares while the pipeline has room.
