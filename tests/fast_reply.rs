@@ -553,3 +553,139 @@ fn other_messages_still_pass_while_armed() {
     assert_state(&path, true, VIEW, 3);
     assert_ring_empty(&mut path);
 }
+
+// ---------------------------------------------------------------------------
+// Differential: kernel path vs user space only
+// ---------------------------------------------------------------------------
+
+/// A follower core (replica SELF_INDEX of 3) booted into view 0, normal.
+fn booted_follower(kernel_fast_reply: bool) -> (electrode::vr::Replica, Vec<electrode::vr::Action>) {
+    use electrode::vr::{Config, Replica, Status};
+    let mut config = Config::new(3, SELF_INDEX);
+    config.kernel_fast_reply = kernel_fast_reply;
+    let nonce = 7;
+    let mut core = Replica::new(config, Box::new(electrode::app::kv::KvStore::default()), nonce);
+    let mut out = Vec::new();
+    core.start(&mut out);
+    // A peer without memory answers our nonce: the cluster is booting.
+    let answer = wire::RecoveryResponse {
+        view: 0,
+        nonce,
+        op: 0,
+        commit: 0,
+        replica: LEADER_INDEX,
+        status: consts::STATUS_RECOVERING as u8,
+        state: wire::StateBlob::default(),
+    };
+    core.on_message(LEADER_INDEX, Message::RecoveryResponse(answer), &mut out);
+    assert_eq!(core.status(), Status::Normal);
+    assert_eq!(core.view(), 0);
+    (core, out)
+}
+
+/// Runs the core's kernel actions against the map, as the runtime does.
+fn run_kernel_actions(
+    core: &mut electrode::vr::Replica,
+    path: &mut FollowerPath<'_>,
+    mut actions: Vec<electrode::vr::Action>,
+) {
+    use electrode::vr::Action;
+    for _round in 0..16 {
+        let mut more = Vec::new();
+        for action in actions.drain(..) {
+            match action {
+                Action::KernelArm(arm) => {
+                    path.arm_follower(arm.view, arm.next_op, leader(), arm.leader, SELF_INDEX).expect("arm")
+                }
+                Action::KernelDisarm => {
+                    path.disarm_follower().expect("disarm");
+                    let acked = path.drain_prepares(usize::MAX).expect("drain");
+                    core.on_kernel_disarmed(acked, &mut more);
+                }
+                Action::Send { .. } | Action::SendAll { .. } | Action::Reply { .. } => {}
+            }
+        }
+        if more.is_empty() {
+            return;
+        }
+        actions = more;
+    }
+    panic!("kernel actions did not settle");
+}
+
+#[test]
+fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
+    if !require_root("kernel_path_and_user_space_end_with_identical_logs_and_commit") {
+        return;
+    }
+    // One recorded trace of the leader's Prepares (view 0): in order, a
+    // duplicate, a swapped pair, and an op held back behind five others.
+    const OPS: u64 = 60;
+    let mut trace: Vec<u64> = Vec::new();
+    for op in 1..=OPS {
+        match op {
+            30 => trace.extend([31, 30]),
+            31 => {}
+            45 => {}
+            51 => trace.extend([45, 51]),
+            _ => trace.push(op),
+        }
+        if op == 10 {
+            trace.push(10);
+        }
+    }
+    let prepares: Vec<wire::Prepare> = trace.iter().map(|op| prepare(0, *op)).collect();
+
+    // Through the kernel: XDP first; what it passes goes to the core.
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let (mut kernel_core, actions) = booted_follower(true);
+    run_kernel_actions(&mut kernel_core, &mut path, actions);
+    assert!(path.follower_state().expect("state").armed, "the booted follower armed the kernel");
+    let (mut tx, mut passed) = (0, 0);
+    for prepare in &prepares {
+        let frame = frame_of(&datagram_from(LEADER_INDEX, prepare));
+        let (verdict, _) = loaded.test_run_xdp(&frame).expect("test_run");
+        let mut out = Vec::new();
+        // The runtime drains the ring before every input.
+        let acked = path.drain_prepares(usize::MAX).expect("drain");
+        kernel_core.on_kernel_prepares(acked, &mut out);
+        if verdict == xdp_action::TX {
+            tx += 1;
+        } else {
+            assert_eq!(verdict, xdp_action::PASS);
+            passed += 1;
+            kernel_core.on_message(LEADER_INDEX, Message::Prepare(prepare.clone()), &mut out);
+        }
+        run_kernel_actions(&mut kernel_core, &mut path, out);
+    }
+    let mut out = Vec::new();
+    let acked = path.drain_prepares(usize::MAX).expect("drain");
+    kernel_core.on_kernel_prepares(acked, &mut out);
+    run_kernel_actions(&mut kernel_core, &mut path, out);
+
+    // Through user space only.
+    let (mut user_core, _) = booted_follower(false);
+    for prepare in &prepares {
+        user_core.on_message(LEADER_INDEX, Message::Prepare(prepare.clone()), &mut Vec::new());
+    }
+
+    // The leader's commit reaches both.
+    let commit = Message::Commit(wire::Commit { view: 0, commit: OPS });
+    let mut out = Vec::new();
+    kernel_core.on_message(LEADER_INDEX, commit.clone(), &mut out);
+    run_kernel_actions(&mut kernel_core, &mut path, out);
+    user_core.on_message(LEADER_INDEX, commit, &mut Vec::new());
+
+    assert!(tx >= 50, "only {tx} of {} Prepares took the kernel path ({passed} passed)", prepares.len());
+    assert!(passed >= 3, "the gap, swap and hold-back should reach user space ({passed} passed)");
+    assert_eq!(kernel_core.op(), OPS);
+    assert_eq!(user_core.op(), OPS);
+    assert_eq!(kernel_core.commit(), OPS);
+    assert_eq!(user_core.commit(), OPS);
+    assert_eq!(kernel_core.digest(), user_core.digest());
+    for op in 1..=OPS {
+        assert_eq!(kernel_core.committed_entry(op), user_core.committed_entry(op), "log entry {op} differs");
+        assert!(kernel_core.committed_entry(op).is_some(), "entry {op} missing");
+    }
+}

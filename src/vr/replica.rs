@@ -41,8 +41,14 @@ use super::Bug;
 /// An input kept while the kernel is being disarmed.
 #[derive(Debug)]
 enum Deferred {
-    Message { from: u8, message: Message },
+    Message {
+        from: u8,
+        message: Message,
+    },
     Tick,
+    /// Kernel-acked entries reached Prepares we hold in prepare_buffer:
+    /// take the log position back from the kernel to append them.
+    Buffered,
 }
 
 /// Digest of a batch: what "the same entry" means to the checkers.
@@ -366,11 +372,15 @@ impl Replica {
         self.kernel_disarming = false;
         if let Some(arm) = arm {
             self.append_kernel_prepares(arm, acked);
+            // Held Prepares may continue the log now.
+            if self.status == Status::Normal && !self.catching_up {
+                self.accept_buffered(out);
+            }
         }
         match self.deferred.take() {
             Some(Deferred::Message { from, message }) => self.dispatch(from, message, out),
             Some(Deferred::Tick) => self.tick(out),
-            None => {}
+            Some(Deferred::Buffered) | None => {}
         }
         self.finish(start, out);
     }
@@ -382,10 +392,31 @@ impl Replica {
         let start = out.len();
         if let Some(arm) = self.kernel_armed {
             self.append_kernel_prepares(arm, acked);
+            if !self.kernel_disarming && self.prepare_buffer.contains_key(&(self.op + 1)) {
+                // The kernel filled the gap in front of Prepares it passed
+                // to us earlier; it expects the op we already hold, so take
+                // the log position back, append them, and re-arm past them.
+                self.disarm(Deferred::Buffered, out);
+            }
         } else {
             assert!(acked.is_empty(), "kernel prepares while not armed");
         }
         self.finish(start, out);
+    }
+
+    /// Appends the held Prepares that now continue the log, and acks.
+    fn accept_buffered(&mut self, out: &mut Vec<Action>) {
+        let before = self.op;
+        while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
+            if !self.accept_prepare(next) {
+                break;
+            }
+        }
+        self.prepare_buffer.retain(|op, _| *op > self.op);
+        if self.op > before {
+            self.send_prepare_ok(out);
+        }
+        self.execute_through(self.commit_seen, false, out);
     }
 
     fn append_kernel_prepares(&mut self, arm: KernelArm, acked: Vec<Prepare>) {
