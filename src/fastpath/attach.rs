@@ -165,3 +165,17 @@ fn attached_mode(prog: &Program<'_>, ifindex: u32) -> Result<XdpMode> {
 fn ifindex_i32(ifindex: u32) -> Result<i32> {
     i32::try_from(ifindex).with_context(|| format!("ifindex {ifindex} does not fit a C int"))
 }
+
+/// Runs `f` with libbpf's message printer off, then puts back exactly the
+/// printer that was there. For calls whose failure is an expected answer
+/// (a query for something that may be absent). Not for loads: the verifier
+/// log is worth seeing.
+pub(crate) fn libbpf_muted<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: libbpf_set_print only swaps a function pointer (None: no
+    // printing); the previous one is restored before returning.
+    let printer = unsafe { libbpf_sys::libbpf_set_print(None) };
+    let result = f();
+    // SAFETY: as above; `printer` came from libbpf itself.
+    unsafe { libbpf_sys::libbpf_set_print(printer) };
+    result
+}

@@ -178,7 +178,10 @@ impl Loaded {
             .handle(TC_HANDLE)
             .priority(TC_PRIORITY)
             .hook(TC_EGRESS);
-        let stale = hook.query().ok();
+        // Most starts find no filter: libbpf would print the kernel's "no
+        // such filter" on stderr, so the expected absence is queried with
+        // libbpf muted.
+        let stale = super::attach::libbpf_muted(|| hook.query().ok());
         if let Err(error) = hook.attach() {
             if created_qdisc {
                 let _ = clsact(ifindex_c, prog).destroy();

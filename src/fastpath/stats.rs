@@ -165,17 +165,10 @@ fn tc_egress_prog_id(ifindex: i32) -> Result<Option<u32>> {
     };
     // Without clsact the kernel refuses the query, and libbpf's default
     // printer would put that netlink message on stderr. Absence is an
-    // answer here, so mute libbpf for this one call and put back exactly
-    // the printer that was there (a CLI query; no load runs meanwhile).
-    // SAFETY: libbpf_set_print only swaps a function pointer; `hook` and
-    // `opts` are valid and sized, libbpf reads `hook` and writes only into
-    // `opts` during the call.
-    let rc = unsafe {
-        let printer = libbpf_sys::libbpf_set_print(None);
-        let rc = libbpf_sys::bpf_tc_query(&hook, &mut opts);
-        libbpf_sys::libbpf_set_print(printer);
-        rc
-    };
+    // answer here, so libbpf is muted for this one call.
+    // SAFETY: `hook` and `opts` are valid and sized; libbpf reads `hook`
+    // and writes only into `opts` during the call.
+    let rc = super::attach::libbpf_muted(|| unsafe { libbpf_sys::bpf_tc_query(&hook, &mut opts) });
     match rc {
         0 => Ok(Some(opts.prog_id)),
         // No filter there (ENOENT), or no clsact qdisc at all (EINVAL).

@@ -861,23 +861,32 @@ impl Replica {
         }
     }
 
-    fn on_prepare(&mut self, from: u8, m: Prepare, out: &mut Vec<Action>) {
-        if self.status == Status::Recovering || m.view < self.view || from != self.leader_of(m.view) {
-            return;
+    /// What a Prepare and a Commit from the leader have in common: drop
+    /// stale or foreign ones, catch up by state transfer on a newer view,
+    /// note that the leader is alive and its commit. True when the message
+    /// is for our view and we are a follower not waiting for NewState (see
+    /// catching_up: our suffix may be from an older view until then).
+    fn hear_from_leader(&mut self, from: u8, view: u64, commit: u64, out: &mut Vec<Action>) -> bool {
+        if self.status == Status::Recovering || view < self.view || from != self.leader_of(view) {
+            return false;
         }
-        if m.view > self.view || self.status == Status::ViewChange {
+        if view > self.view || self.status == Status::ViewChange {
             // The view formed without us: catch up by state transfer.
-            self.start_state_transfer(m.view, out);
-            self.commit_seen = self.commit_seen.max(m.commit);
-            return;
+            self.start_state_transfer(view, out);
+            self.commit_seen = self.commit_seen.max(commit);
+            return false;
         }
         if self.is_leader() {
-            return;
+            return false;
         }
         self.leader_silent_ticks = 0;
-        self.commit_seen = self.commit_seen.max(m.commit);
-        if self.catching_up {
-            return; // NewState first (see catching_up).
+        self.commit_seen = self.commit_seen.max(commit);
+        !self.catching_up
+    }
+
+    fn on_prepare(&mut self, from: u8, m: Prepare, out: &mut Vec<Action>) {
+        if !self.hear_from_leader(from, m.view, m.commit, out) {
+            return;
         }
         if m.op <= self.op {
             // Duplicate or retransmission: our ack may have been lost.
@@ -968,21 +977,8 @@ impl Replica {
     }
 
     fn on_commit(&mut self, from: u8, m: Commit, out: &mut Vec<Action>) {
-        if self.status == Status::Recovering || m.view < self.view || from != self.leader_of(m.view) {
+        if !self.hear_from_leader(from, m.view, m.commit, out) {
             return;
-        }
-        if m.view > self.view || self.status == Status::ViewChange {
-            self.start_state_transfer(m.view, out);
-            self.commit_seen = self.commit_seen.max(m.commit);
-            return;
-        }
-        if self.is_leader() {
-            return;
-        }
-        self.leader_silent_ticks = 0;
-        self.commit_seen = self.commit_seen.max(m.commit);
-        if self.catching_up {
-            return; // Our suffix may be from an older view: execute nothing.
         }
         self.execute_through(self.commit_seen, false, out);
         self.want_state_if_behind(out);
