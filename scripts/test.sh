@@ -24,14 +24,14 @@ for features in "" tc_broadcast fast_quorum_prune fast_reply \
 done
 
 step "cargo test: userspace baseline build (unit, property, eBPF fixtures, simulator, end-to-end)"
-cargo test --no-fail-fast -- --test-threads=1
+cargo test --no-fail-fast -- --test-threads=1 --show-output
 
 # Each fast path alone and all three: their fixtures, and the same four
 # end-to-end tests, which then also check that the fast path carried the
 # load (kernel counters).
 for features in fast_reply fast_quorum_prune tc_broadcast fast_paths; do
     step "cargo test --features ${features}"
-    cargo test --no-fail-fast --features "${features}" --tests -- --test-threads=1
+    cargo test --no-fail-fast --features "${features}" --tests -- --test-threads=1 --show-output
 done
 
 if [ -f tests/sim.rs ]; then
