@@ -303,45 +303,12 @@ fn veth_traffic() -> (Vec<(u16, Vec<u8>)>, Counters) {
     (datagrams, expected)
 }
 
-/// Namespaces a and b joined by veth-a (IP_A) <-> veth-b (IP_B), with no
-/// IPv6 and static neighbours, so the only frames on the wire are ours.
-fn veth_pair() -> Netns {
-    let netns = Netns::create(&["a", "b"]);
-    let (ns_a, ns_b) = (netns.name(0).to_string(), netns.name(1).to_string());
-    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
-    let ip = |a: [u8; 4]| Ipv4Addr::from(a).to_string();
-    for ns in [&ns_a, &ns_b] {
-        // Link-local IPv6 chatter (DAD, MLD, RS) would land in the foreign
-        // counter at times we do not control.
-        for key in ["all", "default"] {
-            let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-            run("ip", &["netns", "exec", ns, "sysctl", "-qw", &setting]);
-        }
-    }
-    // Created straight inside the namespaces: no name clash in the root one.
-    #[rustfmt::skip]
-    run("ip", &["link", "add", "veth-a", "netns", &ns_a, "address", &mac(MAC_A), "type", "veth",
-        "peer", "name", "veth-b", "netns", &ns_b, "address", &mac(MAC_B)]);
-    for (ns, dev, own, peer, peer_mac) in
-        [(&ns_a, "veth-a", IP_A, IP_B, MAC_B), (&ns_b, "veth-b", IP_B, IP_A, MAC_A)]
-    {
-        let own = format!("{}/24", ip(own));
-        run("ip", &["-n", ns, "addr", "add", &own, "dev", dev]);
-        run("ip", &["-n", ns, "link", "set", dev, "up"]);
-        // Static neighbours: no ARP frames in the counts.
-        #[rustfmt::skip]
-        run("ip", &["-n", ns, "neigh", "replace", &ip(peer), "lladdr", &mac(peer_mac), "dev", dev,
-            "nud", "permanent"]);
-    }
-    netns
-}
-
 #[test]
 fn veth_between_namespaces_counts_real_traffic_and_detaches() {
     if !require_root("veth_between_namespaces_counts_real_traffic_and_detaches") {
         return;
     }
-    let netns = veth_pair();
+    let netns = veth_pair(IP_A, IP_B);
     let ns_b = netns.name(1).to_string();
 
     let (datagrams, expected) = veth_traffic();
@@ -412,7 +379,7 @@ fn dropping_an_attachment_detaches_in_native_and_generic_mode() {
     if !require_root("dropping_an_attachment_detaches_in_native_and_generic_mode") {
         return;
     }
-    let netns = veth_pair();
+    let netns = veth_pair(IP_A, IP_B);
     let netns = &netns;
     thread::scope(|scope| {
         scope

@@ -25,35 +25,6 @@ const CLUSTER_ID: u32 = 0x00c0_ffee;
 const IP_STATS_A: [u8; 4] = [10, 202, 1, 1];
 const IP_STATS_B: [u8; 4] = [10, 202, 1, 2];
 
-/// Namespaces a and b joined by veth-a (10.202.1.1) <-> veth-b (10.202.1.2),
-/// no IPv6 and static neighbours, so the only frames are the test's.
-fn veth_pair() -> Netns {
-    let netns = Netns::create(&["a", "b"]);
-    let (ns_a, ns_b) = (netns.name(0).to_string(), netns.name(1).to_string());
-    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
-    let ip = |a: [u8; 4]| Ipv4Addr::from(a).to_string();
-    for ns in [&ns_a, &ns_b] {
-        for key in ["all", "default"] {
-            let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-            run("ip", &["netns", "exec", ns, "sysctl", "-qw", &setting]);
-        }
-    }
-    #[rustfmt::skip]
-    run("ip", &["link", "add", "veth-a", "netns", &ns_a, "address", &mac(MAC_A), "type", "veth",
-        "peer", "name", "veth-b", "netns", &ns_b, "address", &mac(MAC_B)]);
-    for (ns, dev, own, peer, peer_mac) in
-        [(&ns_a, "veth-a", IP_STATS_A, IP_STATS_B, MAC_B), (&ns_b, "veth-b", IP_STATS_B, IP_STATS_A, MAC_A)]
-    {
-        let own = format!("{}/24", ip(own));
-        run("ip", &["-n", ns, "addr", "add", &own, "dev", dev]);
-        run("ip", &["-n", ns, "link", "set", dev, "up"]);
-        #[rustfmt::skip]
-        run("ip", &["-n", ns, "neigh", "replace", &ip(peer), "lladdr", &mac(peer_mac), "dev", dev,
-            "nud", "permanent"]);
-    }
-    netns
-}
-
 /// (destination port, payload) of each datagram namespace a sends.
 type Datagrams = Vec<(u16, Vec<u8>)>;
 /// Counter values by `electrode stats` name; unnamed counters are zero.
@@ -166,7 +137,7 @@ fn stats_reads_the_counters_of_programs_attached_by_another_process() {
     if !require_root("stats_reads_the_counters_of_programs_attached_by_another_process") {
         return;
     }
-    let netns = veth_pair();
+    let netns = veth_pair(IP_STATS_A, IP_STATS_B);
     let (ns_a, ns_b) = (netns.name(0).to_string(), netns.name(1).to_string());
     let (datagrams, expected) = traffic();
     let (attached_tx, attached_rx) = mpsc::channel::<u32>();
