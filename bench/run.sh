@@ -10,11 +10,12 @@
 #
 #   sudo bench/run.sh [-n OPS] [-t "1 2 4 8"] [-a "null kv"] [-c CONFIG]
 #
-# CPU placement (same for every configuration): replica 0 (leader) and the
-# client on CPU 0, the followers on CPU 1; the floor's server and client are
-# placed like the leader and the client.
+# Configurations and CPU placement: scripts/lib.sh (the same as the demo);
+# the floor's server and client are placed like the leader and the client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 OPS=20000
 THREAD_COUNTS="1 2 4 8"
@@ -30,78 +31,20 @@ while getopts "n:t:a:c:h" opt; do
     esac
 done
 WARMUP=$((OPS / 10))
-LEADER_CPU=0
-FOLLOWER_CPU=1
-CLIENT_CPU=0
 [ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
-
-# "column name|cargo features": the baseline, each fast path alone, all.
-CONFIGURATIONS=(
-    "userspace|"
-    "fast_reply|fast_reply"
-    "fast_quorum_prune|fast_quorum_prune"
-    "tc_broadcast|tc_broadcast"
-    "all|fast_paths"
-)
-if [ -n "${ELECTRODE_BENCH_CONFIGURATIONS:-}" ]; then
-    read -r -a CONFIGURATIONS <<<"$ELECTRODE_BENCH_CONFIGURATIONS"
-fi
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/$STAMP"
 WORK="$(mktemp -d /tmp/electrode-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+trap cleanup_replicas EXIT
 trap 'exit 130' INT TERM
-N_REPLICAS="$(grep -cE '^[[:space:]]*replica[[:space:]]' "$CONFIG")"
+N_REPLICAS="$(replica_count)"
 LEADER_ADDR="$(grep -E '^[[:space:]]*replica[[:space:]]' "$CONFIG" | head -1 | awk '{print $2}')"
 
 echo "==> building"
-# One target directory (dependencies built once); each configuration's
-# binary is copied out, since the next build replaces it.
-for entry in "${CONFIGURATIONS[@]}"; do
-    name="${entry%%|*}" features="${entry#*|}"
-    cargo build --release --quiet --features "$features" --bin electrode
-    mkdir -p "target/variants/$name"
-    cp target/release/electrode "target/variants/$name/electrode"
-done
+build_variants
 cargo build --release --quiet --example pingpong
 scripts/cluster.sh up "$CONFIG" >/dev/null
-
-# start_replicas BIN APP RUN: replica 0 first (it must have attached its
-# programs and be waiting for peers before the others boot, so that it
-# leads view 0 as the placement assumes), then the rest; waits until
-# replica 0 is a normal leader.
-start_replicas() {
-    local bin="$1" app="$2" run="$3" i cpu k
-    PIDS=()
-    for ((i = 0; i < N_REPLICAS; i++)); do
-        cpu=$FOLLOWER_CPU
-        [ "$i" -eq 0 ] && cpu=$LEADER_CPU
-        # shellcheck disable=SC2086 # extra replica flags, split on purpose
-        scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" --app "$app" \
-            ${ELECTRODE_REPLICA_ARGS:-} 2>"$WORK/$run.replica$i.log" &
-        PIDS+=("$!")
-        if [ "$i" -eq 0 ]; then
-            for ((k = 0; k < 100; k++)); do
-                grep -q recovering "$WORK/$run.replica0.log" 2>/dev/null && break
-                sleep 0.05
-            done
-        fi
-    done
-    for ((k = 0; k < 100; k++)); do
-        scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -qE '^0 .* normal .* leader' && return 0
-        sleep 0.2
-    done
-    echo "bench: replica 0 did not become leader in $run; logs in $WORK" >&2
-    return 1
-}
 
 # proc_stats PID -> "cpu_ticks voluntary_switches"
 proc_stats() {
@@ -121,9 +64,7 @@ PIDS+=("$!")
 sleep 0.3
 scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$PP" client "$LEADER_ADDR" -n "$OPS" -w "$WARMUP" \
     >"$WORK/floor.json"
-kill -TERM "${PIDS[@]}" 2>/dev/null || true
-wait "${PIDS[@]}" 2>/dev/null || true
-PIDS=()
+stop_replicas # the ping-pong server: same stop by PID
 cat "$WORK/floor.json"
 
 RUNS=()
@@ -134,14 +75,13 @@ for entry in "${CONFIGURATIONS[@]}"; do
         for t in $THREAD_COUNTS; do
             run="$name-$app-t$t"
             echo "==> $run: $OPS ops"
-            start_replicas "$bin" "$app" "$run"
+            # shellcheck disable=SC2086 # extra replica flags, split on purpose
+            start_replicas "$bin" "$run" --app "$app" ${ELECTRODE_REPLICA_ARGS:-}
             for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.before$i"; done
             scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" -n "$OPS" \
                 -w "$WARMUP" -t "$t" --app "$app" --json >"$WORK/$run.json"
             for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.after$i"; done
-            kill -TERM "${PIDS[@]}" 2>/dev/null || true
-            wait "${PIDS[@]}" 2>/dev/null || true
-            PIDS=()
+            stop_replicas
             RUNS+=("$run")
         done
     done

@@ -5,13 +5,11 @@
 #
 #   sudo ./scripts/demo.sh [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]
 #
-# CPU placement (the same for every configuration, PLATFORM.md: a cross-CPU
-# wake-up costs ~40 us, a same-CPU one ~12 us): replica 0, the leader of
-# view 0, on CPU 0 together with the client threads, so the request/reply
-# hand-offs stay on one CPU; the followers on CPU 1, so the leader's
-# Prepare fan-out runs in parallel with their work.
+# Configurations and CPU placement: scripts/lib.sh (the same as bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 OPS=100000
 THREADS=4
@@ -25,22 +23,8 @@ while getopts "n:t:c:h" opt; do
     esac
 done
 WARMUP=$((OPS / 10))
-LEADER_CPU=0
-FOLLOWER_CPU=1
-CLIENT_CPU=0
-[ "$(nproc)" -ge 2 ] || { FOLLOWER_CPU=0; }
 
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (namespaces and BPF): sudo $0" >&2; exit 1; }
-
-# Configurations: "column name|cargo features": the userspace baseline,
-# each fast path alone, and all three.
-CONFIGURATIONS=(
-    "userspace|"
-    "fast_reply|fast_reply"
-    "fast_quorum_prune|fast_quorum_prune"
-    "tc_broadcast|tc_broadcast"
-    "all|fast_paths"
-)
 
 need_packages=()
 for tool in clang:clang llc:llvm pkg-config:pkg-config ip:iproute2 nft:nftables python3:python3 taskset:util-linux; do
@@ -56,67 +40,16 @@ fi
 command -v cargo >/dev/null || { echo "demo.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
 
 WORK="$(mktemp -d /tmp/electrode-demo.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-    scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+trap cleanup_replicas EXIT
 trap 'echo "demo.sh: interrupted" >&2; exit 130' INT TERM
 
-N_REPLICAS="$(grep -cE '^[[:space:]]*replica[[:space:]]' "$CONFIG")"
+N_REPLICAS="$(replica_count)"
 
 echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s)"
-# One target directory (dependencies built once); each configuration's
-# binary is copied out, since the next build replaces it.
-for entry in "${CONFIGURATIONS[@]}"; do
-    name="${entry%%|*}" features="${entry#*|}"
-    cargo build --release --quiet --features "$features" --bin electrode
-    mkdir -p "target/variants/$name"
-    cp target/release/electrode "target/variants/$name/electrode"
-done
+build_variants
 
 echo "==> cluster up ($CONFIG: $N_REPLICAS replicas)"
 scripts/cluster.sh up "$CONFIG"
-
-# Replica 0 starts first and attaches its programs before the others boot,
-# so that it leads view 0 as the CPU placement assumes.
-start_replicas() {
-    local bin="$1" name="$2" i cpu tries
-    PIDS=()
-    for ((i = 0; i < N_REPLICAS; i++)); do
-        cpu=$FOLLOWER_CPU
-        [ "$i" -eq 0 ] && cpu=$LEADER_CPU
-        scripts/cluster.sh exec replica "$i" -- "$bin" replica -c "$CONFIG" -i "$i" --cpu "$cpu" \
-            2>"$WORK/$name.replica$i.log" &
-        PIDS+=("$!")
-        if [ "$i" -eq 0 ]; then
-            for ((tries = 0; tries < 100; tries++)); do
-                grep -q recovering "$WORK/$name.replica0.log" 2>/dev/null && break
-                sleep 0.05
-            done
-        fi
-    done
-    # Wait (bounded) for replica 0 to lead in normal status.
-    for ((tries = 0; tries < 100; tries++)); do
-        if scripts/cluster.sh exec client -- "$bin" status -c "$CONFIG" 2>/dev/null | grep -qE '^0 .* normal .* leader'; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    echo "demo.sh: replica 0 did not become a normal leader; logs in $WORK" >&2
-    return 1
-}
-
-stop_replicas() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
 
 results=()
 for entry in "${CONFIGURATIONS[@]}"; do

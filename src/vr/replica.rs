@@ -619,15 +619,7 @@ impl Replica {
                     self.pending.remove(&request.client_id);
                 }
                 if reply {
-                    out.push(Action::Reply {
-                        client_id: request.client_id,
-                        reply: Reply {
-                            view: self.view,
-                            client_id: request.client_id,
-                            request_number: request.request_number,
-                            result,
-                        },
-                    });
+                    out.push(self.reply_to(&request, result));
                 }
             }
             self.commit = op;
@@ -774,15 +766,8 @@ impl Replica {
             }
             if request.request_number == entry.request_number {
                 // The reply was lost: send it again.
-                out.push(Action::Reply {
-                    client_id: request.client_id,
-                    reply: Reply {
-                        view: self.view,
-                        client_id: request.client_id,
-                        request_number: request.request_number,
-                        result: entry.result.clone(),
-                    },
-                });
+                let reply = self.reply_to(&request, entry.result.clone());
+                out.push(reply);
                 return;
             }
         }
@@ -818,6 +803,19 @@ impl Replica {
             self.send_prepares(out);
         }
         self.finish(start, out);
+    }
+
+    /// The reply to `request` carrying `result`, in our view.
+    fn reply_to(&self, request: &Request, result: Vec<u8>) -> Action {
+        Action::Reply {
+            client_id: request.client_id,
+            reply: Reply {
+                view: self.view,
+                client_id: request.client_id,
+                request_number: request.request_number,
+                result,
+            },
+        }
     }
 
     /// Leader: packs queued requests into Prepares while the pipeline has room.
