@@ -619,7 +619,7 @@ impl Replica {
                     self.pending.remove(&request.client_id);
                 }
                 if reply {
-                    out.push(self.reply_to(&request, result));
+                    out.push(self.reply_to(request, result));
                 }
             }
             self.commit = op;
