@@ -233,6 +233,10 @@ _Static_assert(sizeof(struct electrode_recovery) == 16, "electrode_recovery size
  * the header's view sends a non-empty state (op, commit and blob). */
 struct electrode_recovery_response {
 	__be64 nonce;
+	/* Log head of the sender; a sender answering as booting (status
+	 * RECOVERING) puts its own Recovery nonce here instead, so the asker
+	 * learns which incarnation it boots with even when the two messages
+	 * cross or reorder. */
 	__be64 op;
 	__be64 commit;
 	__u8 replica;

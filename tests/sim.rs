@@ -154,6 +154,9 @@ impl Totals {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Options {
+    /// Boot scenario: replica i starts at a random tick below this (None:
+    /// the sweep draws it), and no crash or partition is injected.
+    boot_within: Option<u64>,
     #[cfg(feature = "sim-bugs")]
     bug: Option<electrode::vr::Bug>,
 }
@@ -178,6 +181,8 @@ struct Sim {
     dup_ppm: u64,
     delay_max: u64,
     faulty: bool,
+    /// Loss, duplicates and delays only: no crash, no partition.
+    boot_only: bool,
     clients: Vec<Client>,
     history: Vec<Operation>,
     committed: HashMap<u64, (u64, u8)>,
@@ -203,6 +208,7 @@ impl Sim {
         config.view_change_timeout_ticks = rng.range(30, 60);
         config.prepare_retransmit_ticks = rng.range(4, 10);
         config.resend_interval_ticks = rng.range(8, 15);
+        config.boot_wait_ticks = rng.range(40, 150);
         config.request_queue_max = 64;
         config.client_table_max = 64;
         config.kernel_fast_reply = rng.below(4) == 0;
@@ -210,8 +216,6 @@ impl Sim {
         {
             config.bug = options.bug;
         }
-        #[cfg(not(feature = "sim-bugs"))]
-        let _ = options;
         let clients = (0..rng.range(2, 6))
             .map(|c| Client { id: 1000 + c, next_request_number: 1, outstanding: None, view_guess: 0 })
             .collect();
@@ -234,6 +238,7 @@ impl Sim {
             dup_ppm: rng.range(0, 30_000),
             delay_max: rng.range(1, 12),
             faulty: true,
+            boot_only: options.boot_within.is_some(),
             clients,
             history: Vec::new(),
             committed: HashMap::new(),
@@ -242,8 +247,23 @@ impl Sim {
             totals: Totals { seeds: 1, ..Totals::default() },
             rng,
         };
-        for i in 0..n {
-            sim.boot_replica(i);
+        // A quarter of the sweep's seeds start the replicas one by one, in a
+        // random order and with random delays (up to twice the boot wait).
+        let boot_within = options.boot_within.or_else(|| {
+            (sim.rng.below(4) == 0).then(|| sim.rng.range(1, 2 * sim.base_config.boot_wait_ticks))
+        });
+        match boot_within {
+            Some(within) => {
+                for i in 0..n as usize {
+                    sim.restart_at[i] = sim.rng.below(within);
+                }
+                sim.restart_due(false);
+            }
+            None => {
+                for i in 0..n {
+                    sim.boot_replica(i);
+                }
+            }
         }
         sim
     }
@@ -586,7 +606,7 @@ impl Sim {
 
     fn step(&mut self, issue: bool) {
         self.tick += 1;
-        if self.faulty {
+        if self.faulty && !self.boot_only {
             self.inject_faults();
         }
         self.restart_due(!self.faulty);
@@ -707,6 +727,60 @@ fn simulator_seed_sweep() {
     }
 }
 
+/// Boot without races: the replicas start one by one, in a random order,
+/// with random delays, on a lossy network (drops, duplicates, reordering).
+/// Every boot ends with all replicas normal in one view within a bound;
+/// when all start within the view-change timeout, view 0 (led by replica
+/// 0) is that view, whatever the order.
+#[test]
+fn staggered_boots_end_normal_in_one_view() {
+    let seeds = env_u64("ELECTRODE_SIM_BOOT_SEEDS").unwrap_or(300);
+    let (mut quick, mut slow) = (0, 0);
+    for seed in 1..=seeds {
+        let probe = Sim::new(seed, Options { boot_within: Some(1), ..Options::default() });
+        let timeout = probe.base_config.view_change_timeout_ticks;
+        let boot_wait = probe.base_config.boot_wait_ticks;
+        // Half the seeds start everyone within the view-change timeout, the
+        // other half spread the starts over up to five boot waits.
+        let within = if seed % 2 == 0 { timeout } else { 5 * boot_wait };
+        let mut sim = Sim::new(seed, Options { boot_within: Some(within), ..Options::default() });
+        let last_start = *sim.restart_at.iter().max().expect("replicas");
+        // After the last start: the boot wait, a few escalating view
+        // changes, and the resends that loss costs.
+        let bound = last_start + boot_wait + 32 * timeout;
+        let settled = loop {
+            if sim.tick > bound {
+                break None;
+            }
+            sim.step(false);
+            let states: Vec<_> =
+                sim.replicas.iter().map(|r| r.as_ref().map(|r| (r.status(), r.view()))).collect();
+            if states.iter().all(|s| matches!(s, Some((Status::Normal, _))))
+                && states.iter().all(|s| s.map(|s| s.1) == states[0].map(|s| s.1))
+            {
+                break states[0].map(|s| s.1);
+            }
+        };
+        let Some(view) = settled else {
+            panic!(
+                "seed {seed}: replicas started within {within} ticks were not all normal in one view \
+                 {bound} ticks in: {:?}",
+                sim.replicas
+                    .iter()
+                    .map(|r| r.as_ref().map(|r| (r.view(), r.status().name())))
+                    .collect::<Vec<_>>()
+            );
+        };
+        if within <= timeout {
+            assert_eq!(view, 0, "seed {seed}: all started within the view-change timeout, yet view {view}");
+            quick += 1;
+        } else {
+            slow += 1;
+        }
+    }
+    println!("boots: {quick} within the timeout (all in view 0), {slow} spread out (all normal in one view)");
+}
+
 #[test]
 fn rng_is_deterministic() {
     let a: Vec<u64> = (0..4).scan(Rng(9), |r, _| Some(r.next())).collect();
@@ -726,7 +800,7 @@ mod mutations {
 
     fn finds(bug: Bug) {
         for seed in 1..=MUTATION_SEEDS_MAX {
-            if let Err(e) = run_seed_caught(seed, Options { bug: Some(bug) }) {
+            if let Err(e) = run_seed_caught(seed, Options { bug: Some(bug), ..Options::default() }) {
                 println!("{bug:?} found by seed {seed}: {}", e.lines().next().unwrap_or(""));
                 return;
             }

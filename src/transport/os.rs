@@ -12,14 +12,51 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// (64 x 1.5 KB x 8 peers ~ 768 KB) plus client traffic; 4 MiB leaves room.
 pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
+/// Sets both socket buffers to SOCKET_BUFFER_BYTES. The plain options are
+/// capped by net.core.{r,w}mem_max (~208 KiB by default), too small for a
+/// burst of state-transfer chunks; with CAP_NET_ADMIN the FORCE variants
+/// pass the cap. One warning when the buffers stay smaller.
+fn set_buffers(socket: &Socket, address: SocketAddrV4) {
+    let wanted = SOCKET_BUFFER_BYTES as libc::c_int;
+    for (force, plain, name) in
+        [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive"), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send")]
+    {
+        let set = |option| {
+            // SAFETY: a valid socket fd, a c_int option value of the right size.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(socket),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&wanted as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(force) != 0 {
+            set(plain);
+        }
+        let got =
+            if plain == libc::SO_RCVBUF { socket.recv_buffer_size() } else { socket.send_buffer_size() };
+        // The kernel reports twice the value set (bookkeeping overhead).
+        if let Some(got) = got.ok().filter(|got| *got < SOCKET_BUFFER_BYTES) {
+            eprintln!(
+                "electrode: warning: {name} buffer of {address} is {} KiB, not {} KiB (no CAP_NET_ADMIN and \
+                 net.core.{}mem_max is lower): state transfers will be slower; raise it with sysctl",
+                got >> 10,
+                SOCKET_BUFFER_BYTES >> 10,
+                if plain == libc::SO_RCVBUF { "r" } else { "w" }
+            );
+        }
+    }
+}
+
 /// Binds a UDP socket to `address` with large buffers. A missing local
 /// address is reported as such (the usual mistake: wrong namespace/host).
 pub fn bind_udp(address: SocketAddrV4, read_timeout: Option<Duration>) -> anyhow::Result<UdpSocket> {
     let socket =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("creating UDP socket")?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    set_buffers(&socket, address);
     if let Err(error) = socket.bind(&SocketAddr::V4(address).into()) {
         if error.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
             bail!("address {address} is not an address of this host (wrong host or network namespace?)");

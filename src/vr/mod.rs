@@ -17,7 +17,15 @@
 //!     too (`status == ELECTRODE_STATUS_RECOVERING` in the response), the
 //!     cluster is booting: f+1 replicas without memory, which VR's
 //!     assumption (at most f failed at once) only allows at first start; it
-//!     enters view 0, normal status, empty log.
+//!     enters view 0, normal status, empty log. Deterministic leader: a
+//!     replica boots only together with view 0's leader (replica 0: among
+//!     the booting peers, or answering normal in view 0 with an empty log),
+//!     so replica 0 leads whatever the start order; only after
+//!     `boot_wait_ticks` of recovering does it boot without it (replica 0
+//!     is down; the followers' silence timeout then moves past view 0).
+//!     A replica in view 0 with an empty log answers the very incarnation
+//!     (nonce) it booted with as still booting, so replicas whose messages
+//!     crossed all boot; a restarted incarnation gets the normal answer.
 //! - `on_request(request, out)`: a client request arrived (runtime keeps the
 //!   client address by client_id for `Action::Reply`).
 //! - `on_message(from, message, out)`: `from` is the sender replica id,
@@ -105,6 +113,10 @@ pub struct Config {
     pub prepare_retransmit_ticks: u64,
     /// Re-send interval of StartViewChange/DoViewChange, Recovery, GetState.
     pub resend_interval_ticks: u64,
+    /// First boot: a replica other than view 0's leader boots only together
+    /// with it (so who leads view 0 does not depend on start order), unless
+    /// it has been recovering this long (view 0's leader is down at boot).
+    pub boot_wait_ticks: u64,
     /// Most client requests queued at the leader waiting for a Prepare.
     pub request_queue_max: usize,
     /// Most entries in the client table (at-most-once replies).
@@ -129,6 +141,7 @@ impl Config {
             view_change_timeout_ticks: 200,
             prepare_retransmit_ticks: 10,
             resend_interval_ticks: 30,
+            boot_wait_ticks: 1000,
             request_queue_max: 4096,
             client_table_max: 1 << 16,
             kernel_fast_reply: false,

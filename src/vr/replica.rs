@@ -115,11 +115,28 @@ pub struct Replica {
     do_view_change_from: Vec<Option<DoViewChange>>,
     do_view_change_sent: bool,
     view_change_ticks: u64,
+    /// This attempt's view-change timeout: grows with each attempt that
+    /// fails in a row and has a random part, so competing attempts settle
+    /// (as Raft's randomized election timeout).
+    view_change_timeout_ticks: u64,
+    /// View changes started since we were last normal.
+    view_change_attempts: u32,
+    /// This view's leader-silence timeout (the configured one plus jitter,
+    /// so followers do not all time out on the same tick).
+    leader_timeout_ticks: u64,
     resend_ticks: u64,
+    /// Seeded by the nonce: the core stays deterministic for a given input.
+    rng: u64,
 
     // Recovery.
     recovery_responses: Vec<Option<RecoveryResponse>>,
     recovering_peers: Vec<bool>,
+    /// Ticks spent recovering (the boot rule waits for view 0's leader).
+    recovering_ticks: u64,
+    /// The nonce of each peer's latest Recovery.
+    peer_nonces: Vec<Option<u64>>,
+    /// The incarnations (nonces) we counted as booting when we booted.
+    booted_with: Vec<Option<u64>>,
 
     // Kernel fast path.
     kernel_armed: Option<KernelArm>,
@@ -195,9 +212,16 @@ impl Replica {
             do_view_change_from: vec![None; n],
             do_view_change_sent: false,
             view_change_ticks: 0,
+            view_change_timeout_ticks: config.view_change_timeout_ticks,
+            view_change_attempts: 0,
+            leader_timeout_ticks: config.view_change_timeout_ticks,
             resend_ticks: 0,
+            rng: nonce ^ 0x9e37_79b9_7f4a_7c15,
             recovery_responses: vec![None; n],
             recovering_peers: vec![false; n],
+            recovering_ticks: 0,
+            peer_nonces: vec![None; n],
+            booted_with: vec![None; n],
             kernel_armed: None,
             kernel_disarming: false,
             holding_prepares: false,
@@ -301,6 +325,37 @@ impl Replica {
 
     fn f(&self) -> usize {
         self.config.f()
+    }
+
+    /// xorshift64*: deterministic per nonce, no global randomness.
+    fn random_below(&mut self, n: u64) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        if n == 0 {
+            0
+        } else {
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    /// A fresh leader-silence timeout: the configured one plus up to a
+    /// quarter of it at random.
+    fn reset_leader_timeout(&mut self) {
+        let base = self.config.view_change_timeout_ticks;
+        self.leader_timeout_ticks = base + self.random_below(base / 4 + 1);
+    }
+
+    /// The next view-change attempt's timeout: doubles with each attempt in
+    /// a row (up to 8x) plus up to half the base at random, so that two
+    /// replicas escalating in lockstep drift apart and one attempt finishes.
+    fn next_view_change_timeout(&mut self) {
+        let base = self.config.view_change_timeout_ticks;
+        let attempts = self.view_change_attempts.min(3);
+        self.view_change_attempts = self.view_change_attempts.saturating_add(1);
+        self.view_change_timeout_ticks = (base << attempts) + self.random_below(base / 2 + 1);
     }
 
     // -----------------------------------------------------------------
@@ -469,7 +524,7 @@ impl Replica {
 
     /// Whether the next tick could start a view change (armed => normal follower).
     fn tick_needs_disarm(&self) -> bool {
-        self.leader_silent_ticks + 1 >= self.config.view_change_timeout_ticks
+        self.leader_silent_ticks + 1 >= self.leader_timeout_ticks
     }
 
     /// End of every input: arm the kernel when allowed, bound the output,
@@ -527,6 +582,9 @@ impl Replica {
         );
         assert!(allowed, "status {} -> {} is not a VR edge", self.status.name(), to.name());
         assert!(self.kernel_armed.is_none());
+        if to == Status::Normal {
+            self.view_change_attempts = 0;
+        }
         self.status = to;
     }
 
@@ -556,6 +614,7 @@ impl Replica {
         self.leader_silent_ticks = 0;
         self.view_change_ticks = 0;
         self.resend_ticks = 0;
+        self.reset_leader_timeout();
     }
 
     /// Appends op+1, from a Prepare or as the leader.
@@ -1000,9 +1059,13 @@ impl Replica {
             }
             Status::Normal => {
                 self.leader_silent_ticks += 1;
-                if self.leader_silent_ticks >= self.config.view_change_timeout_ticks {
+                if self.leader_silent_ticks >= self.leader_timeout_ticks {
                     self.start_view_change(self.view + 1, out);
                     return;
+                }
+                if !self.catching_up && self.commit_seen <= self.op {
+                    // Retransmitted Prepares filled the gap first.
+                    self.state_transfer_ticks = None;
                 }
                 if let Some(ticks) = self.state_transfer_ticks.as_mut() {
                     *ticks += 1;
@@ -1014,7 +1077,7 @@ impl Replica {
             Status::ViewChange => {
                 self.view_change_ticks += 1;
                 self.resend_ticks += 1;
-                if self.view_change_ticks >= self.config.view_change_timeout_ticks {
+                if self.view_change_ticks >= self.view_change_timeout_ticks {
                     // The new view did not form (its leader may be down).
                     self.start_view_change(self.view + 1, out);
                 } else if self.resend_ticks >= self.config.resend_interval_ticks {
@@ -1026,6 +1089,7 @@ impl Replica {
                 }
             }
             Status::Recovering => {
+                self.recovering_ticks += 1;
                 self.resend_ticks += 1;
                 if self.resend_ticks >= self.config.resend_interval_ticks {
                     self.send_recovery(out);
@@ -1062,6 +1126,7 @@ impl Replica {
         }
         self.set_view(view);
         self.set_status(Status::ViewChange);
+        self.next_view_change_timeout();
         self.stats.view_changes_started += 1;
         self.start_view_change_from[self.config.index as usize] = true;
         self.send_start_view_change(out);
@@ -1307,11 +1372,22 @@ impl Replica {
         if m.replica != from {
             return;
         }
+        self.peer_nonces[from as usize] = Some(m.nonce);
+        // We booted counting this very incarnation of the asker as booting
+        // and nothing happened since: answer as booting, so that it boots
+        // too (it may have heard only our later "normal" answers). Any
+        // other incarnation (a restart) gets the normal answer and recovers.
+        let booted_together = self.status == Status::Normal
+            && self.view == 0
+            && self.op == 0
+            && self.booted_with[from as usize] == Some(m.nonce);
         let (status, state, op, commit) = match self.status {
+            _ if booted_together => (Status::Recovering, StateBlob::default(), self.nonce, 0),
             // Only the leader sends its log; the others only their view.
             Status::Normal if self.is_leader() => (Status::Normal, self.state_full(), self.op, self.commit),
             Status::Normal => (Status::Normal, StateBlob::default(), 0, 0),
-            Status::Recovering => (Status::Recovering, StateBlob::default(), 0, 0),
+            // A booting answer carries our nonce in `op` (see electrode.h).
+            Status::Recovering => (Status::Recovering, StateBlob::default(), self.nonce, 0),
             Status::ViewChange => return,
         };
         if self.status == Status::Recovering {
@@ -1343,6 +1419,7 @@ impl Replica {
         let replica = from as usize;
         if m.status == Status::Recovering.wire() {
             self.recovering_peers[replica] = true;
+            self.peer_nonces[replica] = Some(m.op);
             self.recovery_responses[replica] = None;
         } else if m.status == Status::Normal.wire() {
             self.recovering_peers[replica] = false;
@@ -1355,8 +1432,21 @@ impl Replica {
         }
         let recovering = self.recovering_peers.iter().filter(|r| **r).count();
         if recovering >= self.f() {
-            // f others without memory and us: the cluster is booting.
-            self.boot();
+            // f others without memory and us: the cluster is booting. We
+            // boot together with view 0's leader (booting too, or booted
+            // with an empty log), so that it leads whatever the start order;
+            // without it only after boot_wait_ticks (it is down: the view
+            // changes past it when its silence times out).
+            let first_leader = self.leader_of(0);
+            let leader_booted = self.recovery_responses[first_leader as usize]
+                .as_ref()
+                .is_some_and(|r| r.view == 0 && r.op == 0);
+            let with_leader = self.config.index == first_leader
+                || self.recovering_peers[first_leader as usize]
+                || leader_booted;
+            if with_leader || self.recovering_ticks >= self.config.boot_wait_ticks {
+                self.boot();
+            }
             return;
         }
         let normal = self.recovery_responses.iter().flatten().count();
@@ -1365,7 +1455,21 @@ impl Replica {
         }
         let Some(view) = self.recovery_responses.iter().flatten().map(|r| r.view).max() else { return };
         let leader = self.leader_of(view) as usize;
-        let Some(primary) = self.recovery_responses[leader].clone() else { return };
+        let primary = match self.recovery_responses[leader].clone() {
+            Some(primary) => primary,
+            // View 0's leader answered that it booted together with us and
+            // nothing happened since: an empty log in view 0.
+            None if view == 0 && self.recovering_peers[leader] => RecoveryResponse {
+                view: 0,
+                nonce: self.nonce,
+                op: 0,
+                commit: 0,
+                replica: leader as u8,
+                status: Status::Normal.wire(),
+                state: StateBlob::default(),
+            },
+            None => return,
+        };
         if primary.view != view || !self.install(&primary.state, primary.op, primary.commit) {
             return;
         }
@@ -1382,6 +1486,9 @@ impl Replica {
     /// View 0, normal status, empty log.
     fn boot(&mut self) {
         assert_eq!(self.op, 0);
+        for (peer, booting) in self.recovering_peers.iter().enumerate() {
+            self.booted_with[peer] = if *booting { self.peer_nonces[peer] } else { None };
+        }
         self.set_status(Status::Normal);
         self.view_reset();
         self.last_normal_view = 0;
