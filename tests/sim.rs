@@ -20,6 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use electrode::app::kv::{KvOp, KvResult, KvStore};
+use electrode::app::App;
 use electrode::check;
 use electrode::history::Operation;
 use electrode::vr::{Action, Config, KernelArm, Replica, Status};
@@ -32,10 +33,16 @@ const FAULT_TICKS_MIN: u64 = 600;
 const FAULT_TICKS_MAX: u64 = 1500;
 /// After faults stop, every outstanding request must complete within this.
 const LIVENESS_TICKS: u64 = 4000;
+/// After faults stop, every replica is normal in one view within this: a
+/// few escalating view-change attempts (timeouts of 30-60 ticks, doubling up
+/// to 8x), a recovery and a state transfer.
+const VIEW_SETTLE_TICKS: u64 = 1500;
 /// A client re-sends its request (to every replica) after this long.
 const CLIENT_TIMEOUT_TICKS: u64 = 40;
 const CLUSTER_ID: u32 = 7;
-const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+/// Keys the clients use: few, so that operations contend, but at least one
+/// per two clients, so that the checker's search per key stays small.
+const KEYS_MIN: u64 = 4;
 
 /// splitmix64: tiny, seeded, good enough for fault schedules.
 struct Rng(u64);
@@ -130,6 +137,8 @@ pub struct Totals {
     kernel_acks: u64,
     checkpoints: u64,
     batched_prepares: u64,
+    settle_ticks_max: u64,
+    view_change_repairs: u64,
 }
 
 impl Totals {
@@ -149,6 +158,8 @@ impl Totals {
         self.kernel_acks += o.kernel_acks;
         self.checkpoints += o.checkpoints;
         self.batched_prepares += o.batched_prepares;
+        self.settle_ticks_max = self.settle_ticks_max.max(o.settle_ticks_max);
+        self.view_change_repairs += o.view_change_repairs;
     }
 }
 
@@ -183,6 +194,9 @@ struct Sim {
     faulty: bool,
     /// Loss, duplicates and delays only: no crash, no partition.
     boot_only: bool,
+    /// (keys, value bytes) every replica's store holds from the start.
+    genesis: (u64, usize),
+    key_count: u64,
     clients: Vec<Client>,
     history: Vec<Operation>,
     committed: HashMap<u64, (u64, u8)>,
@@ -216,7 +230,14 @@ impl Sim {
         {
             config.bug = options.bug;
         }
-        let clients = (0..rng.range(2, 6))
+        // A fifth of the seeds run many clients; an eighth start from a large
+        // state (every replica boots with the same genesis keys), so that
+        // snapshots span hundreds of datagrams and view changes must not
+        // carry them.
+        let client_count = if rng.below(5) == 0 { rng.range(20, 40) } else { rng.range(2, 6) };
+        let genesis =
+            if rng.below(8) == 0 { (rng.range(100, 300), rng.range(200, 900) as usize) } else { (0, 0) };
+        let clients = (0..client_count)
             .map(|c| Client { id: 1000 + c, next_request_number: 1, outstanding: None, view_guess: 0 })
             .collect();
         let mut sim = Sim {
@@ -239,6 +260,8 @@ impl Sim {
             delay_max: rng.range(1, 12),
             faulty: true,
             boot_only: options.boot_within.is_some(),
+            genesis,
+            key_count: KEYS_MIN.max(client_count / 2),
             clients,
             history: Vec::new(),
             committed: HashMap::new(),
@@ -272,7 +295,16 @@ impl Sim {
         let mut config = self.base_config.clone();
         config.index = i;
         let nonce = self.rng.next();
-        let mut replica = Replica::new(config, Box::new(KvStore::default()), nonce);
+        let mut store = KvStore::default();
+        let (keys, value_len) = self.genesis;
+        for k in 0..keys {
+            let put = KvOp::Put {
+                key: format!("genesis{k}").into_bytes(),
+                value: vec![(k % 251) as u8; value_len],
+            };
+            store.execute(&put.encode());
+        }
+        let mut replica = Replica::new(config, Box::new(store), nonce);
         let mut out = Vec::new();
         replica.start(&mut out);
         self.replicas[i as usize] = Some(replica);
@@ -293,13 +325,16 @@ impl Sim {
     fn absorb_stats(&mut self, replica: &Replica) {
         self.totals.view_changes += replica.stats.views_started;
         self.totals.state_transfers += replica.stats.state_transfers;
+        self.totals.view_change_repairs += replica.stats.view_change_repairs;
         self.totals.recoveries += replica.stats.recoveries;
         self.totals.checkpoints += replica.stats.checkpoints;
         self.totals.batched_prepares += replica.stats.requests_batched;
     }
 
     fn down_or_recovering(&self) -> usize {
-        self.replicas.iter().filter(|r| r.as_ref().is_none_or(|r| r.status() == Status::Recovering)).count()
+        // VR's failure count: crashed, recovering, or recovered and still
+        // without its state.
+        self.replicas.iter().filter(|r| r.as_ref().is_none_or(Replica::amnesic)).count()
     }
 
     // ---------------------------------------------------------------
@@ -495,7 +530,7 @@ impl Sim {
     // ---------------------------------------------------------------
 
     fn random_op(&mut self, c: usize) -> KvOp {
-        let key = KEYS[self.rng.below(KEYS.len() as u64) as usize].as_bytes().to_vec();
+        let key = format!("k{}", self.rng.below(self.key_count)).into_bytes();
         let value = format!("c{}.{}", c, self.clients[c].next_request_number).into_bytes();
         match self.rng.below(10) {
             0..=3 => KvOp::Get { key },
@@ -642,6 +677,28 @@ fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
     sim.faulty = false;
     sim.heal();
     let healed_at = sim.tick;
+    // (e) Once the network heals, the view settles (every replica normal
+    // in one view) within VIEW_SETTLE_TICKS, state transfers included.
+    let mut settled = false;
+    while !settled {
+        let views: Vec<_> = sim
+            .replicas
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.status() == Status::Normal, r.view())))
+            .collect();
+        settled = views.iter().all(|v| *v == Some((true, views[0].map_or(0, |v| v.1))));
+        if !settled && sim.tick - healed_at > VIEW_SETTLE_TICKS {
+            return Err(format!(
+                "(e) view not settled {VIEW_SETTLE_TICKS} ticks after the network healed: {:?}",
+                sim.replicas
+                    .iter()
+                    .map(|r| r.as_ref().map(|r| (r.view(), r.status().name(), r.op(), r.commit())))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        sim.step(false);
+    }
+    sim.totals.settle_ticks_max = sim.totals.settle_ticks_max.max(sim.tick - healed_at);
     while sim.outstanding() > 0 {
         if sim.tick - healed_at > LIVENESS_TICKS {
             return Err(format!(
@@ -718,6 +775,7 @@ fn simulator_seed_sweep() {
         assert!(totals.ops_committed > 0 && totals.requests_completed > 0);
         assert!(totals.view_changes > 0, "no view change");
         assert!(totals.state_transfers > 0, "no state transfer");
+        assert!(totals.view_change_repairs > 0, "no new leader ever fetched committed ops it lacked");
         assert!(totals.recoveries > 0, "no recovery");
         assert!(totals.checkpoints > 0, "no checkpoint");
         assert!(totals.crashes > 0 && totals.partitions > 0);

@@ -78,9 +78,11 @@ pub struct Replica {
     commit: u64,
     /// Entries checkpoint_op+1 ..= op.
     log: VecDeque<LogEntry>,
+    /// Where the log starts: every checkpoint_interval_ops committed ops the
+    /// log is trimmed up to commit. No snapshot is stored: the app state is
+    /// encoded (at commit) only when a state transfer needs it, so the
+    /// cost of normal operation does not grow with the state.
     checkpoint_op: u64,
-    /// App snapshot and client table at checkpoint_op (never empty).
-    checkpoint: Vec<u8>,
     client_table: ClientTable,
 
     // Leader.
@@ -109,6 +111,17 @@ pub struct Replica {
     /// GetState, nor claim last_normal_view == view (a view change would
     /// otherwise prefer our short log and lose committed ops).
     catching_up: bool,
+    /// Recovered (memory lost) and not yet given the state: like VR's
+    /// recovering replica, we take no part in view changes until a state
+    /// transfer completes, since committed ops we held may be gone.
+    amnesic: bool,
+    /// (view, leader's op) learned by recovery: while amnesic in that view,
+    /// only a state reaching that op replaces what we lost (our former self
+    /// may have acked up to it; a lagging answerer's log would lose those).
+    recovery_point: (u64, u64),
+    /// New leader waiting for committed entries it lacks (view change
+    /// repair: a GetState in view-change status).
+    repair_pending: bool,
 
     // View change.
     start_view_change_from: Vec<bool>,
@@ -159,6 +172,8 @@ pub struct ReplicaStats {
     pub view_changes_started: u64,
     pub views_started: u64,
     pub state_transfers: u64,
+    /// View changes whose new leader fetched committed ops it lacked.
+    pub view_change_repairs: u64,
     pub recoveries: u64,
     pub checkpoints: u64,
     pub prepares_sent: u64,
@@ -183,7 +198,6 @@ impl Replica {
         assert!(config.prepare_retransmit_ticks >= 1 && config.resend_interval_ticks >= 1);
         assert!(config.request_queue_max >= 1 && config.client_table_max >= 1);
         let client_table = ClientTable::default();
-        let checkpoint = encode_checkpoint(&app.snapshot(), &client_table);
         Replica {
             app,
             nonce,
@@ -195,7 +209,6 @@ impl Replica {
             commit: 0,
             log: VecDeque::new(),
             checkpoint_op: 0,
-            checkpoint,
             client_table,
             request_queue: VecDeque::new(),
             pending: HashMap::new(),
@@ -208,6 +221,9 @@ impl Replica {
             state_transfer_ticks: None,
             state_transfer_attempts: 0,
             catching_up: false,
+            amnesic: false,
+            recovery_point: (0, 0),
+            repair_pending: false,
             start_view_change_from: vec![false; n],
             do_view_change_from: vec![None; n],
             do_view_change_sent: false,
@@ -282,6 +298,12 @@ impl Replica {
     }
     pub fn recent_commits_max(&self) -> usize {
         self.config.checkpoint_interval_ops as usize + self.uncommitted_max() as usize
+    }
+    /// Recovered after losing its memory and still waiting for the state:
+    /// by VR's failure count it is still down (it cannot help a view
+    /// change keep committed ops).
+    pub fn amnesic(&self) -> bool {
+        self.amnesic || self.status == Status::Recovering
     }
     pub fn kernel_armed(&self) -> Option<KernelArm> {
         self.kernel_armed
@@ -609,6 +631,7 @@ impl Replica {
         self.commit_seen = self.commit;
         self.state_transfer_ticks = None;
         self.catching_up = false;
+        self.repair_pending = false;
         self.idle_ticks = 0;
         self.retransmit_ticks = 0;
         self.leader_silent_ticks = 0;
@@ -687,28 +710,49 @@ impl Replica {
                 self.recent_commits.pop_front();
             }
             if op % self.config.checkpoint_interval_ops == 0 {
-                self.take_checkpoint();
+                self.trim_log();
             }
         }
     }
 
-    /// Snapshots app and client table at commit and trims the log below it.
-    fn take_checkpoint(&mut self) {
+    /// Drops the committed entries from the log (a replica further behind
+    /// gets a snapshot instead).
+    fn trim_log(&mut self) {
         assert!(self.commit > self.checkpoint_op);
         let trimmed = (self.commit - self.checkpoint_op) as usize;
-        self.checkpoint = encode_checkpoint(&self.app.snapshot(), &self.client_table);
         self.log.drain(..trimmed);
         self.checkpoint_op = self.commit;
         self.stats.checkpoints += 1;
     }
 
-    /// The checkpoint and every entry after it.
+    /// A snapshot of app and client table at commit, and every entry after
+    /// it. Costs O(state): only state transfer asks for it.
     fn state_full(&self) -> StateBlob {
+        let skip = (self.commit - self.checkpoint_op) as usize;
         StateBlob {
-            checkpoint_op: self.checkpoint_op,
-            snapshot: self.checkpoint.clone(),
-            entries: self.log.iter().cloned().collect(),
+            checkpoint_op: self.commit,
+            snapshot: encode_checkpoint(&self.app.snapshot(), &self.client_table),
+            entries: self.log.iter().skip(skip).cloned().collect(),
         }
+    }
+
+    /// What a view change carries: no snapshot, only the log from a little
+    /// below commit (at most view_change_window() committed entries, so
+    /// that a new leader whose commit lags ours still finds the committed
+    /// ops it lacks) to the head. Its size is bounded by the pipeline,
+    /// whatever the size of the state.
+    fn state_suffix(&self) -> StateBlob {
+        let from = self.checkpoint_op.max(self.commit.saturating_sub(self.view_change_window()));
+        StateBlob {
+            checkpoint_op: from,
+            snapshot: Vec::new(),
+            entries: self.log.iter().skip((from - self.checkpoint_op) as usize).cloned().collect(),
+        }
+    }
+
+    /// Committed entries a DoViewChange or StartView carries below commit.
+    fn view_change_window(&self) -> u64 {
+        self.uncommitted_max()
     }
 
     /// What someone whose log ends at `after` needs: the entries after it
@@ -735,7 +779,7 @@ impl Replica {
             return false;
         }
         if !state.snapshot.is_empty() && state.checkpoint_op > commit {
-            // A checkpoint is always committed.
+            // A snapshot is always of committed state.
             return false;
         }
         state.entries.iter().enumerate().all(|(i, e)| {
@@ -762,9 +806,6 @@ impl Replica {
         }
         let restore = !state.snapshot.is_empty() && state.checkpoint_op > self.commit;
         if restore {
-            if state.checkpoint_op % self.config.checkpoint_interval_ops != 0 {
-                return false;
-            }
             let Ok((app_bytes, table)) = decode_checkpoint(&state.snapshot, self.config.client_table_max)
             else {
                 return false;
@@ -773,7 +814,6 @@ impl Replica {
                 return false;
             }
             self.client_table = table;
-            self.checkpoint = state.snapshot.clone();
             self.checkpoint_op = state.checkpoint_op;
             self.commit = state.checkpoint_op;
             self.log = state.entries.iter().cloned().collect();
@@ -1059,7 +1099,9 @@ impl Replica {
             }
             Status::Normal => {
                 self.leader_silent_ticks += 1;
-                if self.leader_silent_ticks >= self.leader_timeout_ticks {
+                // Without our state we cannot help a view change: we only
+                // follow the views the others start (see send_do_view_change).
+                if self.leader_silent_ticks >= self.leader_timeout_ticks && !self.amnesic {
                     self.start_view_change(self.view + 1, out);
                     return;
                 }
@@ -1077,7 +1119,7 @@ impl Replica {
             Status::ViewChange => {
                 self.view_change_ticks += 1;
                 self.resend_ticks += 1;
-                if self.view_change_ticks >= self.view_change_timeout_ticks {
+                if self.view_change_ticks >= self.view_change_timeout_ticks && !self.amnesic {
                     // The new view did not form (its leader may be down).
                     self.start_view_change(self.view + 1, out);
                 } else if self.resend_ticks >= self.config.resend_interval_ticks {
@@ -1085,6 +1127,11 @@ impl Replica {
                     self.send_start_view_change(out);
                     if self.do_view_change_sent {
                         self.send_do_view_change(out);
+                    }
+                    if self.repair_pending {
+                        // The repair's GetState or NewState may be lost.
+                        self.repair_pending = false;
+                        self.try_start_view(out);
                     }
                 }
             }
@@ -1128,12 +1175,15 @@ impl Replica {
         self.set_status(Status::ViewChange);
         self.next_view_change_timeout();
         self.stats.view_changes_started += 1;
-        self.start_view_change_from[self.config.index as usize] = true;
+        self.start_view_change_from[self.config.index as usize] = !self.amnesic;
         self.send_start_view_change(out);
         self.check_start_view_change_quorum(out);
     }
 
     fn send_start_view_change(&mut self, out: &mut Vec<Action>) {
+        if self.amnesic {
+            return; // See send_do_view_change.
+        }
         let message =
             Message::StartViewChange(StartViewChange { view: self.view, replica: self.config.index });
         out.push(Action::SendAll { message });
@@ -1163,13 +1213,19 @@ impl Replica {
     }
 
     fn send_do_view_change(&mut self, out: &mut Vec<Action>) {
+        if self.amnesic {
+            // Without our memory we must not count in a view change: a
+            // committed op we held before the crash may be missing from the
+            // others' logs (VR's recovering replicas take no part either).
+            return;
+        }
         let m = DoViewChange {
             view: self.view,
             last_normal_view: self.last_normal_view,
             op: self.op,
             commit: self.commit,
             replica: self.config.index,
-            state: self.state_full(),
+            state: self.state_suffix(),
         };
         let leader = self.leader_of(self.view);
         if leader == self.config.index {
@@ -1179,11 +1235,17 @@ impl Replica {
         }
     }
 
+    /// A DoViewChange or StartView blob: a well-formed log suffix without
+    /// snapshot, starting at or below the sender's commit.
+    fn suffix_valid(&self, state: &StateBlob, op: u64, commit: u64) -> bool {
+        state.snapshot.is_empty() && state.checkpoint_op <= commit && self.state_valid(state, op, commit)
+    }
+
     fn on_do_view_change(&mut self, from: u8, m: DoViewChange, out: &mut Vec<Action>) {
         if self.status == Status::Recovering || m.view < self.view || m.replica != from {
             return;
         }
-        if m.last_normal_view >= m.view || !self.state_valid(&m.state, m.op, m.commit) {
+        if m.last_normal_view >= m.view || !self.suffix_valid(&m.state, m.op, m.commit) {
             return;
         }
         if m.view > self.view {
@@ -1200,6 +1262,12 @@ impl Replica {
         assert!(self.status == Status::ViewChange);
         let replica = m.replica as usize;
         self.do_view_change_from[replica] = Some(m);
+        self.try_start_view(out);
+    }
+
+    /// New leader: starts the view once f+1 DoViewChanges (ours among
+    /// them) arrived and it holds the chosen log.
+    fn try_start_view(&mut self, out: &mut Vec<Action>) {
         let count = self.do_view_change_from.iter().filter(|d| d.is_some()).count();
         if count > self.f() && self.do_view_change_from[self.config.index as usize].is_some() {
             self.start_view_as_leader(out);
@@ -1208,6 +1276,15 @@ impl Replica {
 
     /// New leader with f+1 DoViewChanges: the log with the largest
     /// (last_normal_view, op) wins, commit is the largest commit.
+    ///
+    /// Why suffixes are enough: every committed op is in the chosen log
+    /// (VR's argument, unchanged). The new log is our committed prefix, then
+    /// the chosen log from our commit on. Ops above the chosen sender's
+    /// blob start come from its blob. Ops at or below it are at most its
+    /// commit, so committed, and any DoViewChange whose blob holds them at
+    /// or below its sender's commit has the one committed entry. If none
+    /// does (our commit lags more than the window), we fetch the committed
+    /// entries first (repair) and try again; no snapshot ever travels here.
     fn start_view_as_leader(&mut self, out: &mut Vec<Action>) {
         let received: Vec<&DoViewChange> = self.do_view_change_from.iter().flatten().collect();
         #[allow(unused_mut)]
@@ -1216,16 +1293,56 @@ impl Replica {
         if self.config.bug == Some(Bug::ViewChangeWrongLog) {
             best = received.iter().min_by_key(|d| (d.op, d.replica)).copied();
         }
-        let Some(best) = best.cloned() else { return };
-        let commit = received.iter().map(|d| d.commit).max().unwrap_or(0);
-        if best.replica != self.config.index || commit > self.commit {
-            let commit = commit.min(best.op);
-            if !self.install(&best.state, best.op, commit) {
+        let Some(best) = best else { return };
+        let commit = received.iter().map(|d| d.commit).max().unwrap_or(0).min(best.op);
+        let mut entries = Vec::new();
+        let mut missing = false;
+        for op in self.commit + 1..=best.op {
+            let from_blob = |d: &DoViewChange, committed_only: bool| {
+                let blob = &d.state;
+                (op > blob.checkpoint_op && op <= d.op && (!committed_only || op <= d.commit))
+                    .then(|| blob.entries[(op - blob.checkpoint_op - 1) as usize].clone())
+            };
+            let entry = from_blob(best, false).or_else(|| received.iter().find_map(|d| from_blob(d, true)));
+            match entry {
+                Some(entry) => entries.push(entry),
+                None => {
+                    missing = true;
+                    break;
+                }
+            }
+        }
+        if missing {
+            // Our commit lags the window: fetch the committed ops we lack
+            // from the replica with the highest commit, then try again.
+            let Some(source) =
+                received.iter().filter(|d| d.replica != self.config.index).max_by_key(|d| d.commit)
+            else {
+                return;
+            };
+            let source = source.replica;
+            if !self.repair_pending {
+                self.repair_pending = true;
+                self.stats.view_change_repairs += 1;
+                let message = Message::GetState(GetState {
+                    view: self.view,
+                    op: self.commit,
+                    replica: self.config.index,
+                });
+                out.push(Action::Send { to: source, message });
+            }
+            return;
+        }
+        let (best_op, best_replica) = (best.op, best.replica);
+        if best_replica != self.config.index || commit > self.commit {
+            let blob = StateBlob { checkpoint_op: self.commit, snapshot: Vec::new(), entries };
+            if !self.install(&blob, best_op, commit) {
                 // Cannot adopt without losing committed ops (impossible in a
                 // correct cluster): let the view change escalate.
                 return;
             }
         }
+        self.repair_pending = false;
         self.set_status(Status::Normal);
         self.last_normal_view = self.view;
         self.stats.views_started += 1;
@@ -1239,7 +1356,7 @@ impl Replica {
             }
         }
         let message =
-            StartView { view: self.view, op: self.op, commit: self.commit, state: self.state_full() };
+            StartView { view: self.view, op: self.op, commit: self.commit, state: self.state_suffix() };
         out.push(Action::SendAll { message: Message::StartView(message) });
         self.idle_ticks = 0;
         self.retransmit_ticks = 0;
@@ -1256,7 +1373,14 @@ impl Replica {
         if m.view == self.view && self.is_leader() {
             return;
         }
-        if !self.state_valid(&m.state, m.op, m.commit) {
+        if !self.suffix_valid(&m.state, m.op, m.commit) {
+            return;
+        }
+        if self.commit < m.state.checkpoint_op || self.amnesic {
+            // Our log lacks committed ops below the blob (or we lost our
+            // memory): join the view and catch up by state transfer.
+            self.commit_seen = self.commit_seen.max(m.commit);
+            self.start_state_transfer(m.view, out);
             return;
         }
         // A replica in normal status of an older view: its uncommitted ops
@@ -1314,9 +1438,13 @@ impl Replica {
     fn send_get_state(&mut self, out: &mut Vec<Action>) {
         self.stats.state_transfers += 1;
         self.state_transfer_ticks = Some(0);
-        // The leader first; on retries rotate through the others.
+        // A replica that missed a few ops asks the leader first, which
+        // surely has them; one catching up (likely to need a snapshot, whose
+        // encoding takes a while) asks a follower first, so the leader's
+        // heartbeats never wait for it. Retries rotate through the others.
         let n = u64::from(self.config.replica_count);
-        let mut to = ((self.view + self.state_transfer_attempts) % n) as u8;
+        let first = if self.catching_up { self.view + 1 } else { self.view };
+        let mut to = ((first + self.state_transfer_attempts) % n) as u8;
         if to == self.config.index {
             to = ((u64::from(to) + 1) % n) as u8;
         }
@@ -1328,6 +1456,10 @@ impl Replica {
     }
 
     fn on_get_state(&mut self, from: u8, m: GetState, out: &mut Vec<Action>) {
+        if self.status == Status::ViewChange && m.view == self.view && from == self.leader_of(m.view) {
+            self.answer_repair(from, m, out);
+            return;
+        }
         if self.status != Status::Normal || m.view != self.view || m.replica != from || m.op > self.op {
             return;
         }
@@ -1339,12 +1471,43 @@ impl Replica {
         out.push(Action::Send { to: from, message: Message::NewState(message) });
     }
 
+    /// The new leader of our view-change view lacks committed ops: send
+    /// what we committed after its commit, never our uncommitted suffix
+    /// (the view change has yet to choose the log).
+    fn answer_repair(&mut self, to: u8, m: GetState, out: &mut Vec<Action>) {
+        if m.replica != to || m.op >= self.commit {
+            return;
+        }
+        let state = if m.op >= self.checkpoint_op {
+            let entries = self.log.iter().skip((m.op - self.checkpoint_op) as usize);
+            let entries = entries.take((self.commit - m.op) as usize).cloned().collect();
+            StateBlob { checkpoint_op: m.op, snapshot: Vec::new(), entries }
+        } else {
+            let mut full = self.state_full();
+            full.entries.clear();
+            full
+        };
+        let message = NewState { view: self.view, op: self.commit, commit: self.commit, state };
+        out.push(Action::Send { to, message: Message::NewState(message) });
+    }
+
     fn on_new_state(&mut self, _from: u8, m: NewState, out: &mut Vec<Action>) {
+        if self.status == Status::ViewChange && m.view == self.view && self.repair_pending {
+            // View change repair: committed ops we lacked as new leader.
+            if m.commit == m.op && m.op > self.commit && self.install(&m.state, m.op, m.commit) {
+                self.repair_pending = false;
+                self.try_start_view(out);
+            }
+            return;
+        }
         if self.status != Status::Normal || m.view != self.view || self.is_leader() {
             return;
         }
         if self.state_transfer_ticks.is_none() || (m.op <= self.op && !self.catching_up) {
             return; // Not asked for, or nothing new.
+        }
+        if self.amnesic && self.recovery_point.0 == m.view && m.op < self.recovery_point.1 {
+            return; // A lagging answerer: ask the next one.
         }
         if !self.install(&m.state, m.op, m.commit) {
             return;
@@ -1352,6 +1515,7 @@ impl Replica {
         self.state_transfer_ticks = None;
         // The answerer was caught up in this view, so now are we.
         self.catching_up = false;
+        self.amnesic = false;
         self.last_normal_view = self.view;
         self.commit_seen = self.commit_seen.max(m.commit);
         self.send_prepare_ok(out);
@@ -1384,7 +1548,11 @@ impl Replica {
         let (status, state, op, commit) = match self.status {
             _ if booted_together => (Status::Recovering, StateBlob::default(), self.nonce, 0),
             // Only the leader sends its log; the others only their view.
-            Status::Normal if self.is_leader() => (Status::Normal, self.state_full(), self.op, self.commit),
+            // No state travels here: the recovered replica fetches it by
+            // state transfer once it knows the view.
+            Status::Normal if self.is_leader() => {
+                (Status::Normal, StateBlob::default(), self.op, self.commit)
+            }
             Status::Normal => (Status::Normal, StateBlob::default(), 0, 0),
             // A booting answer carries our nonce in `op` (see electrode.h).
             Status::Recovering => (Status::Recovering, StateBlob::default(), self.nonce, 0),
@@ -1470,17 +1638,24 @@ impl Replica {
             },
             None => return,
         };
-        if primary.view != view || !self.install(&primary.state, primary.op, primary.commit) {
+        if primary.view != view || primary.commit > primary.op {
             return;
         }
-        self.set_view(view);
-        self.set_status(Status::Normal);
-        self.last_normal_view = view;
         self.stats.recoveries += 1;
-        self.leader_silent_ticks = 0;
-        if self.op > self.commit {
-            self.send_prepare_ok(out);
+        if primary.op == 0 {
+            // Nothing prepared yet: an empty log is the whole state.
+            self.set_view(view);
+            self.set_status(Status::Normal);
+            self.last_normal_view = view;
+            self.leader_silent_ticks = 0;
+            return;
         }
+        // Join the view without state (ours is gone) and fetch it: until it
+        // is installed we neither ack nor take part in view changes.
+        self.amnesic = true;
+        self.recovery_point = (view, primary.op);
+        self.commit_seen = primary.commit;
+        self.start_state_transfer(view, out);
     }
 
     /// View 0, normal status, empty log.
@@ -1504,7 +1679,6 @@ impl Replica {
         assert_eq!(self.log.len() as u64, self.op - self.checkpoint_op, "log length");
         assert!(self.log.len() as u64 <= self.log_entries_max(), "log over its bound");
         assert!(self.last_normal_view <= self.view);
-        assert!(!self.checkpoint.is_empty());
         if let (Some(first), Some(last)) = (self.log.front(), self.log.back()) {
             assert_eq!(first.op, self.checkpoint_op + 1);
             assert_eq!(last.op, self.op);
@@ -1534,6 +1708,12 @@ impl Replica {
         if self.catching_up {
             assert!(self.status == Status::Normal && !self.is_leader());
             assert!(self.state_transfer_ticks.is_some(), "catching up without asking");
+        }
+        if self.amnesic {
+            assert!(self.status != Status::Normal || self.catching_up, "amnesic but claims its state");
+        }
+        if self.repair_pending {
+            assert!(self.status == Status::ViewChange && self.leader_of(self.view) == self.config.index);
         }
     }
 }
