@@ -45,6 +45,8 @@ struct electrode_recovery _btf_recovery = {};
 struct electrode_recovery_response _btf_recovery_response = {};
 struct electrode_status_request _btf_status_request = {};
 struct electrode_status_reply _btf_status_reply = {};
+struct electrode_snapshot_request _btf_snapshot_request = {};
+struct electrode_snapshot_chunk _btf_snapshot_chunk = {};
 struct electrode_state_blob _btf_state_blob = {};
 struct electrode_log_entry _btf_log_entry = {};
 

@@ -45,8 +45,12 @@
 /* Operator view (`electrode status`): not part of VR, answered by any replica. */
 #define ELECTRODE_MSG_STATUS_REQUEST 13
 #define ELECTRODE_MSG_STATUS_REPLY 14
+/* Snapshot streaming (state transfer of a replica behind the log): pulled in
+ * windows, so it resumes after loss and never floods receive buffers. */
+#define ELECTRODE_MSG_SNAPSHOT_REQUEST 15
+#define ELECTRODE_MSG_SNAPSHOT_CHUNK 16
 /* Highest valid type; counters are indexed by type, so arrays are MAX+1 long. */
-#define ELECTRODE_MSG_TYPE_MAX 14
+#define ELECTRODE_MSG_TYPE_MAX 16
 
 /* `sender` of a datagram that does not come from a replica (clients,
  * `electrode status`). */
@@ -213,6 +217,34 @@ struct electrode_get_state {
 };
 _Static_assert(sizeof(struct electrode_get_state) == 16, "electrode_get_state size");
 
+/* SnapshotRequest (replica behind the log -> the peer that offered a
+ * snapshot in a NewState): send up to ELECTRODE_SNAPSHOT_WINDOW chunks of
+ * snapshot `snapshot_op` from byte `offset` on. */
+struct electrode_snapshot_request {
+	__be64 snapshot_op;
+	__be64 offset;
+	__u8 replica;
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct electrode_snapshot_request) == 24, "electrode_snapshot_request size");
+
+/* SnapshotChunk (peer -> asker): `len` bytes of the snapshot at `offset`
+ * (a multiple of ELECTRODE_CHUNK_SIZE; every chunk but the last is full).
+ * Every chunk repeats the total length and the digest (FNV-1a 64 of the
+ * whole snapshot) so that any one of them starts the transfer. */
+struct electrode_snapshot_chunk {
+	__be64 snapshot_op;
+	__be64 total_len;
+	__be64 digest;
+	__be64 offset;
+	__be16 len;
+	__u8 replica;
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct electrode_snapshot_chunk) == 40, "electrode_snapshot_chunk size");
+/* Chunks one SnapshotRequest asks for: 64 KiB, a fraction of a receive buffer. */
+#define ELECTRODE_SNAPSHOT_WINDOW 64
+
 /* NewState (peer -> lagging replica), chunked. */
 struct electrode_new_state {
 	__be64 op;
@@ -305,10 +337,10 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 /* Index into the per-CPU `counters` array map. Message types use their own
  * number (1..ELECTRODE_MSG_TYPE_MAX) as the index. */
 #define ELECTRODE_CNT_FOREIGN 0      /* not UDP/IPv4 to our port: ARP, IPv6, other ports */
-#define ELECTRODE_CNT_MALFORMED 15   /* our port, but truncated or inconsistent lengths */
-#define ELECTRODE_CNT_BAD_MAGIC 16   /* our port, wrong magic or version */
-#define ELECTRODE_CNT_WRONG_CLUSTER 17 /* our port, well formed, another cluster id */
-#define ELECTRODE_CNT_UNKNOWN_TYPE 18  /* our port, type 0 or > MSG_TYPE_MAX */
+#define ELECTRODE_CNT_MALFORMED 27   /* our port, but truncated or inconsistent lengths */
+#define ELECTRODE_CNT_BAD_MAGIC 28   /* our port, wrong magic or version */
+#define ELECTRODE_CNT_WRONG_CLUSTER 29 /* our port, well formed, another cluster id */
+#define ELECTRODE_CNT_UNKNOWN_TYPE 30  /* our port, type 0 or > MSG_TYPE_MAX */
 /* fast_reply (follower XDP): what happened to each well-formed Prepare. The
  * Prepare is also counted under its type by the classifier. */
 #define ELECTRODE_CNT_FAST_REPLY_TX 19 /* in-order Prepare: logged to the ring, PrepareOK sent */
@@ -321,7 +353,9 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 #define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
 #define ELECTRODE_CNT_MAX 64
 _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_PASS_IP_OPTIONS < ELECTRODE_CNT_MAX, "counter indices");
+_Static_assert(ELECTRODE_CNT_FAST_REPLY_TX > ELECTRODE_MSG_TYPE_MAX, "counter indices");
+_Static_assert(ELECTRODE_CNT_PASS_IP_OPTIONS < ELECTRODE_CNT_MALFORMED, "counter indices");
+_Static_assert(ELECTRODE_CNT_UNKNOWN_TYPE < 32, "counter indices: quorum_prune's start at 32");
 
 /* ---------------------------------------------------------------------- */
 /* fast_reply: follower state and the Prepare ring buffer                 */

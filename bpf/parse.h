@@ -53,6 +53,8 @@ static __always_inline __u32 body_min(__u8 type)
 	case ELECTRODE_MSG_RECOVERY_RESPONSE: return sizeof(struct electrode_recovery_response);
 	case ELECTRODE_MSG_STATUS_REQUEST: return sizeof(struct electrode_status_request);
 	case ELECTRODE_MSG_STATUS_REPLY: return sizeof(struct electrode_status_reply);
+	case ELECTRODE_MSG_SNAPSHOT_REQUEST: return sizeof(struct electrode_snapshot_request);
+	case ELECTRODE_MSG_SNAPSHOT_CHUNK: return sizeof(struct electrode_snapshot_chunk);
 	}
 	return 0xffff; /* unknown types never pass the length check */
 }

@@ -139,6 +139,8 @@ pub struct Totals {
     batched_prepares: u64,
     settle_ticks_max: u64,
     view_change_repairs: u64,
+    snapshots_installed: u64,
+    snapshot_chunks: u64,
 }
 
 impl Totals {
@@ -160,6 +162,8 @@ impl Totals {
         self.batched_prepares += o.batched_prepares;
         self.settle_ticks_max = self.settle_ticks_max.max(o.settle_ticks_max);
         self.view_change_repairs += o.view_change_repairs;
+        self.snapshots_installed += o.snapshots_installed;
+        self.snapshot_chunks += o.snapshot_chunks;
     }
 }
 
@@ -326,6 +330,8 @@ impl Sim {
         self.totals.view_changes += replica.stats.views_started;
         self.totals.state_transfers += replica.stats.state_transfers;
         self.totals.view_change_repairs += replica.stats.view_change_repairs;
+        self.totals.snapshots_installed += replica.stats.snapshots_installed;
+        self.totals.snapshot_chunks += replica.stats.snapshot_chunks_received;
         self.totals.recoveries += replica.stats.recoveries;
         self.totals.checkpoints += replica.stats.checkpoints;
         self.totals.batched_prepares += replica.stats.requests_batched;
@@ -776,6 +782,8 @@ fn simulator_seed_sweep() {
         assert!(totals.view_changes > 0, "no view change");
         assert!(totals.state_transfers > 0, "no state transfer");
         assert!(totals.view_change_repairs > 0, "no new leader ever fetched committed ops it lacked");
+        assert!(totals.snapshots_installed > 0, "no snapshot was ever streamed and installed");
+        assert!(totals.snapshot_chunks > 10 * totals.snapshots_installed, "snapshots were all tiny");
         assert!(totals.recoveries > 0, "no recovery");
         assert!(totals.checkpoints > 0, "no checkpoint");
         assert!(totals.crashes > 0 && totals.partitions > 0);
@@ -939,7 +947,7 @@ fn hostile_messages_never_panic() {
                 let from = (i + 1 + rng.below(u64::from(sim.n) - 1) as u8) % sim.n;
                 let (v, op, commit) = (replica.view(), replica.op(), replica.commit());
                 let view = near(&mut rng, v);
-                let message = match rng.below(10) {
+                let message = match rng.below(12) {
                     0 => Message::Prepare(Prepare {
                         view,
                         op: near(&mut rng, op),
@@ -977,6 +985,29 @@ fn hostile_messages_never_panic() {
                         state: blob(&mut rng, op),
                     }),
                     8 => Message::Recovery(Recovery { nonce: rng.next(), replica: from }),
+                    9 => Message::SnapshotRequest(wire::SnapshotRequest {
+                        view,
+                        snapshot_op: near(&mut rng, commit),
+                        offset: near(&mut rng, 0).wrapping_mul(wire::CHUNK_LEN as u64),
+                        replica: from,
+                    }),
+                    10 => {
+                        // A chunk of a snapshot we may be pulling, with any
+                        // length, total and digest (the wire decoder checks
+                        // offsets; these reach the core as decoded).
+                        let total_len = near(&mut rng, 3 * wire::CHUNK_LEN as u64);
+                        let offset = rng.below(3) * wire::CHUNK_LEN as u64;
+                        let len = total_len.saturating_sub(offset).min(wire::CHUNK_LEN as u64);
+                        Message::SnapshotChunk(wire::SnapshotChunk {
+                            view,
+                            snapshot_op: near(&mut rng, commit),
+                            total_len,
+                            digest: rng.next(),
+                            offset,
+                            replica: from,
+                            data: vec![rng.below(256) as u8; len as usize],
+                        })
+                    }
                     _ => Message::RecoveryResponse(RecoveryResponse {
                         view,
                         nonce: rng.next(),

@@ -32,7 +32,7 @@ use super::{Action, Config, KernelArm, Status};
 use crate::app::{fnv1a, App, FNV_OFFSET};
 use crate::wire::{
     self, Commit, DoViewChange, GetState, LogEntry, Message, NewState, Prepare, PrepareOk, Recovery,
-    RecoveryResponse, Reply, Request, StartView, StartViewChange, StateBlob,
+    RecoveryResponse, Reply, Request, SnapshotChunk, SnapshotRequest, StartView, StartViewChange, StateBlob,
 };
 
 #[cfg(feature = "sim-bugs")]
@@ -49,6 +49,43 @@ enum Deferred {
     /// Kernel-acked entries reached Prepares we hold in prepare_buffer:
     /// take the log position back from the kernel to append them.
     Buffered,
+}
+
+/// Chunks one SnapshotRequest asks for (ELECTRODE_SNAPSHOT_WINDOW).
+const SNAPSHOT_WINDOW: u64 = wire::consts::SNAPSHOT_WINDOW as u64;
+const CHUNK: u64 = wire::CHUNK_LEN as u64;
+/// Resends of a SnapshotRequest without progress before giving up on its
+/// source (the next GetState may find another).
+const SNAPSHOT_STALLS_MAX: u64 = 8;
+
+/// A snapshot we encoded for a replica behind our log. While it is kept,
+/// the log is not trimmed above it, so that the puller finds the ops that
+/// follow it in our log once it has installed it.
+struct SnapshotOut {
+    op: u64,
+    bytes: Vec<u8>,
+    digest: u64,
+    idle_ticks: u64,
+}
+
+/// A snapshot being pulled, window by window, from the replica that
+/// offered it. Chunks land in place; it is installed only complete and
+/// with the digest the chunks announced.
+struct SnapshotIn {
+    from: u8,
+    op: u64,
+    /// 0 until the first chunk tells.
+    total_len: u64,
+    digest: u64,
+    bytes: Vec<u8>,
+    have: Vec<bool>,
+    have_count: u64,
+    /// First chunk index not received.
+    next_missing: u64,
+    /// Chunk index up to which windows were requested.
+    requested_until: u64,
+    stall_ticks: u64,
+    stalls: u64,
 }
 
 /// Digest of a batch: what "the same entry" means to the checkers.
@@ -122,6 +159,8 @@ pub struct Replica {
     /// New leader waiting for committed entries it lacks (view change
     /// repair: a GetState in view-change status).
     repair_pending: bool,
+    snapshot_out: Option<SnapshotOut>,
+    snapshot_in: Option<SnapshotIn>,
 
     // View change.
     start_view_change_from: Vec<bool>,
@@ -174,6 +213,10 @@ pub struct ReplicaStats {
     pub state_transfers: u64,
     /// View changes whose new leader fetched committed ops it lacked.
     pub view_change_repairs: u64,
+    /// Snapshots pulled completely, verified and installed.
+    pub snapshots_installed: u64,
+    /// Snapshot chunks received (duplicates included).
+    pub snapshot_chunks_received: u64,
     pub recoveries: u64,
     pub checkpoints: u64,
     pub prepares_sent: u64,
@@ -224,6 +267,8 @@ impl Replica {
             amnesic: false,
             recovery_point: (0, 0),
             repair_pending: false,
+            snapshot_out: None,
+            snapshot_in: None,
             start_view_change_from: vec![false; n],
             do_view_change_from: vec![None; n],
             do_view_change_sent: false,
@@ -318,7 +363,7 @@ impl Replica {
     pub fn actions_max(&self) -> usize {
         let n = self.config.replica_count as usize;
         let pipeline = self.uncommitted_max() as usize;
-        pipeline * self.config.batch_max + (pipeline + 8) * n + pipeline
+        pipeline * self.config.batch_max + (pipeline + 8) * n + pipeline + SNAPSHOT_WINDOW as usize
     }
 
     /// Most uncommitted ops a log may hold: the leader prepares only while
@@ -331,7 +376,16 @@ impl Replica {
 
     /// Most entries the log holds (checkpoints trim it).
     fn log_entries_max(&self) -> u64 {
-        self.config.checkpoint_interval_ops + self.uncommitted_max() + self.config.pipeline_max as u64
+        self.config.checkpoint_interval_ops
+            + self.snapshot_pin_max()
+            + self.uncommitted_max()
+            + self.config.pipeline_max as u64
+    }
+
+    /// Most committed ops the log keeps above a snapshot being pulled; a
+    /// puller slower than that gets a newer snapshot next time.
+    fn snapshot_pin_max(&self) -> u64 {
+        8 * self.config.checkpoint_interval_ops
     }
 
     fn leader_of(&self, view: u64) -> u8 {
@@ -533,6 +587,9 @@ impl Replica {
             Message::DoViewChange(m) => m.view > self.view,
             Message::StartView(m) => m.view > self.view,
             Message::NewState(m) => m.view == self.view,
+            // The last chunk installs the snapshot.
+            Message::SnapshotChunk(_) => self.snapshot_in.is_some(),
+            Message::SnapshotRequest(_) => false,
             Message::Request(_)
             | Message::Reply(_)
             | Message::PrepareOk(_)
@@ -578,6 +635,8 @@ impl Replica {
             Message::NewState(m) => self.on_new_state(from, m, out),
             Message::Recovery(m) => self.on_recovery(from, m, out),
             Message::RecoveryResponse(m) => self.on_recovery_response(from, m, out),
+            Message::SnapshotRequest(m) => self.on_snapshot_request(from, m, out),
+            Message::SnapshotChunk(m) => self.on_snapshot_chunk(from, m, out),
             // Clients reach the core through on_request; replicas never
             // forward requests.
             Message::Request(_) => self.stats.dropped_inputs += 1,
@@ -719,21 +778,15 @@ impl Replica {
     /// gets a snapshot instead).
     fn trim_log(&mut self) {
         assert!(self.commit > self.checkpoint_op);
-        let trimmed = (self.commit - self.checkpoint_op) as usize;
-        self.log.drain(..trimmed);
-        self.checkpoint_op = self.commit;
-        self.stats.checkpoints += 1;
-    }
-
-    /// A snapshot of app and client table at commit, and every entry after
-    /// it. Costs O(state): only state transfer asks for it.
-    fn state_full(&self) -> StateBlob {
-        let skip = (self.commit - self.checkpoint_op) as usize;
-        StateBlob {
-            checkpoint_op: self.commit,
-            snapshot: encode_checkpoint(&self.app.snapshot(), &self.client_table),
-            entries: self.log.iter().skip(skip).cloned().collect(),
+        if self.snapshot_out.as_ref().is_some_and(|s| self.commit - s.op >= self.snapshot_pin_max()) {
+            self.snapshot_out = None; // The puller is too slow: unpin.
         }
+        let upto = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op.min(self.commit));
+        if upto > self.checkpoint_op {
+            self.log.drain(..(upto - self.checkpoint_op) as usize);
+            self.checkpoint_op = upto;
+        }
+        self.stats.checkpoints += 1;
     }
 
     /// What a view change carries: no snapshot, only the log from a little
@@ -755,18 +808,14 @@ impl Replica {
         self.uncommitted_max()
     }
 
-    /// What someone whose log ends at `after` needs: the entries after it
-    /// with an empty snapshot if we still have them, else everything.
+    /// The entries after `after` (which our log must cover).
     fn state_after(&self, after: u64) -> StateBlob {
-        if after >= self.checkpoint_op && after <= self.op {
-            let skip = (after - self.checkpoint_op) as usize;
-            StateBlob {
-                checkpoint_op: after,
-                snapshot: Vec::new(),
-                entries: self.log.iter().skip(skip).cloned().collect(),
-            }
-        } else {
-            self.state_full()
+        assert!(after >= self.checkpoint_op && after <= self.op);
+        let skip = (after - self.checkpoint_op) as usize;
+        StateBlob {
+            checkpoint_op: after,
+            snapshot: Vec::new(),
+            entries: self.log.iter().skip(skip).cloned().collect(),
         }
     }
 
@@ -1086,6 +1135,9 @@ impl Replica {
     // -----------------------------------------------------------------
 
     fn tick(&mut self, out: &mut Vec<Action>) {
+        if self.status != Status::Recovering {
+            self.snapshot_tick(out);
+        }
         match self.status {
             Status::Normal if self.is_leader() => {
                 self.idle_ticks += 1;
@@ -1109,7 +1161,9 @@ impl Replica {
                     // Retransmitted Prepares filled the gap first.
                     self.state_transfer_ticks = None;
                 }
-                if let Some(ticks) = self.state_transfer_ticks.as_mut() {
+                if let Some(ticks) = self.state_transfer_ticks.as_mut().filter(|_| self.snapshot_in.is_none())
+                {
+                    // (Paused while a snapshot is being pulled.)
                     *ticks += 1;
                     if *ticks >= self.config.resend_interval_ticks {
                         self.send_get_state(out);
@@ -1343,6 +1397,8 @@ impl Replica {
             }
         }
         self.repair_pending = false;
+        // We hold the chosen log: every committed op.
+        self.amnesic = false;
         self.set_status(Status::Normal);
         self.last_normal_view = self.view;
         self.stats.views_started += 1;
@@ -1435,6 +1491,14 @@ impl Replica {
         }
     }
 
+    fn send_get_state_to(&mut self, to: u8, out: &mut Vec<Action>) {
+        self.stats.state_transfers += 1;
+        self.state_transfer_ticks = Some(0);
+        let op = if self.catching_up { self.commit } else { self.op };
+        let message = Message::GetState(GetState { view: self.view, op, replica: self.config.index });
+        out.push(Action::Send { to, message });
+    }
+
     fn send_get_state(&mut self, out: &mut Vec<Action>) {
         self.stats.state_transfers += 1;
         self.state_transfer_ticks = Some(0);
@@ -1466,6 +1530,10 @@ impl Replica {
         if self.catching_up {
             return; // Our log may lack what the asker needs.
         }
+        if m.op < self.checkpoint_op {
+            self.offer_snapshot(from, out);
+            return;
+        }
         let message =
             NewState { view: self.view, op: self.op, commit: self.commit, state: self.state_after(m.op) };
         out.push(Action::Send { to: from, message: Message::NewState(message) });
@@ -1478,15 +1546,13 @@ impl Replica {
         if m.replica != to || m.op >= self.commit {
             return;
         }
-        let state = if m.op >= self.checkpoint_op {
-            let entries = self.log.iter().skip((m.op - self.checkpoint_op) as usize);
-            let entries = entries.take((self.commit - m.op) as usize).cloned().collect();
-            StateBlob { checkpoint_op: m.op, snapshot: Vec::new(), entries }
-        } else {
-            let mut full = self.state_full();
-            full.entries.clear();
-            full
-        };
+        if m.op < self.checkpoint_op {
+            self.offer_snapshot(to, out);
+            return;
+        }
+        let entries = self.log.iter().skip((m.op - self.checkpoint_op) as usize);
+        let entries = entries.take((self.commit - m.op) as usize).cloned().collect();
+        let state = StateBlob { checkpoint_op: m.op, snapshot: Vec::new(), entries };
         let message = NewState { view: self.view, op: self.commit, commit: self.commit, state };
         out.push(Action::Send { to, message: Message::NewState(message) });
     }
@@ -1494,7 +1560,9 @@ impl Replica {
     fn on_new_state(&mut self, _from: u8, m: NewState, out: &mut Vec<Action>) {
         if self.status == Status::ViewChange && m.view == self.view && self.repair_pending {
             // View change repair: committed ops we lacked as new leader.
-            if m.commit == m.op && m.op > self.commit && self.install(&m.state, m.op, m.commit) {
+            if self.snapshot_offer(&m) {
+                self.start_snapshot_pull(_from, m.op, out);
+            } else if m.commit == m.op && m.op > self.commit && self.install(&m.state, m.op, m.commit) {
                 self.repair_pending = false;
                 self.try_start_view(out);
             }
@@ -1506,10 +1574,18 @@ impl Replica {
         if self.state_transfer_ticks.is_none() || (m.op <= self.op && !self.catching_up) {
             return; // Not asked for, or nothing new.
         }
-        if self.amnesic && self.recovery_point.0 == m.view && m.op < self.recovery_point.1 {
-            return; // A lagging answerer: ask the next one.
+        if self.snapshot_offer(&m) {
+            self.start_snapshot_pull(_from, m.op, out);
+            return;
         }
         if !self.install(&m.state, m.op, m.commit) {
+            return;
+        }
+        if self.amnesic && self.recovery_point.0 == m.view && m.op < self.recovery_point.1 {
+            // A lagging answerer: what it had is ours now, the rest (up to
+            // what our former self may have acked) comes from the leader.
+            self.commit_seen = self.commit_seen.max(m.commit);
+            self.send_get_state_to(self.leader_of(self.view), out);
             return;
         }
         self.state_transfer_ticks = None;
@@ -1520,6 +1596,216 @@ impl Replica {
         self.commit_seen = self.commit_seen.max(m.commit);
         self.send_prepare_ok(out);
         self.want_state_if_behind(out);
+    }
+
+    // -----------------------------------------------------------------
+    // Snapshot streaming (state transfer beyond the log)
+    // -----------------------------------------------------------------
+
+    /// A NewState that carries no state but offers snapshot `op` (our log
+    /// cannot reach it otherwise).
+    fn snapshot_offer(&self, m: &NewState) -> bool {
+        m.state.snapshot.is_empty()
+            && m.state.entries.is_empty()
+            && m.state.checkpoint_op == m.op
+            && m.commit == m.op
+            && m.op > self.commit
+    }
+
+    /// Answers a replica behind our log: encodes a snapshot at commit (or
+    /// reuses the one being pulled) and offers it; the asker pulls it.
+    fn offer_snapshot(&mut self, to: u8, out: &mut Vec<Action>) {
+        if self.snapshot_out.is_none() {
+            let bytes = encode_checkpoint(&self.app.snapshot(), &self.client_table);
+            let digest = fnv1a(FNV_OFFSET, &bytes);
+            self.snapshot_out = Some(SnapshotOut { op: self.commit, bytes, digest, idle_ticks: 0 });
+        }
+        let op = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op);
+        let state = StateBlob { checkpoint_op: op, snapshot: Vec::new(), entries: Vec::new() };
+        let message = NewState { view: self.view, op, commit: op, state };
+        out.push(Action::Send { to, message: Message::NewState(message) });
+    }
+
+    fn start_snapshot_pull(&mut self, from: u8, op: u64, out: &mut Vec<Action>) {
+        if self.snapshot_in.as_ref().is_some_and(|s| s.from == from && s.op == op) {
+            return; // Already pulling it.
+        }
+        self.snapshot_in = Some(SnapshotIn {
+            from,
+            op,
+            total_len: 0,
+            digest: 0,
+            bytes: Vec::new(),
+            have: Vec::new(),
+            have_count: 0,
+            next_missing: 0,
+            requested_until: SNAPSHOT_WINDOW,
+            stall_ticks: 0,
+            stalls: 0,
+        });
+        self.request_snapshot(0, out);
+    }
+
+    fn request_snapshot(&mut self, chunk: u64, out: &mut Vec<Action>) {
+        let Some(pull) = self.snapshot_in.as_ref() else { return };
+        let message = SnapshotRequest {
+            view: self.view,
+            snapshot_op: pull.op,
+            offset: chunk * CHUNK,
+            replica: self.config.index,
+        };
+        out.push(Action::Send { to: pull.from, message: Message::SnapshotRequest(message) });
+    }
+
+    /// Sends one window of the snapshot we offered, from the asked offset.
+    fn on_snapshot_request(&mut self, from: u8, m: SnapshotRequest, out: &mut Vec<Action>) {
+        let Some(snapshot) = self.snapshot_out.as_mut() else { return };
+        if m.replica != from || m.snapshot_op != snapshot.op || m.offset % CHUNK != 0 {
+            return;
+        }
+        snapshot.idle_ticks = 0;
+        let total = snapshot.bytes.len() as u64;
+        let mut offset = m.offset;
+        for _ in 0..SNAPSHOT_WINDOW {
+            if offset >= total {
+                break;
+            }
+            let end = (offset + CHUNK).min(total);
+            let message = SnapshotChunk {
+                view: self.view,
+                snapshot_op: snapshot.op,
+                total_len: total,
+                digest: snapshot.digest,
+                offset,
+                replica: self.config.index,
+                data: snapshot.bytes[offset as usize..end as usize].to_vec(),
+            };
+            out.push(Action::Send { to: from, message: Message::SnapshotChunk(message) });
+            offset = end;
+        }
+    }
+
+    fn on_snapshot_chunk(&mut self, from: u8, m: SnapshotChunk, out: &mut Vec<Action>) {
+        self.stats.snapshot_chunks_received += 1;
+        let Some(pull) = self.snapshot_in.as_mut() else { return };
+        if from != pull.from || m.replica != from || m.snapshot_op != pull.op {
+            return;
+        }
+        if pull.total_len == 0 {
+            // The first chunk sizes the transfer: no limit but memory.
+            let chunks = m.total_len.div_ceil(CHUNK);
+            let Ok(len) = usize::try_from(m.total_len) else { return };
+            if len == 0 {
+                return;
+            }
+            if pull.bytes.try_reserve_exact(len).is_err()
+                || pull.have.try_reserve_exact(chunks as usize).is_err()
+            {
+                self.snapshot_in = None;
+                return;
+            }
+            pull.bytes.resize(len, 0);
+            pull.have.resize(chunks as usize, false);
+            pull.total_len = m.total_len;
+            pull.digest = m.digest;
+        } else if m.total_len != pull.total_len || m.digest != pull.digest {
+            return;
+        }
+        // (wire::decode checks these too; the core trusts no caller.)
+        let expected = pull.total_len.checked_sub(m.offset).map(|rest| rest.min(CHUNK));
+        if m.offset % CHUNK != 0 || expected != Some(m.data.len() as u64) || m.data.is_empty() {
+            return;
+        }
+        let index = m.offset / CHUNK;
+        if pull.have[index as usize] {
+            return;
+        }
+        pull.bytes[m.offset as usize..m.offset as usize + m.data.len()].copy_from_slice(&m.data);
+        pull.have[index as usize] = true;
+        pull.have_count += 1;
+        pull.stall_ticks = 0;
+        pull.stalls = 0;
+        let chunks = pull.have.len() as u64;
+        while pull.next_missing < chunks && pull.have[pull.next_missing as usize] {
+            pull.next_missing += 1;
+        }
+        if pull.have_count == chunks {
+            self.finish_snapshot(out);
+            return;
+        }
+        // Keep about a window and a half in flight: ask for the next window
+        // once half of the last one arrived.
+        if pull.next_missing + SNAPSHOT_WINDOW / 2 >= pull.requested_until && pull.requested_until < chunks {
+            let next = pull.requested_until;
+            pull.requested_until += SNAPSHOT_WINDOW;
+            self.request_snapshot(next, out);
+        }
+    }
+
+    /// Every tick: resend a stalled window from the first missing chunk;
+    /// forget an offered snapshot nobody pulls any more.
+    fn snapshot_tick(&mut self, out: &mut Vec<Action>) {
+        if let Some(snapshot) = self.snapshot_out.as_mut() {
+            snapshot.idle_ticks += 1;
+            if snapshot.idle_ticks >= 50 * self.config.resend_interval_ticks {
+                self.snapshot_out = None;
+            }
+        }
+        let Some(pull) = self.snapshot_in.as_mut() else { return };
+        pull.stall_ticks += 1;
+        if pull.stall_ticks < self.config.resend_interval_ticks {
+            return;
+        }
+        pull.stall_ticks = 0;
+        pull.stalls += 1;
+        if pull.stalls > SNAPSHOT_STALLS_MAX {
+            // The source is gone or forgot the snapshot: the next GetState
+            // finds another.
+            self.snapshot_in = None;
+            return;
+        }
+        let next = pull.next_missing;
+        pull.requested_until = pull.requested_until.max(next + SNAPSHOT_WINDOW);
+        self.request_snapshot(next, out);
+    }
+
+    /// The whole snapshot arrived: verify and install it, then fetch what
+    /// follows it from its source (whose log is pinned above it).
+    fn finish_snapshot(&mut self, out: &mut Vec<Action>) {
+        let Some(pull) = self.snapshot_in.take() else { return };
+        if fnv1a(FNV_OFFSET, &pull.bytes) != pull.digest || pull.op <= self.commit {
+            return; // Corrupt or stale: the next GetState starts over.
+        }
+        // Our log above the snapshot stays (it may hold ops we acked in an
+        // older view, which a view change could need): after the install we
+        // claim exactly what we claimed before above it, and committed state
+        // below it.
+        let above: Vec<LogEntry> = if self.op > pull.op {
+            self.log
+                .iter()
+                .skip((pull.op.max(self.checkpoint_op) - self.checkpoint_op) as usize)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let blob = StateBlob { checkpoint_op: pull.op, snapshot: pull.bytes, entries: Vec::new() };
+        if !self.install(&blob, pull.op, pull.op) {
+            return;
+        }
+        for entry in above {
+            self.push_entry(entry);
+        }
+        self.stats.snapshots_installed += 1;
+        self.commit_seen = self.commit_seen.max(pull.op);
+        if self.repair_pending {
+            self.repair_pending = false;
+            self.try_start_view(out);
+        } else if self.status == Status::Normal && !self.is_leader() {
+            // What follows the snapshot, from its source's pinned log.
+            self.state_transfer_attempts = 0;
+            self.send_get_state_to(pull.from, out);
+        }
     }
 
     // -----------------------------------------------------------------

@@ -98,6 +98,16 @@ pub mod layout {
         replica: u8,
         pad: [u8; 6]
     });
+    mirror!(electrode_snapshot_request { snapshot_op: u64, offset: u64, replica: u8, pad: [u8; 7] });
+    mirror!(electrode_snapshot_chunk {
+        snapshot_op: u64,
+        total_len: u64,
+        digest: u64,
+        offset: u64,
+        len: u16,
+        replica: u8,
+        pad: [u8; 5]
+    });
     mirror!(electrode_state_blob { checkpoint_op: u64, snapshot_len: u32, entry_count: u32 });
     mirror!(electrode_log_entry { op: u64, view: u64, request_count: u16, batch_len: u16, pad: [u8; 4] });
 }
@@ -125,11 +135,13 @@ pub enum MsgType {
     RecoveryResponse = MSG_RECOVERY_RESPONSE as u8,
     StatusRequest = MSG_STATUS_REQUEST as u8,
     StatusReply = MSG_STATUS_REPLY as u8,
+    SnapshotRequest = MSG_SNAPSHOT_REQUEST as u8,
+    SnapshotChunk = MSG_SNAPSHOT_CHUNK as u8,
 }
 
 impl MsgType {
     /// Every type, in numeric order.
-    pub const ALL: [MsgType; 14] = [
+    pub const ALL: [MsgType; 16] = [
         MsgType::Request,
         MsgType::Reply,
         MsgType::Prepare,
@@ -144,6 +156,8 @@ impl MsgType {
         MsgType::RecoveryResponse,
         MsgType::StatusRequest,
         MsgType::StatusReply,
+        MsgType::SnapshotRequest,
+        MsgType::SnapshotChunk,
     ];
 
     pub fn from_u8(value: u8) -> Option<MsgType> {
@@ -167,6 +181,8 @@ impl MsgType {
             MsgType::RecoveryResponse => size_of::<electrode_recovery_response>(),
             MsgType::StatusRequest => size_of::<electrode_status_request>(),
             MsgType::StatusReply => size_of::<electrode_status_reply>(),
+            MsgType::SnapshotRequest => size_of::<electrode_snapshot_request>(),
+            MsgType::SnapshotChunk => size_of::<electrode_snapshot_chunk>(),
         }
     }
 
@@ -186,6 +202,8 @@ impl MsgType {
             MsgType::RecoveryResponse => "recovery_response",
             MsgType::StatusRequest => "status_request",
             MsgType::StatusReply => "status_reply",
+            MsgType::SnapshotRequest => "snapshot_request",
+            MsgType::SnapshotChunk => "snapshot_chunk",
         }
     }
 }
@@ -341,6 +359,28 @@ pub struct StatusReply {
     pub replica: u8,
 }
 
+/// Asks the peer that offered snapshot `snapshot_op` for the chunks from
+/// byte `offset` on (one window).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub view: u64,
+    pub snapshot_op: u64,
+    pub offset: u64,
+    pub replica: u8,
+}
+
+/// Bytes `offset .. offset + data.len()` of snapshot `snapshot_op`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub view: u64,
+    pub snapshot_op: u64,
+    pub total_len: u64,
+    pub digest: u64,
+    pub offset: u64,
+    pub replica: u8,
+    pub data: Vec<u8>,
+}
+
 /// Every message electrode speaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -358,6 +398,8 @@ pub enum Message {
     RecoveryResponse(RecoveryResponse),
     StatusRequest(StatusRequest),
     StatusReply(StatusReply),
+    SnapshotRequest(SnapshotRequest),
+    SnapshotChunk(SnapshotChunk),
 }
 
 impl Message {
@@ -377,6 +419,8 @@ impl Message {
             Message::RecoveryResponse(_) => MsgType::RecoveryResponse,
             Message::StatusRequest(_) => MsgType::StatusRequest,
             Message::StatusReply(_) => MsgType::StatusReply,
+            Message::SnapshotRequest(_) => MsgType::SnapshotRequest,
+            Message::SnapshotChunk(_) => MsgType::SnapshotChunk,
         }
     }
 
@@ -395,6 +439,8 @@ impl Message {
             Message::NewState(m) => m.view,
             Message::RecoveryResponse(m) => m.view,
             Message::StatusReply(m) => m.view,
+            Message::SnapshotRequest(m) => m.view,
+            Message::SnapshotChunk(m) => m.view,
         }
     }
 }
@@ -846,6 +892,25 @@ impl Encoder {
                 f.u8(offset_of!(electrode_status_reply, status), m.status);
                 f.u8(offset_of!(electrode_status_reply, replica), m.replica);
             }),
+            Message::SnapshotRequest(m) => put_fixed(buf, size_of::<electrode_snapshot_request>(), |f| {
+                f.u64(offset_of!(electrode_snapshot_request, snapshot_op), m.snapshot_op);
+                f.u64(offset_of!(electrode_snapshot_request, offset), m.offset);
+                f.u8(offset_of!(electrode_snapshot_request, replica), m.replica);
+            }),
+            Message::SnapshotChunk(m) => {
+                if m.data.len() > CHUNK_LEN {
+                    return Err(EncodeError::OverLimit);
+                }
+                put_fixed(buf, size_of::<electrode_snapshot_chunk>(), |f| {
+                    f.u64(offset_of!(electrode_snapshot_chunk, snapshot_op), m.snapshot_op);
+                    f.u64(offset_of!(electrode_snapshot_chunk, total_len), m.total_len);
+                    f.u64(offset_of!(electrode_snapshot_chunk, digest), m.digest);
+                    f.u64(offset_of!(electrode_snapshot_chunk, offset), m.offset);
+                    f.u16(offset_of!(electrode_snapshot_chunk, len), m.data.len() as u16);
+                    f.u8(offset_of!(electrode_snapshot_chunk, replica), m.replica);
+                });
+                buf.extend_from_slice(&m.data);
+            }
             Message::DoViewChange(_)
             | Message::StartView(_)
             | Message::NewState(_)
@@ -1062,6 +1127,39 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
                 digest: body.u64(offset_of!(electrode_status_reply, digest))?,
                 status: body.u8(offset_of!(electrode_status_reply, status))?,
                 replica: check_replica(body.u8(offset_of!(electrode_status_reply, replica))?, &env)?,
+            })
+        }
+        MsgType::SnapshotRequest => {
+            exact(size_of::<electrode_snapshot_request>())?;
+            Message::SnapshotRequest(SnapshotRequest {
+                view,
+                snapshot_op: body.u64(offset_of!(electrode_snapshot_request, snapshot_op))?,
+                offset: body.u64(offset_of!(electrode_snapshot_request, offset))?,
+                replica: check_replica(body.u8(offset_of!(electrode_snapshot_request, replica))?, &env)?,
+            })
+        }
+        MsgType::SnapshotChunk => {
+            let fixed = size_of::<electrode_snapshot_chunk>();
+            let len = body.u16(offset_of!(electrode_snapshot_chunk, len))? as usize;
+            if len > CHUNK_LEN {
+                return Err(DecodeError::OverLimit);
+            }
+            exact(fixed + len)?;
+            let total_len = body.u64(offset_of!(electrode_snapshot_chunk, total_len))?;
+            let offset = body.u64(offset_of!(electrode_snapshot_chunk, offset))?;
+            // Every chunk but the last is full, at a multiple of CHUNK_LEN.
+            let expected = total_len.checked_sub(offset).map(|rest| rest.min(CHUNK_LEN as u64));
+            if offset % CHUNK_LEN as u64 != 0 || expected != Some(len as u64) || len == 0 {
+                return Err(DecodeError::BadChunk);
+            }
+            Message::SnapshotChunk(SnapshotChunk {
+                view,
+                snapshot_op: body.u64(offset_of!(electrode_snapshot_chunk, snapshot_op))?,
+                total_len,
+                digest: body.u64(offset_of!(electrode_snapshot_chunk, digest))?,
+                offset,
+                replica: check_replica(body.u8(offset_of!(electrode_snapshot_chunk, replica))?, &env)?,
+                data: body.bytes(fixed, len)?.to_vec(),
             })
         }
         MsgType::DoViewChange => {

@@ -40,6 +40,8 @@ fn layout_matches_the_c_header() {
     same_layout!(electrode_recovery_response, [nonce, op, commit, replica, status, pad, chunk]);
     same_layout!(electrode_status_request, [nonce]);
     same_layout!(electrode_status_reply, [nonce, op, commit, digest, status, replica, pad]);
+    same_layout!(electrode_snapshot_request, [snapshot_op, offset, replica, pad]);
+    same_layout!(electrode_snapshot_chunk, [snapshot_op, total_len, digest, offset, len, replica, pad]);
     same_layout!(electrode_state_blob, [checkpoint_op, snapshot_len, entry_count]);
     same_layout!(electrode_log_entry, [op, view, request_count, batch_len, pad]);
 }
@@ -154,11 +156,24 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
             }
         ),
         any::<u64>().prop_map(|nonce| (CLIENT_SENDER, Message::StatusRequest(StatusRequest { nonce }))),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), 1u8..=3, r).prop_map(
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), 1u8..=3, r.clone()).prop_map(
             |(view, nonce, op, commit, digest, status, s)| {
                 (s, Message::StatusReply(StatusReply { view, nonce, op, commit, digest, status, replica: s }))
             }
         ),
+        (any::<u64>(), any::<u64>(), any::<u64>(), r.clone()).prop_map(|(view, snapshot_op, offset, s)| {
+            (s, Message::SnapshotRequest(SnapshotRequest { view, snapshot_op, offset, replica: s }))
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), 0u64..1 << 40, 1usize..=CHUNK_LEN, any::<bool>(), r)
+            .prop_map(|(view, snapshot_op, digest, chunk, len, last, s)| {
+                // A full chunk somewhere inside, or the short last one.
+                let offset = chunk * CHUNK_LEN as u64;
+                let total_len = if last { offset + len as u64 } else { offset + 2 * CHUNK_LEN as u64 };
+                let len = if last { len } else { CHUNK_LEN };
+                let data = (0..len).map(|i| (i * 7 + chunk as usize) as u8).collect();
+                let m = SnapshotChunk { view, snapshot_op, total_len, digest, offset, replica: s, data };
+                (s, Message::SnapshotChunk(m))
+            }),
     ]
 }
 

@@ -206,6 +206,16 @@ pub fn sample_messages() -> Vec<Message> {
             status: 1,
             replica: 0,
         }),
+        Message::SnapshotRequest(wire::SnapshotRequest { view: 2, snapshot_op: 8, offset: 2048, replica: 1 }),
+        Message::SnapshotChunk(wire::SnapshotChunk {
+            view: 2,
+            snapshot_op: 8,
+            total_len: 3000,
+            digest: 0xbeef,
+            offset: 2048,
+            replica: 0,
+            data: vec![7; 3000 - 2048],
+        }),
     ];
     let types: Vec<MsgType> = messages.iter().map(Message::msg_type).collect();
     assert_eq!(types, MsgType::ALL, "one sample per type, in type order");
