@@ -315,9 +315,52 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 #define ELECTRODE_CNT_PASS_RINGBUF_FULL 24 /* passed: no room in prepare_ring */
 #define ELECTRODE_CNT_PASS_NOT_LEADER 25   /* passed: source IP/port/sender is not the leader */
 #define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
+#define ELECTRODE_CNT_PASS_BAD_BATCH 27    /* passed, not acked: Prepare body lengths user space cannot decode */
+#define ELECTRODE_CNT_PASS_BAD_CHECKSUM 28 /* passed, not acked: a full UDP checksum that does not verify */
 #define ELECTRODE_CNT_MAX 64
 _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_PASS_IP_OPTIONS < ELECTRODE_CNT_MAX, "counter indices");
+_Static_assert(ELECTRODE_CNT_PASS_BAD_CHECKSUM < ELECTRODE_CNT_MAX, "counter indices");
+
+/* ---------------------------------------------------------------------- */
+/* Membership: the one rule for trusting a sender id                      */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * A datagram whose header (or body) says it comes from replica r is trusted
+ * by a kernel program only if its IPv4 source address AND its UDP source
+ * port are r's configured ones, the same rule user space applies ("sender
+ * address is not the replica's"). The configured addresses are the ARRAY map
+ * `replica_addrs` (ELECTRODE_MAX_REPLICAS entries, key = replica index),
+ * checked by from_member() in electrode.bpf.c and used by:
+ *   - quorum_prune: an ack for replica r from anywhere else records nothing
+ *     and is dropped (ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE): user space would
+ *     drop it too, and passing it would only cost the leader a wake-up;
+ *   - fast_reply: a Prepare is acked only if it passes the rule for the
+ *     armed leader index (on top of follower_state's leader_ip/port, which
+ *     user space arms with the same configured address);
+ *   - tc_broadcast MAC learning: only a member's configured address teaches
+ *     the kernel that member's MAC.
+ * electrode_tc trusts no sender id (it sees only our own egress datagrams).
+ *
+ * What the rule does not cover: a host on the same L2 that spoofs a
+ * member's IPv4 address and port, and a member that lies. Neither is
+ * distinguishable from the member by address; VR assumes crash faults.
+ *
+ * Ownership: user space writes every entry ONCE, from the config, after
+ * load and before it arms any fast path or attaches any program
+ * (Loaded::set_members; every arm refuses to run before it); the kernel
+ * only reads. The config never changes while a replica runs, so there is
+ * no handover: an entry with configured = 0 (nothing written yet, or an
+ * index >= replica_count) matches no datagram, so a program attached too
+ * early trusts nobody rather than anybody.
+ */
+struct electrode_replica_addr {
+	__be32 ip;          /* IPv4 source address of replica r's datagrams */
+	__be16 port;        /* UDP source port of replica r's datagrams */
+	__u8 configured;    /* 1: written from the config; 0: matches nothing */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct electrode_replica_addr) == 8, "electrode_replica_addr size");
 
 /* ---------------------------------------------------------------------- */
 /* fast_reply: follower state and the Prepare ring buffer                 */
@@ -385,6 +428,9 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  * | rodata cluster_id         | user   | kernel r/o | set before load, never     |
  * | rodata replica_count      | user   | kernel r/o | set before load, never     |
  * | counters (per-CPU array)  | kernel | user reads | never; user only sums      |
+ * | replica_addrs (array)     | user   | kernel r/o | written once from the      |
+ * |                           |        |            | config before any arm or   |
+ * |                           |        |            | attach, never changed      |
  *
  * fast_reply (only with -DFAST_REPLY), map `follower_state`, key 0. User
  * space accesses it only with BPF_F_LOCK, the kernel only under the lock:
@@ -474,6 +520,8 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *   header view != armed view                    -> PASS  QP_PASS_VIEW
  *   replica >= replica_count, == self_index,
  *     != header sender, or body != 16 bytes      -> PASS  QP_PASS_NOT_MEMBER
+ *   source IPv4 address or UDP port is not
+ *     replica_addrs[replica] (membership rule)   -> DROP  QP_DROP_FOREIGN_SOURCE
  *   op >= window_base_op + QP_WINDOW             -> PASS  QP_PASS_WINDOW
  *   op < window_base_op (user space committed it) -> DROP QP_DROP_REDUNDANT
  *   replica already vouched for op (duplicate):
@@ -514,7 +562,9 @@ _Static_assert(ELECTRODE_QP_WINDOW == ELECTRODE_PIPELINE_MAX,
 #define ELECTRODE_CNT_QP_PASS_VIEW 37         /* another view, or config changed mid-packet */
 #define ELECTRODE_CNT_QP_PASS_DISARMED 38     /* not armed (follower, view change) */
 #define ELECTRODE_CNT_QP_PASS_NOT_MEMBER 39   /* cannot be credited to a follower */
-_Static_assert(ELECTRODE_CNT_QP_PASS_NOT_MEMBER < ELECTRODE_CNT_MAX, "qp counter indices");
+/* Index 48 (after tc_broadcast's 40..47) also belongs to fast_quorum_prune. */
+#define ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE 48 /* claims replica r, source IP/port is not r's: nothing recorded */
+_Static_assert(ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE < ELECTRODE_CNT_MAX, "qp counter indices");
 
 /* qp_config: written by user space only (BPF_F_LOCK), read by the kernel. */
 struct electrode_qp_config {

@@ -197,8 +197,10 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 		count(ELECTRODE_CNT_PASS_DISARMED);
 		return XDP_PASS;
 	}
+	/* The membership rule (electrode.h) for the leader's id, and the
+	 * address user space armed (the same configured one). */
 	if (p->ip->saddr != s.leader_ip || p->udp->source != s.leader_port ||
-	    p->hdr->sender != s.leader_index) {
+	    p->hdr->sender != s.leader_index || !from_member(p, s.leader_index)) {
 		count(ELECTRODE_CNT_PASS_NOT_LEADER);
 		return XDP_PASS;
 	}

@@ -23,13 +23,24 @@ const LEADER_INDEX: u8 = 0;
 const SELF_INDEX: u8 = 2;
 const VIEW: u64 = 5;
 
+/// Loaded, with the replica address table written (as the runtime does
+/// before it arms anything): replica 0 (the leader) and 1 send from A, on
+/// their own ports; we (2) are B.
 fn load() -> Loaded {
-    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
-        .expect("load electrode eBPF object (fast_reply)")
+    let loaded = Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
+        .expect("load electrode eBPF object (fast_reply)");
+    let members = [leader(), replica_1(), SocketAddrV4::new(Ipv4Addr::from(IP_B), PORT)];
+    loaded.set_members(&members).expect("write replica_addrs");
+    loaded
 }
 
 fn leader() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT)
+}
+
+/// Replica 1, the leader of view VIEW + 1 in some tests.
+fn replica_1() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT + 10)
 }
 
 fn arm(path: &FollowerPath<'_>, view: u64, next_op: u64) {
@@ -90,6 +101,11 @@ fn udp_pseudo_header(src: [u8; 4], dst: [u8; 4], udp_len: usize) -> Vec<u8> {
 
 /// The PrepareOK B -> A acking `ack_op` in `view`, as the kernel must emit it.
 fn expected_prepare_ok(view: u64, ack_op: u64) -> Vec<u8> {
+    expected_prepare_ok_to(view, ack_op, LEADER_PORT)
+}
+
+/// The PrepareOK for a Prepare sent from IP_A port `leader_port`.
+fn expected_prepare_ok_to(view: u64, ack_op: u64, leader_port: u16) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&consts::MAGIC.to_be_bytes());
     payload.push(consts::PROTOCOL_VERSION as u8);
@@ -127,7 +143,7 @@ fn expected_prepare_ok(view: u64, ack_op: u64) -> Vec<u8> {
     let udp_start = frame.len();
     let udp_len = UDP_LEN + payload.len();
     frame.extend_from_slice(&PORT.to_be_bytes());
-    frame.extend_from_slice(&LEADER_PORT.to_be_bytes());
+    frame.extend_from_slice(&leader_port.to_be_bytes());
     frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
     frame.extend_from_slice(&[0, 0]);
     frame.extend_from_slice(&payload);
@@ -192,6 +208,13 @@ fn expect_pass(loaded: &Loaded, what: &str, frame: &[u8], counted: Counters) {
 fn assert_state(path: &FollowerPath<'_>, armed: bool, view: u64, next_op: u64) {
     let state = path.follower_state().expect("read follower_state");
     assert_eq!((state.armed, state.view, state.next_op), (armed, view, next_op), "follower_state");
+}
+
+#[track_caller]
+fn assert_state_from(path: &FollowerPath<'_>, armed: bool, view: u64, next_op: u64, from: SocketAddrV4) {
+    let state = path.follower_state().expect("read follower_state");
+    assert_eq!((state.armed, state.view, state.next_op), (armed, view, next_op), "follower_state");
+    assert_eq!(state.leader, from, "follower_state leader address");
 }
 
 #[track_caller]
@@ -506,26 +529,29 @@ fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
     );
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 2), prepare(VIEW, 3)]);
 
-    // The new view's leader is replica 1 on the same address; next_op
+    // The new view's leader is replica 1, at its own address; next_op
     // continues from the log head (3).
     let view = VIEW + 1;
-    path.arm_follower(view, 4, leader(), 1, SELF_INDEX).expect("re-arm");
-    assert_state(&path, true, view, 4);
+    path.arm_follower(view, 4, replica_1(), 1, SELF_INDEX).expect("re-arm");
+    assert_state_from(&path, true, view, 4, replica_1());
     let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
-    expect_pass(&loaded, "old leader index", &prepare_frame(view, 4), not_leader);
-    let frame = frame_of(&datagram_from(1, &prepare(view, 4)));
-    expect_tx(&loaded, "op 4 in the new view", &frame, &expected_prepare_ok(view, 4), tx);
-    assert_state(&path, true, view, 5);
+    expect_pass(&loaded, "old leader index", &prepare_frame(view, 4), not_leader.clone());
+    let datagram = datagram_from(1, &prepare(view, 4));
+    expect_pass(&loaded, "new leader index, old leader's address", &frame_of(&datagram), not_leader);
+    let frame = udp4_frame_with(Ipv4Shape::default(), replica_1().port(), PORT, &datagram);
+    let ok = expected_prepare_ok_to(view, 4, replica_1().port());
+    expect_tx(&loaded, "op 4 in the new view", &frame, &ok, tx);
+    assert_state_from(&path, true, view, 5, replica_1());
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(view, 4)]);
 
     // Disarming an idle path leaves next_op as it was.
     path.disarm_follower().expect("disarm");
     path.disarm_follower().expect("disarm twice");
-    assert_state(&path, false, view, 5);
+    assert_state_from(&path, false, view, 5, replica_1());
     assert_ring_empty(&mut path);
     drop(path);
     let path = loaded.follower_path().expect("a new consumer after the first is dropped");
-    assert_state(&path, false, view, 5);
+    assert_state_from(&path, false, view, 5, replica_1());
 }
 
 #[test]
@@ -688,4 +714,30 @@ fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
         assert_eq!(kernel_core.committed_entry(op), user_core.committed_entry(op), "log entry {op} differs");
         assert!(kernel_core.committed_entry(op).is_some(), "entry {op} missing");
     }
+}
+
+/// The membership rule (issue 12): the leader's id is believed only from
+/// the address table's entry for it, whatever address the follower path was
+/// armed with; the same Prepare from the table's address is acked.
+#[test]
+fn prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes() {
+    if !require_root("prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let elsewhere = SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT + 20);
+    path.arm_follower(VIEW, 10, elsewhere, LEADER_INDEX, SELF_INDEX).expect("arm");
+    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let frame = udp4_frame_with(Ipv4Shape::default(), elsewhere.port(), PORT, &datagram);
+    let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
+    expect_pass(&loaded, "armed address, not the configured one", &frame, not_leader);
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+
+    path.disarm_follower().expect("disarm");
+    arm(&path, VIEW, 10);
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "configured address", &prepare_frame(VIEW, 10), &expected_prepare_ok(VIEW, 10), tx);
+    assert_state(&path, true, VIEW, 11);
 }

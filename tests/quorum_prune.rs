@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+
 use common::*;
 use electrode::fastpath::quorum::{LeaderState, WINDOW_OPS};
 use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded, QuorumPruneCounters};
@@ -19,7 +21,24 @@ const CLUSTER_ID: u32 = 0x00c0_ffee;
 const PASS: u32 = xdp_action::PASS;
 const DROP: u32 = xdp_action::DROP;
 
+/// Replica `r` sends from IP_A, port MEMBER_PORT_BASE + r (the membership
+/// table below).
+const MEMBER_PORT_BASE: u16 = 40000;
+
+fn member(replica: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(IP_A), MEMBER_PORT_BASE + u16::from(replica))
+}
+
+/// Loaded, with the replica address table written (as the runtime does
+/// before it arms anything).
 fn load(replica_count: u32) -> Loaded {
+    let loaded = load_without_members(replica_count);
+    let members: Vec<SocketAddrV4> = (0..replica_count as u8).map(member).collect();
+    loaded.set_members(&members).expect("write replica_addrs");
+    loaded
+}
+
+fn load_without_members(replica_count: u32) -> Loaded {
     Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count })
         .expect("load electrode eBPF object")
 }
@@ -34,8 +53,30 @@ fn ack_datagram(view: u64, op: u64, replica: u8) -> Vec<u8> {
     out.remove(0)
 }
 
+/// A PrepareOK of `replica` from its configured address.
 fn ack(view: u64, op: u64, replica: u8) -> Vec<u8> {
-    udp4_frame(PORT, &ack_datagram(view, op, replica))
+    from_member(replica, &ack_datagram(view, op, replica))
+}
+
+/// `datagram` sent from replica `replica`'s configured address.
+fn from_member(replica: u8, datagram: &[u8]) -> Vec<u8> {
+    udp4_frame_with(Ipv4Shape::default(), member(replica).port(), PORT, datagram)
+}
+
+/// `frame` with another IPv4 source address (header checksum recomputed).
+fn with_source_ip(mut frame: Vec<u8>, ip: [u8; 4]) -> Vec<u8> {
+    let ip_start = ETH_LEN;
+    frame[ip_start + 12..ip_start + 16].copy_from_slice(&ip);
+    frame[ip_start + 10..ip_start + 12].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = frame[ip_start..ip_start + IPV4_LEN]
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[ip_start + 10..ip_start + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    frame
 }
 
 /// One prune verdict counter set to 1.
@@ -68,6 +109,9 @@ fn pass_disarmed() -> QuorumPruneCounters {
 }
 fn pass_not_member() -> QuorumPruneCounters {
     one(|c| &mut c.pass_not_member)
+}
+fn drop_foreign_source() -> QuorumPruneCounters {
+    one(|c| &mut c.drop_foreign_source)
 }
 
 /// Runs a well-formed PrepareOK `frame`: the verdict must be `verdict`,
@@ -246,14 +290,14 @@ fn acks_that_cannot_be_credited_to_a_follower_pass() {
     // Header sender 2 claims an ack of replica 1.
     let mut spoofed = ack_datagram(0, 1, 1);
     spoofed[6] = 2;
-    expect(&loaded, "sender != replica", &udp4_frame(PORT, &spoofed), PASS, pass_not_member());
+    expect(&loaded, "sender != replica", &from_member(1, &spoofed), PASS, pass_not_member());
 
     // A 17-byte body: the classifier accepts it (>= the fixed part), user
     // space decodes only exactly 16, so the kernel must not count it.
     let mut long = ack_datagram(0, 1, 1);
     long.push(0);
     long[12..14].copy_from_slice(&17u16.to_be_bytes());
-    expect(&loaded, "body one byte long", &udp4_frame(PORT, &long), PASS, pass_not_member());
+    expect(&loaded, "body one byte long", &from_member(1, &long), PASS, pass_not_member());
 
     assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])));
     expect_acks(&loaded, 1, Some(0));
@@ -392,4 +436,79 @@ fn arm_refuses_configs_the_kernel_could_not_count() {
     expect(&loaded, "ack from replica 1, the leader", &ack(6, 1, 1), PASS, pass_not_member());
     expect(&loaded, "ack from replica 4", &ack(6, 1, 4), PASS, pass_quorum());
     expect_acks(&loaded, 1, Some(0b1_0001));
+}
+
+/// Issue 12: an isolated leader committed on PrepareOKs with every field
+/// right but the source address. The kernel must record nothing from an
+/// address or port that is not the claimed replica's, drop it under its own
+/// counter, and still count the genuine ack.
+#[test]
+fn acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing() {
+    if !require_root("acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing") {
+        return;
+    }
+    for (f, replicas) in [(1, 3), (2, 5)] {
+        let loaded = load(replicas);
+        loaded.arm_leader(0, 1, f, replicas, 0).expect("arm");
+        let forged = [
+            ("wrong source port", from_member(1, &ack_datagram(0, 1, 1))[..].to_vec(), 1u8),
+            (
+                "wrong source port",
+                udp4_frame_with(Ipv4Shape::default(), member(1).port() + 100, PORT, &ack_datagram(0, 1, 1)),
+                1,
+            ),
+            ("wrong source address", with_source_ip(ack(0, 1, 2), [10, 200, 1, 99]), 2),
+            ("another member's address", from_member(2, &ack_datagram(0, 1, 1)), 1),
+            ("the leader's own address", from_member(0, &ack_datagram(0, 2, 2)), 2),
+        ];
+        // The first entry is the genuine frame, kept to prove the forgeries
+        // differ from it only in the source.
+        let (_, genuine, _) = &forged[0];
+        assert_eq!(genuine, &ack(0, 1, 1));
+        for (what, frame, replica) in &forged[1..] {
+            assert_ne!(frame, &ack(0, 1, *replica), "{what}: differs from the genuine ack");
+            let what = format!("f = {f}: {what}");
+            expect(&loaded, &what, frame, DROP, drop_foreign_source());
+            assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])), "{what}");
+        }
+        expect_acks(&loaded, 1, Some(0));
+        let named = loaded.counters().expect("counters").named();
+        assert!(
+            named.contains(&("quorum_prune.drop_foreign_source", 4)),
+            "f = {f}: electrode stats shows the drops by name: {named:?}"
+        );
+
+        // The same acks from the replicas' own addresses count.
+        let verdict = if f == 1 { (PASS, pass_quorum()) } else { (DROP, drop_below_quorum()) };
+        expect(&loaded, "genuine ack of replica 1", &ack(0, 1, 1), verdict.0, verdict.1);
+        if f == 2 {
+            expect(&loaded, "genuine ack of replica 2", &ack(0, 1, 2), PASS, pass_quorum());
+        }
+        assert_eq!(state(&loaded).quorum_op, 1, "f = {f}");
+    }
+}
+
+/// Before the address table is written nothing may be armed, and a program
+/// attached that early trusts no sender.
+#[test]
+fn nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody() {
+    if !require_root("nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody") {
+        return;
+    }
+    let loaded = load_without_members(3);
+    let refused = loaded.arm_leader(0, 1, 1, 3, 0).expect_err("arm before set_members");
+    assert!(format!("{refused:#}").contains("replica_addrs"), "{refused:#}");
+    assert!(!state(&loaded).armed);
+    assert_eq!(loaded.members().expect("read table"), vec![None; 9]);
+
+    let members = [member(0), member(1), member(2)];
+    assert!(loaded.set_members(&members[..2]).is_err(), "one address per replica");
+    assert!(loaded.set_members(&[member(0), member(1), member(1)]).is_err(), "duplicate address");
+    loaded.set_members(&members).expect("write replica_addrs");
+    assert!(loaded.set_members(&members).is_err(), "written once");
+    let table = loaded.members().expect("read table");
+    assert_eq!(&table[..3], &members.map(Some)[..]);
+    assert_eq!(&table[3..], &[None; 6]);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm after set_members");
+    expect(&loaded, "genuine ack", &ack(0, 1, 1), PASS, pass_quorum());
 }

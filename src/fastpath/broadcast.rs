@@ -92,6 +92,9 @@ impl Loaded {
     /// Arms (this replica leads) or disarms the fan-out. A disarmed program
     /// passes marked datagrams untouched.
     pub fn arm_broadcast(&self, armed: bool) -> Result<()> {
+        if armed {
+            self.ensure_members("arm broadcast")?;
+        }
         let config = self.read_broadcast_config()?;
         let port_at = offset_of!(electrode_broadcast_config, self_port);
         let self_port = u16::from_be_bytes([config[port_at], config[port_at + 1]]);

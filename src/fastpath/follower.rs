@@ -210,6 +210,7 @@ impl<'obj> FollowerPath<'obj> {
         leader_index: u8,
         self_index: u8,
     ) -> Result<()> {
+        self.loaded.ensure_members("arm fast reply")?;
         ensure!(next_op >= 1, "arm fast reply: next_op 0 (ops start at 1)");
         ensure!(
             usize::from(leader_index) < MAX_REPLICA_COUNT && usize::from(self_index) < MAX_REPLICA_COUNT,

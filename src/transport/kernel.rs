@@ -43,14 +43,18 @@ pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
     anyhow::bail!("no interface holds {} (use --iface)", address.ip())
 }
 
-/// Loads the eBPF object for this replica.
+/// Loads the eBPF object for this replica and writes the replica address
+/// table (the membership rule of `bpf/electrode.h`) before anything can be
+/// armed.
 pub fn load(config: &Config, index: usize) -> anyhow::Result<Loaded> {
-    Loaded::load(LoadOptions {
+    let loaded = Loaded::load(LoadOptions {
         port: config.replicas[index].port(),
         cluster_id: config.cluster_id,
         replica_count: config.replica_count() as u32,
     })
-    .context("loading the eBPF fast paths (root and a kernel with BTF are needed)")
+    .context("loading the eBPF fast paths (root and a kernel with BTF are needed)")?;
+    loaded.set_members(&config.replicas).context("writing the replica address table")?;
+    Ok(loaded)
 }
 
 /// Attached programs; dropping this detaches them.
