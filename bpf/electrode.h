@@ -469,6 +469,46 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *
  * Re-acks: a Prepare with op < next_op is answered with a PrepareOK for
  * next_op - 1 (cumulative: every op <= next_op - 1 is logged or in the ring).
+ *
+ * The kernel acks only what user space can log. Before acking, fast_reply
+ * checks the body exactly as wire::decode does (fr_batch_ok): 1..MAX_BATCH
+ * requests, each op_len <= MAX_OP_SIZE, together exactly batch_len bytes,
+ * body_len == 24 + batch_len, all inside the frame. A Prepare that fails
+ * is passed, never acked (ELECTRODE_CNT_PASS_BAD_BATCH): user space drops
+ * and counts it, and the leader retransmits.
+ *
+ * UDP checksum. fast_reply verifies it when it is a full checksum, and
+ * passes the Prepare unacked when it does not verify
+ * (ELECTRODE_CNT_PASS_BAD_CHECKSUM; the kernel stack then checks it again
+ * and drops it). Two values are not full checksums and are skipped:
+ *   - 0: the sender computed none (legal in IPv4);
+ *   - the folded pseudo-header sum: a CHECKSUM_PARTIAL skb from a socket
+ *     on this host or across a veth, whose checksum the NIC was to finish.
+ *     Measured on this machine (PLATFORM.md gotcha 5): XDP on veth sees
+ *     exactly that value, and the fixture
+ *     prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked
+ *     pins both cases; verifying it would
+ *     refuse every Prepare of the namespace cluster. Such a datagram never
+ *     crossed a wire: it went from memory to memory, where a checksum
+ *     protects nothing Ethernet's FCS would not.
+ * A Prepare from a real NIC carries the full checksum and is verified. A
+ * corrupt Prepare whose checksum still happens to equal its pseudo-header
+ * sum (1 in 65,536 of those that escaped the FCS) is the residual risk.
+ *
+ * A record user space cannot log after the kernel acked it (a kernel or
+ * build mismatch; the checks above make it impossible for any frame the
+ * kernel accepts) must never make the follower skip an op it vouched for,
+ * nor panic. The runtime (FollowerPath::drain_prepares) hands the core only
+ * the valid, contiguous prefix of what the kernel acked (records in op
+ * order from the armed next_op, of the armed view) and stops at the first
+ * record that is not; then the replica exits with an error naming the op.
+ * Why that is safe: the kernel already told the leader "I hold every op up
+ * to n", so this replica's log is no longer a log it can vouch for. Exiting
+ * is a crash in VR's model: a restarted replica boots into recovery, does
+ * not vote until it has the state of a quorum's latest view, and with at
+ * most f replicas failed at once every op a quorum acked survives on the
+ * others. Continuing without the op instead could let it vote in a view
+ * change with a log missing an op it acked.
  */
 
 /* ---------------------------------------------------------------------- */

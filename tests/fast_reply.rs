@@ -741,3 +741,210 @@ fn prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes()
     expect_tx(&loaded, "configured address", &prepare_frame(VIEW, 10), &expected_prepare_ok(VIEW, 10), tx);
     assert_state(&path, true, VIEW, 11);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 12: the kernel acks only what user space can log
+// ---------------------------------------------------------------------------
+
+/// Offsets in an electrode datagram (header, then struct electrode_prepare,
+/// then the first struct electrode_request).
+const BODY_LEN_OFF: usize = 12;
+const REQUEST_COUNT_OFF: usize = 24 + 16;
+const BATCH_LEN_OFF: usize = 24 + 18;
+const FIRST_OP_LEN_OFF: usize = 48 + 16;
+
+fn put_u16(datagram: &mut [u8], offset: usize, value: u16) {
+    datagram[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+fn get_u16(datagram: &[u8], offset: usize) -> u16 {
+    u16::from_be_bytes([datagram[offset], datagram[offset + 1]])
+}
+
+/// `datagram` with `extra` bytes appended and body_len matching, so the
+/// header and UDP lengths stay consistent.
+fn grown(mut datagram: Vec<u8>, extra: usize) -> Vec<u8> {
+    datagram.resize(datagram.len() + extra, b'z');
+    let body_len = (datagram.len() - 24) as u16;
+    put_u16(&mut datagram, BODY_LEN_OFF, body_len);
+    datagram
+}
+
+/// A Prepare of two requests ("put k v" and a 5-byte op).
+fn two_request_prepare(view: u64, op: u64) -> wire::Prepare {
+    let mut prepare = prepare(view, op);
+    prepare.batch.push(wire::Request { client_id: 10, request_number: 1, op: b"get k".to_vec() });
+    prepare
+}
+
+#[test]
+fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
+    if !require_root("prepare_whose_body_user_space_cannot_decode_is_passed_not_acked") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let one = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let two = datagram_from(LEADER_INDEX, &two_request_prepare(VIEW, 10));
+    let batch_len = get_u16(&one, BATCH_LEN_OFF);
+    let op_len = get_u16(&one, FIRST_OP_LEN_OFF);
+
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut patch = |what: &'static str, base: &[u8], offset: usize, value: u16| {
+        let mut datagram = base.to_vec();
+        put_u16(&mut datagram, offset, value);
+        cases.push((what, datagram));
+    };
+    patch("batch_len one short of the body", &one, BATCH_LEN_OFF, batch_len - 1);
+    patch("batch_len one beyond the body", &one, BATCH_LEN_OFF, batch_len + 1);
+    patch("batch_len 0", &one, BATCH_LEN_OFF, 0);
+    patch("batch_len 65535", &one, BATCH_LEN_OFF, u16::MAX);
+    patch("request_count 0", &one, REQUEST_COUNT_OFF, 0);
+    patch("request_count 2 for one request", &one, REQUEST_COUNT_OFF, 2);
+    patch("request_count 1 for two requests", &two, REQUEST_COUNT_OFF, 1);
+    patch("request_count 33 (over MAX_BATCH)", &one, REQUEST_COUNT_OFF, 33);
+    patch("request_count 65535", &one, REQUEST_COUNT_OFF, u16::MAX);
+    patch("op_len one beyond the batch", &one, FIRST_OP_LEN_OFF, op_len + 1);
+    patch("op_len one short of the batch", &one, FIRST_OP_LEN_OFF, op_len - 1);
+    patch("op_len 65535", &one, FIRST_OP_LEN_OFF, u16::MAX);
+    // Batch and body grown together by one byte the requests do not cover.
+    let mut tail = grown(one.clone(), 1);
+    put_u16(&mut tail, BATCH_LEN_OFF, batch_len + 1);
+    cases.push(("a byte after the last request", tail));
+    // One request of MAX_OP_SIZE + 1 bytes, every length consistent.
+    let max_op = wire::Request { client_id: 1, request_number: 1, op: vec![b'x'; wire::MAX_OP_LEN] };
+    let mut over = datagram_from(LEADER_INDEX, &wire::Prepare { batch: vec![max_op], ..prepare(VIEW, 10) });
+    over = grown(over, 1);
+    let over_batch = get_u16(&over, BATCH_LEN_OFF) + 1;
+    put_u16(&mut over, BATCH_LEN_OFF, over_batch);
+    put_u16(&mut over, FIRST_OP_LEN_OFF, wire::MAX_OP_LEN as u16 + 1);
+    cases.push(("op_len MAX_OP_SIZE + 1", over));
+
+    let bad_batch = Counters { pass_bad_batch: 1, ..one_prepare() };
+    for (what, datagram) in &cases {
+        assert!(wire::decode(datagram, CLUSTER_ID).is_err(), "{what}: user space must refuse it too");
+        expect_pass(&loaded, what, &frame_of(datagram), bad_batch.clone());
+        assert_state(&path, true, VIEW, 10);
+        assert_ring_empty(&mut path);
+    }
+    // A retransmission of an acked op with a broken body is not re-acked either.
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "valid op 10", &frame_of(&one), &expected_prepare_ok(VIEW, 10), tx.clone());
+    let mut broken = one.clone();
+    put_u16(&mut broken, REQUEST_COUNT_OFF, 0);
+    expect_pass(&loaded, "broken retransmission", &frame_of(&broken), bad_batch);
+    let eleven = datagram_from(LEADER_INDEX, &two_request_prepare(VIEW, 11));
+    expect_tx(&loaded, "valid two-request op 11", &frame_of(&eleven), &expected_prepare_ok(VIEW, 11), tx);
+    assert_eq!(
+        path.drain_prepares(usize::MAX).expect("drain"),
+        vec![prepare(VIEW, 10), two_request_prepare(VIEW, 11)]
+    );
+    assert_eq!(path.undecodable(), 0);
+}
+
+#[test]
+fn largest_batch_of_max_batch_requests_is_acked() {
+    if !require_root("largest_batch_of_max_batch_requests_is_acked") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 1);
+    // 32 requests of 20 bytes (32 x 44 = 1408 of 1424 batch bytes), then
+    // an odd total length (one op one byte shorter) for the checksum's tail.
+    let full: Vec<wire::Request> = (0..consts::MAX_BATCH as u64)
+        .map(|i| wire::Request { client_id: i, request_number: 1, op: vec![b'o'; 20] })
+        .collect();
+    let mut odd = full.clone();
+    odd[31].op.pop();
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    let mut sent = Vec::new();
+    for (op, batch) in [(1, full), (2, odd)] {
+        let prepare = wire::Prepare { view: VIEW, op, commit: 0, batch };
+        let datagram = datagram_from(LEADER_INDEX, &prepare);
+        let frame = with_full_udp_checksum(frame_of(&datagram));
+        expect_tx(
+            &loaded,
+            &format!("32 requests, op {op}"),
+            &frame,
+            &expected_prepare_ok(VIEW, op),
+            tx.clone(),
+        );
+        sent.push(prepare);
+    }
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), sent);
+}
+
+/// `frame` (Eth + 20-byte IPv4 + UDP) with its UDP checksum computed in full.
+fn with_full_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let udp = ETH_LEN + IPV4_LEN;
+    frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+    let pseudo = udp_pseudo_header(IP_A, IP_B, frame.len() - udp);
+    let mut check = !ones_complement_sum(&[&pseudo, &frame[udp..]]);
+    if check == 0 {
+        check = 0xffff;
+    }
+    frame[udp + 6..udp + 8].copy_from_slice(&check.to_be_bytes());
+    frame
+}
+
+/// `frame` as a local socket hands it to a veth with checksum offload
+/// (CHECKSUM_PARTIAL): the UDP field holds only the folded pseudo-header sum.
+fn with_partial_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let udp = ETH_LEN + IPV4_LEN;
+    let pseudo = udp_pseudo_header(IP_A, IP_B, frame.len() - udp);
+    let partial = ones_complement_sum(&[&pseudo]);
+    frame[udp + 6..udp + 8].copy_from_slice(&partial.to_be_bytes());
+    frame
+}
+
+#[test]
+fn prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked() {
+    if !require_root("prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let good = with_full_udp_checksum(prepare_frame(VIEW, 10));
+    // One bit of the batch flipped after the checksum was computed: every
+    // length still right, so only the checksum can tell.
+    let last = good.len() - 1;
+    let mut flipped = good.clone();
+    flipped[last] ^= 0x01;
+    let bad_checksum = Counters { pass_bad_checksum: 1, ..one_prepare() };
+    expect_pass(&loaded, "batch bit flipped", &flipped, bad_checksum.clone());
+    let mut flipped_op = good.clone();
+    flipped_op[ETH_LEN + IPV4_LEN + UDP_LEN + 24 + 7] ^= 0x01; // op 10 -> 11
+    expect_pass(&loaded, "op bit flipped", &flipped_op, Counters { pass_gap: 1, ..one_prepare() });
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "full checksum that verifies", &good, &expected_prepare_ok(VIEW, 10), tx.clone());
+    let partial = with_partial_udp_checksum(prepare_frame(VIEW, 11));
+    expect_tx(&loaded, "CHECKSUM_PARTIAL from a local socket", &partial, &expected_prepare_ok(VIEW, 11), tx);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 10), prepare(VIEW, 11)]);
+}
+
+/// Issue 12: drain_prepares used to skip an undecodable record, and the next
+/// valid one tripped the core's `assert_eq!(prepare.op, self.op + 1)`. The
+/// drain now hands the core only the contiguous prefix, which it appends
+/// without a gap, and records the fault the runtime then exits on.
+#[test]
+fn an_unloggable_record_stops_the_prefix_so_the_core_never_sees_a_gap() {
+    let (mut core, _) = booted_follower(true);
+    let mut out = Vec::new();
+    // The core armed the kernel at op 1 of view 0; records for ops 1..=3,
+    // the second with a request count of 0.
+    let mut records: Vec<Vec<u8>> = (1..=3).map(|op| datagram_from(LEADER_INDEX, &prepare(0, op))).collect();
+    records[1][24 + 16..24 + 18].copy_from_slice(&0u16.to_be_bytes());
+    let (prefix, expected, fault) =
+        electrode::fastpath::follower::log_prefix(records, CLUSTER_ID, Some((0, 1)));
+    assert_eq!(prefix, vec![prepare(0, 1)]);
+    assert_eq!(expected, Some((0, 2)));
+    assert!(fault.expect("a fault").contains("record 1 does not decode"));
+    core.on_kernel_prepares(prefix, &mut out);
+    assert_eq!(core.op(), 1, "the prefix is in the log, nothing after it");
+}
