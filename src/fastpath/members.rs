@@ -94,6 +94,10 @@ impl Loaded {
 
     /// Refuses `what` (an arm) until [`Loaded::set_members`] ran: a fast
     /// path armed without the table would trust no sender at all.
+    #[cfg_attr(
+        not(any(feature = "fast_reply", feature = "fast_quorum_prune", feature = "tc_broadcast")),
+        allow(dead_code)
+    )]
     pub(crate) fn ensure_members(&self, what: &str) -> Result<()> {
         ensure!(
             self.members_set().load(Ordering::Acquire),
