@@ -317,9 +317,10 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 #define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
 #define ELECTRODE_CNT_PASS_BAD_BATCH 27    /* passed, not acked: Prepare body lengths user space cannot decode */
 #define ELECTRODE_CNT_PASS_BAD_CHECKSUM 28 /* passed, not acked: a full UDP checksum that does not verify */
+#define ELECTRODE_CNT_PASS_OP_LIMIT 29     /* passed, not acked: op 2^64 - 1, after which next_op would wrap */
 #define ELECTRODE_CNT_MAX 64
 _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_PASS_BAD_CHECKSUM < ELECTRODE_CNT_MAX, "counter indices");
+_Static_assert(ELECTRODE_CNT_PASS_OP_LIMIT < ELECTRODE_CNT_MAX, "counter indices");
 
 /* ---------------------------------------------------------------------- */
 /* Membership: the one rule for trusting a sender id                      */
@@ -469,6 +470,14 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *
  * Re-acks: a Prepare with op < next_op is answered with a PrepareOK for
  * next_op - 1 (cumulative: every op <= next_op - 1 is logged or in the ring).
+ *
+ * Numbers from the wire near 2^64. The kernel's only arithmetic on them:
+ * fast_reply's next_op = op + 1 (op == 2^64 - 1 is passed, never acked:
+ * ELECTRODE_CNT_PASS_OP_LIMIT) and next_op - 1 for a re-ack (only when op <
+ * next_op, so next_op >= 1); quorum_prune's window test op >= base + 64,
+ * where arm keeps base < 2^62, so it cannot wrap and an op or view near
+ * 2^64 is passed as outside the window or of another view. Views are only
+ * compared for equality. Fixtures with u64::MAX views and ops pin this.
  *
  * The kernel acks only what user space can log. Before acking, fast_reply
  * checks the body exactly as wire::decode does (fr_batch_ok): 1..MAX_BATCH

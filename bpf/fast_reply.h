@@ -314,6 +314,13 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 		count(ELECTRODE_CNT_PASS_GAP);
 		return XDP_PASS;
 	}
+	/* next_op = op + 1 would wrap to 0, after which op 0 would be "in
+	 * order" and every op a retransmit. No log gets there honestly; user
+	 * space decides about such a Prepare. */
+	if (op == ~0ULL) {
+		count(ELECTRODE_CNT_PASS_OP_LIMIT);
+		return XDP_PASS;
+	}
 
 	/* In order. Reserve and fill the record BEFORE advancing next_op, so an
 	 * op is never acked without its record: the only step after the

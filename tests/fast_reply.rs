@@ -948,3 +948,35 @@ fn an_unloggable_record_stops_the_prefix_so_the_core_never_sees_a_gap() {
     core.on_kernel_prepares(prefix, &mut out);
     assert_eq!(core.op(), 1, "the prefix is in the log, nothing after it");
 }
+
+/// Issue 12, extreme numbers: with next_op at 2^64 - 1 an in-order Prepare
+/// would set next_op = op + 1 = 0, after which op 0 would be acked as in
+/// order. The kernel passes op u64::MAX instead, and views near the top are
+/// compared, never added to.
+#[test]
+fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
+    if !require_root("ops_and_views_near_u64_max_never_wrap_into_an_ack") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let top = u64::MAX;
+    arm(&path, top, top - 1);
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "op 2^64 - 2", &prepare_frame(top, top - 1), &expected_prepare_ok(top, top - 1), tx);
+    assert_state(&path, true, top, top);
+    let limit = Counters { pass_op_limit: 1, ..one_prepare() };
+    expect_pass(&loaded, "op 2^64 - 1", &prepare_frame(top, top), limit.clone());
+    assert_state(&path, true, top, top);
+    expect_pass(&loaded, "op 2^64 - 1 again", &prepare_frame(top, top), limit);
+    let reack = Counters { reack_tx: 1, ..one_prepare() };
+    let zero = frame_of(&datagram_from(LEADER_INDEX, &wire::Prepare { commit: 0, ..prepare(top, 1) }));
+    let mut zero_op = zero.clone();
+    zero_op[HDR_OFF + 24..HDR_OFF + 32].copy_from_slice(&0u64.to_be_bytes()); // op 0
+    expect_tx(&loaded, "op 0 is old news, not in order", &zero_op, &expected_prepare_ok(top, top - 1), reack);
+    assert_state(&path, true, top, top);
+    let view = Counters { pass_view: 1, ..one_prepare() };
+    expect_pass(&loaded, "view 2^64 - 2", &prepare_frame(top - 1, top - 1), view);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(top, top - 1)]);
+    assert_eq!(path.fault(), None);
+}

@@ -512,3 +512,35 @@ fn nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody() {
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm after set_members");
     expect(&loaded, "genuine ack", &ack(0, 1, 1), PASS, pass_quorum());
 }
+
+/// Issue 12, extreme numbers: an op or view near 2^64 from a member never
+/// wraps the window test (op >= base + 64) into a counted ack, at the
+/// lowest and at the highest window base arm accepts, and a view of
+/// u64::MAX is just a view.
+#[test]
+fn ops_and_views_near_u64_max_never_wrap_into_a_counted_ack() {
+    if !require_root("ops_and_views_near_u64_max_never_wrap_into_a_counted_ack") {
+        return;
+    }
+    let top = u64::MAX;
+    let highest_base = (1u64 << 62) - 1;
+    for base in [1, highest_base] {
+        let loaded = load(3);
+        loaded.arm_leader(0, base, 1, 3, 0).expect("arm");
+        for op in [top, top - 1, top - WINDOW_OPS, top - WINDOW_OPS + 1, base + WINDOW_OPS, 1 << 63] {
+            let what = format!("base {base}, op {op}");
+            expect(&loaded, &what, &ack(0, op, 1), PASS, pass_window());
+            assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])), "{what}");
+        }
+        expect(&loaded, "view u64::MAX", &ack(top, base, 1), PASS, pass_view());
+        expect(&loaded, "top of the window", &ack(0, base + WINDOW_OPS - 1, 1), PASS, pass_quorum());
+        assert_eq!(state(&loaded).quorum_op, base + WINDOW_OPS - 1);
+    }
+    // u64::MAX % 3 == 0: replica 0 leads view u64::MAX.
+    let loaded = load(3);
+    loaded.arm_leader(top, 1, 1, 3, 0).expect("arm for view u64::MAX");
+    expect(&loaded, "view 0 while armed for u64::MAX", &ack(0, 1, 1), PASS, pass_view());
+    expect(&loaded, "view u64::MAX, op u64::MAX", &ack(top, top, 1), PASS, pass_window());
+    expect(&loaded, "view u64::MAX, op 1", &ack(top, 1, 1), PASS, pass_quorum());
+    assert!(loaded.arm_leader(top, 1 << 62, 1, 3, 0).is_err(), "window base 2^62 is refused");
+}

@@ -12,9 +12,9 @@ use super::load::Loaded;
 use crate::wire::consts::{
     CNT_BAD_MAGIC, CNT_FAST_REPLY_TX, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_PASS_BAD_BATCH,
     CNT_PASS_BAD_CHECKSUM, CNT_PASS_DISARMED, CNT_PASS_GAP, CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER,
-    CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX, CNT_TC_COPIES, CNT_TC_ERROR, CNT_TC_MAC_LEARNED,
-    CNT_TC_MALFORMED, CNT_TC_MARKED, CNT_TC_NO_TARGET, CNT_TC_PASS_OTHER, CNT_TC_PASS_UNMARKED,
-    CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
+    CNT_PASS_OP_LIMIT, CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX, CNT_TC_COPIES, CNT_TC_ERROR,
+    CNT_TC_MAC_LEARNED, CNT_TC_MALFORMED, CNT_TC_MARKED, CNT_TC_NO_TARGET, CNT_TC_PASS_OTHER,
+    CNT_TC_PASS_UNMARKED, CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
 };
 use crate::wire::consts::{
     CNT_QP_DROP_BELOW_QUORUM, CNT_QP_DROP_FOREIGN_SOURCE, CNT_QP_DROP_REDUNDANT, CNT_QP_PASS_AFTER_QUORUM,
@@ -63,6 +63,9 @@ pub struct Counters {
     /// fast_reply: Prepares with a full UDP checksum that does not verify:
     /// passed, not acked (the kernel stack then checks it too).
     pub pass_bad_checksum: u64,
+    /// fast_reply: a Prepare for op 2^64 - 1 (next_op would wrap): passed,
+    /// not acked.
+    pub pass_op_limit: u64,
     /// Slots of the map no reason uses; nonzero means the C and Rust sides
     /// disagree about the indices.
     pub unassigned: u64,
@@ -193,6 +196,7 @@ impl Counters {
             + self.pass_ip_options
             + self.pass_bad_batch
             + self.pass_bad_checksum
+            + self.pass_op_limit
             + self.unassigned
             + self.quorum_prune.total()
             + self.tc_marked
@@ -229,6 +233,7 @@ impl Counters {
             pass_ip_options: self.pass_ip_options.wrapping_sub(earlier.pass_ip_options),
             pass_bad_batch: self.pass_bad_batch.wrapping_sub(earlier.pass_bad_batch),
             pass_bad_checksum: self.pass_bad_checksum.wrapping_sub(earlier.pass_bad_checksum),
+            pass_op_limit: self.pass_op_limit.wrapping_sub(earlier.pass_op_limit),
             unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
             quorum_prune: self.quorum_prune.since(&earlier.quorum_prune),
             tc_marked: self.tc_marked.wrapping_sub(earlier.tc_marked),
@@ -263,6 +268,7 @@ impl Counters {
             CNT_PASS_IP_OPTIONS => &mut self.pass_ip_options,
             CNT_PASS_BAD_BATCH => &mut self.pass_bad_batch,
             CNT_PASS_BAD_CHECKSUM => &mut self.pass_bad_checksum,
+            CNT_PASS_OP_LIMIT => &mut self.pass_op_limit,
             CNT_TC_MARKED => &mut self.tc_marked,
             CNT_TC_COPIES => &mut self.tc_copies,
             CNT_TC_ERROR => &mut self.tc_error,
@@ -338,6 +344,7 @@ impl Counters {
             ("pass_ip_options", self.pass_ip_options),
             ("pass_bad_batch", self.pass_bad_batch),
             ("pass_bad_checksum", self.pass_bad_checksum),
+            ("pass_op_limit", self.pass_op_limit),
             ("quorum_prune.pass_quorum", qp.pass_quorum),
             ("quorum_prune.pass_after_quorum", qp.pass_after_quorum),
             ("quorum_prune.drop_below_quorum", qp.drop_below_quorum),
@@ -407,6 +414,7 @@ mod tests {
             CNT_PASS_IP_OPTIONS,
             CNT_PASS_BAD_BATCH,
             CNT_PASS_BAD_CHECKSUM,
+            CNT_PASS_OP_LIMIT,
         ]
         .into_iter()
         .enumerate()
@@ -419,6 +427,7 @@ mod tests {
         assert_eq!(passed, (50, 60, 70));
         assert_eq!(counters.pass_ip_options, 80);
         assert_eq!((counters.pass_bad_batch, counters.pass_bad_checksum), (90, 100));
+        assert_eq!(counters.pass_op_limit, 110);
         assert_eq!(counters.unassigned, 6, "every fast_reply index has its own field");
     }
 
