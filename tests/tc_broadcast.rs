@@ -500,24 +500,25 @@ fn a_restart_after_kill_9_replaces_the_leaked_filter() {
         let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
 
-        let exe = std::env::current_exe().expect("test binary");
-        let mut child = std::process::Command::new(exe)
-            .args(["--exact", "kill9_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
-            .env(KILL9_CHILD_NETNS, &ns)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let attached = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-            .map_while(Result::ok)
-            .any(|line| line.trim_end().ends_with("attached"));
-        child.kill().expect("kill -9 the child"); // SIGKILL: no Drop runs
-        child.wait().expect("reap child");
-        assert!(attached, "child never attached");
+        let stderr = attach_in_child_and_kill_9(&ns);
         assert_eq!(ours(), 1, "the killed run leaves its filter: {}", filters());
+        assert!(!stderr.contains("libbpf"), "first run: library output: {stderr}");
+
+        // A restart (itself killed) replaces it with one line and no
+        // library output ("Exclusivity flag on" for the existing clsact).
+        let first_id = prog_id_in(&filters());
+        let stderr = attach_in_child_and_kill_9(&ns);
+        assert!(!stderr.contains("libbpf"), "restart: library output: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|line| line.contains("electrode:")).collect();
+        assert_eq!(lines.len(), 1, "restart: one line, got {stderr}");
+        assert!(
+            lines[0].contains(&format!("replaced a stale tc egress filter (prog id {first_id}")),
+            "{stderr}"
+        );
+        assert_eq!(ours(), 1, "replaced, not added: {}", filters());
 
         let stale_id = prog_id_in(&filters());
+        assert_ne!(stale_id, first_id);
 
         let loaded = load(3);
         let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
@@ -528,6 +529,30 @@ fn a_restart_after_kill_9_replaces_the_leaked_filter() {
         drop(guard);
         assert_eq!(ours(), 0, "{}", filters());
     });
+}
+
+/// Runs `kill9_child_attaches_and_waits` in `ns`, waits until it attached,
+/// kills it with SIGKILL (no Drop runs) and returns its stderr.
+fn attach_in_child_and_kill_9(ns: &str) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "kill9_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
+        .env(KILL9_CHILD_NETNS, ns)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let attached = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .any(|line| line.trim_end().ends_with("attached"));
+    child.kill().expect("kill -9 the child"); // SIGKILL: no Drop runs
+    child.wait().expect("reap child");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("child stderr"), &mut stderr)
+        .expect("child stderr");
+    assert!(attached, "child never attached; stderr: {stderr}");
+    stderr
 }
 
 /// The `id N` of the electrode filter in `tc filter show` output.
