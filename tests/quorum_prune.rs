@@ -544,3 +544,199 @@ fn ops_and_views_near_u64_max_never_wrap_into_a_counted_ack() {
     expect(&loaded, "view u64::MAX, op 1", &ack(top, 1, 1), PASS, pass_quorum());
     assert!(loaded.arm_leader(top, 1 << 62, 1, 3, 0).is_err(), "window base 2^62 is refused");
 }
+
+// ---------------------------------------------------------------------------
+// Fuzz against a model (issue 12: acked_op moves only for members)
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: seeded, so a failure replays with ELECTRODE_FUZZ_SEED.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The rules of `bpf/parse.h` and the fast_quorum_prune table of
+/// `bpf/electrode.h`, in Rust, on the leader's side.
+struct PruneModel {
+    view: u64,
+    base: u64,
+    f: u64,
+    replicas: u8,
+    self_index: u8,
+    quorum_op: u64,
+    acked_op: [u64; 9],
+}
+
+/// What the classifier sees in a datagram: (type, sender, view, body) if it
+/// is a well-formed electrode datagram of our cluster.
+fn classify(datagram: &[u8]) -> Option<(u8, u8, u64, &[u8])> {
+    let field = |at: usize, len: usize| datagram.get(at..at + len);
+    if datagram.len() < 24 || field(0, 4)? != wire::consts::MAGIC.to_be_bytes() {
+        return None;
+    }
+    if datagram[4] != wire::consts::PROTOCOL_VERSION as u8 || field(8, 4)? != CLUSTER_ID.to_be_bytes() {
+        return None;
+    }
+    let msg_type = datagram[5];
+    let body_len = usize::from(u16::from_be_bytes([datagram[12], datagram[13]]));
+    if msg_type == 0 || u32::from(msg_type) > wire::consts::MSG_TYPE_MAX || 24 + body_len != datagram.len() {
+        return None;
+    }
+    let msg = MsgType::ALL.iter().find(|t| **t as u8 == msg_type)?;
+    if body_len < msg.body_min() {
+        return None;
+    }
+    let view = u64::from_be_bytes(field(16, 8)?.try_into().ok()?);
+    Some((msg_type, datagram[6], view, &datagram[24..]))
+}
+
+impl PruneModel {
+    fn quorum_of(&self) -> u64 {
+        let followers = |i: usize| i < usize::from(self.replicas) && i != usize::from(self.self_index);
+        let mut best = 0;
+        for i in (0..9).filter(|i| followers(*i)) {
+            let candidate = self.acked_op[i];
+            let at_least = (0..9).filter(|j| followers(*j) && self.acked_op[*j] >= candidate).count() as u64;
+            if at_least >= self.f && candidate >= best {
+                best = candidate;
+            }
+        }
+        best
+    }
+
+    /// The verdict for `datagram` from `source`, updating the state.
+    fn run(&mut self, datagram: &[u8], source: SocketAddrV4) -> u32 {
+        let Some((msg_type, sender, view, body)) = classify(datagram) else { return PASS };
+        if msg_type != MsgType::PrepareOk as u8 {
+            return PASS;
+        }
+        if view != self.view {
+            return PASS;
+        }
+        let replica = body[8];
+        if body.len() != 16
+            || replica != sender
+            || replica >= self.replicas
+            || replica == self.self_index
+            || replica >= 9
+        {
+            return PASS;
+        }
+        if source != member(replica) {
+            return DROP;
+        }
+        let op = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+        if op >= self.base + WINDOW_OPS {
+            return PASS;
+        }
+        if op < self.base {
+            return DROP;
+        }
+        let quorum_before = self.quorum_op.max(self.base - 1);
+        let slot = usize::from(replica);
+        if op <= self.acked_op[slot] {
+            return if op <= quorum_before { PASS } else { DROP };
+        }
+        self.acked_op[slot] = op;
+        let after = self.quorum_of();
+        self.quorum_op = self.quorum_op.max(after);
+        if after > quorum_before {
+            PASS
+        } else {
+            DROP
+        }
+    }
+}
+
+#[test]
+fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
+    if !require_root("fuzzed_prepare_oks_move_acked_op_only_as_the_model_says") {
+        return;
+    }
+    let seed = std::env::var("ELECTRODE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_e1ec);
+    let frames: u64 =
+        std::env::var("ELECTRODE_FUZZ_FRAMES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    eprintln!("fuzz seed {seed} ({frames} frames); replay with ELECTRODE_FUZZ_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let (replicas, f, view) = (5u8, 2u64, 7u64);
+    let loaded = load(u32::from(replicas));
+    let self_index = (view % u64::from(replicas)) as u8;
+    loaded.arm_leader(view, 1, f as u32, u32::from(replicas), u32::from(self_index)).expect("arm");
+    let mut model = PruneModel { view, base: 1, f, replicas, self_index, quorum_op: 0, acked_op: [0; 9] };
+    let before = loaded.counters().expect("counters");
+    let mut dropped = 0u64;
+    for n in 0..frames {
+        // Mostly a PrepareOK near the window, sometimes anything.
+        let replica = rng.below(u64::from(replicas) + 1) as u8;
+        let op = match rng.below(10) {
+            0 => rng.next(),
+            1 => u64::MAX - rng.below(3),
+            _ => (model.base + rng.below(WINDOW_OPS + 8)).saturating_sub(4),
+        };
+        let ack_view = if rng.chance(90) { view } else { [0, view + 1, u64::MAX][rng.below(3) as usize] };
+        let mut datagram = ack_datagram(ack_view, op, replica);
+        if rng.chance(5) {
+            datagram[6] = rng.below(10) as u8; // sender differs from replica
+        }
+        if rng.chance(15) {
+            for _ in 0..=rng.below(3) {
+                let at = rng.below(datagram.len() as u64) as usize;
+                datagram[at] = rng.next() as u8;
+            }
+        }
+        if rng.chance(3) {
+            datagram.truncate(rng.below(datagram.len() as u64) as usize);
+        } else if rng.chance(3) {
+            datagram.push(rng.next() as u8);
+        }
+        let source = match rng.below(10) {
+            0 => SocketAddrV4::new(Ipv4Addr::from(IP_A), 40000 + rng.below(10) as u16), // any member's port
+            1 => SocketAddrV4::new(Ipv4Addr::from(IP_A), rng.next() as u16),
+            2 => SocketAddrV4::new(Ipv4Addr::new(10, 200, 1, 99), member(replica).port()),
+            _ => member(replica),
+        };
+        let mut frame = udp4_frame_with(Ipv4Shape::default(), source.port(), PORT, &datagram);
+        if *source.ip() != Ipv4Addr::from(IP_A) {
+            frame = with_source_ip(frame, source.ip().octets());
+        }
+        let want = model.run(&datagram, source);
+        let (got, _) = loaded.test_run_xdp(&frame).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(got, want, "frame {n} (seed {seed}): verdict for {datagram:02x?} from {source}");
+        dropped += u64::from(got == DROP);
+        if n % 997 == 0 {
+            let state = state(&loaded);
+            assert_eq!(
+                (state.quorum_op, state.acked_op),
+                (model.quorum_op, model.acked_op),
+                "frame {n}, seed {seed}"
+            );
+            // User space commits and moves the window now and then.
+            let committed = model.quorum_op.max(model.base - 1);
+            if committed + 1 > model.base && rng.chance(50) {
+                model.base = committed + 1;
+                loaded.advance_window(model.base).expect("advance");
+            }
+        }
+    }
+    let state = state(&loaded);
+    assert_eq!((state.quorum_op, state.acked_op), (model.quorum_op, model.acked_op), "end, seed {seed}");
+    assert!(model.quorum_op > 100, "the fuzz reached quorums ({})", model.quorum_op);
+    let counted_foreign =
+        loaded.counters().expect("counters").since(&before).quorum_prune.drop_foreign_source;
+    assert!(
+        dropped > frames / 10 && counted_foreign > frames / 100,
+        "{dropped} dropped, {counted_foreign} forged"
+    );
+}
