@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::*;
 use electrode::fastpath::{xdp_action, Counters, FollowerPath, LoadOptions, Loaded};
-use electrode::wire::{self, consts, Message, MsgType};
+use electrode::wire::{self, consts, Decoded, Message, MsgType};
 
 const PORT: u16 = 7447;
 const CLUSTER_ID: u32 = 0x00c0_ffee;
@@ -979,4 +979,134 @@ fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
     expect_pass(&loaded, "view 2^64 - 2", &prepare_frame(top - 1, top - 1), view);
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(top, top - 1)]);
     assert_eq!(path.fault(), None);
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz against a model (issue 12: next_op advances only on well-formed
+// in-order Prepares from the leader's address)
+// ---------------------------------------------------------------------------
+
+/// The UDP checksum rule of fast_reply (bpf/electrode.h, "UDP checksum"):
+/// 0 and the CHECKSUM_PARTIAL value are skipped, anything else must verify.
+fn checksum_acceptable(frame: &[u8]) -> bool {
+    let udp = &frame[ETH_LEN + IPV4_LEN..];
+    let field = u16::from_be_bytes([udp[6], udp[7]]);
+    let src: [u8; 4] = frame[ETH_LEN + 12..ETH_LEN + 16].try_into().expect("4 bytes");
+    let dst: [u8; 4] = frame[ETH_LEN + 16..ETH_LEN + 20].try_into().expect("4 bytes");
+    let pseudo = udp_pseudo_header(src, dst, udp.len());
+    field == 0 || field == ones_complement_sum(&[&pseudo]) || ones_complement_sum(&[&pseudo, udp]) == 0xffff
+}
+
+#[test]
+fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
+    if !require_root("fuzzed_prepares_are_acked_only_when_user_space_can_log_them") {
+        return;
+    }
+    let (seed, frames) = fuzz_plan(0xfa57_4e91);
+    let mut rng = Rng(seed | 1);
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let mut next_op = 1_000u64;
+    arm(&path, VIEW, next_op);
+    let (mut acked, mut reacked) = (0u64, 0u64);
+    for n in 0..frames {
+        let op = match rng.below(20) {
+            0 => rng.next(),
+            1 => u64::MAX - rng.below(2),
+            _ => next_op + rng.below(5) - 2,
+        };
+        let view = if rng.chance(95) { VIEW } else { [0, VIEW + 1, u64::MAX][rng.below(3) as usize] };
+        let most = if rng.chance(10) { 32 } else { 3 };
+        let requests = 1 + rng.below(most);
+        let batch: Vec<wire::Request> = (0..requests)
+            .map(|i| wire::Request {
+                client_id: rng.next(),
+                request_number: i,
+                op: vec![b'a' + (i % 26) as u8; rng.below(if requests > 3 { 20 } else { 200 }) as usize],
+            })
+            .collect();
+        let prepare = wire::Prepare { view, op, commit: op.saturating_sub(1), batch };
+        let sender = if rng.chance(95) { LEADER_INDEX } else { rng.below(4) as u8 };
+        let mut datagram = datagram_from(sender, &prepare);
+        let full_checksum = rng.chance(30);
+        let partial_checksum = !full_checksum && rng.chance(30);
+        let mutate = rng.chance(30);
+        let mut mutations = Vec::new();
+        if mutate && !full_checksum {
+            for _ in 0..=rng.below(3) {
+                mutations.push((rng.below(datagram.len() as u64) as usize, rng.next() as u8));
+            }
+            for (at, value) in &mutations {
+                datagram[*at] = *value;
+            }
+            if rng.chance(10) {
+                datagram.truncate(rng.below(datagram.len() as u64) as usize);
+            }
+        }
+        let source = match rng.below(20) {
+            0 => replica_1(),
+            1 => SocketAddrV4::new(Ipv4Addr::from(IP_A), rng.next() as u16),
+            _ => leader(),
+        };
+        let mut frame = udp4_frame_with(Ipv4Shape::default(), source.port(), PORT, &datagram);
+        if full_checksum {
+            frame = with_full_udp_checksum(frame);
+            if mutate {
+                // Corruption after the checksum was computed.
+                let at = HDR_OFF + rng.below(datagram.len() as u64) as usize;
+                frame[at] ^= 1 << rng.below(8);
+                mutations.push((at - HDR_OFF, frame[at]));
+            }
+        } else if partial_checksum {
+            frame = with_partial_udp_checksum(frame);
+        }
+        let sent = frame[HDR_OFF..].to_vec();
+
+        // The model: the classifier, the leader rule, then what user space
+        // can decode (wire::decode is the oracle), then the op.
+        let decoded = match wire::decode(&sent, CLUSTER_ID) {
+            Ok((_, Decoded::Message(Message::Prepare(p)))) => Some(p),
+            _ => None,
+        };
+        let is_prepare = classify(&sent, CLUSTER_ID).is_some_and(|(t, ..)| t == MsgType::Prepare as u8);
+        let sender_ok = sent.get(6) == Some(&LEADER_INDEX) && source == leader();
+        let want = match (is_prepare, sender_ok, &decoded) {
+            (true, true, Some(p)) if p.view == VIEW => {
+                if p.op < next_op {
+                    Some(next_op - 1)
+                } else if p.op == next_op && p.op != u64::MAX && checksum_acceptable(&frame) {
+                    Some(p.op)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let (verdict, out) = loaded.test_run_xdp(&frame).expect("BPF_PROG_TEST_RUN");
+        let context = format!("frame {n} (seed {seed}): op {op}, mutations {mutations:?}, from {source}");
+        match want {
+            Some(ack) => {
+                assert_eq!(verdict, xdp_action::TX, "{context}: must be acked");
+                assert_eq!(&out[HDR_OFF + 24..HDR_OFF + 32], &ack.to_be_bytes(), "{context}: acked op");
+                if ack == next_op {
+                    acked += 1;
+                    next_op += 1;
+                    let logged = path.drain_prepares(usize::MAX).expect("drain");
+                    assert_eq!(logged, vec![decoded.clone().expect("decoded")], "{context}: logged");
+                } else {
+                    reacked += 1;
+                }
+            }
+            None => {
+                assert_eq!(verdict, xdp_action::PASS, "{context}: must not be acked");
+            }
+        }
+        if n % 1009 == 0 {
+            assert_state(&path, true, VIEW, next_op);
+            assert_ring_empty(&mut path);
+        }
+    }
+    assert_state(&path, true, VIEW, next_op);
+    assert_eq!(path.fault(), None);
+    assert!(acked > frames / 10 && reacked > frames / 20, "{acked} acked, {reacked} re-acked");
 }

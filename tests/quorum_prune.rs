@@ -549,24 +549,6 @@ fn ops_and_views_near_u64_max_never_wrap_into_a_counted_ack() {
 // Fuzz against a model (issue 12: acked_op moves only for members)
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: seeded, so a failure replays with ELECTRODE_FUZZ_SEED.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// The rules of `bpf/parse.h` and the fast_quorum_prune table of
 /// `bpf/electrode.h`, in Rust, on the leader's side.
 struct PruneModel {
@@ -577,29 +559,6 @@ struct PruneModel {
     self_index: u8,
     quorum_op: u64,
     acked_op: [u64; 9],
-}
-
-/// What the classifier sees in a datagram: (type, sender, view, body) if it
-/// is a well-formed electrode datagram of our cluster.
-fn classify(datagram: &[u8]) -> Option<(u8, u8, u64, &[u8])> {
-    let field = |at: usize, len: usize| datagram.get(at..at + len);
-    if datagram.len() < 24 || field(0, 4)? != wire::consts::MAGIC.to_be_bytes() {
-        return None;
-    }
-    if datagram[4] != wire::consts::PROTOCOL_VERSION as u8 || field(8, 4)? != CLUSTER_ID.to_be_bytes() {
-        return None;
-    }
-    let msg_type = datagram[5];
-    let body_len = usize::from(u16::from_be_bytes([datagram[12], datagram[13]]));
-    if msg_type == 0 || u32::from(msg_type) > wire::consts::MSG_TYPE_MAX || 24 + body_len != datagram.len() {
-        return None;
-    }
-    let msg = MsgType::ALL.iter().find(|t| **t as u8 == msg_type)?;
-    if body_len < msg.body_min() {
-        return None;
-    }
-    let view = u64::from_be_bytes(field(16, 8)?.try_into().ok()?);
-    Some((msg_type, datagram[6], view, &datagram[24..]))
 }
 
 impl PruneModel {
@@ -618,7 +577,7 @@ impl PruneModel {
 
     /// The verdict for `datagram` from `source`, updating the state.
     fn run(&mut self, datagram: &[u8], source: SocketAddrV4) -> u32 {
-        let Some((msg_type, sender, view, body)) = classify(datagram) else { return PASS };
+        let Some((msg_type, sender, view, body)) = classify(datagram, CLUSTER_ID) else { return PASS };
         if msg_type != MsgType::PrepareOk as u8 {
             return PASS;
         }
@@ -665,10 +624,7 @@ fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
     if !require_root("fuzzed_prepare_oks_move_acked_op_only_as_the_model_says") {
         return;
     }
-    let seed = std::env::var("ELECTRODE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_e1ec);
-    let frames: u64 =
-        std::env::var("ELECTRODE_FUZZ_FRAMES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    eprintln!("fuzz seed {seed} ({frames} frames); replay with ELECTRODE_FUZZ_SEED={seed}");
+    let (seed, frames) = fuzz_plan(0x5eed_e1ec);
     let mut rng = Rng(seed | 1);
     let (replicas, f, view) = (5u8, 2u64, 7u64);
     let loaded = load(u32::from(replicas));
