@@ -23,6 +23,15 @@ const FEATURE_DEFINES: [(&str, &str); 3] = [
 fn main() {
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=vmlinux");
+    // Worktrees of this repository sharing one CARGO_TARGET_DIR share this
+    // script's OUT_DIR (cargo hashes a path package by its path relative to
+    // the workspace root: "." for every worktree). The bpf/ mtimes of one
+    // worktree then say nothing about the skeleton another left there, and
+    // a binary can embed another worktree's eBPF C (seen: a build of an
+    // older commit carried the newer programs). cargo's own environment
+    // differs between worktrees in PWD, so a build from another directory
+    // recompiles the programs (about a second).
+    println!("cargo:rerun-if-env-changed=PWD");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     if Command::new("clang").arg("--version").output().is_err() {

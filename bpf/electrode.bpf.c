@@ -57,6 +57,30 @@ static __always_inline void count(__u32 index)
 		*value += 1; /* per-CPU slot: no atomics needed */
 }
 
+/* Configured address of each replica: the membership rule of electrode.h
+ * ("Membership"). Written once by user space before anything is armed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ELECTRODE_MAX_REPLICAS);
+	__type(key, __u32);
+	__type(value, struct electrode_replica_addr);
+} replica_addrs SEC(".maps");
+
+struct electrode_replica_addr _btf_replica_addr = {};
+
+/* 1 if the datagram parse_frame accepted (p filled) comes from replica
+ * `index`'s configured IPv4 address and UDP port, else 0. The one place a
+ * kernel program decides whether a sender id is believed. */
+static __always_inline int from_member(const struct parsed *p, __u32 index)
+{
+	if (index >= replica_count || index >= ELECTRODE_MAX_REPLICAS)
+		return 0;
+	struct electrode_replica_addr *member = bpf_map_lookup_elem(&replica_addrs, &index);
+	if (!member || !member->configured)
+		return 0;
+	return p->ip->saddr == member->ip && p->udp->source == member->port;
+}
+
 #ifdef FAST_REPLY
 #include "fast_reply.h"
 #endif

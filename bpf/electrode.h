@@ -337,10 +337,12 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 /* Index into the per-CPU `counters` array map. Message types use their own
  * number (1..ELECTRODE_MSG_TYPE_MAX) as the index. */
 #define ELECTRODE_CNT_FOREIGN 0      /* not UDP/IPv4 to our port: ARP, IPv6, other ports */
-#define ELECTRODE_CNT_MALFORMED 27   /* our port, but truncated or inconsistent lengths */
-#define ELECTRODE_CNT_BAD_MAGIC 28   /* our port, wrong magic or version */
-#define ELECTRODE_CNT_WRONG_CLUSTER 29 /* our port, well formed, another cluster id */
-#define ELECTRODE_CNT_UNKNOWN_TYPE 30  /* our port, type 0 or > MSG_TYPE_MAX */
+/* (The classifier's own reasons sit after every path's counters: message
+ * types grew into their old slots.) */
+#define ELECTRODE_CNT_MALFORMED 49   /* our port, but truncated or inconsistent lengths */
+#define ELECTRODE_CNT_BAD_MAGIC 50   /* our port, wrong magic or version */
+#define ELECTRODE_CNT_WRONG_CLUSTER 51 /* our port, well formed, another cluster id */
+#define ELECTRODE_CNT_UNKNOWN_TYPE 52  /* our port, type 0 or > MSG_TYPE_MAX */
 /* fast_reply (follower XDP): what happened to each well-formed Prepare. The
  * Prepare is also counted under its type by the classifier. */
 #define ELECTRODE_CNT_FAST_REPLY_TX 19 /* in-order Prepare: logged to the ring, PrepareOK sent */
@@ -351,11 +353,56 @@ _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 #define ELECTRODE_CNT_PASS_RINGBUF_FULL 24 /* passed: no room in prepare_ring */
 #define ELECTRODE_CNT_PASS_NOT_LEADER 25   /* passed: source IP/port/sender is not the leader */
 #define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
+#define ELECTRODE_CNT_PASS_BAD_BATCH 27    /* passed, not acked: Prepare body lengths user space cannot decode */
+#define ELECTRODE_CNT_PASS_BAD_CHECKSUM 28 /* passed, not acked: a full UDP checksum that does not verify */
+#define ELECTRODE_CNT_PASS_OP_LIMIT 29     /* passed, not acked: op 2^64 - 1, after which next_op would wrap */
 #define ELECTRODE_CNT_MAX 64
 _Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
 _Static_assert(ELECTRODE_CNT_FAST_REPLY_TX > ELECTRODE_MSG_TYPE_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_PASS_IP_OPTIONS < ELECTRODE_CNT_MALFORMED, "counter indices");
-_Static_assert(ELECTRODE_CNT_UNKNOWN_TYPE < 32, "counter indices: quorum_prune's start at 32");
+_Static_assert(ELECTRODE_CNT_MALFORMED > 48, "counter indices: after quorum_prune's and tc's (32..48)");
+_Static_assert(ELECTRODE_CNT_UNKNOWN_TYPE < ELECTRODE_CNT_MAX, "counter indices");
+_Static_assert(ELECTRODE_CNT_PASS_OP_LIMIT < ELECTRODE_CNT_MAX, "counter indices");
+
+/* ---------------------------------------------------------------------- */
+/* Membership: the one rule for trusting a sender id                      */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * A datagram whose header (or body) says it comes from replica r is trusted
+ * by a kernel program only if its IPv4 source address AND its UDP source
+ * port are r's configured ones, the same rule user space applies ("sender
+ * address is not the replica's"). The configured addresses are the ARRAY map
+ * `replica_addrs` (ELECTRODE_MAX_REPLICAS entries, key = replica index),
+ * checked by from_member() in electrode.bpf.c and used by:
+ *   - quorum_prune: an ack for replica r from anywhere else records nothing
+ *     and is dropped (ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE): user space would
+ *     drop it too, and passing it would only cost the leader a wake-up;
+ *   - fast_reply: a Prepare is acked only if it passes the rule for the
+ *     armed leader index (on top of follower_state's leader_ip/port, which
+ *     user space arms with the same configured address);
+ *   - tc_broadcast MAC learning: only a member's configured address teaches
+ *     the kernel that member's MAC.
+ * electrode_tc trusts no sender id (it sees only our own egress datagrams).
+ *
+ * What the rule does not cover: a host on the same L2 that spoofs a
+ * member's IPv4 address and port, and a member that lies. Neither is
+ * distinguishable from the member by address; VR assumes crash faults.
+ *
+ * Ownership: user space writes every entry ONCE, from the config, after
+ * load and before it arms any fast path or attaches any program
+ * (Loaded::set_members; every arm refuses to run before it); the kernel
+ * only reads. The config never changes while a replica runs, so there is
+ * no handover: an entry with configured = 0 (nothing written yet, or an
+ * index >= replica_count) matches no datagram, so a program attached too
+ * early trusts nobody rather than anybody.
+ */
+struct electrode_replica_addr {
+	__be32 ip;          /* IPv4 source address of replica r's datagrams */
+	__be16 port;        /* UDP source port of replica r's datagrams */
+	__u8 configured;    /* 1: written from the config; 0: matches nothing */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct electrode_replica_addr) == 8, "electrode_replica_addr size");
 
 /* ---------------------------------------------------------------------- */
 /* fast_reply: follower state and the Prepare ring buffer                 */
@@ -423,6 +470,9 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  * | rodata cluster_id         | user   | kernel r/o | set before load, never     |
  * | rodata replica_count      | user   | kernel r/o | set before load, never     |
  * | counters (per-CPU array)  | kernel | user reads | never; user only sums      |
+ * | replica_addrs (array)     | user   | kernel r/o | written once from the      |
+ * |                           |        |            | config before any arm or   |
+ * |                           |        |            | attach, never changed      |
  *
  * fast_reply (only with -DFAST_REPLY), map `follower_state`, key 0. User
  * space accesses it only with BPF_F_LOCK, the kernel only under the lock:
@@ -461,6 +511,54 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *
  * Re-acks: a Prepare with op < next_op is answered with a PrepareOK for
  * next_op - 1 (cumulative: every op <= next_op - 1 is logged or in the ring).
+ *
+ * Numbers from the wire near 2^64. The kernel's only arithmetic on them:
+ * fast_reply's next_op = op + 1 (op == 2^64 - 1 is passed, never acked:
+ * ELECTRODE_CNT_PASS_OP_LIMIT) and next_op - 1 for a re-ack (only when op <
+ * next_op, so next_op >= 1); quorum_prune's window test op >= base + 64,
+ * where arm keeps base < 2^62, so it cannot wrap and an op or view near
+ * 2^64 is passed as outside the window or of another view. Views are only
+ * compared for equality. Fixtures with u64::MAX views and ops pin this.
+ *
+ * The kernel acks only what user space can log. Before acking, fast_reply
+ * checks the body exactly as wire::decode does (fr_batch_ok): 1..MAX_BATCH
+ * requests, each op_len <= MAX_OP_SIZE, together exactly batch_len bytes,
+ * body_len == 24 + batch_len, all inside the frame. A Prepare that fails
+ * is passed, never acked (ELECTRODE_CNT_PASS_BAD_BATCH): user space drops
+ * and counts it, and the leader retransmits.
+ *
+ * UDP checksum. fast_reply verifies it when it is a full checksum, and
+ * passes the Prepare unacked when it does not verify
+ * (ELECTRODE_CNT_PASS_BAD_CHECKSUM; the kernel stack then checks it again
+ * and drops it). Two values are not full checksums and are skipped:
+ *   - 0: the sender computed none (legal in IPv4);
+ *   - the folded pseudo-header sum: a CHECKSUM_PARTIAL skb from a socket
+ *     on this host or across a veth, whose checksum the NIC was to finish.
+ *     Measured on this machine (PLATFORM.md gotcha 5): XDP on veth sees
+ *     exactly that value, and the fixture
+ *     prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked
+ *     pins both cases; verifying it would
+ *     refuse every Prepare of the namespace cluster. Such a datagram never
+ *     crossed a wire: it went from memory to memory, where a checksum
+ *     protects nothing Ethernet's FCS would not.
+ * A Prepare from a real NIC carries the full checksum and is verified. A
+ * corrupt Prepare whose checksum still happens to equal its pseudo-header
+ * sum (1 in 65,536 of those that escaped the FCS) is the residual risk.
+ *
+ * A record user space cannot log after the kernel acked it (a kernel or
+ * build mismatch; the checks above make it impossible for any frame the
+ * kernel accepts) must never make the follower skip an op it vouched for,
+ * nor panic. The runtime (FollowerPath::drain_prepares) hands the core only
+ * the valid, contiguous prefix of what the kernel acked (records in op
+ * order from the armed next_op, of the armed view) and stops at the first
+ * record that is not; then the replica exits with an error naming the op.
+ * Why that is safe: the kernel already told the leader "I hold every op up
+ * to n", so this replica's log is no longer a log it can vouch for. Exiting
+ * is a crash in VR's model: a restarted replica boots into recovery, does
+ * not vote until it has the state of a quorum's latest view, and with at
+ * most f replicas failed at once every op a quorum acked survives on the
+ * others. Continuing without the op instead could let it vote in a view
+ * change with a log missing an op it acked.
  */
 
 /* ---------------------------------------------------------------------- */
@@ -512,6 +610,8 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *   header view != armed view                    -> PASS  QP_PASS_VIEW
  *   replica >= replica_count, == self_index,
  *     != header sender, or body != 16 bytes      -> PASS  QP_PASS_NOT_MEMBER
+ *   source IPv4 address or UDP port is not
+ *     replica_addrs[replica] (membership rule)   -> DROP  QP_DROP_FOREIGN_SOURCE
  *   op >= window_base_op + QP_WINDOW             -> PASS  QP_PASS_WINDOW
  *   op < window_base_op (user space committed it) -> DROP QP_DROP_REDUNDANT
  *   replica already vouched for op (duplicate):
@@ -552,7 +652,9 @@ _Static_assert(ELECTRODE_QP_WINDOW == ELECTRODE_PIPELINE_MAX,
 #define ELECTRODE_CNT_QP_PASS_VIEW 37         /* another view, or config changed mid-packet */
 #define ELECTRODE_CNT_QP_PASS_DISARMED 38     /* not armed (follower, view change) */
 #define ELECTRODE_CNT_QP_PASS_NOT_MEMBER 39   /* cannot be credited to a follower */
-_Static_assert(ELECTRODE_CNT_QP_PASS_NOT_MEMBER < ELECTRODE_CNT_MAX, "qp counter indices");
+/* Index 48 (after tc_broadcast's 40..47) also belongs to fast_quorum_prune. */
+#define ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE 48 /* claims replica r, source IP/port is not r's: nothing recorded */
+_Static_assert(ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE < ELECTRODE_CNT_MAX, "qp counter indices");
 
 /* qp_config: written by user space only (BPF_F_LOCK), read by the kernel. */
 struct electrode_qp_config {

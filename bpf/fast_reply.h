@@ -155,6 +155,84 @@ static __always_inline int fr_reply(struct xdp_md *ctx, __u64 ack_op, __u8 self_
 	return XDP_TX;
 }
 
+/*
+ * 1 if the Prepare body has exactly the lengths wire::decode (read_batch,
+ * read_request in src/wire/mod.rs) accepts: 1..MAX_BATCH requests, each a
+ * 24-byte electrode_request and op_len <= MAX_OP_SIZE bytes, together
+ * exactly batch_len bytes, and body_len == 24 + batch_len. parse_frame
+ * proved the body lies inside the frame; every request header is re-proved
+ * by ptr_at. A constant-bound loop with no helper calls (PLATFORM gotcha 1
+ * is about helpers in unrolled loops); `at` is clamped to a constant so the
+ * verifier keeps the offset bounded on every iteration.
+ */
+static __always_inline int fr_batch_ok(void *data, void *data_end, const struct parsed *p,
+				       const struct electrode_prepare *prepare)
+{
+	__u32 count = bpf_ntohs(prepare->request_count);
+	__u32 batch_len = bpf_ntohs(prepare->batch_len);
+
+	if (count == 0 || count > ELECTRODE_MAX_BATCH)
+		return 0;
+	if (batch_len > ELECTRODE_MAX_BODY - sizeof(struct electrode_prepare))
+		return 0;
+	if (p->body_len != sizeof(struct electrode_prepare) + batch_len)
+		return 0;
+	__u32 batch_off = p->hdr_off + sizeof(struct electrode_hdr) + sizeof(struct electrode_prepare);
+	__u32 at = 0;
+	for (__u32 i = 0; i < ELECTRODE_MAX_BATCH; i++) {
+		if (i >= count)
+			break;
+		if (at > ELECTRODE_MAX_BODY)
+			return 0; /* implied by at <= batch_len; bounds it for the verifier */
+		struct electrode_request *request =
+			ptr_at(data, data_end, batch_off + at, sizeof(*request));
+		if (!request)
+			return 0;
+		__u32 op_len = bpf_ntohs(request->op_len);
+		if (op_len > ELECTRODE_MAX_OP_SIZE)
+			return 0;
+		at += sizeof(*request) + op_len;
+		if (at > batch_len)
+			return 0;
+	}
+	return at == batch_len;
+}
+
+/*
+ * 1 unless the UDP checksum is a full one that does not verify. The
+ * datagram is the `len` bytes the record holds (electrode header onwards,
+ * copied from the packet); the pseudo-header and UDP header come from the
+ * packet. See "UDP checksum" in electrode.h for which values are skipped
+ * and why. Sums 16-bit words as loaded (byte-order neutral, as fr_reply).
+ */
+static __always_inline int fr_checksum_ok(const struct parsed *p,
+					  const struct electrode_prepare_record *record, __u32 len)
+{
+	__u16 field = p->udp->check;
+	if (field == 0)
+		return 1; /* IPv4: the sender computed none */
+	__u64 pseudo = (__u64)p->ip->saddr + p->ip->daddr + bpf_htons(IPPROTO_UDP_) + p->udp->len;
+	if (field == fr_fold(pseudo))
+		return 1; /* CHECKSUM_PARTIAL from a local socket: not computed yet */
+	__u64 sum = pseudo + p->udp->source + p->udp->dest + p->udp->len + field;
+	const __u16 *words = (const __u16 *)record->data;
+	for (__u32 i = 0; i < ELECTRODE_MAX_DATAGRAM / 2; i++) {
+		if (2 * i + 1 >= len)
+			break;
+		sum += words[i];
+	}
+	if (len & 1) {
+		__u32 last = len - 1;
+		if (last >= ELECTRODE_MAX_DATAGRAM)
+			return 0; /* the caller bounded len; the verifier wants it here */
+		__u8 tail[2] = { record->data[last], 0 };
+		__u16 word;
+		__builtin_memcpy(&word, tail, 2);
+		sum += word;
+	}
+	return fr_fold(sum) == 0xffff;
+}
+
 /* Why a re-check under the lock refused an in-order Prepare. */
 static __always_inline __u32 fr_recheck(struct electrode_follower_state *state,
 					const struct fr_snapshot *s, __u64 op)
@@ -197,8 +275,10 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 		count(ELECTRODE_CNT_PASS_DISARMED);
 		return XDP_PASS;
 	}
+	/* The membership rule (electrode.h) for the leader's id, and the
+	 * address user space armed (the same configured one). */
 	if (p->ip->saddr != s.leader_ip || p->udp->source != s.leader_port ||
-	    p->hdr->sender != s.leader_index) {
+	    p->hdr->sender != s.leader_index || !from_member(p, s.leader_index)) {
 		count(ELECTRODE_CNT_PASS_NOT_LEADER);
 		return XDP_PASS;
 	}
@@ -216,6 +296,12 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse checked body_min */
 		return XDP_PASS;
 	}
+	/* Never ack what user space cannot log: a body it would not decode
+	 * passes (user space drops and counts it), and is never acked. */
+	if (!fr_batch_ok(data, data_end, p, prepare)) {
+		count(ELECTRODE_CNT_PASS_BAD_BATCH);
+		return XDP_PASS;
+	}
 	__u64 op = bpf_be64_to_cpu(prepare->op);
 
 	if (op < s.next_op) {
@@ -226,6 +312,13 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 	}
 	if (op > s.next_op) {
 		count(ELECTRODE_CNT_PASS_GAP);
+		return XDP_PASS;
+	}
+	/* next_op = op + 1 would wrap to 0, after which op 0 would be "in
+	 * order" and every op a retransmit. No log gets there honestly; user
+	 * space decides about such a Prepare. */
+	if (op == ~0ULL) {
+		count(ELECTRODE_CNT_PASS_OP_LIMIT);
 		return XDP_PASS;
 	}
 
@@ -248,6 +341,11 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 	if (bpf_xdp_load_bytes(ctx, p->hdr_off, record->data, len)) {
 		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
 		count(ELECTRODE_CNT_MALFORMED);
+		return XDP_PASS;
+	}
+	if (!fr_checksum_ok(p, record, len)) {
+		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
+		count(ELECTRODE_CNT_PASS_BAD_CHECKSUM);
 		return XDP_PASS;
 	}
 	__u32 refused = fr_recheck(state, &s, op);

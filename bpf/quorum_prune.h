@@ -69,6 +69,7 @@ static __always_inline int qp_verdict(__u32 counter)
 	switch (counter) {
 	case ELECTRODE_CNT_QP_DROP_BELOW_QUORUM:
 	case ELECTRODE_CNT_QP_DROP_REDUNDANT:
+	case ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE:
 		return XDP_DROP;
 	}
 	return XDP_PASS;
@@ -110,6 +111,11 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 	if (replica != p->hdr->sender || replica >= cfg.replica_count || replica == cfg.self_index ||
 	    replica >= ELECTRODE_MAX_REPLICAS)
 		return qp_verdict(ELECTRODE_CNT_QP_PASS_NOT_MEMBER);
+	/* The membership rule (electrode.h): the id is believed only from
+	 * replica's configured address and port. A forged ack must never
+	 * reach acked_op, which user space turns into PrepareOKs. */
+	if (!from_member(p, replica))
+		return qp_verdict(ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE);
 
 	__u64 op = bpf_be64_to_cpu(ok->op);
 	__u64 base = cfg.window_base_op;

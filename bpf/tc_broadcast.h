@@ -69,9 +69,11 @@ static __always_inline void broadcast_learn(const struct parsed *p)
 	struct electrode_broadcast_target *target = bpf_map_lookup_elem(&broadcast_targets, &index);
 	if (!target || !target->in_use)
 		return;
-	/* Only the configured address of that replica teaches us its MAC: a
-	 * datagram claiming to be replica 2 from elsewhere changes nothing. */
-	if (p->ip->saddr != target->ip || p->udp->source != target->port)
+	/* The membership rule (electrode.h): only the configured address and
+	 * port of that replica teach us its MAC; a datagram claiming to be
+	 * replica 2 from elsewhere changes nothing. The target's own address
+	 * must agree too (set_broadcast_targets writes both from the config). */
+	if (!from_member(p, index) || p->ip->saddr != target->ip || p->udp->source != target->port)
 		return;
 
 	struct electrode_broadcast_mac learned = {};

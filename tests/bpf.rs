@@ -410,3 +410,158 @@ fn dropping_an_attachment_detaches_in_native_and_generic_mode() {
             .expect("thread in ns b");
     });
 }
+
+// ---------------------------------------------------------------------------
+// Attachments never outlive their replica (issue 12)
+// ---------------------------------------------------------------------------
+
+/// Set only in the child process of the kill -9 tests:
+/// `<netns>:<native|generic|any>`. The child attaches electrode_xdp to
+/// veth-b in that namespace (any: native first, generic as fallback, after
+/// replacing a stale program), prints `attached <mode>` and waits to be
+/// killed.
+const XDP_CHILD: &str = "ELECTRODE_XDP_KILL9_CHILD";
+
+/// The child of the kill -9 tests; a no-op in a normal test run.
+#[test]
+fn xdp_child_attaches_and_waits() {
+    let Ok(spec) = std::env::var(XDP_CHILD) else {
+        return;
+    };
+    let (ns, mode) = spec.split_once(':').expect("<netns>:<mode>");
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let loaded = load();
+    let ifindex = nix::net::if_::if_nametoindex("veth-b").expect("ifindex of veth-b");
+    let attachment = match mode {
+        "generic" => loaded.attach_xdp_generic(ifindex),
+        "native" | "any" => loaded.attach_xdp(ifindex),
+        other => panic!("unknown mode {other}"),
+    }
+    .expect("attach in child");
+    println!("attached {}", attachment.mode());
+    std::io::Write::flush(&mut std::io::stdout()).expect("flush");
+    thread::sleep(Duration::from_secs(60)); // killed long before
+}
+
+/// Runs the child in `ns` with `mode`, waits for its `attached <mode>` line,
+/// kills it with SIGKILL (no Drop runs) and returns the mode it printed and
+/// everything it wrote on stderr.
+fn attach_in_child_and_kill_9(ns: &str, mode: &str) -> (String, String) {
+    use std::io::{BufRead, Read};
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "xdp_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
+        .env(XDP_CHILD, format!("{ns}:{mode}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let attached = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.trim_end().rsplit_once("attached ").map(|(_, mode)| mode.to_string()));
+    child.kill().expect("kill -9 the child"); // SIGKILL
+    child.wait().expect("reap child");
+    let mut stderr = String::new();
+    child.stderr.take().expect("child stderr").read_to_string(&mut stderr).expect("child stderr");
+    let attached = attached.unwrap_or_else(|| panic!("child never attached; stderr: {stderr}"));
+    (attached, stderr)
+}
+
+/// `ip -j link show dev veth-b` in `ns`: the XDP part of the JSON, if any.
+fn xdp_on_veth_b(ns: &str) -> Option<String> {
+    let shown = run("ip", &["-n", ns, "-j", "-d", "link", "show", "dev", "veth-b"]);
+    shown.find("\"xdp\"").map(|at| shown[at..].chars().take(160).collect())
+}
+
+/// Waits (a little: the kernel releases a dead process's fds right after
+/// the kill) until veth-b in `ns` has no XDP program.
+fn wait_until_no_xdp(ns: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let shown = xdp_on_veth_b(ns);
+        if shown.is_none() || Instant::now() > deadline {
+            return shown;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[track_caller]
+fn assert_quiet(stderr: &str, what: &str) {
+    assert!(!stderr.contains("libbpf"), "{what}: library output on stderr: {stderr}");
+    assert!(!stderr.contains("electrode:"), "{what}: unexpected message: {stderr}");
+}
+
+#[test]
+fn native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
+    if !require_root("native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches") {
+        return;
+    }
+    let netns = veth_pair(IP_A, IP_B);
+    let ns = netns.name(1);
+    for run in ["first run", "restart"] {
+        let (mode, stderr) = attach_in_child_and_kill_9(ns, "native");
+        assert_eq!(mode, "native", "{run}: veth implements native XDP");
+        assert_quiet(&stderr, run);
+        assert_eq!(wait_until_no_xdp(ns), None, "{run}: program outlived the kill -9'd process");
+    }
+}
+
+#[test]
+fn generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
+    if !require_root("generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches") {
+        return;
+    }
+    let netns = veth_pair(IP_A, IP_B);
+    let ns = netns.name(1);
+    for run in ["first run", "restart"] {
+        let (mode, stderr) = attach_in_child_and_kill_9(ns, "generic");
+        assert_eq!(mode, "generic", "{run}");
+        assert_quiet(&stderr, run);
+        assert_eq!(wait_until_no_xdp(ns), None, "{run}: program outlived the kill -9'd process");
+    }
+}
+
+/// An older build attached in generic mode through netlink, which outlived
+/// it; the next run replaces that program (either slot) with one line and
+/// no library output, and its own attachment dies with it again.
+#[test]
+fn a_stale_netlink_attachment_is_replaced_with_one_line() {
+    if !require_root("a_stale_netlink_attachment_is_replaced_with_one_line") {
+        return;
+    }
+    let netns = veth_pair(IP_A, IP_B);
+    let ns = netns.name(1).to_string();
+    for (flags, stale_mode) in
+        [(libbpf_rs::XdpFlags::SKB_MODE, "generic"), (libbpf_rs::XdpFlags::DRV_MODE, "native")]
+    {
+        // The stale program: attached through netlink by a loaded object
+        // that is then dropped (as an older build's process exiting).
+        let (netns_ref, stale_flags) = (&netns, flags);
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    netns_ref.enter(1);
+                    let loaded = load();
+                    let ifindex = nix::net::if_::if_nametoindex("veth-b").expect("ifindex");
+                    libbpf_rs::Xdp::new(loaded.xdp_prog_fd())
+                        .attach(ifindex as i32, stale_flags)
+                        .expect("netlink attach of the stale program");
+                })
+                .join()
+                .expect("thread in ns b");
+        });
+        let stale = xdp_on_veth_b(&ns).expect("the stale program stays after its process");
+        let (mode, stderr) = attach_in_child_and_kill_9(&ns, "any");
+        assert_eq!(mode, "native", "{stale_mode}: replaced, then native first");
+        assert!(!stderr.contains("libbpf"), "{stale_mode}: library output: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|line| line.contains("electrode:")).collect();
+        assert_eq!(lines.len(), 1, "{stale_mode}: one line, got {stderr}");
+        assert!(lines[0].contains("replaced a stale electrode_xdp"), "{stale_mode}: {}", lines[0]);
+        assert!(lines[0].contains(&format!("{stale_mode} mode")), "{stale_mode}: {} (was {stale})", lines[0]);
+        assert_eq!(wait_until_no_xdp(&ns), None, "{stale_mode}: the replacement outlived its process");
+    }
+}

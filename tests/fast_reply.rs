@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::*;
 use electrode::fastpath::{xdp_action, Counters, FollowerPath, LoadOptions, Loaded};
-use electrode::wire::{self, consts, Message, MsgType};
+use electrode::wire::{self, consts, Decoded, Message, MsgType};
 
 const PORT: u16 = 7447;
 const CLUSTER_ID: u32 = 0x00c0_ffee;
@@ -23,13 +23,24 @@ const LEADER_INDEX: u8 = 0;
 const SELF_INDEX: u8 = 2;
 const VIEW: u64 = 5;
 
+/// Loaded, with the replica address table written (as the runtime does
+/// before it arms anything): replica 0 (the leader) and 1 send from A, on
+/// their own ports; we (2) are B.
 fn load() -> Loaded {
-    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
-        .expect("load electrode eBPF object (fast_reply)")
+    let loaded = Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
+        .expect("load electrode eBPF object (fast_reply)");
+    let members = [leader(), replica_1(), SocketAddrV4::new(Ipv4Addr::from(IP_B), PORT)];
+    loaded.set_members(&members).expect("write replica_addrs");
+    loaded
 }
 
 fn leader() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT)
+}
+
+/// Replica 1, the leader of view VIEW + 1 in some tests.
+fn replica_1() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT + 10)
 }
 
 fn arm(path: &FollowerPath<'_>, view: u64, next_op: u64) {
@@ -90,6 +101,11 @@ fn udp_pseudo_header(src: [u8; 4], dst: [u8; 4], udp_len: usize) -> Vec<u8> {
 
 /// The PrepareOK B -> A acking `ack_op` in `view`, as the kernel must emit it.
 fn expected_prepare_ok(view: u64, ack_op: u64) -> Vec<u8> {
+    expected_prepare_ok_to(view, ack_op, LEADER_PORT)
+}
+
+/// The PrepareOK for a Prepare sent from IP_A port `leader_port`.
+fn expected_prepare_ok_to(view: u64, ack_op: u64, leader_port: u16) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&consts::MAGIC.to_be_bytes());
     payload.push(consts::PROTOCOL_VERSION as u8);
@@ -127,7 +143,7 @@ fn expected_prepare_ok(view: u64, ack_op: u64) -> Vec<u8> {
     let udp_start = frame.len();
     let udp_len = UDP_LEN + payload.len();
     frame.extend_from_slice(&PORT.to_be_bytes());
-    frame.extend_from_slice(&LEADER_PORT.to_be_bytes());
+    frame.extend_from_slice(&leader_port.to_be_bytes());
     frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
     frame.extend_from_slice(&[0, 0]);
     frame.extend_from_slice(&payload);
@@ -192,6 +208,13 @@ fn expect_pass(loaded: &Loaded, what: &str, frame: &[u8], counted: Counters) {
 fn assert_state(path: &FollowerPath<'_>, armed: bool, view: u64, next_op: u64) {
     let state = path.follower_state().expect("read follower_state");
     assert_eq!((state.armed, state.view, state.next_op), (armed, view, next_op), "follower_state");
+}
+
+#[track_caller]
+fn assert_state_from(path: &FollowerPath<'_>, armed: bool, view: u64, next_op: u64, from: SocketAddrV4) {
+    let state = path.follower_state().expect("read follower_state");
+    assert_eq!((state.armed, state.view, state.next_op), (armed, view, next_op), "follower_state");
+    assert_eq!(state.leader, from, "follower_state leader address");
 }
 
 #[track_caller]
@@ -506,26 +529,29 @@ fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
     );
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 2), prepare(VIEW, 3)]);
 
-    // The new view's leader is replica 1 on the same address; next_op
+    // The new view's leader is replica 1, at its own address; next_op
     // continues from the log head (3).
     let view = VIEW + 1;
-    path.arm_follower(view, 4, leader(), 1, SELF_INDEX).expect("re-arm");
-    assert_state(&path, true, view, 4);
+    path.arm_follower(view, 4, replica_1(), 1, SELF_INDEX).expect("re-arm");
+    assert_state_from(&path, true, view, 4, replica_1());
     let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
-    expect_pass(&loaded, "old leader index", &prepare_frame(view, 4), not_leader);
-    let frame = frame_of(&datagram_from(1, &prepare(view, 4)));
-    expect_tx(&loaded, "op 4 in the new view", &frame, &expected_prepare_ok(view, 4), tx);
-    assert_state(&path, true, view, 5);
+    expect_pass(&loaded, "old leader index", &prepare_frame(view, 4), not_leader.clone());
+    let datagram = datagram_from(1, &prepare(view, 4));
+    expect_pass(&loaded, "new leader index, old leader's address", &frame_of(&datagram), not_leader);
+    let frame = udp4_frame_with(Ipv4Shape::default(), replica_1().port(), PORT, &datagram);
+    let ok = expected_prepare_ok_to(view, 4, replica_1().port());
+    expect_tx(&loaded, "op 4 in the new view", &frame, &ok, tx);
+    assert_state_from(&path, true, view, 5, replica_1());
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(view, 4)]);
 
     // Disarming an idle path leaves next_op as it was.
     path.disarm_follower().expect("disarm");
     path.disarm_follower().expect("disarm twice");
-    assert_state(&path, false, view, 5);
+    assert_state_from(&path, false, view, 5, replica_1());
     assert_ring_empty(&mut path);
     drop(path);
     let path = loaded.follower_path().expect("a new consumer after the first is dropped");
-    assert_state(&path, false, view, 5);
+    assert_state_from(&path, false, view, 5, replica_1());
 }
 
 #[test]
@@ -688,4 +714,399 @@ fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
         assert_eq!(kernel_core.committed_entry(op), user_core.committed_entry(op), "log entry {op} differs");
         assert!(kernel_core.committed_entry(op).is_some(), "entry {op} missing");
     }
+}
+
+/// The membership rule (issue 12): the leader's id is believed only from
+/// the address table's entry for it, whatever address the follower path was
+/// armed with; the same Prepare from the table's address is acked.
+#[test]
+fn prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes() {
+    if !require_root("prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let elsewhere = SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT + 20);
+    path.arm_follower(VIEW, 10, elsewhere, LEADER_INDEX, SELF_INDEX).expect("arm");
+    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let frame = udp4_frame_with(Ipv4Shape::default(), elsewhere.port(), PORT, &datagram);
+    let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
+    expect_pass(&loaded, "armed address, not the configured one", &frame, not_leader);
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+
+    path.disarm_follower().expect("disarm");
+    arm(&path, VIEW, 10);
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "configured address", &prepare_frame(VIEW, 10), &expected_prepare_ok(VIEW, 10), tx);
+    assert_state(&path, true, VIEW, 11);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 12: the kernel acks only what user space can log
+// ---------------------------------------------------------------------------
+
+/// Offsets in an electrode datagram (header, then struct electrode_prepare,
+/// then the first struct electrode_request).
+const BODY_LEN_OFF: usize = 12;
+const REQUEST_COUNT_OFF: usize = 24 + 16;
+const BATCH_LEN_OFF: usize = 24 + 18;
+const FIRST_OP_LEN_OFF: usize = 48 + 16;
+
+fn put_u16(datagram: &mut [u8], offset: usize, value: u16) {
+    datagram[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+fn get_u16(datagram: &[u8], offset: usize) -> u16 {
+    u16::from_be_bytes([datagram[offset], datagram[offset + 1]])
+}
+
+/// `datagram` with `extra` bytes appended and body_len matching, so the
+/// header and UDP lengths stay consistent.
+fn grown(mut datagram: Vec<u8>, extra: usize) -> Vec<u8> {
+    datagram.resize(datagram.len() + extra, b'z');
+    let body_len = (datagram.len() - 24) as u16;
+    put_u16(&mut datagram, BODY_LEN_OFF, body_len);
+    datagram
+}
+
+/// A Prepare of two requests ("put k v" and a 5-byte op).
+fn two_request_prepare(view: u64, op: u64) -> wire::Prepare {
+    let mut prepare = prepare(view, op);
+    prepare.batch.push(wire::Request { client_id: 10, request_number: 1, op: b"get k".to_vec() });
+    prepare
+}
+
+#[test]
+fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
+    if !require_root("prepare_whose_body_user_space_cannot_decode_is_passed_not_acked") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let one = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let two = datagram_from(LEADER_INDEX, &two_request_prepare(VIEW, 10));
+    let batch_len = get_u16(&one, BATCH_LEN_OFF);
+    let op_len = get_u16(&one, FIRST_OP_LEN_OFF);
+
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut patch = |what: &'static str, base: &[u8], offset: usize, value: u16| {
+        let mut datagram = base.to_vec();
+        put_u16(&mut datagram, offset, value);
+        cases.push((what, datagram));
+    };
+    patch("batch_len one short of the body", &one, BATCH_LEN_OFF, batch_len - 1);
+    patch("batch_len one beyond the body", &one, BATCH_LEN_OFF, batch_len + 1);
+    patch("batch_len 0", &one, BATCH_LEN_OFF, 0);
+    patch("batch_len 65535", &one, BATCH_LEN_OFF, u16::MAX);
+    patch("request_count 0", &one, REQUEST_COUNT_OFF, 0);
+    patch("request_count 2 for one request", &one, REQUEST_COUNT_OFF, 2);
+    patch("request_count 1 for two requests", &two, REQUEST_COUNT_OFF, 1);
+    patch("request_count 33 (over MAX_BATCH)", &one, REQUEST_COUNT_OFF, 33);
+    patch("request_count 65535", &one, REQUEST_COUNT_OFF, u16::MAX);
+    patch("op_len one beyond the batch", &one, FIRST_OP_LEN_OFF, op_len + 1);
+    patch("op_len one short of the batch", &one, FIRST_OP_LEN_OFF, op_len - 1);
+    patch("op_len 65535", &one, FIRST_OP_LEN_OFF, u16::MAX);
+    // Batch and body grown together by one byte the requests do not cover.
+    let mut tail = grown(one.clone(), 1);
+    put_u16(&mut tail, BATCH_LEN_OFF, batch_len + 1);
+    cases.push(("a byte after the last request", tail));
+    // One request of MAX_OP_SIZE + 1 bytes, every length consistent.
+    let max_op = wire::Request { client_id: 1, request_number: 1, op: vec![b'x'; wire::MAX_OP_LEN] };
+    let mut over = datagram_from(LEADER_INDEX, &wire::Prepare { batch: vec![max_op], ..prepare(VIEW, 10) });
+    over = grown(over, 1);
+    let over_batch = get_u16(&over, BATCH_LEN_OFF) + 1;
+    put_u16(&mut over, BATCH_LEN_OFF, over_batch);
+    put_u16(&mut over, FIRST_OP_LEN_OFF, wire::MAX_OP_LEN as u16 + 1);
+    cases.push(("op_len MAX_OP_SIZE + 1", over));
+
+    let bad_batch = Counters { pass_bad_batch: 1, ..one_prepare() };
+    for (what, datagram) in &cases {
+        assert!(wire::decode(datagram, CLUSTER_ID).is_err(), "{what}: user space must refuse it too");
+        expect_pass(&loaded, what, &frame_of(datagram), bad_batch.clone());
+        assert_state(&path, true, VIEW, 10);
+        assert_ring_empty(&mut path);
+    }
+    // A retransmission of an acked op with a broken body is not re-acked either.
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "valid op 10", &frame_of(&one), &expected_prepare_ok(VIEW, 10), tx.clone());
+    let mut broken = one.clone();
+    put_u16(&mut broken, REQUEST_COUNT_OFF, 0);
+    expect_pass(&loaded, "broken retransmission", &frame_of(&broken), bad_batch);
+    let eleven = datagram_from(LEADER_INDEX, &two_request_prepare(VIEW, 11));
+    expect_tx(&loaded, "valid two-request op 11", &frame_of(&eleven), &expected_prepare_ok(VIEW, 11), tx);
+    assert_eq!(
+        path.drain_prepares(usize::MAX).expect("drain"),
+        vec![prepare(VIEW, 10), two_request_prepare(VIEW, 11)]
+    );
+    assert_eq!(path.undecodable(), 0);
+}
+
+#[test]
+fn largest_batch_of_max_batch_requests_is_acked() {
+    if !require_root("largest_batch_of_max_batch_requests_is_acked") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 1);
+    // 32 requests of 20 bytes (32 x 44 = 1408 of 1424 batch bytes), then
+    // an odd total length (one op one byte shorter) for the checksum's tail.
+    let full: Vec<wire::Request> = (0..consts::MAX_BATCH as u64)
+        .map(|i| wire::Request { client_id: i, request_number: 1, op: vec![b'o'; 20] })
+        .collect();
+    let mut odd = full.clone();
+    odd[31].op.pop();
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    let mut sent = Vec::new();
+    for (op, batch) in [(1, full), (2, odd)] {
+        let prepare = wire::Prepare { view: VIEW, op, commit: 0, batch };
+        let datagram = datagram_from(LEADER_INDEX, &prepare);
+        let frame = with_full_udp_checksum(frame_of(&datagram));
+        expect_tx(
+            &loaded,
+            &format!("32 requests, op {op}"),
+            &frame,
+            &expected_prepare_ok(VIEW, op),
+            tx.clone(),
+        );
+        sent.push(prepare);
+    }
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), sent);
+}
+
+/// `frame` (Eth + 20-byte IPv4 + UDP) with its UDP checksum computed in full.
+fn with_full_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let udp = ETH_LEN + IPV4_LEN;
+    frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+    let pseudo = udp_pseudo_header(IP_A, IP_B, frame.len() - udp);
+    let mut check = !ones_complement_sum(&[&pseudo, &frame[udp..]]);
+    if check == 0 {
+        check = 0xffff;
+    }
+    frame[udp + 6..udp + 8].copy_from_slice(&check.to_be_bytes());
+    frame
+}
+
+/// `frame` as a local socket hands it to a veth with checksum offload
+/// (CHECKSUM_PARTIAL): the UDP field holds only the folded pseudo-header sum.
+fn with_partial_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let udp = ETH_LEN + IPV4_LEN;
+    let pseudo = udp_pseudo_header(IP_A, IP_B, frame.len() - udp);
+    let partial = ones_complement_sum(&[&pseudo]);
+    frame[udp + 6..udp + 8].copy_from_slice(&partial.to_be_bytes());
+    frame
+}
+
+#[test]
+fn prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked() {
+    if !require_root("prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, 10);
+    let good = with_full_udp_checksum(prepare_frame(VIEW, 10));
+    // One bit of the batch flipped after the checksum was computed: every
+    // length still right, so only the checksum can tell.
+    let last = good.len() - 1;
+    let mut flipped = good.clone();
+    flipped[last] ^= 0x01;
+    let bad_checksum = Counters { pass_bad_checksum: 1, ..one_prepare() };
+    expect_pass(&loaded, "batch bit flipped", &flipped, bad_checksum.clone());
+    let mut flipped_op = good.clone();
+    flipped_op[ETH_LEN + IPV4_LEN + UDP_LEN + 24 + 7] ^= 0x01; // op 10 -> 11
+    expect_pass(&loaded, "op bit flipped", &flipped_op, Counters { pass_gap: 1, ..one_prepare() });
+    assert_state(&path, true, VIEW, 10);
+    assert_ring_empty(&mut path);
+
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "full checksum that verifies", &good, &expected_prepare_ok(VIEW, 10), tx.clone());
+    let partial = with_partial_udp_checksum(prepare_frame(VIEW, 11));
+    expect_tx(&loaded, "CHECKSUM_PARTIAL from a local socket", &partial, &expected_prepare_ok(VIEW, 11), tx);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 10), prepare(VIEW, 11)]);
+}
+
+/// Issue 12: drain_prepares used to skip an undecodable record, and the next
+/// valid one tripped the core's `assert_eq!(prepare.op, self.op + 1)`. The
+/// drain now hands the core only the contiguous prefix, which it appends
+/// without a gap, and records the fault the runtime then exits on.
+#[test]
+fn an_unloggable_record_stops_the_prefix_so_the_core_never_sees_a_gap() {
+    let (mut core, _) = booted_follower(true);
+    let mut out = Vec::new();
+    // The core armed the kernel at op 1 of view 0; records for ops 1..=3,
+    // the second with a request count of 0.
+    let mut records: Vec<Vec<u8>> = (1..=3).map(|op| datagram_from(LEADER_INDEX, &prepare(0, op))).collect();
+    records[1][24 + 16..24 + 18].copy_from_slice(&0u16.to_be_bytes());
+    let (prefix, expected, fault) =
+        electrode::fastpath::follower::log_prefix(records, CLUSTER_ID, Some((0, 1)));
+    assert_eq!(prefix, vec![prepare(0, 1)]);
+    assert_eq!(expected, Some((0, 2)));
+    assert!(fault.expect("a fault").contains("record 1 does not decode"));
+    core.on_kernel_prepares(prefix, &mut out);
+    assert_eq!(core.op(), 1, "the prefix is in the log, nothing after it");
+}
+
+/// Issue 12, extreme numbers: with next_op at 2^64 - 1 an in-order Prepare
+/// would set next_op = op + 1 = 0, after which op 0 would be acked as in
+/// order. The kernel passes op u64::MAX instead, and views near the top are
+/// compared, never added to.
+#[test]
+fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
+    if !require_root("ops_and_views_near_u64_max_never_wrap_into_an_ack") {
+        return;
+    }
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let top = u64::MAX;
+    arm(&path, top, top - 1);
+    let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
+    expect_tx(&loaded, "op 2^64 - 2", &prepare_frame(top, top - 1), &expected_prepare_ok(top, top - 1), tx);
+    assert_state(&path, true, top, top);
+    let limit = Counters { pass_op_limit: 1, ..one_prepare() };
+    expect_pass(&loaded, "op 2^64 - 1", &prepare_frame(top, top), limit.clone());
+    assert_state(&path, true, top, top);
+    expect_pass(&loaded, "op 2^64 - 1 again", &prepare_frame(top, top), limit);
+    let reack = Counters { reack_tx: 1, ..one_prepare() };
+    let zero = frame_of(&datagram_from(LEADER_INDEX, &wire::Prepare { commit: 0, ..prepare(top, 1) }));
+    let mut zero_op = zero.clone();
+    zero_op[HDR_OFF + 24..HDR_OFF + 32].copy_from_slice(&0u64.to_be_bytes()); // op 0
+    expect_tx(&loaded, "op 0 is old news, not in order", &zero_op, &expected_prepare_ok(top, top - 1), reack);
+    assert_state(&path, true, top, top);
+    let view = Counters { pass_view: 1, ..one_prepare() };
+    expect_pass(&loaded, "view 2^64 - 2", &prepare_frame(top - 1, top - 1), view);
+    assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(top, top - 1)]);
+    assert_eq!(path.fault(), None);
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz against a model (issue 12: next_op advances only on well-formed
+// in-order Prepares from the leader's address)
+// ---------------------------------------------------------------------------
+
+/// The UDP checksum rule of fast_reply (bpf/electrode.h, "UDP checksum"):
+/// 0 and the CHECKSUM_PARTIAL value are skipped, anything else must verify.
+fn checksum_acceptable(frame: &[u8]) -> bool {
+    let udp = &frame[ETH_LEN + IPV4_LEN..];
+    let field = u16::from_be_bytes([udp[6], udp[7]]);
+    let src: [u8; 4] = frame[ETH_LEN + 12..ETH_LEN + 16].try_into().expect("4 bytes");
+    let dst: [u8; 4] = frame[ETH_LEN + 16..ETH_LEN + 20].try_into().expect("4 bytes");
+    let pseudo = udp_pseudo_header(src, dst, udp.len());
+    field == 0 || field == ones_complement_sum(&[&pseudo]) || ones_complement_sum(&[&pseudo, udp]) == 0xffff
+}
+
+#[test]
+fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
+    if !require_root("fuzzed_prepares_are_acked_only_when_user_space_can_log_them") {
+        return;
+    }
+    let (seed, frames) = fuzz_plan(0xfa57_4e91);
+    let mut rng = Rng(seed | 1);
+    let loaded = load();
+    let mut path = loaded.follower_path().expect("follower path");
+    let mut next_op = 1_000u64;
+    arm(&path, VIEW, next_op);
+    let (mut acked, mut reacked) = (0u64, 0u64);
+    for n in 0..frames {
+        let op = match rng.below(20) {
+            0 => rng.next(),
+            1 => u64::MAX - rng.below(2),
+            _ => next_op + rng.below(5) - 2,
+        };
+        let view = if rng.chance(95) { VIEW } else { [0, VIEW + 1, u64::MAX][rng.below(3) as usize] };
+        let most = if rng.chance(10) { 32 } else { 3 };
+        let requests = 1 + rng.below(most);
+        let batch: Vec<wire::Request> = (0..requests)
+            .map(|i| wire::Request {
+                client_id: rng.next(),
+                request_number: i,
+                op: vec![b'a' + (i % 26) as u8; rng.below(if requests > 3 { 20 } else { 200 }) as usize],
+            })
+            .collect();
+        let prepare = wire::Prepare { view, op, commit: op.saturating_sub(1), batch };
+        let sender = if rng.chance(95) { LEADER_INDEX } else { rng.below(4) as u8 };
+        let mut datagram = datagram_from(sender, &prepare);
+        let full_checksum = rng.chance(30);
+        let partial_checksum = !full_checksum && rng.chance(30);
+        let mutate = rng.chance(30);
+        let mut mutations = Vec::new();
+        if mutate && !full_checksum {
+            for _ in 0..=rng.below(3) {
+                mutations.push((rng.below(datagram.len() as u64) as usize, rng.next() as u8));
+            }
+            for (at, value) in &mutations {
+                datagram[*at] = *value;
+            }
+            if rng.chance(10) {
+                datagram.truncate(rng.below(datagram.len() as u64) as usize);
+            }
+        }
+        let source = match rng.below(20) {
+            0 => replica_1(),
+            1 => SocketAddrV4::new(Ipv4Addr::from(IP_A), rng.next() as u16),
+            _ => leader(),
+        };
+        let mut frame = udp4_frame_with(Ipv4Shape::default(), source.port(), PORT, &datagram);
+        if full_checksum {
+            frame = with_full_udp_checksum(frame);
+            if mutate {
+                // Corruption after the checksum was computed.
+                let at = HDR_OFF + rng.below(datagram.len() as u64) as usize;
+                frame[at] ^= 1 << rng.below(8);
+                mutations.push((at - HDR_OFF, frame[at]));
+            }
+        } else if partial_checksum {
+            frame = with_partial_udp_checksum(frame);
+        }
+        let sent = frame[HDR_OFF..].to_vec();
+
+        // The model: the classifier, the leader rule, then what user space
+        // can decode (wire::decode is the oracle), then the op.
+        let decoded = match wire::decode(&sent, CLUSTER_ID) {
+            Ok((_, Decoded::Message(Message::Prepare(p)))) => Some(p),
+            _ => None,
+        };
+        let is_prepare = classify(&sent, CLUSTER_ID).is_some_and(|(t, ..)| t == MsgType::Prepare as u8);
+        let sender_ok = sent.get(6) == Some(&LEADER_INDEX) && source == leader();
+        let want = match (is_prepare, sender_ok, &decoded) {
+            (true, true, Some(p)) if p.view == VIEW => {
+                if p.op < next_op {
+                    Some(next_op - 1)
+                } else if p.op == next_op && p.op != u64::MAX && checksum_acceptable(&frame) {
+                    Some(p.op)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let (verdict, out) = loaded.test_run_xdp(&frame).expect("BPF_PROG_TEST_RUN");
+        let context = format!("frame {n} (seed {seed}): op {op}, mutations {mutations:?}, from {source}");
+        match want {
+            Some(ack) => {
+                assert_eq!(verdict, xdp_action::TX, "{context}: must be acked");
+                assert_eq!(&out[HDR_OFF + 24..HDR_OFF + 32], &ack.to_be_bytes(), "{context}: acked op");
+                if ack == next_op {
+                    acked += 1;
+                    next_op += 1;
+                    let logged = path.drain_prepares(usize::MAX).expect("drain");
+                    assert_eq!(logged, vec![decoded.clone().expect("decoded")], "{context}: logged");
+                } else {
+                    reacked += 1;
+                }
+            }
+            None => {
+                assert_eq!(verdict, xdp_action::PASS, "{context}: must not be acked");
+            }
+        }
+        if n % 1009 == 0 {
+            assert_state(&path, true, VIEW, next_op);
+            assert_ring_empty(&mut path);
+        }
+    }
+    assert_state(&path, true, VIEW, next_op);
+    assert_eq!(path.fault(), None);
+    assert!(acked > frames / 10 && reacked > frames / 20, "{acked} acked, {reacked} re-acked");
 }

@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+
 use common::*;
 use electrode::fastpath::quorum::{LeaderState, WINDOW_OPS};
 use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded, QuorumPruneCounters};
@@ -19,7 +21,24 @@ const CLUSTER_ID: u32 = 0x00c0_ffee;
 const PASS: u32 = xdp_action::PASS;
 const DROP: u32 = xdp_action::DROP;
 
+/// Replica `r` sends from IP_A, port MEMBER_PORT_BASE + r (the membership
+/// table below).
+const MEMBER_PORT_BASE: u16 = 40000;
+
+fn member(replica: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(IP_A), MEMBER_PORT_BASE + u16::from(replica))
+}
+
+/// Loaded, with the replica address table written (as the runtime does
+/// before it arms anything).
 fn load(replica_count: u32) -> Loaded {
+    let loaded = load_without_members(replica_count);
+    let members: Vec<SocketAddrV4> = (0..replica_count as u8).map(member).collect();
+    loaded.set_members(&members).expect("write replica_addrs");
+    loaded
+}
+
+fn load_without_members(replica_count: u32) -> Loaded {
     Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count })
         .expect("load electrode eBPF object")
 }
@@ -34,8 +53,30 @@ fn ack_datagram(view: u64, op: u64, replica: u8) -> Vec<u8> {
     out.remove(0)
 }
 
+/// A PrepareOK of `replica` from its configured address.
 fn ack(view: u64, op: u64, replica: u8) -> Vec<u8> {
-    udp4_frame(PORT, &ack_datagram(view, op, replica))
+    from_member(replica, &ack_datagram(view, op, replica))
+}
+
+/// `datagram` sent from replica `replica`'s configured address.
+fn from_member(replica: u8, datagram: &[u8]) -> Vec<u8> {
+    udp4_frame_with(Ipv4Shape::default(), member(replica).port(), PORT, datagram)
+}
+
+/// `frame` with another IPv4 source address (header checksum recomputed).
+fn with_source_ip(mut frame: Vec<u8>, ip: [u8; 4]) -> Vec<u8> {
+    let ip_start = ETH_LEN;
+    frame[ip_start + 12..ip_start + 16].copy_from_slice(&ip);
+    frame[ip_start + 10..ip_start + 12].copy_from_slice(&[0, 0]);
+    let mut sum: u32 = frame[ip_start..ip_start + IPV4_LEN]
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[ip_start + 10..ip_start + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    frame
 }
 
 /// One prune verdict counter set to 1.
@@ -68,6 +109,9 @@ fn pass_disarmed() -> QuorumPruneCounters {
 }
 fn pass_not_member() -> QuorumPruneCounters {
     one(|c| &mut c.pass_not_member)
+}
+fn drop_foreign_source() -> QuorumPruneCounters {
+    one(|c| &mut c.drop_foreign_source)
 }
 
 /// Runs a well-formed PrepareOK `frame`: the verdict must be `verdict`,
@@ -246,14 +290,14 @@ fn acks_that_cannot_be_credited_to_a_follower_pass() {
     // Header sender 2 claims an ack of replica 1.
     let mut spoofed = ack_datagram(0, 1, 1);
     spoofed[6] = 2;
-    expect(&loaded, "sender != replica", &udp4_frame(PORT, &spoofed), PASS, pass_not_member());
+    expect(&loaded, "sender != replica", &from_member(1, &spoofed), PASS, pass_not_member());
 
     // A 17-byte body: the classifier accepts it (>= the fixed part), user
     // space decodes only exactly 16, so the kernel must not count it.
     let mut long = ack_datagram(0, 1, 1);
     long.push(0);
     long[12..14].copy_from_slice(&17u16.to_be_bytes());
-    expect(&loaded, "body one byte long", &udp4_frame(PORT, &long), PASS, pass_not_member());
+    expect(&loaded, "body one byte long", &from_member(1, &long), PASS, pass_not_member());
 
     assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])));
     expect_acks(&loaded, 1, Some(0));
@@ -392,4 +436,263 @@ fn arm_refuses_configs_the_kernel_could_not_count() {
     expect(&loaded, "ack from replica 1, the leader", &ack(6, 1, 1), PASS, pass_not_member());
     expect(&loaded, "ack from replica 4", &ack(6, 1, 4), PASS, pass_quorum());
     expect_acks(&loaded, 1, Some(0b1_0001));
+}
+
+/// Issue 12: an isolated leader committed on PrepareOKs with every field
+/// right but the source address. The kernel must record nothing from an
+/// address or port that is not the claimed replica's, drop it under its own
+/// counter, and still count the genuine ack.
+#[test]
+fn acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing() {
+    if !require_root("acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing") {
+        return;
+    }
+    for (f, replicas) in [(1, 3), (2, 5)] {
+        let loaded = load(replicas);
+        loaded.arm_leader(0, 1, f, replicas, 0).expect("arm");
+        let forged = [
+            ("wrong source port", from_member(1, &ack_datagram(0, 1, 1))[..].to_vec(), 1u8),
+            (
+                "wrong source port",
+                udp4_frame_with(Ipv4Shape::default(), member(1).port() + 100, PORT, &ack_datagram(0, 1, 1)),
+                1,
+            ),
+            ("wrong source address", with_source_ip(ack(0, 1, 2), [10, 200, 1, 99]), 2),
+            ("another member's address", from_member(2, &ack_datagram(0, 1, 1)), 1),
+            ("the leader's own address", from_member(0, &ack_datagram(0, 2, 2)), 2),
+        ];
+        // The first entry is the genuine frame, kept to prove the forgeries
+        // differ from it only in the source.
+        let (_, genuine, _) = &forged[0];
+        assert_eq!(genuine, &ack(0, 1, 1));
+        for (what, frame, replica) in &forged[1..] {
+            assert_ne!(frame, &ack(0, 1, *replica), "{what}: differs from the genuine ack");
+            let what = format!("f = {f}: {what}");
+            expect(&loaded, &what, frame, DROP, drop_foreign_source());
+            assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])), "{what}");
+        }
+        expect_acks(&loaded, 1, Some(0));
+        let named = loaded.counters().expect("counters").named();
+        assert!(
+            named.contains(&("quorum_prune.drop_foreign_source", 4)),
+            "f = {f}: electrode stats shows the drops by name: {named:?}"
+        );
+
+        // The same acks from the replicas' own addresses count.
+        let verdict = if f == 1 { (PASS, pass_quorum()) } else { (DROP, drop_below_quorum()) };
+        expect(&loaded, "genuine ack of replica 1", &ack(0, 1, 1), verdict.0, verdict.1);
+        if f == 2 {
+            expect(&loaded, "genuine ack of replica 2", &ack(0, 1, 2), PASS, pass_quorum());
+        }
+        assert_eq!(state(&loaded).quorum_op, 1, "f = {f}");
+    }
+}
+
+/// Before the address table is written nothing may be armed, and a program
+/// attached that early trusts no sender.
+#[test]
+fn nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody() {
+    if !require_root("nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody") {
+        return;
+    }
+    let loaded = load_without_members(3);
+    let refused = loaded.arm_leader(0, 1, 1, 3, 0).expect_err("arm before set_members");
+    assert!(format!("{refused:#}").contains("replica_addrs"), "{refused:#}");
+    assert!(!state(&loaded).armed);
+    assert_eq!(loaded.members().expect("read table"), vec![None; 9]);
+
+    let members = [member(0), member(1), member(2)];
+    assert!(loaded.set_members(&members[..2]).is_err(), "one address per replica");
+    assert!(loaded.set_members(&[member(0), member(1), member(1)]).is_err(), "duplicate address");
+    loaded.set_members(&members).expect("write replica_addrs");
+    assert!(loaded.set_members(&members).is_err(), "written once");
+    let table = loaded.members().expect("read table");
+    assert_eq!(&table[..3], &members.map(Some)[..]);
+    assert_eq!(&table[3..], &[None; 6]);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm after set_members");
+    expect(&loaded, "genuine ack", &ack(0, 1, 1), PASS, pass_quorum());
+}
+
+/// Issue 12, extreme numbers: an op or view near 2^64 from a member never
+/// wraps the window test (op >= base + 64) into a counted ack, at the
+/// lowest and at the highest window base arm accepts, and a view of
+/// u64::MAX is just a view.
+#[test]
+fn ops_and_views_near_u64_max_never_wrap_into_a_counted_ack() {
+    if !require_root("ops_and_views_near_u64_max_never_wrap_into_a_counted_ack") {
+        return;
+    }
+    let top = u64::MAX;
+    let highest_base = (1u64 << 62) - 1;
+    for base in [1, highest_base] {
+        let loaded = load(3);
+        loaded.arm_leader(0, base, 1, 3, 0).expect("arm");
+        for op in [top, top - 1, top - WINDOW_OPS, top - WINDOW_OPS + 1, base + WINDOW_OPS, 1 << 63] {
+            let what = format!("base {base}, op {op}");
+            expect(&loaded, &what, &ack(0, op, 1), PASS, pass_window());
+            assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (0, acked(&[])), "{what}");
+        }
+        expect(&loaded, "view u64::MAX", &ack(top, base, 1), PASS, pass_view());
+        expect(&loaded, "top of the window", &ack(0, base + WINDOW_OPS - 1, 1), PASS, pass_quorum());
+        assert_eq!(state(&loaded).quorum_op, base + WINDOW_OPS - 1);
+    }
+    // u64::MAX % 3 == 0: replica 0 leads view u64::MAX.
+    let loaded = load(3);
+    loaded.arm_leader(top, 1, 1, 3, 0).expect("arm for view u64::MAX");
+    expect(&loaded, "view 0 while armed for u64::MAX", &ack(0, 1, 1), PASS, pass_view());
+    expect(&loaded, "view u64::MAX, op u64::MAX", &ack(top, top, 1), PASS, pass_window());
+    expect(&loaded, "view u64::MAX, op 1", &ack(top, 1, 1), PASS, pass_quorum());
+    assert!(loaded.arm_leader(top, 1 << 62, 1, 3, 0).is_err(), "window base 2^62 is refused");
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz against a model (issue 12: acked_op moves only for members)
+// ---------------------------------------------------------------------------
+
+/// The rules of `bpf/parse.h` and the fast_quorum_prune table of
+/// `bpf/electrode.h`, in Rust, on the leader's side.
+struct PruneModel {
+    view: u64,
+    base: u64,
+    f: u64,
+    replicas: u8,
+    self_index: u8,
+    quorum_op: u64,
+    acked_op: [u64; 9],
+}
+
+impl PruneModel {
+    fn quorum_of(&self) -> u64 {
+        let followers = |i: usize| i < usize::from(self.replicas) && i != usize::from(self.self_index);
+        let mut best = 0;
+        for i in (0..9).filter(|i| followers(*i)) {
+            let candidate = self.acked_op[i];
+            let at_least = (0..9).filter(|j| followers(*j) && self.acked_op[*j] >= candidate).count() as u64;
+            if at_least >= self.f && candidate >= best {
+                best = candidate;
+            }
+        }
+        best
+    }
+
+    /// The verdict for `datagram` from `source`, updating the state.
+    fn run(&mut self, datagram: &[u8], source: SocketAddrV4) -> u32 {
+        let Some((msg_type, sender, view, body)) = classify(datagram, CLUSTER_ID) else { return PASS };
+        if msg_type != MsgType::PrepareOk as u8 {
+            return PASS;
+        }
+        if view != self.view {
+            return PASS;
+        }
+        let replica = body[8];
+        if body.len() != 16
+            || replica != sender
+            || replica >= self.replicas
+            || replica == self.self_index
+            || replica >= 9
+        {
+            return PASS;
+        }
+        if source != member(replica) {
+            return DROP;
+        }
+        let op = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+        if op >= self.base + WINDOW_OPS {
+            return PASS;
+        }
+        if op < self.base {
+            return DROP;
+        }
+        let quorum_before = self.quorum_op.max(self.base - 1);
+        let slot = usize::from(replica);
+        if op <= self.acked_op[slot] {
+            return if op <= quorum_before { PASS } else { DROP };
+        }
+        self.acked_op[slot] = op;
+        let after = self.quorum_of();
+        self.quorum_op = self.quorum_op.max(after);
+        if after > quorum_before {
+            PASS
+        } else {
+            DROP
+        }
+    }
+}
+
+#[test]
+fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
+    if !require_root("fuzzed_prepare_oks_move_acked_op_only_as_the_model_says") {
+        return;
+    }
+    let (seed, frames) = fuzz_plan(0x5eed_e1ec);
+    let mut rng = Rng(seed | 1);
+    let (replicas, f, view) = (5u8, 2u64, 7u64);
+    let loaded = load(u32::from(replicas));
+    let self_index = (view % u64::from(replicas)) as u8;
+    loaded.arm_leader(view, 1, f as u32, u32::from(replicas), u32::from(self_index)).expect("arm");
+    let mut model = PruneModel { view, base: 1, f, replicas, self_index, quorum_op: 0, acked_op: [0; 9] };
+    let before = loaded.counters().expect("counters");
+    let mut dropped = 0u64;
+    for n in 0..frames {
+        // Mostly a PrepareOK near the window, sometimes anything.
+        let replica = rng.below(u64::from(replicas) + 1) as u8;
+        let op = match rng.below(10) {
+            0 => rng.next(),
+            1 => u64::MAX - rng.below(3),
+            _ => (model.base + rng.below(WINDOW_OPS + 8)).saturating_sub(4),
+        };
+        let ack_view = if rng.chance(90) { view } else { [0, view + 1, u64::MAX][rng.below(3) as usize] };
+        let mut datagram = ack_datagram(ack_view, op, replica);
+        if rng.chance(5) {
+            datagram[6] = rng.below(10) as u8; // sender differs from replica
+        }
+        if rng.chance(15) {
+            for _ in 0..=rng.below(3) {
+                let at = rng.below(datagram.len() as u64) as usize;
+                datagram[at] = rng.next() as u8;
+            }
+        }
+        if rng.chance(3) {
+            datagram.truncate(rng.below(datagram.len() as u64) as usize);
+        } else if rng.chance(3) {
+            datagram.push(rng.next() as u8);
+        }
+        let source = match rng.below(10) {
+            0 => SocketAddrV4::new(Ipv4Addr::from(IP_A), 40000 + rng.below(10) as u16), // any member's port
+            1 => SocketAddrV4::new(Ipv4Addr::from(IP_A), rng.next() as u16),
+            2 => SocketAddrV4::new(Ipv4Addr::new(10, 200, 1, 99), member(replica).port()),
+            _ => member(replica),
+        };
+        let mut frame = udp4_frame_with(Ipv4Shape::default(), source.port(), PORT, &datagram);
+        if *source.ip() != Ipv4Addr::from(IP_A) {
+            frame = with_source_ip(frame, source.ip().octets());
+        }
+        let want = model.run(&datagram, source);
+        let (got, _) = loaded.test_run_xdp(&frame).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(got, want, "frame {n} (seed {seed}): verdict for {datagram:02x?} from {source}");
+        dropped += u64::from(got == DROP);
+        if n % 997 == 0 {
+            let state = state(&loaded);
+            assert_eq!(
+                (state.quorum_op, state.acked_op),
+                (model.quorum_op, model.acked_op),
+                "frame {n}, seed {seed}"
+            );
+            // User space commits and moves the window now and then.
+            let committed = model.quorum_op.max(model.base - 1);
+            if committed + 1 > model.base && rng.chance(50) {
+                model.base = committed + 1;
+                loaded.advance_window(model.base).expect("advance");
+            }
+        }
+    }
+    let state = state(&loaded);
+    assert_eq!((state.quorum_op, state.acked_op), (model.quorum_op, model.acked_op), "end, seed {seed}");
+    assert!(model.quorum_op > 100, "the fuzz reached quorums ({})", model.quorum_op);
+    let counted_foreign =
+        loaded.counters().expect("counters").since(&before).quorum_prune.drop_foreign_source;
+    assert!(
+        dropped > frames / 10 && counted_foreign > frames / 100,
+        "{dropped} dropped, {counted_foreign} forged"
+    );
 }

@@ -127,6 +127,14 @@ fn load(replica_count: u32) -> Loaded {
         .expect("load electrode eBPF object")
 }
 
+/// Loaded with the replica address table written (member i at
+/// `members[i]`), as the runtime does before it arms anything.
+fn load_with_members(members: &[SocketAddrV4]) -> Loaded {
+    let loaded = load(members.len() as u32);
+    loaded.set_members(members).expect("write replica_addrs");
+    loaded
+}
+
 /// Runs `body` on a thread inside a fresh namespace (lo up), so tc test
 /// runs can clone to lo and nothing leaks into the caller's namespace.
 fn in_netns<T: Send>(body: impl FnOnce(&Netns) -> T + Send) -> T {
@@ -146,9 +154,10 @@ fn in_netns<T: Send>(body: impl FnOnce(&Netns) -> T + Send) -> T {
 /// The leader (replica 0) and followers 1..replica_count, follower i on
 /// port PORT + i; targets set and armed.
 fn leader_with_targets(replica_count: u8) -> (Loaded, Endpoint, Vec<Endpoint>) {
-    let loaded = load(u32::from(replica_count));
     let leader = endpoint(0, PORT);
     let followers: Vec<Endpoint> = (1..replica_count).map(|i| endpoint(i, PORT + u16::from(i))).collect();
+    let members: Vec<SocketAddrV4> = [leader].iter().chain(&followers).map(|e| e.addr).collect();
+    let loaded = load_with_members(&members);
     let targets: Vec<(u8, SocketAddrV4)> =
         followers.iter().enumerate().map(|(i, f)| (i as u8 + 1, f.addr)).collect();
     loaded.set_broadcast_targets(0, PORT, &targets).expect("set targets");
@@ -234,10 +243,13 @@ fn one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight() {
         assert_eq!(delta, Counters { tc_marked: 1, tc_copies: 1, ..Counters::default() });
 
         // 9 replicas, leader is replica 4: 8 copies, the original for replica 8.
-        let loaded = load(9);
         let leader = endpoint(4, PORT);
         let others: Vec<(u8, Endpoint)> =
             (0..9u8).filter(|&i| i != 4).map(|i| (i, endpoint(i, PORT + 100 + u16::from(i)))).collect();
+        let members: Vec<SocketAddrV4> = (0..9u8)
+            .map(|i| if i == 4 { leader.addr } else { endpoint(i, PORT + 100 + u16::from(i)).addr })
+            .collect();
+        let loaded = load_with_members(&members);
         let targets: Vec<(u8, SocketAddrV4)> = others.iter().map(|(i, e)| (*i, e.addr)).collect();
         loaded.set_broadcast_targets(4, PORT, &targets).expect("targets");
         loaded.arm_broadcast(true).expect("arm");
@@ -488,24 +500,25 @@ fn a_restart_after_kill_9_replaces_the_leaked_filter() {
         let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
 
-        let exe = std::env::current_exe().expect("test binary");
-        let mut child = std::process::Command::new(exe)
-            .args(["--exact", "kill9_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
-            .env(KILL9_CHILD_NETNS, &ns)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let attached = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-            .map_while(Result::ok)
-            .any(|line| line.trim_end().ends_with("attached"));
-        child.kill().expect("kill -9 the child"); // SIGKILL: no Drop runs
-        child.wait().expect("reap child");
-        assert!(attached, "child never attached");
+        let stderr = attach_in_child_and_kill_9(&ns);
         assert_eq!(ours(), 1, "the killed run leaves its filter: {}", filters());
+        assert!(!stderr.contains("libbpf"), "first run: library output: {stderr}");
+
+        // A restart (itself killed) replaces it with one line and no
+        // library output ("Exclusivity flag on" for the existing clsact).
+        let first_id = prog_id_in(&filters());
+        let stderr = attach_in_child_and_kill_9(&ns);
+        assert!(!stderr.contains("libbpf"), "restart: library output: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|line| line.contains("electrode:")).collect();
+        assert_eq!(lines.len(), 1, "restart: one line, got {stderr}");
+        assert!(
+            lines[0].contains(&format!("replaced a stale tc egress filter (prog id {first_id}")),
+            "{stderr}"
+        );
+        assert_eq!(ours(), 1, "replaced, not added: {}", filters());
 
         let stale_id = prog_id_in(&filters());
+        assert_ne!(stale_id, first_id);
 
         let loaded = load(3);
         let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
@@ -516,6 +529,30 @@ fn a_restart_after_kill_9_replaces_the_leaked_filter() {
         drop(guard);
         assert_eq!(ours(), 0, "{}", filters());
     });
+}
+
+/// Runs `kill9_child_attaches_and_waits` in `ns`, waits until it attached,
+/// kills it with SIGKILL (no Drop runs) and returns its stderr.
+fn attach_in_child_and_kill_9(ns: &str) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "kill9_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
+        .env(KILL9_CHILD_NETNS, ns)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let attached = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .any(|line| line.trim_end().ends_with("attached"));
+    child.kill().expect("kill -9 the child"); // SIGKILL: no Drop runs
+    child.wait().expect("reap child");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("child stderr"), &mut stderr)
+        .expect("child stderr");
+    assert!(attached, "child never attached; stderr: {stderr}");
+    stderr
 }
 
 /// The `id N` of the electrode filter in `tc filter show` output.
@@ -609,7 +646,8 @@ fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool, rounds:
                     })
                     .collect();
                 netns.enter(1); // the leader's; guards must drop in it
-                let loaded = load(u32::from(replica_count));
+                let members: Vec<SocketAddrV4> = (0..replica_count).map(addr_of).collect();
+                let loaded = load_with_members(&members);
                 let targets: Vec<(u8, SocketAddrV4)> = (1..replica_count).map(|i| (i, addr_of(i))).collect();
                 loaded.set_broadcast_targets(0, PORT, &targets).expect("targets");
                 loaded.arm_broadcast(true).expect("arm");
@@ -699,4 +737,42 @@ fn one_sendto_reaches_every_follower_f3() {
 #[test]
 fn one_sendto_reaches_every_follower_nine_replicas() {
     fan_out("one_sendto_reaches_every_follower_nine_replicas", 5, 9, true, 50);
+}
+
+/// The membership rule (issue 12): a MAC is learned only from the address
+/// the replica address table holds for that replica, even when the
+/// broadcast target says otherwise; and nothing is learned before the table
+/// is written.
+#[test]
+fn macs_are_learned_only_from_the_address_table_entry() {
+    if !require_root("macs_are_learned_only_from_the_address_table_entry") {
+        return;
+    }
+    in_netns(|_| {
+        let leader = endpoint(0, PORT);
+        let f1 = endpoint(1, PORT + 1);
+        let f2 = endpoint(2, PORT + 2);
+        let bytes = datagram(1, &prepare_ok(1), 0);
+        let learned = |loaded: &Loaded| loaded.counters().expect("counters").tc_mac_learned;
+
+        // No table yet: the target alone teaches nothing (and nothing arms).
+        let loaded = load(3);
+        loaded.set_broadcast_targets(0, PORT, &[(1, f1.addr), (2, f2.addr)]).expect("targets");
+        assert!(loaded.arm_broadcast(true).is_err(), "arm before the address table");
+        loaded.test_run_xdp(&frame(f1, leader, &bytes, true)).expect("xdp");
+        assert_eq!(learned(&loaded), 0);
+        assert_eq!(loaded.broadcast_macs().expect("macs"), [None, None, None]);
+
+        // The table puts replica 1 on another port than its target.
+        let moved = SocketAddrV4::new(*f1.addr.ip(), PORT + 50);
+        loaded.set_members(&[leader.addr, moved, f2.addr]).expect("table");
+        loaded.test_run_xdp(&frame(f1, leader, &bytes, true)).expect("xdp");
+        assert_eq!(learned(&loaded), 0);
+        assert_eq!(loaded.broadcast_macs().expect("macs"), [None, None, None]);
+
+        // Table and target agree for replica 2: learned.
+        teach(&loaded, leader, 2, f2);
+        assert_eq!(learned(&loaded), 1);
+        assert_eq!(loaded.broadcast_macs().expect("macs"), [None, None, Some(f2.mac)]);
+    });
 }

@@ -92,6 +92,9 @@ impl Loaded {
     /// Arms (this replica leads) or disarms the fan-out. A disarmed program
     /// passes marked datagrams untouched.
     pub fn arm_broadcast(&self, armed: bool) -> Result<()> {
+        if armed {
+            self.ensure_members("arm broadcast")?;
+        }
         let config = self.read_broadcast_config()?;
         let port_at = offset_of!(electrode_broadcast_config, self_port);
         let self_port = u16::from_be_bytes([config[port_at], config[port_at + 1]]);
@@ -257,9 +260,12 @@ fn create_clsact(ifindex: i32) -> Result<bool> {
         attach_point: libbpf_sys::BPF_TC_EGRESS,
         ..Default::default()
     };
+    // An existing clsact (a restart after kill -9, somebody else's qdisc)
+    // is an expected answer (EEXIST): libbpf would print the kernel's
+    // "Exclusivity flag on, cannot modify" on stderr, so it is muted.
     // SAFETY: `hook` is a valid, fully initialised bpf_tc_hook whose `sz`
     // is its own size; libbpf only reads it during the call.
-    let rc = unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) };
+    let rc = super::attach::libbpf_muted(|| unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) });
     match rc {
         0 => Ok(true),
         rc if rc == -libc::EEXIST => Ok(false),

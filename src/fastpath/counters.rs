@@ -10,14 +10,15 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use super::load::Loaded;
 use crate::wire::consts::{
-    CNT_BAD_MAGIC, CNT_FAST_REPLY_TX, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_PASS_DISARMED, CNT_PASS_GAP,
-    CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER, CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX,
-    CNT_TC_COPIES, CNT_TC_ERROR, CNT_TC_MAC_LEARNED, CNT_TC_MALFORMED, CNT_TC_MARKED, CNT_TC_NO_TARGET,
-    CNT_TC_PASS_OTHER, CNT_TC_PASS_UNMARKED, CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
+    CNT_BAD_MAGIC, CNT_FAST_REPLY_TX, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_PASS_BAD_BATCH,
+    CNT_PASS_BAD_CHECKSUM, CNT_PASS_DISARMED, CNT_PASS_GAP, CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER,
+    CNT_PASS_OP_LIMIT, CNT_PASS_RINGBUF_FULL, CNT_PASS_VIEW, CNT_REACK_TX, CNT_TC_COPIES, CNT_TC_ERROR,
+    CNT_TC_MAC_LEARNED, CNT_TC_MALFORMED, CNT_TC_MARKED, CNT_TC_NO_TARGET, CNT_TC_PASS_OTHER,
+    CNT_TC_PASS_UNMARKED, CNT_UNKNOWN_TYPE, CNT_WRONG_CLUSTER,
 };
 use crate::wire::consts::{
-    CNT_QP_DROP_BELOW_QUORUM, CNT_QP_DROP_REDUNDANT, CNT_QP_PASS_AFTER_QUORUM, CNT_QP_PASS_DISARMED,
-    CNT_QP_PASS_NOT_MEMBER, CNT_QP_PASS_QUORUM, CNT_QP_PASS_VIEW, CNT_QP_PASS_WINDOW,
+    CNT_QP_DROP_BELOW_QUORUM, CNT_QP_DROP_FOREIGN_SOURCE, CNT_QP_DROP_REDUNDANT, CNT_QP_PASS_AFTER_QUORUM,
+    CNT_QP_PASS_DISARMED, CNT_QP_PASS_NOT_MEMBER, CNT_QP_PASS_QUORUM, CNT_QP_PASS_VIEW, CNT_QP_PASS_WINDOW,
 };
 use crate::wire::MsgType;
 
@@ -56,6 +57,15 @@ pub struct Counters {
     pub pass_not_leader: u64,
     /// fast_reply: Prepares with IPv4 options (no in-place rewrite), passed.
     pub pass_ip_options: u64,
+    /// fast_reply: Prepares whose body lengths (batch length, request
+    /// count, request sizes) user space could not decode: passed, not acked.
+    pub pass_bad_batch: u64,
+    /// fast_reply: Prepares with a full UDP checksum that does not verify:
+    /// passed, not acked (the kernel stack then checks it too).
+    pub pass_bad_checksum: u64,
+    /// fast_reply: a Prepare for op 2^64 - 1 (next_op would wrap): passed,
+    /// not acked.
+    pub pass_op_limit: u64,
     /// Slots of the map no reason uses; nonzero means the C and Rust sides
     /// disagree about the indices.
     pub unassigned: u64,
@@ -101,6 +111,9 @@ pub struct QuorumPruneCounters {
     /// Passed: cannot be credited to a follower (self, not a member, sender
     /// and replica differ, odd body length).
     pub pass_not_member: u64,
+    /// Dropped, nothing recorded: claims replica r, but its source IPv4
+    /// address or UDP port is not r's configured one (membership rule).
+    pub drop_foreign_source: u64,
 }
 
 impl QuorumPruneCounters {
@@ -121,7 +134,7 @@ impl QuorumPruneCounters {
 
     /// PrepareOKs dropped in the kernel.
     pub fn dropped(&self) -> u64 {
-        self.drop_below_quorum + self.drop_redundant
+        self.drop_below_quorum + self.drop_redundant + self.drop_foreign_source
     }
 
     fn since(&self, earlier: &QuorumPruneCounters) -> QuorumPruneCounters {
@@ -134,6 +147,7 @@ impl QuorumPruneCounters {
             pass_view: self.pass_view.wrapping_sub(earlier.pass_view),
             pass_disarmed: self.pass_disarmed.wrapping_sub(earlier.pass_disarmed),
             pass_not_member: self.pass_not_member.wrapping_sub(earlier.pass_not_member),
+            drop_foreign_source: self.drop_foreign_source.wrapping_sub(earlier.drop_foreign_source),
         }
     }
 
@@ -147,6 +161,7 @@ impl QuorumPruneCounters {
             CNT_QP_PASS_VIEW => &mut self.pass_view,
             CNT_QP_PASS_DISARMED => &mut self.pass_disarmed,
             CNT_QP_PASS_NOT_MEMBER => &mut self.pass_not_member,
+            CNT_QP_DROP_FOREIGN_SOURCE => &mut self.drop_foreign_source,
             _ => return None,
         })
     }
@@ -179,6 +194,9 @@ impl Counters {
             + self.pass_ringbuf_full
             + self.pass_not_leader
             + self.pass_ip_options
+            + self.pass_bad_batch
+            + self.pass_bad_checksum
+            + self.pass_op_limit
             + self.unassigned
             + self.quorum_prune.total()
             + self.tc_marked
@@ -213,6 +231,9 @@ impl Counters {
             pass_ringbuf_full: self.pass_ringbuf_full.wrapping_sub(earlier.pass_ringbuf_full),
             pass_not_leader: self.pass_not_leader.wrapping_sub(earlier.pass_not_leader),
             pass_ip_options: self.pass_ip_options.wrapping_sub(earlier.pass_ip_options),
+            pass_bad_batch: self.pass_bad_batch.wrapping_sub(earlier.pass_bad_batch),
+            pass_bad_checksum: self.pass_bad_checksum.wrapping_sub(earlier.pass_bad_checksum),
+            pass_op_limit: self.pass_op_limit.wrapping_sub(earlier.pass_op_limit),
             unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
             quorum_prune: self.quorum_prune.since(&earlier.quorum_prune),
             tc_marked: self.tc_marked.wrapping_sub(earlier.tc_marked),
@@ -245,6 +266,9 @@ impl Counters {
             CNT_PASS_RINGBUF_FULL => &mut self.pass_ringbuf_full,
             CNT_PASS_NOT_LEADER => &mut self.pass_not_leader,
             CNT_PASS_IP_OPTIONS => &mut self.pass_ip_options,
+            CNT_PASS_BAD_BATCH => &mut self.pass_bad_batch,
+            CNT_PASS_BAD_CHECKSUM => &mut self.pass_bad_checksum,
+            CNT_PASS_OP_LIMIT => &mut self.pass_op_limit,
             CNT_TC_MARKED => &mut self.tc_marked,
             CNT_TC_COPIES => &mut self.tc_copies,
             CNT_TC_ERROR => &mut self.tc_error,
@@ -318,6 +342,9 @@ impl Counters {
             ("pass_ringbuf_full", self.pass_ringbuf_full),
             ("pass_not_leader", self.pass_not_leader),
             ("pass_ip_options", self.pass_ip_options),
+            ("pass_bad_batch", self.pass_bad_batch),
+            ("pass_bad_checksum", self.pass_bad_checksum),
+            ("pass_op_limit", self.pass_op_limit),
             ("quorum_prune.pass_quorum", qp.pass_quorum),
             ("quorum_prune.pass_after_quorum", qp.pass_after_quorum),
             ("quorum_prune.drop_below_quorum", qp.drop_below_quorum),
@@ -326,6 +353,7 @@ impl Counters {
             ("quorum_prune.pass_view", qp.pass_view),
             ("quorum_prune.pass_disarmed", qp.pass_disarmed),
             ("quorum_prune.pass_not_member", qp.pass_not_member),
+            ("quorum_prune.drop_foreign_source", qp.drop_foreign_source),
             ("tc_marked", self.tc_marked),
             ("tc_copies", self.tc_copies),
             ("tc_error", self.tc_error),
@@ -384,6 +412,9 @@ mod tests {
             CNT_PASS_RINGBUF_FULL,
             CNT_PASS_NOT_LEADER,
             CNT_PASS_IP_OPTIONS,
+            CNT_PASS_BAD_BATCH,
+            CNT_PASS_BAD_CHECKSUM,
+            CNT_PASS_OP_LIMIT,
         ]
         .into_iter()
         .enumerate()
@@ -395,6 +426,8 @@ mod tests {
         let passed = (counters.pass_disarmed, counters.pass_ringbuf_full, counters.pass_not_leader);
         assert_eq!(passed, (50, 60, 70));
         assert_eq!(counters.pass_ip_options, 80);
+        assert_eq!((counters.pass_bad_batch, counters.pass_bad_checksum), (90, 100));
+        assert_eq!(counters.pass_op_limit, 110);
         assert_eq!(counters.unassigned, 6, "every fast_reply index has its own field");
     }
 
@@ -410,6 +443,11 @@ mod tests {
         assert_eq!((qp.pass_window, qp.pass_view), (5, 6));
         assert_eq!((qp.pass_disarmed, qp.pass_not_member), (7, 8));
         assert_eq!((qp.passed(), qp.dropped()), (1 + 2 + 5 + 6 + 7 + 8, 3 + 4));
+        assert_eq!(counters.unassigned, 0);
+        counters.add(CNT_QP_DROP_FOREIGN_SOURCE, 9);
+        let qp = &counters.quorum_prune;
+        assert_eq!(qp.drop_foreign_source, 9);
+        assert_eq!(qp.dropped(), 3 + 4 + 9);
         assert_eq!(counters.unassigned, 0);
         let later =
             Counters { quorum_prune: QuorumPruneCounters { pass_view: 9, ..qp.clone() }, ..counters.clone() };

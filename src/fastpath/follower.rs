@@ -161,8 +161,63 @@ impl Loaded {
 struct Inbox {
     datagrams: VecDeque<Vec<u8>>,
     /// Records or datagrams that were not an acked Prepare. Only a broken
-    /// kernel side can produce one; they are skipped, never a panic.
+    /// kernel side can produce one; never a panic (see `fault`).
     undecodable: u64,
+    /// (view, op) the next drained record must be: set by each arm, moved
+    /// by every Prepare handed out. The kernel acks in op order from the
+    /// armed next_op, and reserves ring records in that order.
+    expected: Option<(u64, u64)>,
+    /// Set by the first record that breaks the log prefix; from then on
+    /// drain_prepares refuses (the replica must give up its log).
+    fault: Option<String>,
+}
+
+/// The longest prefix of `datagrams` user space can log: Prepares of
+/// `cluster_id` that decode, of the expected view, with consecutive ops
+/// from the expected op (when `expected` is None, from the first one's op
+/// in its view). Returns the Prepares, where the next record is expected,
+/// and why it stopped if a record broke the prefix. Never panics.
+pub fn log_prefix(
+    datagrams: impl IntoIterator<Item = Vec<u8>>,
+    cluster_id: u32,
+    expected: Option<(u64, u64)>,
+) -> (Vec<wire::Prepare>, Option<(u64, u64)>, Option<String>) {
+    let mut prepares = Vec::new();
+    let mut expected = expected;
+    for (index, datagram) in datagrams.into_iter().enumerate() {
+        let prepare = match wire::decode(&datagram, cluster_id) {
+            Ok((_, Decoded::Message(Message::Prepare(prepare)))) => prepare,
+            Ok((envelope, _)) => {
+                let why = format!("record {index} is a {:?}, not a Prepare", envelope.msg_type);
+                return (prepares, expected, Some(why));
+            }
+            Err(error) => {
+                let at = expected
+                    .map_or(String::new(), |(view, op)| format!(" (expected op {op} of view {view})"));
+                return (prepares, expected, Some(format!("record {index} does not decode: {error:?}{at}")));
+            }
+        };
+        let (view, op) = expected.unwrap_or((prepare.view, prepare.op));
+        if prepare.view != view || prepare.op != op {
+            let why = format!(
+                "record {index} is op {} of view {}, expected op {op} of view {view}",
+                prepare.op, prepare.view
+            );
+            return (prepares, expected, Some(why));
+        }
+        let Some(next) = op.checked_add(1) else {
+            // The kernel never acks it (fast_reply.h); the core could not
+            // hold an op after it.
+            return (
+                prepares,
+                expected,
+                Some(format!("record {index} is op {op}, the last op there can be")),
+            );
+        };
+        expected = Some((view, next));
+        prepares.push(prepare);
+    }
+    (prepares, expected, None)
 }
 
 fn lock(inbox: &Mutex<Inbox>) -> MutexGuard<'_, Inbox> {
@@ -210,6 +265,7 @@ impl<'obj> FollowerPath<'obj> {
         leader_index: u8,
         self_index: u8,
     ) -> Result<()> {
+        self.loaded.ensure_members("arm fast reply")?;
         ensure!(next_op >= 1, "arm fast reply: next_op 0 (ops start at 1)");
         ensure!(
             usize::from(leader_index) < MAX_REPLICA_COUNT && usize::from(self_index) < MAX_REPLICA_COUNT,
@@ -221,7 +277,9 @@ impl<'obj> FollowerPath<'obj> {
         let waiting = lock(&self.inbox).datagrams.len();
         ensure!(waiting == 0, "arm fast reply: {waiting} drained Prepares not yet taken by drain_prepares");
         let state = FollowerState { armed: true, view, next_op, leader, leader_index, self_index };
-        self.loaded.write_follower_state(&state)
+        self.loaded.write_follower_state(&state)?;
+        lock(&self.inbox).expected = Some((view, next_op));
+        Ok(())
     }
 
     /// Stops the kernel acking and drains the ring completely into this
@@ -259,26 +317,53 @@ impl<'obj> FollowerPath<'obj> {
 
     /// Takes up to `max` acked Prepares, oldest (lowest op) first, without
     /// blocking: those a disarm drained first, then whatever the ring holds
-    /// now. A record that does not decode as a Prepare is counted
-    /// ([`FollowerPath::undecodable`]) and skipped.
+    /// now. Only the valid contiguous prefix ([`log_prefix`]: decodes, the
+    /// armed view, consecutive ops from the armed next_op) is returned. A
+    /// record that breaks it is counted ([`FollowerPath::undecodable`]),
+    /// it and the records after it are discarded, and [`FollowerPath::fault`]
+    /// says why; every later call fails. The kernel acked those ops, so the
+    /// caller must give up its log (bpf/electrode.h, fast_reply: the
+    /// replica exits and restarts into recovery).
     pub fn drain_prepares(&mut self, max: usize) -> Result<Vec<wire::Prepare>> {
-        let cluster_id = self.loaded.options().cluster_id;
-        let datagrams = self.drain_datagrams(max)?;
-        let mut prepares = Vec::with_capacity(datagrams.len());
-        let mut undecodable = 0;
-        for datagram in datagrams {
-            match wire::decode(&datagram, cluster_id) {
-                Ok((_, Decoded::Message(Message::Prepare(prepare)))) => prepares.push(prepare),
-                _ => undecodable += 1,
-            }
+        if let Some(fault) = self.fault() {
+            bail!("drain prepare_ring: the kernel acked a Prepare user space cannot log: {fault}");
         }
-        lock(&self.inbox).undecodable += undecodable;
-        Ok(prepares)
+        let datagrams = self.take_datagrams(max)?;
+        Ok(self.track(datagrams.into_iter()))
+    }
+
+    /// Moves the expected (view, op) past `datagrams`, recording a fault at
+    /// the first that breaks the prefix; returns the prefix.
+    fn track(&self, datagrams: impl Iterator<Item = Vec<u8>>) -> Vec<wire::Prepare> {
+        let cluster_id = self.loaded.options().cluster_id;
+        let mut inbox = lock(&self.inbox);
+        let (prepares, expected, fault) = log_prefix(datagrams, cluster_id, inbox.expected);
+        inbox.expected = expected;
+        if fault.is_some() {
+            inbox.undecodable += 1;
+            inbox.fault = fault;
+            inbox.datagrams.clear();
+        }
+        prepares
+    }
+
+    /// Why the acked log broke (a record the kernel acked that user space
+    /// cannot log), if it did.
+    pub fn fault(&self) -> Option<String> {
+        lock(&self.inbox).fault.clone()
     }
 
     /// Like [`FollowerPath::drain_prepares`], but the datagrams as the
-    /// kernel recorded them (header included), undecoded.
+    /// kernel recorded them (header included), undecoded; they count as
+    /// handed out (the expected next op moves past them, a broken one
+    /// records the fault).
     pub fn drain_datagrams(&mut self, max: usize) -> Result<Vec<Vec<u8>>> {
+        let datagrams = self.take_datagrams(max)?;
+        self.track(datagrams.iter().cloned());
+        Ok(datagrams)
+    }
+
+    fn take_datagrams(&mut self, max: usize) -> Result<Vec<Vec<u8>>> {
         let waiting = lock(&self.inbox).datagrams.len();
         if waiting < max {
             self.consume(max - waiting)?;
@@ -390,6 +475,50 @@ mod tests {
         assert_eq!(&value[28..30], &7447u16.to_be_bytes(), "leader_port in network order");
         assert_eq!(FollowerState::decode(&value).expect("decodes"), state);
         assert!(FollowerState::decode(&value[..31]).is_err());
+    }
+
+    fn datagram(view: u64, op: u64) -> Vec<u8> {
+        let request = wire::Request { client_id: 1, request_number: op, op: b"put k v".to_vec() };
+        let prepare = wire::Prepare { view, op, commit: 0, batch: vec![request] };
+        let mut out = Vec::new();
+        wire::Encoder::new(7, 0).encode(&Message::Prepare(prepare), &mut out).expect("encodes");
+        out.remove(0)
+    }
+
+    fn ops(prepares: &[wire::Prepare]) -> Vec<u64> {
+        prepares.iter().map(|p| p.op).collect()
+    }
+
+    #[test]
+    fn log_prefix_stops_at_the_first_record_that_cannot_be_logged() {
+        let mut corrupt = datagram(3, 5);
+        corrupt[24 + 16..24 + 18].copy_from_slice(&0u16.to_be_bytes()); // request_count 0
+        type Case = (&'static str, Vec<Vec<u8>>, Vec<u64>);
+        let cases: Vec<Case> = vec![
+            ("all in order", vec![datagram(3, 4), datagram(3, 5), datagram(3, 6)], vec![4, 5, 6]),
+            ("undecodable", vec![datagram(3, 4), corrupt, datagram(3, 6)], vec![4]),
+            ("a gap", vec![datagram(3, 4), datagram(3, 6)], vec![4]),
+            ("a repeat", vec![datagram(3, 4), datagram(3, 4)], vec![4]),
+            ("another view", vec![datagram(3, 4), datagram(2, 5)], vec![4]),
+            ("not the armed next op", vec![datagram(3, 5)], vec![]),
+            ("truncated", vec![datagram(3, 4)[..30].to_vec()], vec![]),
+            ("empty record", vec![Vec::new()], vec![]),
+        ];
+        for (what, datagrams, want) in cases {
+            let (prepares, expected, fault) = log_prefix(datagrams, 7, Some((3, 4)));
+            assert_eq!(ops(&prepares), want, "{what}");
+            assert_eq!(
+                expected,
+                Some((3, 4 + want.len() as u64)),
+                "{what}: where the next record must start"
+            );
+            assert_eq!(fault.is_some(), what != "all in order", "{what}: {fault:?}");
+        }
+        let (prepares, expected, fault) = log_prefix(vec![datagram(3, 9), datagram(3, 10)], 7, None);
+        assert_eq!((ops(&prepares), expected, fault), (vec![9, 10], Some((3, 11)), None));
+        let (prepares, expected, fault) = log_prefix(vec![datagram(3, u64::MAX)], 7, Some((3, u64::MAX)));
+        assert_eq!((ops(&prepares), expected), (vec![], Some((3, u64::MAX))));
+        assert!(fault.is_some(), "no op can follow u64::MAX");
     }
 
     #[test]

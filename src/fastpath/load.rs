@@ -39,6 +39,8 @@ pub struct Loaded {
     // `Box` asserts uniqueness while the skeleton points into it.
     storage: NonNull<MaybeUninit<OpenObject>>,
     options: LoadOptions,
+    /// Whether `replica_addrs` was written (once, before any arm).
+    members_set: std::sync::atomic::AtomicBool,
     /// Whether a `FollowerPath` (the one consumer of `prepare_ring`) exists.
     #[cfg(feature = "fast_reply")]
     follower_path_taken: std::sync::atomic::AtomicBool,
@@ -64,6 +66,7 @@ impl Loaded {
                 skel: ManuallyDrop::new(skel),
                 storage,
                 options,
+                members_set: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "fast_reply")]
                 follower_path_taken: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -81,6 +84,10 @@ impl Loaded {
     /// The settings the programs were loaded with.
     pub fn options(&self) -> LoadOptions {
         self.options
+    }
+
+    pub(crate) fn members_set(&self) -> &std::sync::atomic::AtomicBool {
+        &self.members_set
     }
 
     #[cfg(feature = "fast_reply")]

@@ -7,6 +7,7 @@
 //! - [`attach`]: put the XDP classifier on an interface; the guard detaches
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
+//! - [`members`]: the replica address table of the membership rule.
 //! - [`stats`]: find the electrode programs attached to an interface (by
 //!   another process, nothing pinned) and read their counters.
 //! - `follower` (feature `fast_reply`): arm/disarm the follower fast path
@@ -28,6 +29,7 @@ pub mod counters;
 #[cfg(feature = "fast_reply")]
 pub mod follower;
 pub mod load;
+pub mod members;
 #[cfg(feature = "fast_quorum_prune")]
 pub mod quorum;
 pub mod stats;

@@ -111,6 +111,7 @@ impl Loaded {
             "arm quorum prune (view {view}, window base {window_base_op}, f {quorum_followers}, \
              {replica_count} replicas, self {self_index})"
         );
+        self.ensure_members(&what)?;
         ensure!(window_base_op >= 1, "{what}: ops start at 1");
         ensure!(window_base_op < OP_LIMIT, "{what}: window base at or above 2^62");
         ensure!(

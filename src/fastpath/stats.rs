@@ -19,7 +19,7 @@ use super::counters::Counters;
 
 /// Kernel names of the electrode programs (BPF_OBJ_NAME_LEN is 16, and
 /// both fit).
-const XDP_PROG_NAME: &str = "electrode_xdp";
+pub(super) const XDP_PROG_NAME: &str = "electrode_xdp";
 const TC_PROG_NAME: &str = "electrode_tc";
 const COUNTERS_MAP_NAME: &str = "counters";
 
@@ -130,7 +130,7 @@ impl InterfacePrograms {
 }
 
 /// (hook, prog id) of every occupied XDP slot of `ifindex`.
-fn xdp_prog_ids(ifindex: i32) -> Result<Vec<(Hook, u32)>> {
+pub(super) fn xdp_prog_ids(ifindex: i32) -> Result<Vec<(Hook, u32)>> {
     let mut opts = libbpf_sys::bpf_xdp_query_opts {
         sz: size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
         ..Default::default()
@@ -177,13 +177,13 @@ fn tc_egress_prog_id(ifindex: i32) -> Result<Option<u32>> {
     }
 }
 
-struct ProgInfo {
-    name: String,
+pub(super) struct ProgInfo {
+    pub(super) name: String,
     map_ids: Vec<u32>,
 }
 
 /// Name and map ids of the program with id `prog_id`.
-fn prog_info(prog_id: u32) -> Result<ProgInfo> {
+pub(super) fn prog_info(prog_id: u32) -> Result<ProgInfo> {
     // SAFETY: bpf_prog_get_fd_by_id has no memory preconditions.
     let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(prog_id) };
     if fd < 0 {

@@ -43,14 +43,18 @@ pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
     anyhow::bail!("no interface holds {} (use --iface)", address.ip())
 }
 
-/// Loads the eBPF object for this replica.
+/// Loads the eBPF object for this replica and writes the replica address
+/// table (the membership rule of `bpf/electrode.h`) before anything can be
+/// armed.
 pub fn load(config: &Config, index: usize) -> anyhow::Result<Loaded> {
-    Loaded::load(LoadOptions {
+    let loaded = Loaded::load(LoadOptions {
         port: config.replicas[index].port(),
         cluster_id: config.cluster_id,
         replica_count: config.replica_count() as u32,
     })
-    .context("loading the eBPF fast paths (root and a kernel with BTF are needed)")
+    .context("loading the eBPF fast paths (root and a kernel with BTF are needed)")?;
+    loaded.set_members(&config.replicas).context("writing the replica address table")?;
+    Ok(loaded)
 }
 
 /// Attached programs; dropping this detaches them.
@@ -166,6 +170,7 @@ impl<'a> Kernel<'a> {
                 self.counters.prepares_drained += prepares.len() as u64;
                 core.on_kernel_prepares(prepares, out);
             }
+            self.give_up_on_fault()?;
         }
         let _ = (core, out);
         Ok(())
@@ -189,15 +194,31 @@ impl<'a> Kernel<'a> {
             Action::KernelDisarm => {
                 self.counters.disarms += 1;
                 self.follower.disarm_follower()?;
-                let prepares = self.follower.drain_prepares(usize::MAX)?;
+                let prepares = self.follower.drain_prepares(usize::MAX).context("draining acked Prepares")?;
                 self.counters.prepares_drained += prepares.len() as u64;
                 core.on_kernel_disarmed(prepares, out);
-                Ok(())
+                self.give_up_on_fault()
             }
             other => {
                 let _ = (other, core, out);
                 Ok(())
             }
+        }
+    }
+
+    /// The kernel acked a Prepare this replica cannot log (the core got
+    /// only the valid prefix before it): its log no longer holds what it
+    /// vouched for, so it must not go on as a member. It stops with an
+    /// error; restarted, it boots into recovery and takes the log from the
+    /// cluster (the argument is in bpf/electrode.h, fast_reply).
+    #[cfg(feature = "fast_reply")]
+    fn give_up_on_fault(&self) -> anyhow::Result<()> {
+        match self.follower.fault() {
+            None => Ok(()),
+            Some(fault) => anyhow::bail!(
+                "fast_reply: the kernel acked a Prepare this replica cannot log ({fault}); \
+                 giving up its log: restart the replica and it recovers the log from the cluster"
+            ),
         }
     }
 

@@ -336,3 +336,59 @@ pub fn veth_pair(ip_a: [u8; 4], ip_b: [u8; 4]) -> Netns {
     }
     netns
 }
+
+// ---------------------------------------------------------------------------
+// Fuzzing
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: seeded, so a failure replays with ELECTRODE_FUZZ_SEED.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Seed and frame count of a fuzz test: ELECTRODE_FUZZ_SEED and
+/// ELECTRODE_FUZZ_FRAMES, else `default_seed` and 10^5.
+pub fn fuzz_plan(default_seed: u64) -> (u64, u64) {
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+    let seed = env("ELECTRODE_FUZZ_SEED").unwrap_or(default_seed);
+    let frames = env("ELECTRODE_FUZZ_FRAMES").unwrap_or(100_000);
+    eprintln!("fuzz seed {seed} ({frames} frames); replay with ELECTRODE_FUZZ_SEED={seed}");
+    (seed, frames)
+}
+
+/// The classifier's view of a datagram (rules of `bpf/parse.h`): (type,
+/// sender, view, body) if it is a well-formed electrode datagram of
+/// `cluster_id`.
+pub fn classify(datagram: &[u8], cluster_id: u32) -> Option<(u8, u8, u64, &[u8])> {
+    let field = |at: usize, len: usize| datagram.get(at..at + len);
+    if datagram.len() < 24 || field(0, 4)? != wire::consts::MAGIC.to_be_bytes() {
+        return None;
+    }
+    if datagram[4] != wire::consts::PROTOCOL_VERSION as u8 || field(8, 4)? != cluster_id.to_be_bytes() {
+        return None;
+    }
+    let msg_type = datagram[5];
+    let body_len = usize::from(u16::from_be_bytes([datagram[12], datagram[13]]));
+    if msg_type == 0 || u32::from(msg_type) > wire::consts::MSG_TYPE_MAX || 24 + body_len != datagram.len() {
+        return None;
+    }
+    let msg = MsgType::ALL.iter().find(|t| **t as u8 == msg_type)?;
+    if body_len < msg.body_min() {
+        return None;
+    }
+    let view = u64::from_be_bytes(field(16, 8)?.try_into().ok()?);
+    Some((msg_type, datagram[6], view, &datagram[24..]))
+}
