@@ -885,6 +885,113 @@ mod mutations {
     }
 }
 
+/// Views, ops and commits near u64::MAX from a member's address: every
+/// message type, each number at 2^62 - 1, 2^62, u64::MAX - 1 and u64::MAX.
+/// The replica must neither panic nor wrap (debug builds check overflow),
+/// and its view must stay far from a wrap through 2000 ticks of timeouts.
+#[test]
+fn extreme_numbers_are_refused_or_handled() {
+    use electrode::vr::replica::NETWORK_NUMBER_MAX;
+    use electrode::wire::{
+        Commit, DoViewChange, GetState, LogEntry, NewState, RecoveryResponse, SnapshotChunk, SnapshotRequest,
+        StartView, StartViewChange, StateBlob,
+    };
+    let extremes = [NETWORK_NUMBER_MAX - 1, NETWORK_NUMBER_MAX, u64::MAX - 1, u64::MAX];
+    let mut sim = Sim::new(3, Options::default());
+    for _ in 0..400 {
+        sim.step(true);
+    }
+    let mut delivered = 0;
+    for i in 0..sim.n {
+        let Some(mut replica) = sim.replicas[i as usize].take() else { continue };
+        let mut out = Vec::new();
+        if replica.kernel_armed().is_some() {
+            replica.on_message(
+                (i + 1) % sim.n,
+                Message::Commit(Commit { view: replica.view() + 1, commit: 0 }),
+                &mut out,
+            );
+            replica.on_kernel_disarmed(Vec::new(), &mut out);
+        }
+        let from = (i + 1) % sim.n;
+        for &x in &extremes {
+            let entry = |op: u64| LogEntry {
+                op,
+                view: x,
+                batch: vec![Request { client_id: 1, request_number: 1, op: vec![1] }],
+            };
+            let blob = StateBlob { checkpoint_op: x - 1, snapshot: Vec::new(), entries: vec![entry(x)] };
+            let messages = vec![
+                Message::Prepare(Prepare { view: x, op: x, commit: x, batch: entry(x).batch }),
+                Message::Prepare(Prepare { view: replica.view(), op: x, commit: x, batch: entry(x).batch }),
+                Message::PrepareOk(PrepareOk { view: x, op: x, replica: from }),
+                Message::PrepareOk(PrepareOk { view: replica.view(), op: x, replica: from }),
+                Message::Commit(Commit { view: x, commit: x }),
+                Message::Commit(Commit { view: replica.view(), commit: x }),
+                Message::StartViewChange(StartViewChange { view: x, replica: from }),
+                Message::DoViewChange(DoViewChange {
+                    view: x,
+                    last_normal_view: x - 1,
+                    op: x,
+                    commit: x,
+                    replica: from,
+                    state: blob.clone(),
+                }),
+                Message::StartView(StartView { view: x, op: x, commit: x, state: blob.clone() }),
+                Message::GetState(GetState { view: x, op: x, replica: from }),
+                Message::GetState(GetState { view: replica.view(), op: x, replica: from }),
+                Message::NewState(NewState { view: x, op: x, commit: x, state: blob.clone() }),
+                Message::NewState(NewState { view: replica.view(), op: x, commit: x, state: blob.clone() }),
+                Message::RecoveryResponse(RecoveryResponse {
+                    view: x,
+                    nonce: 1,
+                    op: x,
+                    commit: x,
+                    replica: from,
+                    status: 1,
+                    state: blob.clone(),
+                }),
+                Message::SnapshotRequest(SnapshotRequest {
+                    view: x,
+                    snapshot_op: x,
+                    offset: x,
+                    replica: from,
+                }),
+                Message::SnapshotChunk(SnapshotChunk {
+                    view: x,
+                    snapshot_op: x,
+                    total_len: x,
+                    digest: x,
+                    offset: 0,
+                    replica: from,
+                    data: vec![0; 16],
+                }),
+            ];
+            for message in messages {
+                out.clear();
+                replica.on_message(from, message, &mut out);
+                if out.contains(&Action::KernelDisarm) {
+                    replica.on_kernel_disarmed(Vec::new(), &mut out);
+                }
+                delivered += 1;
+            }
+        }
+        // Timeouts: view changes start from whatever view we are in.
+        for _ in 0..2000 {
+            out.clear();
+            replica.on_tick(&mut out);
+            if out.contains(&Action::KernelDisarm) {
+                replica.on_kernel_disarmed(Vec::new(), &mut out);
+            }
+        }
+        // Accepted numbers are below 2^62; our own timeouts add at most one
+        // view per tick from there: never near a wrap.
+        assert!(replica.view() < NETWORK_NUMBER_MAX + 2000, "replica {i} was pulled into view {}", replica.view());
+        assert!(replica.op() < NETWORK_NUMBER_MAX && replica.commit() < NETWORK_NUMBER_MAX);
+    }
+    assert!(delivered > 100);
+}
+
 /// Network input is hostile: messages with inconsistent fields, forged
 /// blobs and garbage snapshots must be dropped, never panic the core (its
 /// assertions guard only its own state, checked after every input).

@@ -203,6 +203,13 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     result
 }
 
+/// CLOCK_MONOTONIC in milliseconds, as log lines show it: the same clock in
+/// every process of the machine, so lines of different replicas compare.
+fn clock_ms() -> String {
+    let nanos = os::monotonic_nanos();
+    format!("{}.{:03}", nanos / 1_000_000, (nanos / 1_000) % 1_000)
+}
+
 /// One datagram if one is waiting, without blocking.
 fn recv_nonblocking(
     socket: &UdpSocket,
@@ -229,6 +236,9 @@ impl Runtime<'_> {
         let mut next_tick = Instant::now();
         let mut next_report = report_interval.map(|i| Instant::now() + i);
         let mut last_status = (self.core.view(), self.core.status());
+        // Commit when the view last changed; u64::MAX once a commit in the
+        // view has been reported.
+        let mut commit_in_view = u64::MAX;
         self.core.start(&mut self.actions);
         self.execute_actions()?;
         while !os::stop_requested() {
@@ -288,15 +298,34 @@ impl Runtime<'_> {
             }
             let status = (self.core.view(), self.core.status());
             if status != last_status {
+                let (why, from) = self.core.last_transition();
+                let from = from.map(|r| format!(" (replica {r})")).unwrap_or_default();
                 eprintln!(
-                    "electrode replica {}: view {} {} (op {}, commit {})",
+                    "electrode replica {}: [{}] view {} {} (op {}, commit {}): {why}{from}",
                     self.index,
+                    clock_ms(),
                     status.0,
                     status.1.name(),
                     self.core.op(),
                     self.core.commit()
                 );
                 last_status = status;
+                commit_in_view = self.core.commit();
+            }
+            if status.1 == vr::Status::Normal
+                && commit_in_view != u64::MAX
+                && self.core.commit() > commit_in_view
+            {
+                // The first op committed in this view: the view change (or
+                // recovery) is over for clients (bench/view_change.sh).
+                eprintln!(
+                    "electrode replica {}: [{}] view {} first commit (op {})",
+                    self.index,
+                    clock_ms(),
+                    status.0,
+                    self.core.commit()
+                );
+                commit_in_view = u64::MAX;
             }
             if let (Some(at), Some(interval)) = (next_report, report_interval) {
                 if now >= at {

@@ -51,6 +51,13 @@ enum Deferred {
     Buffered,
 }
 
+/// Views, ops and commits a replica accepts from the network are below
+/// this (2^62): a cluster needs centuries to get there, and everything the
+/// core computes from them (`view + 1`, `op + window`) stays far from
+/// overflow. A message carrying a larger one is dropped whole (the kernel
+/// programs apply the same bound).
+pub const NETWORK_NUMBER_MAX: u64 = 1 << 62;
+
 /// Chunks one SnapshotRequest asks for (ELECTRODE_SNAPSHOT_WINDOW).
 const SNAPSHOT_WINDOW: u64 = wire::consts::SNAPSHOT_WINDOW as u64;
 const CHUNK: u64 = wire::CHUNK_LEN as u64;
@@ -86,6 +93,39 @@ struct SnapshotIn {
     requested_until: u64,
     stall_ticks: u64,
     stalls: u64,
+}
+
+/// Whether every view, op and commit of `message` (and of its log entries)
+/// is below NETWORK_NUMBER_MAX.
+fn numbers_in_bounds(message: &Message) -> bool {
+    let small = |n: u64| n < NETWORK_NUMBER_MAX;
+    let blob_ok = |blob: &StateBlob| {
+        small(blob.checkpoint_op) && blob.entries.iter().all(|e| small(e.op) && small(e.view))
+    };
+    small(message.view())
+        && match message {
+            Message::Prepare(m) => small(m.op) && small(m.commit),
+            Message::PrepareOk(m) => small(m.op),
+            Message::Commit(m) => small(m.commit),
+            Message::DoViewChange(m) => {
+                small(m.last_normal_view) && small(m.op) && small(m.commit) && blob_ok(&m.state)
+            }
+            Message::StartView(m) => small(m.op) && small(m.commit) && blob_ok(&m.state),
+            Message::GetState(m) => small(m.op),
+            Message::NewState(m) => small(m.op) && small(m.commit) && blob_ok(&m.state),
+            // A booting peer's answer carries its nonce in `op`.
+            Message::RecoveryResponse(m) => {
+                (m.status == Status::Recovering.wire() || small(m.op)) && small(m.commit) && blob_ok(&m.state)
+            }
+            Message::SnapshotRequest(m) => small(m.snapshot_op),
+            Message::SnapshotChunk(m) => small(m.snapshot_op),
+            Message::StartViewChange(_)
+            | Message::Recovery(_)
+            | Message::Request(_)
+            | Message::Reply(_)
+            | Message::StatusRequest(_)
+            | Message::StatusReply(_) => true,
+        }
 }
 
 /// Digest of a batch: what "the same entry" means to the checkers.
@@ -128,6 +168,9 @@ pub struct Replica {
     pending: HashMap<u64, u64>,
     /// Highest op each replica acknowledged in this view.
     acked: Vec<u64>,
+    /// Per follower, the ack after which we last re-sent a Prepare on a
+    /// duplicate ack (one fast retransmission per gap).
+    fast_retransmitted: Vec<Option<u64>>,
     /// Ticks since the leader last sent to all followers.
     idle_ticks: u64,
     /// Ticks since the uncommitted prepares were (re)sent or commit moved.
@@ -201,6 +244,9 @@ pub struct Replica {
 
     /// (op, batch digest) of recently executed ops, for checkers.
     recent_commits: VecDeque<(u64, u64)>,
+    /// Why the last change of view or status happened, and the replica
+    /// whose message caused it (None: our own timeout).
+    transition: (&'static str, Option<u8>),
     /// Lifetime counters.
     pub stats: ReplicaStats,
 }
@@ -256,6 +302,7 @@ impl Replica {
             request_queue: VecDeque::new(),
             pending: HashMap::new(),
             acked: vec![0; n],
+            fast_retransmitted: vec![None; n],
             idle_ticks: 0,
             retransmit_ticks: 0,
             leader_silent_ticks: 0,
@@ -288,6 +335,7 @@ impl Replica {
             holding_prepares: false,
             deferred: None,
             recent_commits: VecDeque::new(),
+            transition: ("started, recovering", None),
             stats: ReplicaStats::default(),
             config,
         }
@@ -349,6 +397,10 @@ impl Replica {
     /// change keep committed ops).
     pub fn amnesic(&self) -> bool {
         self.amnesic || self.status == Status::Recovering
+    }
+    /// Why the last change of view or status happened, and from whom.
+    pub fn last_transition(&self) -> (&'static str, Option<u8>) {
+        self.transition
     }
     pub fn kernel_armed(&self) -> Option<KernelArm> {
         self.kernel_armed
@@ -469,7 +521,11 @@ impl Replica {
     pub fn on_message(&mut self, from: u8, message: Message, out: &mut Vec<Action>) {
         assert!(self.started);
         let start = out.len();
-        if from >= self.config.replica_count || from == self.config.index || self.kernel_disarming {
+        if from >= self.config.replica_count
+            || from == self.config.index
+            || self.kernel_disarming
+            || !numbers_in_bounds(&message)
+        {
             self.stats.dropped_inputs += 1;
         } else if self.kernel_armed.is_some() && self.message_needs_disarm(&message) {
             self.disarm(Deferred::Message { from, message }, out);
@@ -681,6 +737,7 @@ impl Replica {
     /// Per-view state starts over.
     fn view_reset(&mut self) {
         self.acked.iter_mut().for_each(|a| *a = 0);
+        self.fast_retransmitted.iter_mut().for_each(|a| *a = None);
         self.start_view_change_from.iter_mut().for_each(|v| *v = false);
         self.do_view_change_from.iter_mut().for_each(|d| *d = None);
         self.do_view_change_sent = false;
@@ -1049,9 +1106,17 @@ impl Replica {
             }
         } else if m.op - self.op <= self.config.pipeline_max as u64 {
             // A gap: keep it until the missing ones are retransmitted.
+            let first_past_gap = self.prepare_buffer.is_empty();
             if self.prepare_buffer.len() < self.config.pipeline_max || self.prepare_buffer.contains_key(&m.op)
             {
                 self.prepare_buffer.insert(m.op, m);
+            }
+            if first_past_gap {
+                // Tell the leader at once (an ack of what we hold, below
+                // what it sent): it re-sends the missing op without
+                // waiting for its retransmission timeout, so a lost
+                // Prepare costs a round trip, not prepare_retransmit_ticks.
+                self.send_prepare_ok(out);
             }
         }
         self.execute_through(self.commit_seen, false, out);
@@ -1087,7 +1152,18 @@ impl Replica {
         // An ack for op n acknowledges every op <= n (logs are prefixes of ours).
         let op = m.op.min(self.op);
         let acked = &mut self.acked[from as usize];
+        let duplicate = op == *acked && op < self.op && op >= self.commit;
         *acked = (*acked).max(op);
+        if duplicate && self.fast_retransmitted[from as usize] != Some(op) {
+            // The follower holds Prepares past a gap at op + 1: re-send it
+            // now (once per gap), as TCP's fast retransmit.
+            self.fast_retransmitted[from as usize] = Some(op);
+            if let Some(entry) = self.entry(op + 1) {
+                let prepare =
+                    Prepare { view: self.view, op: op + 1, commit: self.commit, batch: entry.batch.clone() };
+                self.send_prepare(Some(from), prepare, out);
+            }
+        }
         self.commit_quorum(out);
     }
 
@@ -1154,7 +1230,8 @@ impl Replica {
                 // Without our state we cannot help a view change: we only
                 // follow the views the others start (see send_do_view_change).
                 if self.leader_silent_ticks >= self.leader_timeout_ticks && !self.amnesic {
-                    self.start_view_change(self.view + 1, out);
+                    let leader = Some(self.leader_of(self.view));
+                    self.start_view_change(self.view + 1, "timeout: nothing from the leader", leader, out);
                     return;
                 }
                 if !self.catching_up && self.commit_seen <= self.op {
@@ -1175,7 +1252,13 @@ impl Replica {
                 self.resend_ticks += 1;
                 if self.view_change_ticks >= self.view_change_timeout_ticks && !self.amnesic {
                     // The new view did not form (its leader may be down).
-                    self.start_view_change(self.view + 1, out);
+                    let leader = Some(self.leader_of(self.view));
+                    self.start_view_change(
+                        self.view + 1,
+                        "timeout: the view change did not complete",
+                        leader,
+                        out,
+                    );
                 } else if self.resend_ticks >= self.config.resend_interval_ticks {
                     self.resend_ticks = 0;
                     self.send_start_view_change(out);
@@ -1220,8 +1303,9 @@ impl Replica {
     // View change (VRR 4.2)
     // -----------------------------------------------------------------
 
-    fn start_view_change(&mut self, view: u64, out: &mut Vec<Action>) {
+    fn start_view_change(&mut self, view: u64, why: &'static str, from: Option<u8>, out: &mut Vec<Action>) {
         assert!(view > self.view);
+        self.transition = (why, from);
         if self.status == Status::Normal && !self.catching_up {
             self.last_normal_view = self.view;
         }
@@ -1248,7 +1332,7 @@ impl Replica {
             return;
         }
         if m.view > self.view {
-            self.start_view_change(m.view, out);
+            self.start_view_change(m.view, "StartViewChange of a higher view", Some(from), out);
         }
         if self.status != Status::ViewChange {
             return; // The view already formed.
@@ -1303,7 +1387,7 @@ impl Replica {
             return;
         }
         if m.view > self.view {
-            self.start_view_change(m.view, out);
+            self.start_view_change(m.view, "DoViewChange of a higher view", Some(from), out);
         }
         if self.status != Status::ViewChange || self.leader_of(self.view) != self.config.index {
             return;
@@ -1397,6 +1481,7 @@ impl Replica {
             }
         }
         self.repair_pending = false;
+        self.transition = ("f+1 DoViewChanges: new leader", None);
         // We hold the chosen log: every committed op.
         self.amnesic = false;
         self.set_status(Status::Normal);
@@ -1447,6 +1532,7 @@ impl Replica {
         }
         self.set_view(m.view);
         self.set_status(Status::Normal);
+        self.transition = ("StartView from the new leader", Some(from));
         self.last_normal_view = self.view;
         self.leader_silent_ticks = 0;
         if self.op > self.commit {
@@ -1464,6 +1550,7 @@ impl Replica {
     /// uncommitted ops of an older view may be wrong.
     fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
         assert!(view >= self.view);
+        self.transition = ("joined a view that formed without us: catching up", Some(self.leader_of(view)));
         // VRR truncates to commit here. We keep the old suffix (and the old
         // last_normal_view) until NewState replaces everything above commit:
         // dropping ops we acked while still claiming the old view would let
@@ -1932,6 +2019,7 @@ impl Replica {
             // Nothing prepared yet: an empty log is the whole state.
             self.set_view(view);
             self.set_status(Status::Normal);
+            self.transition = ("recovered: the leader's log is empty", Some(leader as u8));
             self.last_normal_view = view;
             self.leader_silent_ticks = 0;
             return;
@@ -1942,6 +2030,7 @@ impl Replica {
         self.recovery_point = (view, primary.op);
         self.commit_seen = primary.commit;
         self.start_state_transfer(view, out);
+        self.transition = ("recovered: in the view, fetching the state", Some(leader as u8));
     }
 
     /// View 0, normal status, empty log.
@@ -1953,6 +2042,7 @@ impl Replica {
         self.set_status(Status::Normal);
         self.view_reset();
         self.last_normal_view = 0;
+        self.transition = ("booted: f+1 replicas without memory, first start", None);
     }
 
     // -----------------------------------------------------------------
