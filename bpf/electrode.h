@@ -230,7 +230,7 @@ _Static_assert(sizeof(struct electrode_snapshot_request) == 24, "electrode_snaps
 
 /* SnapshotChunk (peer -> asker): `len` bytes of the snapshot at `offset`
  * (a multiple of ELECTRODE_CHUNK_SIZE; every chunk but the last is full).
- * Every chunk repeats the total length and the digest (FNV-1a 64 of the
+ * Every chunk repeats the total length and the digest (xxh3-64 of the
  * whole snapshot) so that any one of them starts the transfer. */
 struct electrode_snapshot_chunk {
 	__be64 snapshot_op;

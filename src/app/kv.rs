@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{fnv1a, App, RestoreError, FNV_OFFSET};
+use super::{App, RestoreError};
 
 /// Largest key, in bytes (a key and a value must fit one request).
 pub const KEY_LEN_MAX: usize = 256;
@@ -177,11 +177,23 @@ impl KvResult {
     }
 }
 
-/// The store. A BTreeMap keeps snapshots and digests independent of
-/// insertion order.
+/// The store. A BTreeMap keeps snapshots independent of insertion order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Sum (wrapping) of entry_hash over the entries: independent of order
+    /// and kept up to date by every write, so a digest costs nothing at any
+    /// state size (status queries ask for it).
+    digest: u64,
+}
+
+/// xxh3 of one entry (key length, key, value).
+fn entry_hash(key: &[u8], value: &[u8]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&(key.len() as u32).to_be_bytes());
+    hasher.update(key);
+    hasher.update(value);
+    hasher.digest()
 }
 
 impl KvStore {
@@ -190,19 +202,32 @@ impl KvStore {
         match op {
             KvOp::Get { key } => KvResult::Value(self.map.get(key).cloned()),
             KvOp::Put { key, value } => {
-                self.map.insert(key.clone(), value.clone());
+                self.set(key, value);
                 KvResult::Stored
             }
-            KvOp::Del { key } => KvResult::Deleted(self.map.remove(key).is_some()),
+            KvOp::Del { key } => match self.map.remove(key) {
+                Some(old) => {
+                    self.digest = self.digest.wrapping_sub(entry_hash(key, &old));
+                    KvResult::Deleted(true)
+                }
+                None => KvResult::Deleted(false),
+            },
             KvOp::Cas { key, expected, value } => {
                 if self.map.get(key) == Some(expected) {
-                    self.map.insert(key.clone(), value.clone());
+                    self.set(key, value);
                     KvResult::Swapped(true)
                 } else {
                     KvResult::Swapped(false)
                 }
             }
         }
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) {
+        if let Some(old) = self.map.insert(key.to_vec(), value.to_vec()) {
+            self.digest = self.digest.wrapping_sub(entry_hash(key, &old));
+        }
+        self.digest = self.digest.wrapping_add(entry_hash(key, value));
     }
 
     pub fn len(&self) -> usize {
@@ -224,6 +249,13 @@ impl App for KvStore {
 
     fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.snapshot_into(&mut out);
+        out
+    }
+
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        let bytes: usize = self.map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+        out.reserve(8 + bytes);
         out.extend_from_slice(&(self.map.len() as u64).to_be_bytes());
         for (k, v) in &self.map {
             out.extend_from_slice(&(k.len() as u32).to_be_bytes());
@@ -231,7 +263,6 @@ impl App for KvStore {
             out.extend_from_slice(&(v.len() as u32).to_be_bytes());
             out.extend_from_slice(v);
         }
-        out
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
@@ -252,30 +283,23 @@ impl App for KvStore {
         let mut count_array = [0u8; 8];
         count_array.copy_from_slice(count_bytes);
         let count = u64::from_be_bytes(count_array);
-        let mut map = BTreeMap::new();
+        let mut restored = KvStore::default();
         for _ in 0..count {
             let key_len = take_u32(&mut input)?;
-            let key = take(&mut input, key_len)?.to_vec();
+            let key = take(&mut input, key_len)?;
             let value_len = take_u32(&mut input)?;
-            let value = take(&mut input, value_len)?.to_vec();
-            map.insert(key, value);
+            let value = take(&mut input, value_len)?;
+            restored.set(key, value);
         }
         if !input.is_empty() {
             return Err(RestoreError("kv snapshot has trailing bytes"));
         }
-        self.map = map;
+        *self = restored;
         Ok(())
     }
 
     fn digest(&self) -> u64 {
-        let mut hash = FNV_OFFSET;
-        for (k, v) in &self.map {
-            hash = fnv1a(hash, &(k.len() as u32).to_be_bytes());
-            hash = fnv1a(hash, k);
-            hash = fnv1a(hash, &(v.len() as u32).to_be_bytes());
-            hash = fnv1a(hash, v);
-        }
-        hash
+        self.digest
     }
 }
 

@@ -28,6 +28,11 @@ pub trait App: Send {
     fn execute(&mut self, op: &[u8]) -> Vec<u8>;
     /// Serializes the whole state.
     fn snapshot(&self) -> Vec<u8>;
+    /// Appends the same bytes as `snapshot` to `out` (saves a copy of the
+    /// whole state when the caller frames it).
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.snapshot());
+    }
     /// Replaces the state with a snapshot; rejects malformed bytes without
     /// changing anything.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
@@ -98,6 +103,9 @@ impl<T: App + ?Sized> App for Box<T> {
     }
     fn snapshot(&self) -> Vec<u8> {
         (**self).snapshot()
+    }
+    fn snapshot_into(&self, out: &mut Vec<u8>) {
+        (**self).snapshot_into(out)
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         (**self).restore(snapshot)

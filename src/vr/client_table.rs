@@ -68,6 +68,25 @@ pub fn encode_checkpoint(app_snapshot: &[u8], table: &ClientTable) -> Vec<u8> {
     out.extend_from_slice(&CHECKPOINT_MAGIC.to_be_bytes());
     out.extend_from_slice(&(app_snapshot.len() as u32).to_be_bytes());
     out.extend_from_slice(app_snapshot);
+    encode_table(&mut out, table);
+    out
+}
+
+/// As `encode_checkpoint(&app.snapshot(), table)`, with the app writing
+/// straight into the result (one copy of the state instead of two). None
+/// when the app state exceeds the frame's 4 GiB length field.
+pub fn encode_checkpoint_of(app: &dyn crate::app::App, table: &ClientTable) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&CHECKPOINT_MAGIC.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    app.snapshot_into(&mut out);
+    let app_len = u32::try_from(out.len() - 8).ok()?;
+    out[4..8].copy_from_slice(&app_len.to_be_bytes());
+    encode_table(&mut out, table);
+    Some(out)
+}
+
+fn encode_table(out: &mut Vec<u8>, table: &ClientTable) {
     out.extend_from_slice(&(table.entries.len() as u32).to_be_bytes());
     for (client_id, entry) in &table.entries {
         out.extend_from_slice(&client_id.to_be_bytes());
@@ -76,7 +95,6 @@ pub fn encode_checkpoint(app_snapshot: &[u8], table: &ClientTable) -> Vec<u8> {
         out.extend_from_slice(&(entry.result.len() as u32).to_be_bytes());
         out.extend_from_slice(&entry.result);
     }
-    out
 }
 
 /// Why checkpoint bytes were rejected (they come from the network).

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::client_table::{decode_checkpoint, encode_checkpoint, ClientEntry, ClientTable};
+use super::client_table::{decode_checkpoint, encode_checkpoint_of, ClientEntry, ClientTable};
 use super::{Action, Config, KernelArm, Status};
 use crate::app::{fnv1a, App, FNV_OFFSET};
 use crate::wire::{
@@ -126,6 +126,11 @@ fn numbers_in_bounds(message: &Message) -> bool {
             | Message::StatusRequest(_)
             | Message::StatusReply(_) => true,
         }
+}
+
+/// Digest of a streamed snapshot (xxh3: at memory speed on GiB states).
+pub fn snapshot_digest(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Digest of a batch: what "the same entry" means to the checkers.
@@ -397,6 +402,11 @@ impl Replica {
     /// change keep committed ops).
     pub fn amnesic(&self) -> bool {
         self.amnesic || self.status == Status::Recovering
+    }
+    /// Normal but still fetching state (after recovery or on joining a view
+    /// that formed without us): not yet a full member.
+    pub fn catching_up(&self) -> bool {
+        self.catching_up || self.amnesic
     }
     /// Why the last change of view or status happened, and from whom.
     pub fn last_transition(&self) -> (&'static str, Option<u8>) {
@@ -1703,8 +1713,10 @@ impl Replica {
     /// reuses the one being pulled) and offers it; the asker pulls it.
     fn offer_snapshot(&mut self, to: u8, out: &mut Vec<Action>) {
         if self.snapshot_out.is_none() {
-            let bytes = encode_checkpoint(&self.app.snapshot(), &self.client_table);
-            let digest = fnv1a(FNV_OFFSET, &bytes);
+            let Some(bytes) = encode_checkpoint_of(self.app.as_ref(), &self.client_table) else {
+                return; // An app state over 4 GiB cannot be framed.
+            };
+            let digest = snapshot_digest(&bytes);
             self.snapshot_out = Some(SnapshotOut { op: self.commit, bytes, digest, idle_ticks: 0 });
         }
         let op = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op);
@@ -1860,7 +1872,7 @@ impl Replica {
     /// follows it from its source (whose log is pinned above it).
     fn finish_snapshot(&mut self, out: &mut Vec<Action>) {
         let Some(pull) = self.snapshot_in.take() else { return };
-        if fnv1a(FNV_OFFSET, &pull.bytes) != pull.digest || pull.op <= self.commit {
+        if snapshot_digest(&pull.bytes) != pull.digest || pull.op <= self.commit {
             return; // Corrupt or stale: the next GetState starts over.
         }
         // Our log above the snapshot stays (it may hold ops we acked in an
