@@ -239,6 +239,7 @@ impl Runtime<'_> {
         // Commit when the view last changed; u64::MAX once a commit in the
         // view has been reported.
         let mut commit_in_view = u64::MAX;
+        let mut catching_up = false;
         self.core.start(&mut self.actions);
         self.execute_actions()?;
         while !os::stop_requested() {
@@ -311,6 +312,18 @@ impl Runtime<'_> {
                 );
                 last_status = status;
                 commit_in_view = self.core.commit();
+            }
+            if self.core.catching_up() != catching_up {
+                catching_up = self.core.catching_up();
+                eprintln!(
+                    "electrode replica {}: [{}] view {} {} (op {}, commit {})",
+                    self.index,
+                    clock_ms(),
+                    status.0,
+                    if catching_up { "catching up: fetching the state" } else { "caught up" },
+                    self.core.op(),
+                    self.core.commit()
+                );
             }
             if status.1 == vr::Status::Normal
                 && commit_in_view != u64::MAX
