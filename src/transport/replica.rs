@@ -109,6 +109,8 @@ struct Runtime<'k> {
     counters: Counters,
     actions: Vec<Action>,
     datagrams: Vec<Vec<u8>>,
+    /// Datagrams of this round, sent together by flush_sends.
+    sends: os::SendBatch,
     #[cfg(feature = "test-faults")]
     faults: Option<super::faults::Faults>,
 }
@@ -176,6 +178,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         counters: Counters::default(),
         actions: Vec::with_capacity(64),
         datagrams: Vec::with_capacity(8),
+        sends: os::SendBatch::new(),
         #[cfg(feature = "test-faults")]
         faults: super::faults::Faults::from_env()?,
     };
@@ -210,29 +213,10 @@ fn clock_ms() -> String {
     format!("{}.{:03}", nanos / 1_000_000, (nanos / 1_000) % 1_000)
 }
 
-/// One datagram if one is waiting, without blocking.
-fn recv_nonblocking(
-    socket: &UdpSocket,
-    buf: &mut [std::mem::MaybeUninit<u8>],
-) -> anyhow::Result<Option<(usize, SocketAddr)>> {
-    match socket2::SockRef::from(socket).recv_from_with_flags(buf, libc::MSG_DONTWAIT) {
-        Ok((len, from)) => match from.as_socket() {
-            Some(from) => Ok(Some((len, from))),
-            None => Ok(None),
-        },
-        Err(error)
-            if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(error).context("receiving from the replica socket"),
-    }
-}
-
 impl Runtime<'_> {
     fn event_loop(&mut self, cluster_id: u32, report_interval: Option<Duration>) -> anyhow::Result<()> {
         let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
-        let mut burst = vec![std::mem::MaybeUninit::<u8>::uninit(); MAX_DATAGRAM_LEN + 1];
+        let mut burst = os::RecvBatch::new(BURST_MAX - 1);
         let mut next_tick = Instant::now();
         let mut next_report = report_interval.map(|i| Instant::now() + i);
         let mut last_status = (self.core.view(), self.core.status());
@@ -242,6 +226,7 @@ impl Runtime<'_> {
         let mut catching_up = false;
         self.core.start(&mut self.actions);
         self.execute_actions()?;
+        self.flush_sends();
         while !os::stop_requested() {
             match self.socket.recv_from(&mut buf) {
                 Ok((len, from)) => {
@@ -252,16 +237,17 @@ impl Runtime<'_> {
                         self.core.hold_prepares();
                     }
                     self.on_datagram(&buf[..len], from, cluster_id)?;
-                    for _ in 1..BURST_MAX {
-                        let Some((len, from)) = recv_nonblocking(&self.socket, &mut burst)? else { break };
-                        // SAFETY: recv wrote `len` bytes at the start of `burst`.
-                        let datagram =
-                            unsafe { std::slice::from_raw_parts(burst.as_ptr().cast::<u8>(), len) };
-                        self.on_datagram(datagram, from, cluster_id)?;
+                    // The rest of the burst with one recvmmsg.
+                    for i in 0..burst.recv(&self.socket)? {
+                        match burst.get(i) {
+                            (datagram, Some(from)) => self.on_datagram(datagram, from, cluster_id)?,
+                            (_, None) => self.counters.drop("sender address not IPv4"),
+                        }
                     }
                     self.core.release_prepares(&mut self.actions);
                     self.execute_actions()?;
                     self.after_input()?;
+                    self.flush_sends();
                 }
                 Err(error)
                     if matches!(
@@ -287,6 +273,7 @@ impl Runtime<'_> {
                 }
                 self.execute_actions()?;
                 self.after_input()?;
+                self.flush_sends();
                 next_tick += TICK;
                 ticks += 1;
             }
@@ -549,6 +536,8 @@ impl Runtime<'_> {
         self.datagrams = datagrams;
     }
 
+    /// Queues a datagram; the event loop sends each round's with one
+    /// sendmmsg (flush_sends).
     fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
         self.counters.sent += 1;
         #[cfg(feature = "test-faults")]
@@ -556,8 +545,15 @@ impl Runtime<'_> {
             faults.send(&self.socket, to, datagram);
             return;
         }
-        if self.socket.send_to(datagram, to).is_err() {
+        if self.sends.is_full() {
+            self.flush_sends();
+        }
+        if !self.sends.push(to, datagram) && self.socket.send_to(datagram, to).is_err() {
             self.counters.send_errors += 1;
         }
+    }
+
+    fn flush_sends(&mut self) {
+        self.counters.send_errors += self.sends.flush(&self.socket);
     }
 }
