@@ -162,6 +162,84 @@ pub fn read_history(input: impl BufRead) -> anyhow::Result<Vec<Operation>> {
     Ok(ops)
 }
 
+/// A linearizable history by construction, for tests and for timing the
+/// checker (`cargo run --release --example history_gen`): `clients`
+/// sequential clients over `keys` keys; each operation gets a random
+/// interval and a linearization point inside it, the results come from
+/// applying the operations to a [`crate::app::kv::KvStore`] in the order of
+/// those points, so intervals overlap as in a real run. About one operation
+/// in a thousand never returns (and took effect or not, at random).
+pub fn generate_valid(seed: u64, ops: usize, clients: u64, keys: u64) -> Vec<Operation> {
+    use crate::app::kv::KvStore;
+    use crate::transport::os::SplitMix;
+    assert!(clients > 0 && keys > 0);
+    let mut rng = SplitMix(seed);
+    // (linearization point, takes effect, operation)
+    let mut planned: Vec<(u64, bool, Operation)> = Vec::with_capacity(ops);
+    let mut clock: Vec<u64> = vec![0; clients as usize];
+    let mut written: Vec<Vec<u8>> = Vec::new();
+    for index in 0..ops {
+        let client = index as u64 % clients;
+        let request_number = index as u64 / clients + 1;
+        let invoke = clock[client as usize] + 1 + rng.below(50);
+        let point = invoke + 1 + rng.below(200);
+        let ret = point + 1 + rng.below(200);
+        clock[client as usize] = ret;
+        let key = format!("key-{}", rng.below(keys)).into_bytes();
+        let value = format!("{client:x}-{request_number}").into_bytes();
+        let op = match rng.below(100) {
+            0..=44 => KvOp::Put { key, value: value.clone() },
+            45..=89 => KvOp::Get { key },
+            90..=94 => match written.len() {
+                0 => KvOp::Get { key },
+                n => KvOp::Cas {
+                    key,
+                    expected: written[rng.below(n as u64) as usize].clone(),
+                    value: value.clone(),
+                },
+            },
+            _ => KvOp::Del { key },
+        };
+        if written.len() < 64 {
+            written.push(value);
+        } else {
+            let slot = rng.below(64) as usize;
+            written[slot] = value;
+        }
+        let pending = rng.below(1000) == 0;
+        let takes_effect = !pending || rng.below(2) == 0;
+        planned.push((
+            point,
+            takes_effect,
+            Operation {
+                client_id: client,
+                request_number,
+                op,
+                result: None,
+                invoke,
+                ret: (!pending).then_some(ret),
+            },
+        ));
+    }
+    planned.sort_by_key(|(point, _, _)| *point);
+    let mut store = KvStore::default();
+    let mut history: Vec<Operation> = planned
+        .into_iter()
+        .filter_map(|(_, takes_effect, mut op)| {
+            if !takes_effect {
+                return Some(op);
+            }
+            let result = store.apply(&op.op);
+            if op.ret.is_some() {
+                op.result = Some(result);
+            }
+            Some(op)
+        })
+        .collect();
+    history.sort_by_key(|o| o.invoke);
+    history
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
