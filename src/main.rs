@@ -59,16 +59,26 @@ enum Command {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
         config: PathBuf,
-        /// Operations in total (across threads), warm-up included.
-        #[arg(short = 'n', long = "requests", default_value_t = 10_000)]
-        requests: u64,
+        /// Operations in total (across threads), warm-up included
+        /// [default: 10000, or no limit with --duration].
+        #[arg(short = 'n', long = "requests")]
+        requests: Option<u64>,
+        /// Start no operation after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Give up with an error when no replica has answered for this long
+        /// (once the cluster has answered: at least the 20 s operation deadline).
+        #[arg(long, global = true, value_name = "MS", default_value_t = client::UNREACHABLE_DEFAULT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        unreachable_ms: u64,
         /// Leading operations excluded from the statistics.
         #[arg(short, long, default_value_t = 0)]
         warmup: u64,
         /// Client threads, each with one request outstanding.
         #[arg(short, long, default_value_t = 1)]
         threads: usize,
-        /// Bytes of each written value.
+        /// Bytes of each written value (at most 505 with the default --keys:
+        /// a cas carries two values in one 1024-byte operation).
         #[arg(long, default_value_t = 16)]
         value_size: usize,
         /// Number of distinct keys.
@@ -169,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 burst_batching: !no_burst_batching,
             })
         }
-        Command::Client { config, op: Some(op), .. } => {
+        Command::Client { config, op: Some(op), unreachable_ms, .. } => {
             let config = Config::load(&config)?;
             let op = match op {
                 KvCommand::Put { key, value } => {
@@ -178,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 KvCommand::Get { key } => KvOp::Get { key: key.into_bytes() },
                 KvCommand::Del { key } => KvOp::Del { key: key.into_bytes() },
             };
-            match client::run_one(&config, op)? {
+            match client::run_one(&config, op, Duration::from_millis(unreachable_ms))? {
                 KvResult::Value(Some(v)) => println!("{}", String::from_utf8_lossy(&v)),
                 KvResult::Value(None) => println!("(absent)"),
                 KvResult::Stored => println!("stored"),
@@ -195,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             op: None,
             requests,
+            duration,
+            unreachable_ms,
             warmup,
             threads,
             value_size,
@@ -204,9 +216,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             history,
             cpu,
         } => {
+            let duration = match duration {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    anyhow::bail!("--duration {s}: must be a positive number of seconds")
+                }
+                Some(s) => Some(Duration::from_secs_f64(s)),
+                None => None,
+            };
             let options = LoadOptions {
                 config: Config::load(&config)?,
-                requests,
+                requests: if duration.is_some() { requests } else { Some(requests.unwrap_or(10_000)) },
+                duration,
+                unreachable: Duration::from_millis(unreachable_ms),
                 warmup,
                 threads,
                 value_size,
