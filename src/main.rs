@@ -114,11 +114,19 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         threads: Option<u64>,
     },
-    /// Show view, status, op, commit and state digest of every replica.
+    /// Show view, status, op, commit, state digest and role of every
+    /// replica; exit 1 if fewer than a quorum answer or they disagree on the view.
     Status {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
         config: PathBuf,
+        /// Wait at most this long for the replicas (queried all at once).
+        #[arg(long, value_name = "MS", default_value_t = status::STATUS_TIMEOUT_DEFAULT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_ms: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the counters of the electrode programs attached to an interface.
     Stats {
@@ -313,11 +321,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckHistory { files, json, threads } => check_history(&files, json, threads),
-        Command::Status { config } => {
+        Command::Status { config, timeout_ms, json } => {
             let config = Config::load(&config)?;
-            let replies = status::query(&config)?;
-            status::print(&config, &replies);
-            Ok(())
+            let timeout = Duration::from_millis(timeout_ms);
+            let replies = status::query(&config, timeout)?;
+            let health = status::Health::new(&config, &replies, timeout);
+            if json {
+                println!("{}", serde_json::to_string(&health)?);
+            } else {
+                health.print();
+            }
+            match health.problem() {
+                Some(problem) => anyhow::bail!("status: {problem}"),
+                None => Ok(()),
+            }
         }
         Command::Stats { iface, watch, interval_s, count, json } => {
             electrode::stats::run(&electrode::stats::StatsOptions {
