@@ -140,7 +140,13 @@ struct WindowOpJson {
     value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expected: Option<String>,
-    result: String,
+    /// As in the history file: get's value or null, put true, del/cas
+    /// true/false; absent if the operation got no reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+    /// The replicas rejected it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    rejected: bool,
     result_ignored: bool,
     invoke_ns: u64,
     return_ns: Option<u64>,
@@ -164,7 +170,13 @@ impl Violation {
                     op: w.op.op.kind().to_string(),
                     value,
                     expected,
-                    result: describe_result(&w.op.result),
+                    result: w.op.result.as_ref().and_then(|r| match r {
+                        KvResult::Value(v) => Some(v.as_deref().map(readable).into()),
+                        KvResult::Stored => Some(true.into()),
+                        KvResult::Deleted(flag) | KvResult::Swapped(flag) => Some((*flag).into()),
+                        KvResult::BadOp => None,
+                    }),
+                    rejected: w.op.result == Some(KvResult::BadOp),
                     result_ignored: w.result_ignored,
                     invoke_ns: w.op.invoke,
                     return_ns: w.op.ret,
@@ -1146,6 +1158,9 @@ mod search_tests {
         assert_eq!(json["linearizable"], false);
         assert_eq!(json["key"], String::from_utf8_lossy(&key).as_ref());
         assert_eq!(json["window"].as_array().unwrap().len(), violation.window.len());
+        let stale =
+            json["window"].as_array().unwrap().iter().find(|w| w["seq"] == history[index].request_number);
+        assert_eq!(stale.unwrap()["result"], String::from_utf8_lossy(&first).as_ref(), "{json}");
     }
 
     #[test]
