@@ -53,6 +53,9 @@ enum Command {
         /// (the leader then prepares each request as it arrives).
         #[arg(long)]
         no_burst_batching: bool,
+        /// Least severe log lines printed (to stderr, timestamped).
+        #[arg(long, value_enum, default_value = "info")]
+        log_level: LogLevel,
     },
     /// Run a closed-loop KV load against the cluster, or one KV command.
     Client {
@@ -230,6 +233,35 @@ fn check_history(files: &[PathBuf], json: bool, threads: Option<u64>) -> anyhow:
     }
 }
 
+/// `--log-level` of the replica.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Replica logs: `<UTC time, µs> <LEVEL> <message>` on stderr.
+fn init_logging(level: LogLevel) {
+    use std::io::Write;
+    let filter = match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(filter)
+        .format(|buf, record| {
+            writeln!(buf, "{} {:<5} {}", buf.timestamp_micros(), record.level(), record.args())
+        })
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
 #[derive(Subcommand, Debug)]
 enum KvCommand {
     /// Store VALUE under KEY.
@@ -242,7 +274,18 @@ enum KvCommand {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s, iface, no_burst_batching } => {
+        Command::Replica {
+            config,
+            index,
+            cpu,
+            app,
+            checkpoint_ops,
+            report_s,
+            iface,
+            no_burst_batching,
+            log_level,
+        } => {
+            init_logging(log_level);
             let config = Config::load(&config)?;
             electrode::transport::replica::run(ReplicaOptions {
                 config,

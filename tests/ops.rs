@@ -133,6 +133,12 @@ fn status_of_a_half_down_cluster_and_a_client_of_a_dead_one() {
     let (code, json, _, _) = status_json(&cluster, 300);
     assert_eq!(code, Some(0), "{json}");
     assert_eq!(json["healthy"], true);
+    // Replica logs are timestamped and levelled.
+    let log = cluster.log(0);
+    let first = log.lines().find(|l| l.contains("electrode replica 0 on")).unwrap_or_else(|| panic!("{log}"));
+    let (stamp, rest) = first.split_once(' ').unwrap();
+    assert!(stamp.len() == 27 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{first}");
+    assert!(rest.starts_with("INFO  electrode replica 0 on"), "{first}");
     let roles: Vec<&str> = (0..3).map(|i| json["replicas"][i]["role"].as_str().unwrap()).collect();
     assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{json}");
 
