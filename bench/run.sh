@@ -8,11 +8,16 @@
 #       (wake-ups) per op, and datagrams handled in user space per op.
 # Results: bench/results/<stamp>.json and .md.
 #
-#   sudo bench/run.sh [-n OPS] [-t "1 2 4 8"] [-a "null kv"] [-c CONFIG]
+#   bench/run.sh [-n OPS] [-t "1 2 4 8"] [-a "null kv"] [-c CONFIG]
+#
+# Run as root, or as a user with sudo: it builds as the user and runs the
+# cluster through sudo. CONFIG is relative to the caller's directory;
+# binaries go to CARGO_TARGET_DIR if set.
 #
 # Configurations and CPU placement: scripts/lib.sh (the same as the demo);
 # the floor's server and client are placed like the leader and the client.
 set -euo pipefail
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -26,12 +31,22 @@ while getopts "n:t:a:c:h" opt; do
     n) OPS="$OPTARG" ;;
     t) THREAD_COUNTS="$OPTARG" ;;
     a) APPS="$OPTARG" ;;
-    c) CONFIG="$OPTARG" ;;
+    c) CONFIG="$(resolve_path "$OPTARG")" ;;
     *) echo "usage: $0 [-n OPS] [-t \"1 2 4 8\"] [-a \"null kv\"] [-c CONFIG]" >&2; exit 2 ;;
     esac
 done
 WARMUP=$((OPS / 10))
-[ "$(id -u)" -eq 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+
+if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
+    echo "==> building in $TARGET_DIR"
+    build_variants
+    cargo build --release --quiet --example pingpong
+fi
+# The rest needs root (namespaces, BPF); cargo does not run as root.
+if [ "$(id -u)" -ne 0 ]; then
+    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" "$0" -n "$OPS" -t "$THREAD_COUNTS" -a "$APPS" -c "$CONFIG"
+    exit
+fi
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/$STAMP"
@@ -41,9 +56,6 @@ trap 'exit 130' INT TERM
 N_REPLICAS="$(replica_count)"
 LEADER_ADDR="$(grep -E '^[[:space:]]*replica[[:space:]]' "$CONFIG" | head -1 | awk '{print $2}')"
 
-echo "==> building"
-build_variants
-cargo build --release --quiet --example pingpong
 scripts/cluster.sh up "$CONFIG" >/dev/null
 
 # proc_stats PID -> "cpu_ticks voluntary_switches"
@@ -58,7 +70,7 @@ proc_stats() {
 }
 
 echo "==> floor: UDP ping-pong client -> replica 0 namespace"
-PP=target/release/examples/pingpong
+PP="$TARGET_DIR/release/examples/pingpong"
 scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$PP" server "$LEADER_ADDR" &
 PIDS+=("$!")
 sleep 0.3

@@ -2,7 +2,7 @@
 # The local cluster: one network namespace per replica of CONFIG plus one for
 # clients, each joined by a veth pair to a bridge in its own namespace.
 #
-#   scripts/cluster.sh up   [CONFIG]   # default config.txt
+#   scripts/cluster.sh up   [CONFIG]   # default the repository's config.txt
 #   scripts/cluster.sh down [CONFIG]   # safe to run twice or after a failed up
 #   scripts/cluster.sh exec replica N -- CMD...   |   exec client -- CMD...
 #
@@ -14,8 +14,14 @@
 # since native XDP_TX on a veth is delivered only if the peer has an XDP
 # program (gotcha 4). MTU 1500. Nothing outside these namespaces is ever
 # addressed: the replica subnet exists only here.
+#
+# Needs root; run by a user, it re-runs itself through sudo. CONFIG is
+# taken relative to the caller's directory.
 set -euo pipefail
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 PREFIX="${ELECTRODE_NS_PREFIX:-el-}"
 CLIENT_IP="${ELECTRODE_CLIENT_IP:-}"
@@ -110,6 +116,13 @@ up() {
 }
 
 cmd="${1:-}"
+if [ "$cmd" = up ] && [ -n "${2:-}" ]; then
+    set -- up "$(resolve_path "$2")"
+fi
+if [ "$(id -u)" -ne 0 ] && [ -n "$cmd" ]; then
+    as_root "$0" "$@"
+    exit
+fi
 case "$cmd" in
 up) up "${2:-config.txt}" ;;
 down) down; echo "cluster down" ;;

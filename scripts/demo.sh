@@ -3,10 +3,15 @@
 # every configuration (the userspace baseline and each compiled fast path)
 # against the same client load, print one results table, tear down.
 #
-#   sudo ./scripts/demo.sh [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]
+#   ./scripts/demo.sh [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]
+#
+# Run as root, or as a user with sudo: it builds as the user and runs the
+# cluster through sudo. CONFIG is relative to the caller's directory;
+# binaries go to CARGO_TARGET_DIR if set.
 #
 # Configurations and CPU placement: scripts/lib.sh (the same as bench/).
 set -euo pipefail
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -18,14 +23,13 @@ while getopts "n:t:c:h" opt; do
     case "$opt" in
     n) OPS="$OPTARG" ;;
     t) THREADS="$OPTARG" ;;
-    c) CONFIG="$OPTARG" ;;
+    c) CONFIG="$(resolve_path "$OPTARG")" ;;
     *) echo "usage: $0 [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]" >&2; exit 2 ;;
     esac
 done
 WARMUP=$((OPS / 10))
 
-[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (namespaces and BPF): sudo $0" >&2; exit 1; }
-
+if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
 need_packages=()
 for tool in clang:clang llc:llvm pkg-config:pkg-config ip:iproute2 nft:nftables python3:python3 taskset:util-linux; do
     command -v "${tool%%:*}" >/dev/null || need_packages+=("${tool#*:}")
@@ -34,10 +38,20 @@ done
 [ -e /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
 if [ "${#need_packages[@]}" -gt 0 ]; then
     echo "==> installing ${need_packages[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "demo.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s) in $TARGET_DIR"
+build_variants
+fi
+# The rest needs root (namespaces, BPF): the built binaries are run as
+# root, cargo is not (no root-owned files in the user's build).
+if [ "$(id -u)" -ne 0 ]; then
+    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" "$0" -n "$OPS" -t "$THREADS" -c "$CONFIG"
+    exit
+fi
 
 WORK="$(mktemp -d /tmp/electrode-demo.XXXXXX)"
 trap cleanup_replicas EXIT
@@ -45,16 +59,13 @@ trap 'echo "demo.sh: interrupted" >&2; exit 130' INT TERM
 
 N_REPLICAS="$(replica_count)"
 
-echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s)"
-build_variants
-
 echo "==> cluster up ($CONFIG: $N_REPLICAS replicas)"
 scripts/cluster.sh up "$CONFIG"
 
 results=()
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
-    bin="target/variants/$name/electrode"
+    bin="$TARGET_DIR/variants/$name/electrode"
     echo "==> $name: $OPS ops ($WARMUP warm-up), $THREADS client threads"
     start_replicas "$bin" "$name"
     scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" \

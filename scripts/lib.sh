@@ -4,6 +4,40 @@
 #
 # The caller sets CONFIG (cluster config) and WORK (a directory for logs)
 # before calling start_replicas, and installs `trap cleanup_replicas EXIT`.
+# Every script sets CALLER_DIR="$PWD" before it changes to the repository,
+# so paths given on its command line mean what they meant to the caller.
+
+# as_root CMD...: runs CMD as root: directly when already root (no sudo
+# needed on PATH), else through sudo for a user allowed to use it.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "$(basename "$0"): needs root (namespaces, BPF): run it as root, or install sudo" >&2
+        return 1
+    fi
+}
+
+# resolve_path PATH: PATH made absolute against the caller's directory.
+resolve_path() {
+    case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s\n' "${CALLER_DIR:-$PWD}/$1" ;;
+    esac
+}
+
+# Cargo's target directory: CARGO_TARGET_DIR if set (relative to the
+# caller, as cargo would take it there), else target/ of the repository.
+# Exported absolute, so every cargo run here builds where the binaries are
+# then looked for.
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    TARGET_DIR="$(resolve_path "$CARGO_TARGET_DIR")"
+else
+    TARGET_DIR="$PWD/target"
+fi
+export CARGO_TARGET_DIR="$TARGET_DIR"
 
 # "column name|cargo features": the userspace baseline, each fast path
 # alone, and all three. ELECTRODE_BENCH_CONFIGURATIONS overrides it
@@ -32,15 +66,15 @@ CLIENT_CPU=0
 PIDS=()
 
 # Builds every configuration in one target directory (dependencies built
-# once) and copies each binary to target/variants/<name>/electrode, since
-# the next build replaces it.
+# once) and copies each binary to $TARGET_DIR/variants/<name>/electrode,
+# since the next build replaces it.
 build_variants() {
     local entry name features
     for entry in "${CONFIGURATIONS[@]}"; do
         name="${entry%%|*}" features="${entry#*|}"
         cargo build --release --quiet --features "$features" --bin electrode
-        mkdir -p "target/variants/$name"
-        cp target/release/electrode "target/variants/$name/electrode"
+        mkdir -p "$TARGET_DIR/variants/$name"
+        cp "$TARGET_DIR/release/electrode" "$TARGET_DIR/variants/$name/electrode"
     done
 }
 

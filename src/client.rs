@@ -5,12 +5,17 @@
 //! from replies), and on timeout re-sends the same request number to every
 //! replica, so a view change or a lost datagram costs one timeout. The
 //! replicas' client table makes re-sends at-most-once.
+//!
+//! A cluster that never answers ends the run with one error after
+//! `--unreachable-ms` (by default the first seven sends of the retry
+//! schedule, about 3 s); a cluster that answered and then falls silent for
+//! the per-operation deadline ends it the same way.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +26,7 @@ use serde::Serialize;
 use crate::app::kv::{KvOp, KvResult};
 use crate::app::AppKind;
 use crate::config::Config;
-use crate::history::{write_history, Operation};
+use crate::history::{Completion, HistoryWriter};
 use crate::transport::os::{self, SplitMix};
 use crate::wire::{self, Decoded, Encoder, Message, Request, CLIENT_SENDER, MAX_DATAGRAM_LEN};
 
@@ -31,6 +36,60 @@ const RETRY_MAX: Duration = Duration::from_millis(800);
 /// An operation that has no reply after this long is given up (recorded
 /// without a return in the history) and counted as failed.
 const OPERATION_DEADLINE: Duration = Duration::from_secs(20);
+/// Sends (first one and re-sends) before a cluster that never answered is
+/// declared unreachable: the default of `--unreachable-ms`.
+const UNREACHABLE_SENDS: u32 = 7;
+
+/// How long the retry schedule takes to make `sends` sends: the wait after
+/// each one, doubling from RETRY_INITIAL up to RETRY_MAX.
+pub const fn retry_schedule(sends: u32) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut wait = RETRY_INITIAL;
+    let mut i = 0;
+    while i < sends {
+        total = total.saturating_add(wait);
+        wait = if wait.as_nanos() * 2 > RETRY_MAX.as_nanos() { RETRY_MAX } else { wait.saturating_mul(2) };
+        i += 1;
+    }
+    total
+}
+
+/// Default of `--unreachable-ms` (3,150 ms).
+pub const UNREACHABLE_DEFAULT: Duration = retry_schedule(UNREACHABLE_SENDS);
+
+/// Length of the keys the load uses for `keys` distinct keys (`key-<n>`).
+pub fn load_key_len(keys: u64) -> usize {
+    format!("key-{}", keys.saturating_sub(1)).len()
+}
+
+/// Largest `--value-size` the encoder accepts with `keys` keys: the
+/// largest operation of the load is a cas carrying two values (expected and
+/// new) and the longest key, it must fit MAX_OP_LEN, and a get's result
+/// carrying one value must fit MAX_RESULT_LEN.
+pub fn value_size_max(keys: u64) -> usize {
+    let key = vec![b'k'; load_key_len(keys)];
+    let cas_overhead = KvOp::Cas { key, expected: Vec::new(), value: Vec::new() }.encode().len();
+    let result_overhead = KvResult::Value(Some(Vec::new())).encode().len();
+    (wire::MAX_OP_LEN.saturating_sub(cas_overhead) / 2)
+        .min(wire::MAX_RESULT_LEN.saturating_sub(result_overhead))
+}
+
+/// Checks one operation against the encoder's limits before it is sent.
+pub fn check_op_limits(op: &KvOp) -> anyhow::Result<()> {
+    if op.key().len() > crate::app::kv::KEY_LEN_MAX {
+        bail!("key of {} bytes too long: at most {}", op.key().len(), crate::app::kv::KEY_LEN_MAX);
+    }
+    let len = op.encode().len();
+    if len > wire::MAX_OP_LEN {
+        bail!(
+            "{} of {len} encoded bytes too large: an operation is at most {} bytes",
+            op.kind(),
+            wire::MAX_OP_LEN
+        );
+    }
+    Ok(())
+}
+
 /// Progress line interval on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -38,7 +97,12 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub config: Config,
-    pub requests: u64,
+    /// Operations in total; None: until `duration` ends.
+    pub requests: Option<u64>,
+    /// Start no operation after this long.
+    pub duration: Option<Duration>,
+    /// Give up when no replica has answered for this long.
+    pub unreachable: Duration,
     pub warmup: u64,
     pub threads: usize,
     pub value_size: usize,
@@ -67,8 +131,68 @@ pub struct LoadReport {
     pub failed: u64,
 }
 
+/// Whether the cluster answers, shared by the client threads: any reply
+/// to any thread counts.
+pub struct Liveness {
+    start: Instant,
+    /// Nanoseconds after `start` of the latest reply.
+    last_reply_ns: AtomicU64,
+    answered: AtomicBool,
+    /// Silence allowed before the first reply.
+    unreachable: Duration,
+}
+
+impl Liveness {
+    pub fn new(unreachable: Duration) -> Liveness {
+        Liveness {
+            start: Instant::now(),
+            last_reply_ns: AtomicU64::new(0),
+            answered: AtomicBool::new(false),
+            unreachable,
+        }
+    }
+
+    fn replied(&self) {
+        self.answered.store(true, Ordering::Relaxed);
+        self.last_reply_ns.fetch_max(self.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The silence that counts as down, if it has been reached.
+    fn silent_for(&self, now: Instant) -> Option<Duration> {
+        let (allowed, since) = if self.answered.load(Ordering::Relaxed) {
+            (
+                self.unreachable.max(OPERATION_DEADLINE),
+                Duration::from_nanos(self.last_reply_ns.load(Ordering::Relaxed)),
+            )
+        } else {
+            (self.unreachable, Duration::ZERO)
+        };
+        (now.saturating_duration_since(self.start + since) >= allowed).then_some(allowed)
+    }
+}
+
+/// The one error of a cluster that does not answer.
+fn unreachable_error(replicas: &[SocketAddrV4], silence: Duration, answered_before: bool) -> anyhow::Error {
+    let addresses = replicas.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let when = if answered_before { "any more" } else { "at all" };
+    anyhow::anyhow!(
+        "no replica answered {when} within {:.1} s (replicas {addresses}): check that the replicas are running \
+         (electrode status), that this host reaches those addresses (network namespace, firewall), and that \
+         -c names this cluster's configuration",
+        silence.as_secs_f64()
+    )
+}
+
+/// The outcome of one operation.
+enum CallOutcome {
+    Reply(Vec<u8>),
+    /// No reply within OPERATION_DEADLINE.
+    Timeout,
+}
+
 /// A replica endpoint seen from one client socket.
-struct Session {
+struct Session<'a> {
+    liveness: &'a Liveness,
     socket: UdpSocket,
     replicas: Vec<SocketAddrV4>,
     cluster_id: u32,
@@ -80,10 +204,11 @@ struct Session {
     retries: u64,
 }
 
-impl Session {
-    fn new(config: &Config, client_id: u64) -> anyhow::Result<Session> {
+impl<'a> Session<'a> {
+    fn new(config: &Config, client_id: u64, liveness: &'a Liveness) -> anyhow::Result<Session<'a>> {
         let socket = UdpSocket::bind("0.0.0.0:0").context("binding client socket")?;
         Ok(Session {
+            liveness,
             socket,
             replicas: config.replicas.clone(),
             cluster_id: config.cluster_id,
@@ -111,9 +236,9 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `op` as request `request_number` and waits for its reply.
-    /// None if the deadline passed.
-    fn call(&mut self, request_number: u64, op: Vec<u8>) -> anyhow::Result<Option<Vec<u8>>> {
+    /// Sends `op` as request `request_number` and waits for its reply;
+    /// an error if the whole cluster stays silent (see [`Liveness`]).
+    fn call(&mut self, request_number: u64, op: Vec<u8>) -> anyhow::Result<CallOutcome> {
         let request = Request { client_id: self.client_id, request_number, op };
         let start = Instant::now();
         let mut wait = RETRY_INITIAL;
@@ -121,8 +246,12 @@ impl Session {
         self.send(&request, false)?;
         loop {
             let now = Instant::now();
+            if let Some(silence) = self.liveness.silent_for(now) {
+                let answered = self.liveness.answered.load(Ordering::Relaxed);
+                return Err(unreachable_error(&self.replicas, silence, answered));
+            }
             if now >= start + OPERATION_DEADLINE {
-                return Ok(None);
+                return Ok(CallOutcome::Timeout);
             }
             if now >= resend_at {
                 self.retries += 1;
@@ -130,7 +259,10 @@ impl Session {
                 wait = (wait * 2).min(RETRY_MAX);
                 resend_at = now + wait;
             }
-            let timeout = resend_at.saturating_duration_since(now).max(Duration::from_micros(100));
+            // Wake at least every 100 ms to notice a silence seen by all threads.
+            let timeout = resend_at
+                .saturating_duration_since(now)
+                .clamp(Duration::from_micros(100), Duration::from_millis(100));
             self.socket.set_read_timeout(Some(timeout)).context("setting client timeout")?;
             let len = match self.socket.recv_from(&mut self.buf) {
                 Ok((len, _)) => len,
@@ -150,7 +282,8 @@ impl Session {
                 continue; // a late reply to an earlier request
             }
             self.leader = (reply.view % self.replicas.len() as u64) as usize;
-            return Ok(Some(reply.result));
+            self.liveness.replied();
+            return Ok(CallOutcome::Reply(reply.result));
         }
     }
 }
@@ -158,7 +291,6 @@ impl Session {
 /// One thread's share of the load.
 struct ThreadResult {
     histogram: Histogram<u64>,
-    history: Vec<Operation>,
     measured_start: Option<Instant>,
     end: Instant,
     measured_ops: u64,
@@ -204,18 +336,24 @@ impl Workload {
     }
 }
 
-fn run_thread(
-    options: &LoadOptions,
-    thread: usize,
-    ops: u64,
-    warmup: u64,
-    done: &AtomicU64,
-) -> anyhow::Result<ThreadResult> {
+/// What the client threads share.
+struct Shared<'a> {
+    options: &'a LoadOptions,
+    liveness: Liveness,
+    history: Option<HistoryWriter<File>>,
+    /// Operations completed, for the progress line.
+    done: AtomicU64,
+    /// No operation starts after this.
+    stop_at: Option<Instant>,
+}
+
+fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyhow::Result<ThreadResult> {
+    let options = shared.options;
     if let Some(cpu) = options.cpu {
         os::pin_to_cpu(cpu)?;
     }
     let client_id = os::random_seed() ^ (thread as u64).rotate_left(48);
-    let mut session = Session::new(&options.config, client_id)?;
+    let mut session = Session::new(&options.config, client_id, &shared.liveness)?;
     let mut workload = Workload {
         rng: SplitMix(client_id),
         keys: options.keys,
@@ -224,52 +362,52 @@ fn run_thread(
         last_written: None,
     };
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-    let mut history = Vec::with_capacity(if options.history.is_some() { ops as usize } else { 0 });
     let mut measured_start = None;
     let mut failed = 0;
+    let mut issued: u64 = 0;
     for i in 0..ops {
+        if shared.stop_at.is_some_and(|stop| Instant::now() >= stop) {
+            break;
+        }
         if i == warmup {
             measured_start = Some(Instant::now());
         }
         let request_number = i + 1;
         let op = workload.next(client_id, request_number);
-        let invoke = os::monotonic_nanos();
+        // The invoke line is on file before the request leaves: an
+        // operation that took effect is never missing from the history.
+        if let Some(history) = &shared.history {
+            history.invoke(client_id, request_number, &op, os::monotonic_nanos())?;
+        }
         let started = Instant::now();
-        let reply = session.call(request_number, op.encode())?;
+        issued += 1;
+        let reply = session.call(request_number, op.encode());
         let ret = os::monotonic_nanos();
-        let result = match &reply {
-            Some(bytes) if options.app == AppKind::Kv => {
-                Some(KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?)
-            }
-            Some(_) => Some(KvResult::Value(None)),
-            None => {
+        let completion = match &reply {
+            Ok(CallOutcome::Reply(bytes)) if options.app == AppKind::Kv => Completion::Ok(
+                KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?,
+            ),
+            Ok(CallOutcome::Reply(_)) => Completion::Ok(KvResult::Value(None)),
+            Ok(CallOutcome::Timeout) | Err(_) => {
                 failed += 1;
-                None
+                Completion::Timeout
             }
         };
-        if reply.is_some() && i >= warmup {
+        if let Some(history) = &shared.history {
+            history.complete(client_id, request_number, &op, &completion, ret)?;
+        }
+        let reply = reply?;
+        if matches!(reply, CallOutcome::Reply(_)) && i >= warmup {
             let micros = started.elapsed().as_micros().max(1) as u64;
             histogram.saturating_record(micros);
         }
-        if options.history.is_some() {
-            let returned = result.is_some();
-            history.push(Operation {
-                client_id,
-                request_number,
-                op,
-                result,
-                invoke,
-                ret: returned.then_some(ret),
-            });
-        }
-        done.fetch_add(1, Ordering::Relaxed);
+        shared.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(ThreadResult {
         histogram,
-        history,
         measured_start,
         end: Instant::now(),
-        measured_ops: ops.saturating_sub(warmup),
+        measured_ops: issued.saturating_sub(warmup),
         retries: session.retries,
         failed,
     })
@@ -280,22 +418,46 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     if options.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    if options.value_size > wire::MAX_OP_LEN - 64 {
-        bail!("--value-size {} too large: at most {}", options.value_size, wire::MAX_OP_LEN - 64);
+    let value_max = value_size_max(options.keys);
+    if options.value_size > value_max {
+        bail!(
+            "--value-size {} too large: at most {value_max} with --keys {} (a cas carries two values in one {}-byte operation)",
+            options.value_size,
+            options.keys,
+            wire::MAX_OP_LEN
+        );
     }
-    if options.warmup >= options.requests {
-        bail!("--warmup {} must be less than -n {}", options.warmup, options.requests);
+    if options.requests.is_some_and(|n| options.warmup >= n) {
+        bail!("--warmup {} must be less than -n {}", options.warmup, options.requests.unwrap_or(0));
     }
+    if options.requests.is_none() && options.duration.is_none() {
+        bail!("give -n or --duration (or both)");
+    }
+    let history = match &options.history {
+        Some(path) => Some(HistoryWriter::new(
+            File::create(path).with_context(|| format!("creating history file {}", path.display()))?,
+        )),
+        None => None,
+    };
     let base = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared {
+        options,
+        liveness: Liveness::new(options.unreachable),
+        history,
+        done: AtomicU64::new(0),
+        stop_at: options.duration.map(|d| base + d),
+    });
     let threads = options.threads as u64;
     let results: Vec<anyhow::Result<ThreadResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..options.threads)
             .map(|t| {
-                let share = options.requests / threads + u64::from((t as u64) < options.requests % threads);
+                let share = match options.requests {
+                    Some(n) => n / threads + u64::from((t as u64) < n % threads),
+                    None => u64::MAX,
+                };
                 let warmup = options.warmup / threads + u64::from((t as u64) < options.warmup % threads);
-                let done = Arc::clone(&done);
-                scope.spawn(move || run_thread(options, t, share, warmup.min(share), &done))
+                let shared = Arc::clone(&shared);
+                scope.spawn(move || run_thread(&shared, t, share, warmup.min(share)))
             })
             .collect();
         let progress = std::io::stderr().is_terminal() && !options.json;
@@ -306,8 +468,9 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
                 && last_print.elapsed() >= PROGRESS_INTERVAL
                 && base.elapsed() > Duration::from_secs(2)
             {
-                let n = done.load(Ordering::Relaxed);
-                eprint!("\r  {n}/{} ops, {:.1} s", options.requests, base.elapsed().as_secs_f64());
+                let n = shared.done.load(Ordering::Relaxed);
+                let total = options.requests.map_or(String::new(), |r| format!("/{r}"));
+                eprint!("\r  {n}{total} ops, {:.1} s", base.elapsed().as_secs_f64());
                 last_print = Instant::now();
             }
         }
@@ -321,14 +484,12 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     });
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-    let mut history = Vec::new();
     let (mut retries, mut failed, mut measured_ops) = (0, 0, 0);
     let mut measured_start: Option<Instant> = None;
     let mut end = base;
     for result in results {
         let r = result?;
         histogram.add(&r.histogram).context("merging histograms")?;
-        history.extend(r.history);
         retries += r.retries;
         failed += r.failed;
         measured_ops += r.measured_ops;
@@ -336,13 +497,6 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
             measured_start = Some(measured_start.map_or(s, |m| m.min(s)));
         }
         end = end.max(r.end);
-    }
-    if let Some(path) = &options.history {
-        history.sort_by_key(|o| o.invoke);
-        let file = File::create(path).with_context(|| format!("creating history file {}", path.display()))?;
-        let mut writer = BufWriter::new(file);
-        write_history(&mut writer, &history).with_context(|| format!("writing {}", path.display()))?;
-        writer.flush().with_context(|| format!("writing {}", path.display()))?;
     }
     let elapsed = end.duration_since(measured_start.unwrap_or(base)).as_secs_f64().max(1e-9);
     let q = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
@@ -383,9 +537,64 @@ impl LoadReport {
 }
 
 /// One KV command (`electrode client put K V` etc.); prints the result.
-pub fn run_one(config: &Config, op: KvOp) -> anyhow::Result<KvResult> {
+pub fn run_one(config: &Config, op: KvOp, unreachable: Duration) -> anyhow::Result<KvResult> {
+    check_op_limits(&op)?;
     let client_id = os::random_seed();
-    let mut session = Session::new(config, client_id)?;
-    let reply = session.call(1, op.encode())?.context("no reply from the cluster within the deadline")?;
-    KvResult::decode(&reply).with_context(|| format!("undecodable result {reply:?}"))
+    let liveness = Liveness::new(unreachable);
+    let mut session = Session::new(config, client_id, &liveness)?;
+    match session.call(1, op.encode())? {
+        CallOutcome::Reply(reply) => {
+            KvResult::decode(&reply).with_context(|| format!("undecodable result {reply:?}"))
+        }
+        CallOutcome::Timeout => bail!("no reply from the cluster within {} s", OPERATION_DEADLINE.as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest cas and the largest get result of a load with `keys`
+    /// keys and values of `value_size` bytes, through the real encoder.
+    fn encode_worst_case(keys: u64, value_size: usize) -> Result<(), wire::EncodeError> {
+        let key = format!("key-{}", keys - 1).into_bytes();
+        let value = vec![b'v'; value_size];
+        let op = KvOp::Cas { key, expected: value.clone(), value: value.clone() }.encode();
+        let mut out = Vec::new();
+        let mut encoder = Encoder::new(1, CLIENT_SENDER);
+        encoder.encode(&Message::Request(Request { client_id: 1, request_number: 1, op }), &mut out)?;
+        let result = KvResult::Value(Some(value)).encode();
+        let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result };
+        encoder.encode(&Message::Reply(reply), &mut out)
+    }
+
+    #[test]
+    fn value_size_max_is_the_encoder_limit() {
+        for keys in [1, 10, 1000, 1_000_000, u64::MAX] {
+            let max = value_size_max(keys);
+            assert!(max > 0);
+            encode_worst_case(keys, max)
+                .unwrap_or_else(|e| panic!("keys {keys}: max {max} must encode: {e}"));
+            assert!(encode_worst_case(keys, max + 1).is_err(), "keys {keys}: {} must not encode", max + 1);
+        }
+        assert_eq!(value_size_max(1000), 505);
+    }
+
+    #[test]
+    fn one_operation_is_checked_before_it_is_sent() {
+        let fits = KvOp::Put { key: b"k".to_vec(), value: vec![b'v'; wire::MAX_OP_LEN - 6] };
+        check_op_limits(&fits).unwrap();
+        let over = KvOp::Put { key: b"k".to_vec(), value: vec![b'v'; wire::MAX_OP_LEN - 5] };
+        let error = check_op_limits(&over).unwrap_err().to_string();
+        assert_eq!(error, "put of 1025 encoded bytes too large: an operation is at most 1024 bytes");
+        let long_key = KvOp::Get { key: vec![b'k'; crate::app::kv::KEY_LEN_MAX + 1] };
+        assert!(check_op_limits(&long_key).unwrap_err().to_string().contains("key of 257 bytes too long"));
+    }
+
+    #[test]
+    fn unreachable_default_is_the_retry_schedule() {
+        // 50 + 100 + 200 + 400 + 800 + 800 + 800 ms.
+        assert_eq!(UNREACHABLE_DEFAULT, Duration::from_millis(3150));
+        assert_eq!(retry_schedule(0), Duration::ZERO);
+    }
 }

@@ -53,22 +53,35 @@ enum Command {
         /// (the leader then prepares each request as it arrives).
         #[arg(long)]
         no_burst_batching: bool,
+        /// Least severe log lines printed (to stderr, timestamped).
+        #[arg(long, value_enum, default_value = "info")]
+        log_level: LogLevel,
     },
     /// Run a closed-loop KV load against the cluster, or one KV command.
     Client {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
         config: PathBuf,
-        /// Operations in total (across threads), warm-up included.
-        #[arg(short = 'n', long = "requests", default_value_t = 10_000)]
-        requests: u64,
+        /// Operations in total (across threads), warm-up included
+        /// [default: 10000, or no limit with --duration].
+        #[arg(short = 'n', long = "requests")]
+        requests: Option<u64>,
+        /// Start no operation after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Give up with an error when no replica has answered for this long
+        /// (once the cluster has answered: at least the 20 s operation deadline).
+        #[arg(long, global = true, value_name = "MS", default_value_t = client::UNREACHABLE_DEFAULT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        unreachable_ms: u64,
         /// Leading operations excluded from the statistics.
         #[arg(short, long, default_value_t = 0)]
         warmup: u64,
         /// Client threads, each with one request outstanding.
         #[arg(short, long, default_value_t = 1)]
         threads: usize,
-        /// Bytes of each written value.
+        /// Bytes of each written value (at most 505 with the default --keys:
+        /// a cas carries two values in one 1024-byte operation).
         #[arg(long, default_value_t = 16)]
         value_size: usize,
         /// Number of distinct keys.
@@ -93,14 +106,30 @@ enum Command {
     /// Check that a client history (`client --history FILE`) is
     /// linearizable against the KV model.
     CheckHistory {
-        /// JSON-lines history written by `electrode client --history`.
-        file: PathBuf,
+        /// JSON-lines history written by `electrode client --history`
+        /// (several files: histories of one cluster, checked as one).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the verdict (and a violation's report) as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Checker threads [default: one per CPU].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        threads: Option<u64>,
     },
-    /// Show view, status, op, commit and state digest of every replica.
+    /// Show view, status, op, commit, state digest and role of every
+    /// replica; exit 1 if fewer than a quorum answer or they disagree on the view.
     Status {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
         config: PathBuf,
+        /// Wait at most this long for the replicas (queried all at once).
+        #[arg(long, value_name = "MS", default_value_t = status::STATUS_TIMEOUT_DEFAULT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_ms: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the counters of the electrode programs attached to an interface.
     Stats {
@@ -144,6 +173,95 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `electrode check-history`: exit 0 if linearizable, 1 with a bounded
+/// report if not (or undecided), a one-line error for an unreadable file.
+fn check_history(files: &[PathBuf], json: bool, threads: Option<u64>) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let mut ops = Vec::new();
+    let mut notes = Vec::new();
+    for file in files {
+        let reader = std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        );
+        let history = electrode::history::read(reader).with_context(|| file.display().to_string())?;
+        if let Some(line) = history.truncated_final_line {
+            notes
+                .push(format!("{}: final line {line} cut short (a killed client?), skipped", file.display()));
+        }
+        ops.extend(history.ops);
+    }
+    let read_s = start.elapsed().as_secs_f64();
+    let threads =
+        threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
+    let verdict = electrode::check::check_with_threads(&ops, threads);
+    let check_s = start.elapsed().as_secs_f64() - read_s;
+    let pending = ops.iter().filter(|o| o.ret.is_none()).count();
+    let names = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ");
+    if json {
+        let mut out = match &verdict {
+            Ok(()) => serde_json::json!({ "linearizable": true }),
+            Err(violation) => violation.to_json(),
+        };
+        out["operations"] = ops.len().into();
+        out["without_reply"] = pending.into();
+        out["notes"] = notes.into();
+        out["read_s"] = read_s.into();
+        out["check_s"] = check_s.into();
+        println!("{out}");
+    } else {
+        for note in &notes {
+            eprintln!("electrode: note: {note}");
+        }
+    }
+    match verdict {
+        Ok(()) => {
+            if !json {
+                println!(
+                    "{names}: linearizable ({} operations, {pending} without a reply; read {read_s:.2} s, checked {check_s:.2} s)",
+                    ops.len()
+                );
+            }
+            Ok(())
+        }
+        Err(violation) => {
+            if !json {
+                println!("{names}: {violation}");
+            }
+            let what = if violation.search_limit { "undecided (search limit)" } else { "not linearizable" };
+            anyhow::bail!("{names}: {what} on key {:?}", electrode::check::readable(&violation.key))
+        }
+    }
+}
+
+/// `--log-level` of the replica.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Replica logs: `<UTC time, µs> <LEVEL> <message>` on stderr.
+fn init_logging(level: LogLevel) {
+    use std::io::Write;
+    let filter = match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(filter)
+        .format(|buf, record| {
+            writeln!(buf, "{} {:<5} {}", buf.timestamp_micros(), record.level(), record.args())
+        })
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
 #[derive(Subcommand, Debug)]
 enum KvCommand {
     /// Store VALUE under KEY.
@@ -156,7 +274,18 @@ enum KvCommand {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replica { config, index, cpu, app, checkpoint_ops, report_s, iface, no_burst_batching } => {
+        Command::Replica {
+            config,
+            index,
+            cpu,
+            app,
+            checkpoint_ops,
+            report_s,
+            iface,
+            no_burst_batching,
+            log_level,
+        } => {
+            init_logging(log_level);
             let config = Config::load(&config)?;
             electrode::transport::replica::run(ReplicaOptions {
                 config,
@@ -169,7 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 burst_batching: !no_burst_batching,
             })
         }
-        Command::Client { config, op: Some(op), .. } => {
+        Command::Client { config, op: Some(op), unreachable_ms, .. } => {
             let config = Config::load(&config)?;
             let op = match op {
                 KvCommand::Put { key, value } => {
@@ -178,7 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 KvCommand::Get { key } => KvOp::Get { key: key.into_bytes() },
                 KvCommand::Del { key } => KvOp::Del { key: key.into_bytes() },
             };
-            match client::run_one(&config, op)? {
+            match client::run_one(&config, op, Duration::from_millis(unreachable_ms))? {
                 KvResult::Value(Some(v)) => println!("{}", String::from_utf8_lossy(&v)),
                 KvResult::Value(None) => println!("(absent)"),
                 KvResult::Stored => println!("stored"),
@@ -195,6 +324,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             op: None,
             requests,
+            duration,
+            unreachable_ms,
             warmup,
             threads,
             value_size,
@@ -204,9 +335,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             history,
             cpu,
         } => {
+            let duration = match duration {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    anyhow::bail!("--duration {s}: must be a positive number of seconds")
+                }
+                Some(s) => Some(Duration::from_secs_f64(s)),
+                None => None,
+            };
             let options = LoadOptions {
                 config: Config::load(&config)?,
-                requests,
+                requests: if duration.is_some() { requests } else { Some(requests.unwrap_or(10_000)) },
+                duration,
+                unreachable: Duration::from_millis(unreachable_ms),
                 warmup,
                 threads,
                 value_size,
@@ -223,26 +363,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::CheckHistory { file } => {
-            let reader = std::io::BufReader::new(
-                std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?,
-            );
-            let ops = electrode::history::read_history(reader).with_context(|| file.display().to_string())?;
-            let pending = ops.iter().filter(|o| o.ret.is_none()).count();
-            electrode::check::check(&ops)
-                .map_err(|violation| anyhow::anyhow!("{}: not linearizable: {violation}", file.display()))?;
-            println!(
-                "{}: linearizable ({} operations, {pending} without a reply)",
-                file.display(),
-                ops.len()
-            );
-            Ok(())
-        }
-        Command::Status { config } => {
+        Command::CheckHistory { files, json, threads } => check_history(&files, json, threads),
+        Command::Status { config, timeout_ms, json } => {
             let config = Config::load(&config)?;
-            let replies = status::query(&config)?;
-            status::print(&config, &replies);
-            Ok(())
+            let timeout = Duration::from_millis(timeout_ms);
+            let replies = status::query(&config, timeout)?;
+            let health = status::Health::new(&config, &replies, timeout);
+            if json {
+                println!("{}", serde_json::to_string(&health)?);
+            } else {
+                health.print();
+            }
+            match health.problem() {
+                Some(problem) => anyhow::bail!("status: {problem}"),
+                None => Ok(()),
+            }
         }
         Command::Stats { iface, watch, interval_s, count, json } => {
             electrode::stats::run(&electrode::stats::StatsOptions {

@@ -40,8 +40,8 @@ fn set_buffers(socket: &Socket, address: SocketAddrV4) {
             if plain == libc::SO_RCVBUF { socket.recv_buffer_size() } else { socket.send_buffer_size() };
         // The kernel reports twice the value set (bookkeeping overhead).
         if let Some(got) = got.ok().filter(|got| *got < SOCKET_BUFFER_BYTES) {
-            eprintln!(
-                "electrode: warning: {name} buffer of {address} is {} KiB, not {} KiB (no CAP_NET_ADMIN and \
+            log::warn!(
+                "{name} buffer of {address} is {} KiB, not {} KiB (no CAP_NET_ADMIN and \
                  net.core.{}mem_max is lower): state transfers will be slower; raise it with sysctl",
                 got >> 10,
                 SOCKET_BUFFER_BYTES >> 10,

@@ -144,7 +144,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
             None => kernel::interface_of(address)?,
         };
         attached = kernel::attach(&loaded, &iface)?;
-        eprintln!(
+        log::info!(
             "electrode replica {index}: eBPF programs attached to {} (XDP {} mode{})",
             attached.iface,
             attached.xdp.mode(),
@@ -157,7 +157,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
     let nonce = os::random_seed();
     let core = Replica::new(vr_config, options.app.build(), nonce);
-    eprintln!(
+    log::info!(
         "electrode replica {index} on {address} (cpu {cpu}, app {:?}, f {}, cluster {:#010x}, fast paths: {}): recovering",
         options.app,
         config.f,
@@ -183,9 +183,9 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         faults: super::faults::Faults::from_env()?,
     };
     let result = runtime.event_loop(config.cluster_id, options.report_interval);
-    eprintln!("electrode replica {index}: stopped; {}", runtime.counters.summary());
+    log::info!("electrode replica {index}: stopped; {}", runtime.counters.summary());
     if let Some(kernel) = &runtime.kernel {
-        eprintln!("electrode replica {index}: kernel paths {:?}", kernel.counters);
+        log::info!("electrode replica {index}: kernel paths {:?}", kernel.counters);
         match kernel.kernel_counters() {
             Ok(counters) => {
                 let pairs: Vec<String> = counters
@@ -194,14 +194,14 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
                     .filter(|(_, v)| *v > 0)
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                eprintln!("electrode replica {index}: eBPF counters: {}", pairs.join(" "));
+                log::info!("electrode replica {index}: eBPF counters: {}", pairs.join(" "));
             }
-            Err(error) => eprintln!("electrode replica {index}: reading eBPF counters: {error:#}"),
+            Err(error) => log::warn!("electrode replica {index}: reading eBPF counters: {error:#}"),
         }
     }
     #[cfg(feature = "test-faults")]
     if let Some(faults) = &runtime.faults {
-        eprintln!("electrode replica {index}: test faults {:?}", faults.counts);
+        log::info!("electrode replica {index}: test faults {:?}", faults.counts);
     }
     result
 }
@@ -288,7 +288,7 @@ impl Runtime<'_> {
             if status != last_status {
                 let (why, from) = self.core.last_transition();
                 let from = from.map(|r| format!(" (replica {r})")).unwrap_or_default();
-                eprintln!(
+                log::info!(
                     "electrode replica {}: [{}] view {} {} (op {}, commit {}): {why}{from}",
                     self.index,
                     clock_ms(),
@@ -302,7 +302,7 @@ impl Runtime<'_> {
             }
             if self.core.catching_up() != catching_up {
                 catching_up = self.core.catching_up();
-                eprintln!(
+                log::info!(
                     "electrode replica {}: [{}] view {} {} (op {}, commit {})",
                     self.index,
                     clock_ms(),
@@ -317,8 +317,8 @@ impl Runtime<'_> {
                 && self.core.commit() > commit_in_view
             {
                 // The first op committed in this view: the view change (or
-                // recovery) is over for clients (bench/view_change.sh).
-                eprintln!(
+                // recovery) is over for clients (bench/liveness.sh).
+                log::info!(
                     "electrode replica {}: [{}] view {} first commit (op {})",
                     self.index,
                     clock_ms(),
@@ -329,7 +329,7 @@ impl Runtime<'_> {
             }
             if let (Some(at), Some(interval)) = (next_report, report_interval) {
                 if now >= at {
-                    eprintln!("electrode replica {}: {}", self.index, self.counters.summary());
+                    log::info!("electrode replica {}: {}", self.index, self.counters.summary());
                     next_report = Some(now + interval);
                 }
             }
@@ -468,7 +468,7 @@ impl Runtime<'_> {
                     self.datagrams.clear();
                     let flag = crate::wire::consts::FLAG_BROADCAST as u8;
                     if let Err(error) = self.encoder.encode_flags(&message, flag, &mut self.datagrams) {
-                        eprintln!(
+                        log::error!(
                             "electrode replica {}: cannot encode {:?}: {error}",
                             self.index,
                             message.msg_type()
@@ -522,7 +522,7 @@ impl Runtime<'_> {
         self.datagrams.clear();
         if let Err(error) = self.encoder.encode(message, &mut self.datagrams) {
             // Our own message is too large: a bug or an oversized state.
-            eprintln!("electrode replica {}: cannot encode {:?}: {error}", self.index, message.msg_type());
+            log::error!("electrode replica {}: cannot encode {:?}: {error}", self.index, message.msg_type());
             self.datagrams.clear();
         }
     }

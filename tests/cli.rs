@@ -1,0 +1,112 @@
+//! The `electrode client` command line without a cluster (no root): the
+//! size limits are checked before anything is sent and a cluster that does
+//! not answer ends the run with one error line and exit 1. The
+//! configuration names loopback ports nothing listens on (UDP 1-3), so
+//! the datagrams go nowhere.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_electrode");
+
+fn down_config() -> tempfile_path::Path {
+    tempfile_path::Path::new("f 1\nreplica 127.0.0.1:1\nreplica 127.0.0.1:2\nreplica 127.0.0.1:3\n")
+}
+
+/// A config file removed on drop.
+mod tempfile_path {
+    pub struct Path(pub std::path::PathBuf);
+    impl Path {
+        pub fn new(text: &str) -> Path {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("electrode-cli-{}-{n}.txt", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Path(path)
+        }
+    }
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn client(config: &tempfile_path::Path, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new(BIN).arg("client").arg("-c").arg(&config.0).args(args).output().unwrap();
+    (out, start.elapsed())
+}
+
+fn one_error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "one error line expected: {stderr:?}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
+#[test]
+fn down_cluster_is_one_error_naming_the_replicas_within_the_bound() {
+    let config = down_config();
+    let (out, elapsed) = client(&config, &["-n", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = one_error_line(&out);
+    assert!(error.starts_with("electrode: no replica answered at all within 3.1 s"), "{error}");
+    for address in ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"] {
+        assert!(error.contains(address), "{error}");
+    }
+    assert!(error.contains("check that the replicas are running"), "{error}");
+    assert!(elapsed >= Duration::from_millis(3150) && elapsed < Duration::from_secs(8), "{elapsed:?}");
+
+    let (out, elapsed) = client(&config, &["-n", "10", "-t", "3", "--unreachable-ms", "300"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_error_line(&out).contains("within 0.3 s"));
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+
+    // One command, option after the subcommand.
+    let (out, _) = client(&config, &["get", "k", "--unreachable-ms", "200"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_error_line(&out).contains("no replica answered at all within 0.2 s"));
+}
+
+#[test]
+fn value_size_limit_is_the_encoders_checked_before_sending() {
+    let config = down_config();
+    let max = electrode::client::value_size_max(1000);
+    let (out, elapsed) = client(&config, &["--value-size", &(max + 1).to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = one_error_line(&out);
+    assert_eq!(
+        error.trim_end(),
+        format!(
+            "electrode: --value-size {} too large: at most {max} with --keys 1000 (a cas carries two values in one \
+             1024-byte operation)",
+            max + 1
+        )
+    );
+    assert!(elapsed < Duration::from_secs(1), "refused before any send: {elapsed:?}");
+    // The maximum passes the check and encodes: the run gets as far as
+    // finding nobody to answer.
+    let (out, _) = client(&config, &["--value-size", &max.to_string(), "-n", "5", "--unreachable-ms", "200"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_error_line(&out).contains("no replica answered"));
+    // Fewer keys, shorter keys, a larger limit.
+    assert!(electrode::client::value_size_max(10) > max);
+
+    let big = "v".repeat(2000);
+    let (out, elapsed) = client(&config, &["put", "k", &big]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_error_line(&out)
+        .contains("put of 2006 encoded bytes too large: an operation is at most 1024 bytes"));
+    assert!(elapsed < Duration::from_secs(1));
+}
+
+#[test]
+fn duration_must_be_positive() {
+    let config = down_config();
+    for bad in ["0", "-1", "nan"] {
+        let (out, _) = client(&config, &[&format!("--duration={bad}")]);
+        assert_ne!(out.status.code(), Some(0), "--duration {bad}");
+        assert!(one_error_line(&out).contains("--duration"), "--duration {bad}");
+    }
+}
