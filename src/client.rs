@@ -30,8 +30,13 @@ use crate::history::{Completion, HistoryWriter};
 use crate::transport::os::{self, SplitMix};
 use crate::wire::{self, Decoded, Encoder, Message, Request, CLIENT_SENDER, MAX_DATAGRAM_LEN};
 
-/// First re-send after this long without a reply; doubles up to the max.
+/// First re-send after this long without a reply until a round trip has
+/// been measured; then the measured retransmission timeout (RttEstimator).
+/// Doubles on every re-send up to the max.
 const RETRY_INITIAL: Duration = Duration::from_millis(50);
+/// Floor of the measured retransmission timeout: one scheduler tick of
+/// slack over round trips of ~0.1 ms on a quiet cluster.
+const RTO_MIN: Duration = Duration::from_millis(1);
 const RETRY_MAX: Duration = Duration::from_millis(800);
 /// An operation that has no reply after this long is given up (recorded
 /// without a return in the history) and counted as failed.
@@ -111,6 +116,9 @@ pub struct LoadOptions {
     pub json: bool,
     pub history: Option<PathBuf>,
     pub cpu: Option<usize>,
+    /// Put every key once (key-0 .. key-<keys-1>, --value-size bytes) and
+    /// stop: loads a state of keys x value-size bytes (benchmarks, tests).
+    pub fill: bool,
 }
 
 /// Results of a load run (`--json` prints exactly this).
@@ -202,6 +210,40 @@ struct Session<'a> {
     buf: Vec<u8>,
     out: Vec<Vec<u8>>,
     retries: u64,
+    rtt: RttEstimator,
+}
+
+/// The retransmission timeout from measured round trips, as TCP computes
+/// it (RFC 6298): srtt + 4 rttvar, sampled only from requests answered
+/// without a re-send (Karn). A lost datagram then costs about a round trip
+/// or two here, not a fixed 50 ms.
+#[derive(Clone, Copy, Debug, Default)]
+struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl RttEstimator {
+    fn rto(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => (srtt + 4 * self.rttvar).clamp(RTO_MIN, RETRY_MAX),
+            None => RETRY_INITIAL,
+        }
+    }
+
+    fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let deviation = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                self.rttvar = (self.rttvar * 3 + deviation) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -218,6 +260,7 @@ impl<'a> Session<'a> {
             buf: vec![0; MAX_DATAGRAM_LEN + 1],
             out: Vec::new(),
             retries: 0,
+            rtt: RttEstimator::default(),
         })
     }
 
@@ -241,7 +284,8 @@ impl<'a> Session<'a> {
     fn call(&mut self, request_number: u64, op: Vec<u8>) -> anyhow::Result<CallOutcome> {
         let request = Request { client_id: self.client_id, request_number, op };
         let start = Instant::now();
-        let mut wait = RETRY_INITIAL;
+        let mut wait = self.rtt.rto();
+        let mut resent = false;
         let mut resend_at = start + wait;
         self.send(&request, false)?;
         loop {
@@ -255,6 +299,7 @@ impl<'a> Session<'a> {
             }
             if now >= resend_at {
                 self.retries += 1;
+                resent = true;
                 self.send(&request, true)?;
                 wait = (wait * 2).min(RETRY_MAX);
                 resend_at = now + wait;
@@ -282,6 +327,9 @@ impl<'a> Session<'a> {
                 continue; // a late reply to an earlier request
             }
             self.leader = (reply.view % self.replicas.len() as u64) as usize;
+            if !resent {
+                self.rtt.sample(start.elapsed());
+            }
             self.liveness.replied();
             return Ok(CallOutcome::Reply(reply.result));
         }
@@ -304,12 +352,21 @@ struct Workload {
     value_size: usize,
     app: AppKind,
     last_written: Option<(Vec<u8>, Vec<u8>)>,
+    /// --fill: (next key, step between this thread's keys).
+    fill: Option<(u64, u64)>,
 }
 
 impl Workload {
     /// Mostly puts and gets, with some compare-and-swap and deletes so the
     /// history exercises every KV operation.
     fn next(&mut self, client_id: u64, request_number: u64) -> KvOp {
+        if let Some((next, step)) = self.fill.as_mut() {
+            let key = format!("key-{next}").into_bytes();
+            *next += *step;
+            let mut value = format!("{client_id:x}-{request_number}").into_bytes();
+            value.resize(self.value_size.max(value.len()), b'.');
+            return KvOp::Put { key, value };
+        }
         let key = format!("key-{}", self.rng.below(self.keys.max(1))).into_bytes();
         if self.app == AppKind::Null {
             return KvOp::Get { key };
@@ -360,6 +417,7 @@ fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyh
         value_size: options.value_size,
         app: options.app,
         last_written: None,
+        fill: options.fill.then_some((thread as u64, options.threads as u64)),
     };
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
     let mut measured_start = None;
@@ -432,6 +490,9 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     }
     if options.requests.is_none() && options.duration.is_none() {
         bail!("give -n or --duration (or both)");
+    }
+    if options.fill && (options.requests != Some(options.keys) || options.app != AppKind::Kv) {
+        bail!("--fill puts each of the --keys keys once: it takes no -n or --duration and needs --app kv");
     }
     let history = match &options.history {
         Some(path) => Some(HistoryWriter::new(
@@ -566,6 +627,26 @@ mod tests {
         let result = KvResult::Value(Some(value)).encode();
         let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result };
         encoder.encode(&Message::Reply(reply), &mut out)
+    }
+
+    #[test]
+    fn retransmission_timeout_follows_measured_round_trips() {
+        let mut rtt = RttEstimator::default();
+        assert_eq!(rtt.rto(), RETRY_INITIAL, "nothing measured yet");
+        for _ in 0..50 {
+            rtt.sample(Duration::from_micros(150));
+        }
+        // Steady 150 us round trips: the floor, not 50 ms.
+        assert_eq!(rtt.rto(), RTO_MIN);
+        for _ in 0..50 {
+            rtt.sample(Duration::from_millis(20));
+        }
+        let rto = rtt.rto();
+        assert!(rto >= Duration::from_millis(20) && rto < Duration::from_millis(40), "{rto:?}");
+        for _ in 0..50 {
+            rtt.sample(Duration::from_secs(5));
+        }
+        assert_eq!(rtt.rto(), RETRY_MAX, "capped");
     }
 
     #[test]

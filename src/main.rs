@@ -99,6 +99,10 @@ enum Command {
         /// Pin client threads to this CPU.
         #[arg(long)]
         cpu: Option<usize>,
+        /// Put each of the --keys keys once (--value-size bytes each) and
+        /// stop: loads a state of about keys x value-size bytes.
+        #[arg(long, conflicts_with_all = ["requests", "duration"])]
+        fill: bool,
         /// One KV command instead of a load: put KEY VALUE | get KEY | del KEY.
         #[command(subcommand)]
         op: Option<KvCommand>,
@@ -334,6 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             history,
             cpu,
+            fill,
         } => {
             let duration = match duration {
                 Some(s) if !(s.is_finite() && s > 0.0) => {
@@ -344,7 +349,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let options = LoadOptions {
                 config: Config::load(&config)?,
-                requests: if duration.is_some() { requests } else { Some(requests.unwrap_or(10_000)) },
+                requests: if fill {
+                    Some(keys)
+                } else if duration.is_some() {
+                    requests
+                } else {
+                    Some(requests.unwrap_or(10_000))
+                },
                 duration,
                 unreachable: Duration::from_millis(unreachable_ms),
                 warmup,
@@ -355,6 +366,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
                 history,
                 cpu,
+                fill,
             };
             let report = client::run_load(&options)?;
             report.print(json)?;
