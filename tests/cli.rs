@@ -110,3 +110,65 @@ fn duration_must_be_positive() {
         assert!(one_error_line(&out).contains("--duration"), "--duration {bad}");
     }
 }
+
+#[test]
+fn check_history_exit_status_report_and_json() {
+    use electrode::app::kv::{KvOp, KvResult};
+    let dir = std::env::temp_dir().join(format!("electrode-cli-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, ops: &[electrode::history::Operation]| {
+        let mut bytes = Vec::new();
+        electrode::history::write_history(&mut bytes, ops).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let check = |args: &[&std::path::Path], json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("check-history").args(args);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let mut history = electrode::history::generate_valid(11, 20_000, 4, 10);
+    let good = write("good.jsonl", &history);
+    let out = check(&[&good], false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("linearizable (20000 operations"));
+
+    // A get that sees a value no one wrote.
+    let at = history.iter().rposition(|o| matches!(o.op, KvOp::Get { .. }) && o.result.is_some()).unwrap();
+    history[at].result = Some(KvResult::Value(Some(b"never written".to_vec())));
+    let bad = write("bad.jsonl", &history);
+    let out = check(&[&bad], false);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not linearizable on key"), "{stdout}");
+    assert!(stdout.contains("get -> \"never written\""), "{stdout}");
+    assert!(stdout.lines().count() <= electrode::check::WINDOW_MAX + 2, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not linearizable on key"), "{stderr}");
+    let out = check(&[&bad], true);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["linearizable"], false);
+    assert!(json["window"].as_array().unwrap().iter().any(|w| w["result"] == "never written"), "{json}");
+
+    // A final line cut short is skipped and said so.
+    let text = std::fs::read(&good).unwrap();
+    let cut = dir.join("cut.jsonl");
+    std::fs::write(&cut, &text[..text.len() - 10]).unwrap();
+    let out = check(&[&cut], false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut short"));
+    // A broken line elsewhere is an error naming it.
+    let mut broken = b"{\"type\":\"invoke\"\n".to_vec();
+    broken.extend_from_slice(&text);
+    std::fs::write(&cut, broken).unwrap();
+    let out = check(&[&cut], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("history line 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
