@@ -180,6 +180,9 @@ pub struct Replica {
     idle_ticks: u64,
     /// Ticks since the uncommitted prepares were (re)sent or commit moved.
     retransmit_ticks: u64,
+    /// Smoothed ticks from sending a Prepare to its commit, times 8 (an
+    /// EWMA as TCP's srtt): the retransmission timeout follows it.
+    commit_ticks_x8: u64,
 
     // Follower.
     leader_silent_ticks: u64,
@@ -310,6 +313,7 @@ impl Replica {
             fast_retransmitted: vec![None; n],
             idle_ticks: 0,
             retransmit_ticks: 0,
+            commit_ticks_x8: 0,
             leader_silent_ticks: 0,
             prepare_buffer: BTreeMap::new(),
             commit_seen: 0,
@@ -1162,7 +1166,9 @@ impl Replica {
         // An ack for op n acknowledges every op <= n (logs are prefixes of ours).
         let op = m.op.min(self.op);
         let acked = &mut self.acked[from as usize];
-        let duplicate = op == *acked && op < self.op && op >= self.commit;
+        let duplicate = op == *acked
+            && op < self.op
+            && self.commit - op.min(self.commit) <= self.config.pipeline_max as u64;
         *acked = (*acked).max(op);
         if duplicate && self.fast_retransmitted[from as usize] != Some(op) {
             // The follower holds Prepares past a gap at op + 1: re-send it
@@ -1175,6 +1181,13 @@ impl Replica {
             }
         }
         self.commit_quorum(out);
+    }
+
+    /// Leader: re-send uncommitted Prepares after twice the smoothed commit
+    /// time plus two ticks, at most prepare_retransmit_ticks: a few ms on a
+    /// quiet cluster, where the fixed timeout is a worst case.
+    fn prepare_timeout_ticks(&self) -> u64 {
+        (2 * self.commit_ticks_x8 / 8 + 2).min(self.config.prepare_retransmit_ticks)
     }
 
     /// Leader: commits the highest op that f followers (f+1 with us) hold.
@@ -1195,6 +1208,8 @@ impl Replica {
         followers.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_op = if acks_needed == 0 { self.op } else { followers[acks_needed - 1] };
         if quorum_op > self.commit {
+            // retransmit_ticks counts from the oldest uncommitted send.
+            self.commit_ticks_x8 = self.commit_ticks_x8 - self.commit_ticks_x8 / 8 + self.retransmit_ticks;
             self.execute_through(quorum_op, true, out);
             self.retransmit_ticks = 0;
             self.send_prepares(out);
@@ -1228,7 +1243,7 @@ impl Replica {
             Status::Normal if self.is_leader() => {
                 self.idle_ticks += 1;
                 self.retransmit_ticks += 1;
-                if self.op > self.commit && self.retransmit_ticks >= self.config.prepare_retransmit_ticks {
+                if self.op > self.commit && self.retransmit_ticks >= self.prepare_timeout_ticks() {
                     self.on_prepare_timeout(out);
                 }
                 if self.idle_ticks >= self.config.heartbeat_interval_ticks {
@@ -1299,8 +1314,14 @@ impl Replica {
             if replica == self.config.index {
                 continue;
             }
-            let from = self.acked[replica as usize].max(self.commit) + 1;
-            for op in from..=self.op {
+            // A follower just behind commit (a lost Prepare the others
+            // acked) gets the ops it lacks; one further behind catches up
+            // by state transfer.
+            let acked = self.acked[replica as usize];
+            let near = self.commit - acked.min(self.commit) <= self.config.pipeline_max as u64;
+            let from = if near { acked + 1 } else { self.commit + 1 };
+            let to = self.op.min(from + self.uncommitted_max() - 1);
+            for op in from..=to {
                 let Some(entry) = self.entry(op) else { continue };
                 let prepare =
                     Prepare { view: self.view, op, commit: self.commit, batch: entry.batch.clone() };
