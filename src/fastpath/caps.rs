@@ -42,11 +42,9 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 /// The needed capabilities missing from `effective`.
 pub fn missing(effective: u64) -> Vec<&'static str> {
     let has = |bit: u32| effective & (1 << bit) != 0;
-    NEEDED
-        .iter()
-        .filter(|(_, bit)| !has(*bit) && !(*bit != CAP_NET_ADMIN && has(CAP_SYS_ADMIN)))
-        .map(|(name, _)| *name)
-        .collect()
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernel >= 5.8).
+    let granted = |bit: u32| has(bit) || (bit != CAP_NET_ADMIN && has(CAP_SYS_ADMIN));
+    NEEDED.iter().filter(|(_, bit)| !granted(*bit)).map(|(name, _)| *name).collect()
 }
 
 /// Fails with one line naming every missing capability.
