@@ -757,7 +757,10 @@ _Static_assert(sizeof(struct electrode_broadcast_mac) == 8,
  * |                                |        |             | ip/port match target[sender];    |
  * |                                |        |             | user zeroes an entry only when   |
  * |                                |        |             | it changes that target's address |
- * |                                |        |             | (while disarmed)                 |
+ * |                                |        |             | (while disarmed), and fills one  |
+ * |                                |        |             | that is not known from the       |
+ * |                                |        |             | neighbour table (never overwrites|
+ * |                                |        |             | a known MAC)                     |
  */
 
 #endif /* ELECTRODE_H */

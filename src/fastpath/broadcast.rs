@@ -8,11 +8,13 @@
 //! only while disarmed); the kernel (`electrode_xdp`) writes
 //! `broadcast_macs` from the source MAC of valid datagrams whose source
 //! address matches a target, and user space only reads it, except that it
-//! zeroes an entry whose address it changes. A follower whose MAC is not yet
-//! known gets no copy from the kernel: the runtime unicasts to it
-//! ([`Loaded::broadcast_coverage`] says which).
+//! zeroes an entry whose address it changes and fills an entry that is not
+//! yet known from the kernel's neighbour table
+//! ([`Loaded::learn_broadcast_macs_from_neighbours`]), so the first
+//! broadcast already reaches followers that have not sent anything yet.
+//! A follower whose MAC is not yet known gets no copy from the kernel: the
+//! runtime unicasts to it ([`Loaded::broadcast_coverage`] says which).
 
-use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -129,6 +131,62 @@ impl Loaded {
         Ok(macs)
     }
 
+    /// Fills the MAC of every target the kernel has not learned yet from
+    /// the neighbour table (ARP cache) entry of its address on the
+    /// interface `electrode_tc` is attached to; returns the replica indexes
+    /// filled. A MAC `electrode_xdp` learned from a datagram is never
+    /// overwritten (it is the fresher word); a neighbour entry that is
+    /// wrong is corrected by the follower's next datagram. Only on-link
+    /// followers have an entry under their own address: one behind a
+    /// router is learned from its datagrams (which carry the router's MAC).
+    ///
+    /// Races with `electrode_xdp`: both write whole 8-byte values of a slot
+    /// that was unknown; whichever lands last is a MAC of that follower.
+    pub fn learn_broadcast_macs_from_neighbours(&self) -> Result<Vec<u8>> {
+        let ifindex = self.tc_ifindex().load(std::sync::atomic::Ordering::Relaxed);
+        if ifindex == 0 {
+            return Ok(Vec::new());
+        }
+        let macs = self.broadcast_macs()?;
+        let maps = &self.skel().maps;
+        let mut unknown = Vec::new();
+        for (index, mac) in macs.iter().enumerate() {
+            if mac.is_some() {
+                continue;
+            }
+            let key = (index as u32).to_ne_bytes();
+            let value = maps
+                .broadcast_targets
+                .lookup(&key, MapFlags::ANY)
+                .with_context(|| format!("read map broadcast_targets[{index}]"))?
+                .unwrap_or_default();
+            if value.get(offset_of!(electrode_broadcast_target, in_use)).copied().unwrap_or(0) != 0 {
+                if let Some(addr) = addr_part(&value) {
+                    unknown.push((index, *addr.ip()));
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let neighbours = super::neighbours::ipv4_neighbours().context("reading the neighbour table")?;
+        let mut filled = Vec::new();
+        for (index, ip) in unknown {
+            let Some(found) = neighbours.iter().find(|n| n.ifindex == ifindex && n.ip == ip) else {
+                continue;
+            };
+            let mut value = [0u8; size_of::<electrode_broadcast_mac>()];
+            let at = offset_of!(electrode_broadcast_mac, mac);
+            value[at..at + 6].copy_from_slice(&found.mac);
+            value[offset_of!(electrode_broadcast_mac, known)] = 1;
+            maps.broadcast_macs
+                .update(&(index as u32).to_ne_bytes(), &value, MapFlags::ANY)
+                .with_context(|| format!("write map broadcast_macs[{index}]"))?;
+            filled.push(index as u8);
+        }
+        Ok(filled)
+    }
+
     /// Per replica index: true when the kernel copies marked datagrams to
     /// it (a target with a known MAC). The runtime unicasts to followers
     /// that are false here.
@@ -191,13 +249,14 @@ impl Loaded {
             }
             bail!("attach tc prog electrode_tc to clsact egress of ifindex {ifindex}: {error}");
         }
+        self.tc_ifindex().store(ifindex, std::sync::atomic::Ordering::Relaxed);
         if let Some(stale) = stale {
             eprintln!(
                 "electrode: replaced a stale tc egress filter (prog id {stale}, handle {TC_HANDLE:#x}, \
                  priority {TC_PRIORITY}) on ifindex {ifindex}, left by an earlier run"
             );
         }
-        Ok(TcGuard { hook, ifindex, prog_id, created_qdisc, attached: true, _loaded: PhantomData })
+        Ok(TcGuard { hook, ifindex, prog_id, created_qdisc, attached: true, loaded: self })
     }
 
     fn read_broadcast_config(&self) -> Result<Vec<u8>> {
@@ -294,7 +353,7 @@ pub struct TcGuard<'obj> {
     prog_id: u32,
     created_qdisc: bool,
     attached: bool,
-    _loaded: PhantomData<&'obj Loaded>,
+    loaded: &'obj Loaded,
 }
 
 impl TcGuard<'_> {
@@ -318,6 +377,12 @@ impl TcGuard<'_> {
             return Ok(());
         }
         let ifindex = self.ifindex;
+        let _ = self.loaded.tc_ifindex().compare_exchange(
+            ifindex,
+            0,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // Somebody may have replaced our filter (another electrode run on
         // the same interface); theirs is not ours to remove.
         let mut result = match self.hook.query() {

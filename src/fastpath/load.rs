@@ -44,6 +44,10 @@ pub struct Loaded {
     /// Whether a `FollowerPath` (the one consumer of `prepare_ring`) exists.
     #[cfg(feature = "fast_reply")]
     follower_path_taken: std::sync::atomic::AtomicBool,
+    /// Interface `electrode_tc` is attached to (0: none), for the
+    /// neighbour-table lookup of follower MACs.
+    #[cfg(feature = "tc_broadcast")]
+    tc_ifindex: std::sync::atomic::AtomicU32,
 }
 
 impl Loaded {
@@ -69,6 +73,8 @@ impl Loaded {
                 members_set: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "fast_reply")]
                 follower_path_taken: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(feature = "tc_broadcast")]
+                tc_ifindex: std::sync::atomic::AtomicU32::new(0),
             }),
             Err(error) => {
                 // SAFETY: the failed open/load dropped everything that
@@ -93,6 +99,11 @@ impl Loaded {
     #[cfg(feature = "fast_reply")]
     pub(crate) fn follower_path_taken(&self) -> &std::sync::atomic::AtomicBool {
         &self.follower_path_taken
+    }
+
+    #[cfg(feature = "tc_broadcast")]
+    pub(crate) fn tc_ifindex(&self) -> &std::sync::atomic::AtomicU32 {
+        &self.tc_ifindex
     }
 
     /// The skeleton, for the rest of `fastpath`.

@@ -15,7 +15,10 @@
 //! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
 //!   leader's PrepareOK pruning, and read the quorum state it keeps.
 //! - `broadcast` (feature `tc_broadcast`): the TC egress fan-out's follower
-//!   table, MAC coverage and clsact attach guard.
+//!   table, MAC coverage (learned by XDP and from the neighbour table) and
+//!   clsact attach guard.
+//! - [`neighbours`]: the kernel's IPv4 neighbour table over rtnetlink.
+//! - [`caps`]: the capabilities the fast paths need, checked before load.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types, dead_code)]
 mod skel {
@@ -25,11 +28,13 @@ mod skel {
 pub mod attach;
 #[cfg(feature = "tc_broadcast")]
 pub mod broadcast;
+pub mod caps;
 pub mod counters;
 #[cfg(feature = "fast_reply")]
 pub mod follower;
 pub mod load;
 pub mod members;
+pub mod neighbours;
 #[cfg(feature = "fast_quorum_prune")]
 pub mod quorum;
 pub mod stats;

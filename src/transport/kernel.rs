@@ -27,6 +27,26 @@ use crate::vr::{Action, Replica, Status};
 /// own (quorum acks, learned MACs).
 pub const KERNEL_POLL_TICKS: u64 = 5;
 
+/// Ticks between two looks at the neighbour table while a follower's MAC
+/// is unknown (one netlink dump: cheap, but not every 5 ms).
+#[cfg(feature = "tc_broadcast")]
+pub const NEIGHBOUR_POLL_TICKS: u64 = 1000;
+
+/// Fills unknown follower MACs from the neighbour table; a failure is
+/// printed, never fatal (datagrams still teach the kernel).
+#[cfg(feature = "tc_broadcast")]
+fn learn_macs_from_neighbours(loaded: &Loaded, index: u8) {
+    match loaded.learn_broadcast_macs_from_neighbours() {
+        Ok(filled) if filled.is_empty() => {}
+        Ok(filled) => eprintln!(
+            "electrode replica {index}: tc_broadcast: MACs of replicas {filled:?} from the neighbour table"
+        ),
+        Err(error) => {
+            eprintln!("electrode replica {index}: tc_broadcast: neighbour table not read: {error:#}")
+        }
+    }
+}
+
 /// Finds the interface that holds `address` in this network namespace.
 pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
     let addrs = nix::ifaddrs::getifaddrs().context("listing interfaces")?;
@@ -47,6 +67,7 @@ pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
 /// table (the membership rule of `bpf/electrode.h`) before anything can be
 /// armed.
 pub fn load(config: &Config, index: usize) -> anyhow::Result<Loaded> {
+    crate::fastpath::caps::ensure_fast_path_capabilities()?;
     let loaded = Loaded::load(LoadOptions {
         port: config.replicas[index].port(),
         cluster_id: config.cluster_id,
@@ -133,6 +154,7 @@ impl<'a> Kernel<'a> {
                 .map(|(i, a)| (i as u8, *a))
                 .collect();
             loaded.set_broadcast_targets(index, config.replicas[index as usize].port(), &targets)?;
+            learn_macs_from_neighbours(loaded, index);
         }
         Ok(Kernel {
             loaded,
@@ -331,6 +353,12 @@ impl<'a> Kernel<'a> {
                     }
                 }
             }
+        }
+        #[cfg(feature = "tc_broadcast")]
+        if self.ticks % NEIGHBOUR_POLL_TICKS == 0 && self.coverage.iter().filter(|c| !**c).count() > 1 {
+            // A follower still unknown (the entry for self is always
+            // false): its ARP entry may have appeared since.
+            learn_macs_from_neighbours(self.loaded, self.index);
         }
         #[cfg(feature = "tc_broadcast")]
         if self.broadcast_view.is_some() {
