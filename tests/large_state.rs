@@ -20,6 +20,7 @@ use common::require_root;
 const KEYS: u64 = 140_000;
 const VALUE_SIZE: u64 = 500;
 const STATE_BYTES_MIN: u64 = 64 << 20;
+const _: () = assert!(KEYS * VALUE_SIZE >= STATE_BYTES_MIN);
 const SETTLE: Duration = Duration::from_secs(20);
 /// From detection (the first view-change line) to the first commit of the
 /// new view.
@@ -79,7 +80,6 @@ fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
     if !require_root("large_state_leader_kill_and_follower_restart_recommit_within_a_second") {
         return;
     }
-    assert!(KEYS * VALUE_SIZE >= STATE_BYTES_MIN);
     let mut cluster = Cluster::up("g", 1, 17);
     cluster.start_all();
     cluster.wait_normal(SETTLE);
@@ -107,7 +107,7 @@ fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
     assert_eq!(fill["ops"], KEYS);
     eprintln!(
         "filled {KEYS} keys x {VALUE_SIZE} B ({} MiB) in {:.1?}",
-        KEYS * VALUE_SIZE >> 20,
+        (KEYS * VALUE_SIZE) >> 20,
         started.elapsed()
     );
     let filled_commit = cluster.wait_converged(SETTLE);
