@@ -29,12 +29,13 @@ cargo test --no-fail-fast -- --test-threads=1 --show-output
 # Each fast path alone and all three: their fixtures, and the same four
 # end-to-end tests, which then also check that the fast path carried the
 # load (kernel counters).
-# The 64 MiB large-state test (tests/large_state.rs, ~35 s) runs for the
-# baseline and for all fast paths together, not for each one alone.
+# The 64 MiB large-state test (tests/large_state.rs, ~35 s) and the 20
+# random-order boots (tests/boot.rs, ~10 s) run for the baseline and for all
+# fast paths together, not for each one alone.
 for features in fast_reply fast_quorum_prune tc_broadcast fast_paths; do
     step "cargo test --features ${features}"
     skip=()
-    [ "$features" = fast_paths ] || skip=(--skip large_state)
+    [ "$features" = fast_paths ] || skip=(--skip large_state --skip boots_in_random_orders)
     cargo test --no-fail-fast --features "${features}" --tests -- --test-threads=1 --show-output "${skip[@]}"
 done
 
