@@ -231,6 +231,18 @@ impl RttEstimator {
         }
     }
 
+    /// Cap of the doubling re-send wait: once the cluster has answered,
+    /// re-sends (to every replica) keep coming every RETRY_INITIAL at most,
+    /// so a client notices a new leader within that of the view change; a
+    /// cluster never heard from is probed with the full backoff.
+    fn backoff_max(&self) -> Duration {
+        if self.srtt.is_some() {
+            RETRY_INITIAL
+        } else {
+            RETRY_MAX
+        }
+    }
+
     fn sample(&mut self, rtt: Duration) {
         match self.srtt {
             None => {
@@ -301,7 +313,7 @@ impl<'a> Session<'a> {
                 self.retries += 1;
                 resent = true;
                 self.send(&request, true)?;
-                wait = (wait * 2).min(RETRY_MAX);
+                wait = (wait * 2).min(self.rtt.backoff_max());
                 resend_at = now + wait;
             }
             // Wake at least every 100 ms to notice a silence seen by all threads.
