@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use cluster::{assert_linearizable, assert_linearizable_together, report, Cluster};
 use common::require_root;
+use electrode::wire::consts::QP_WINDOW;
 use electrode::wire::{Commit, Encoder, Message, PrepareOk, Request, CLIENT_SENDER};
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
@@ -335,4 +336,112 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
     }
     eprintln!("hostile: sent {sent}, replicas counted {dropped} dropped");
     assert!(dropped >= sent / 2, "sent {sent} hostile datagrams, only {dropped} counted as dropped");
+}
+
+/// Issue 12: a host that is not a member must not be able to commit for a
+/// leader cut off from its followers. The leader is isolated (nftables on
+/// the bridge, before any XDP on a replica) while the client namespace
+/// sends it PrepareOKs that are right in every field (cluster id, view,
+/// every op of its window, each follower's id as sender and replica) but
+/// the source address. Its commit must not move, the history must stay
+/// linearizable, and the forgeries must have been dropped by the
+/// membership rule: in the kernel (quorum_prune.drop_foreign_source) when
+/// fast_quorum_prune is built in, else by the runtime ("sender address is
+/// not the replica's").
+#[test]
+fn forged_acks_cannot_commit_for_an_isolated_leader() {
+    if !require_root("forged_acks_cannot_commit_for_an_isolated_leader") {
+        return;
+    }
+    const ISOLATION: Duration = Duration::from_secs(4);
+    const FORGED_MAX: u64 = 200_000;
+    let mut cluster = Cluster::up("f", 1, 5);
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let (leader, followers) = (0usize, [1usize, 2]);
+    let history = cluster.dir.join("history.jsonl");
+    let load = cluster.start_load(40_000, 4, &history);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!load.is_finished(), "the load finished before the cut: make it longer");
+    cluster.cut_off(leader, &followers);
+    // Acks already on their way at the cut may still complete ops: let
+    // them land, then take the baseline.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cluster.status()[leader].clone().expect("the isolated leader answers status");
+    let (view, _, _, commit_before, _) = before.clone();
+    let socket = cluster.client_socket();
+    let target = SocketAddr::V4(cluster.replica_address(leader));
+    let cluster_id = cluster.config.cluster_id;
+    let started = std::time::Instant::now();
+    let (mut sent, mut op_max, mut rounds) = (0u64, 0u64, 0u64);
+    let mut datagrams = Vec::new();
+    while started.elapsed() < ISOLATION && sent < FORGED_MAX {
+        // The leader's window as it stands: every op it may have
+        // prepared, from its commit up to the pipeline bound.
+        let (_, status, op, commit, _) = cluster.status()[leader].clone().expect("leader status");
+        assert_eq!(status, "normal", "the isolated leader left its view");
+        op_max = op_max.max(op);
+        rounds += 1;
+        for op in commit + 1..=commit + QP_WINDOW as u64 {
+            for r in followers {
+                datagrams.clear();
+                Encoder::new(cluster_id, r as u8)
+                    .encode(&Message::PrepareOk(PrepareOk { view, op, replica: r as u8 }), &mut datagrams)
+                    .unwrap();
+                for d in &datagrams {
+                    let _ = socket.send_to(d, target);
+                    sent += 1;
+                }
+            }
+            // Paced, so the leader's socket buffer never drops one and
+            // every forgery is counted somewhere.
+            if op % 16 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+    let after = cluster.status()[leader].clone().expect("the isolated leader answers status");
+    let cut_dropped = cluster.heal();
+    eprintln!(
+        "forged acks: {sent} forged PrepareOKs in {rounds} rounds over {:?}; leader view {view}, \
+         commit {commit_before} before, {} after (op up to {op_max}); the cut dropped {cut_dropped} packets",
+        started.elapsed(),
+        after.3
+    );
+    assert_eq!(after.0, view, "the isolated leader changed view during the isolation");
+    assert!(op_max > commit_before, "the leader had no uncommitted op: the forgeries tested nothing");
+    assert_eq!(after.3, commit_before, "the isolated leader committed with forged acks");
+    assert!(cut_dropped > 0, "the bridge rules dropped nothing: the leader was not isolated");
+
+    let out = load.join().unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    let r = report(&out);
+    assert_eq!(r["failed"], 0);
+    assert_linearizable(&history);
+    let commit = cluster.wait_converged(SETTLE);
+    for i in 0..3 {
+        assert!(cluster.stop_replica(i).success(), "replica {i} did not exit cleanly");
+    }
+    cluster.assert_no_panic();
+    let kernel = cluster.ebpf_counters(leader).get("quorum_prune.drop_foreign_source").copied().unwrap_or(0);
+    let runtime = cluster.runtime_dropped(leader, "sender address is not the replica's");
+    eprintln!(
+        "forged acks: sent {sent}; dropped by the kernel (drop_foreign_source) {kernel}, by the runtime \
+         (sender address is not the replica's) {runtime}; final commit {commit}, client retries {}",
+        r["retries"]
+    );
+    // Each forgery is dropped once, by one of the two, and nothing else
+    // from a wrong address arrived.
+    assert!(kernel + runtime <= sent, "{kernel} + {runtime} drops for {sent} forgeries");
+    assert!((kernel + runtime) * 100 >= sent * 99, "only {kernel} + {runtime} of {sent} forgeries dropped");
+    if cfg!(feature = "fast_quorum_prune") {
+        assert!(kernel * 100 >= sent * 99, "the kernel dropped only {kernel} of {sent} forged acks");
+    } else {
+        assert_eq!(kernel, 0);
+    }
 }

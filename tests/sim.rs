@@ -986,7 +986,11 @@ fn extreme_numbers_are_refused_or_handled() {
         }
         // Accepted numbers are below 2^62; our own timeouts add at most one
         // view per tick from there: never near a wrap.
-        assert!(replica.view() < NETWORK_NUMBER_MAX + 2000, "replica {i} was pulled into view {}", replica.view());
+        assert!(
+            replica.view() < NETWORK_NUMBER_MAX + 2000,
+            "replica {i} was pulled into view {}",
+            replica.view()
+        );
         assert!(replica.op() < NETWORK_NUMBER_MAX && replica.commit() < NETWORK_NUMBER_MAX);
     }
     assert!(delivered > 100);
