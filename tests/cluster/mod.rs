@@ -214,11 +214,30 @@ impl Cluster {
             if running.iter().all(|(_, s)| s.as_ref().is_some_and(|s| s.1 == "normal"))
                 && running.windows(2).all(|w| w[0].1.as_ref().map(|s| s.0) == w[1].1.as_ref().map(|s| s.0))
             {
+                self.assert_binary_has_our_fast_paths();
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!("cluster not normal within {timeout:?}: {last:?}\n{}", self.logs());
+    }
+
+    /// The replicas run the fast paths this test was built with. The binary
+    /// sits at one path of the target directory for every feature set; a
+    /// build with other features (another `cargo test --features`, or
+    /// another worktree sharing CARGO_TARGET_DIR) replaces it, and a test
+    /// of a fast path would then pass on the baseline without a word.
+    pub fn assert_binary_has_our_fast_paths(&self) {
+        let expected = format!("fast paths: {})", electrode::compiled_fast_paths());
+        for i in (0..self.replicas.len()).filter(|i| self.replicas[*i].is_some()) {
+            let log = self.log(i);
+            let started = log.lines().rev().find(|l| l.contains("fast paths: ")).unwrap_or("");
+            assert!(
+                started.contains(&expected),
+                "replica {i} does not run the fast paths of this build ({expected}): {started}\n\
+                 {BIN} was rebuilt with other features meanwhile; rerun"
+            );
+        }
     }
 
     /// Waits until all replicas report the same commit and digest, and
