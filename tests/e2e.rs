@@ -601,6 +601,8 @@ fn forged_corrupt_and_extreme_datagrams_under_load_change_nothing() {
             continue;
         };
         rounds += 1;
+        // Fail at once rather than at the load's timeout.
+        cluster.assert_no_panic();
         let leader = (view % n as u64) as usize;
         let leader_row = rows[leader].clone().unwrap_or((view, String::new(), 0, 0, String::new()));
         for f in (0..n).filter(|i| *i != leader) {

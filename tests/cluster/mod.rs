@@ -36,6 +36,9 @@ pub struct Cluster {
     /// CPU each replica is pinned to.
     cpus: Vec<usize>,
     extra_env: Vec<(String, String)>,
+    /// PIDs of `start_load` clients still running, killed by Drop so that
+    /// a failing test leaves no client behind.
+    loads: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 impl Cluster {
@@ -60,6 +63,7 @@ impl Cluster {
             replicas: (0..n).map(|_| None).collect(),
             cpus: (0..n).map(|i| usize::from(i != 0)).collect(),
             extra_env: Vec::new(),
+            loads: Default::default(),
         };
         let status = Command::new("bash")
             .arg(format!("{ROOT}/scripts/cluster.sh"))
@@ -367,16 +371,23 @@ impl Cluster {
     pub fn start_load(&self, n: u64, threads: u64, history: &Path) -> std::thread::JoinHandle<Output> {
         let ns = self.ns_client();
         let config = self.config_path.clone();
-        let history = history.to_path_buf();
+        let child = Command::new("timeout")
+            .args(["300", "ip", "netns", "exec", &ns, BIN, "client", "-n", &n.to_string()])
+            .args(["-t", &threads.to_string(), "--keys", "20", "--json", "--history"])
+            .arg(history)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.loads.lock().unwrap().push(pid);
+        let loads = self.loads.clone();
         std::thread::spawn(move || {
-            Command::new("timeout")
-                .args(["300", "ip", "netns", "exec", &ns, BIN, "client", "-n", &n.to_string()])
-                .args(["-t", &threads.to_string(), "--keys", "20", "--json", "--history"])
-                .arg(&history)
-                .arg("-c")
-                .arg(&config)
-                .output()
-                .unwrap()
+            let out = child.wait_with_output().unwrap();
+            loads.lock().unwrap().retain(|p| *p != pid);
+            out
         })
     }
 
@@ -450,6 +461,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // `timeout` passes SIGTERM on to the client it runs.
+        for pid in self.loads.lock().map(|l| l.clone()).unwrap_or_default() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         for i in 0..self.replicas.len() {
             self.kill_replica(i);
         }
