@@ -36,6 +36,9 @@ pub struct Cluster {
     /// CPU each replica is pinned to.
     cpus: Vec<usize>,
     extra_env: Vec<(String, String)>,
+    /// PIDs of `start_load` clients still running, killed by Drop so that
+    /// a failing test leaves no client behind.
+    loads: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 impl Cluster {
@@ -60,6 +63,7 @@ impl Cluster {
             replicas: (0..n).map(|_| None).collect(),
             cpus: (0..n).map(|i| usize::from(i != 0)).collect(),
             extra_env: Vec::new(),
+            loads: Default::default(),
         };
         let status = Command::new("bash")
             .arg(format!("{ROOT}/scripts/cluster.sh"))
@@ -219,11 +223,30 @@ impl Cluster {
             if running.iter().all(|(_, s)| s.as_ref().is_some_and(|s| s.1 == "normal"))
                 && running.windows(2).all(|w| w[0].1.as_ref().map(|s| s.0) == w[1].1.as_ref().map(|s| s.0))
             {
+                self.assert_binary_has_our_fast_paths();
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!("cluster not normal within {timeout:?}: {last:?}\n{}", self.logs());
+    }
+
+    /// The replicas run the fast paths this test was built with. The binary
+    /// sits at one path of the target directory for every feature set; a
+    /// build with other features (another `cargo test --features`, or
+    /// another worktree sharing CARGO_TARGET_DIR) replaces it, and a test
+    /// of a fast path would then pass on the baseline without a word.
+    pub fn assert_binary_has_our_fast_paths(&self) {
+        let expected = format!("fast paths: {})", electrode::compiled_fast_paths());
+        for i in (0..self.replicas.len()).filter(|i| self.replicas[*i].is_some()) {
+            let log = self.log(i);
+            let started = log.lines().rev().find(|l| l.contains("fast paths: ")).unwrap_or("");
+            assert!(
+                started.contains(&expected),
+                "replica {i} does not run the fast paths of this build ({expected}): {started}\n\
+                 {BIN} was rebuilt with other features meanwhile; rerun"
+            );
+        }
     }
 
     /// Waits until all replicas report the same commit and digest, and
@@ -317,10 +340,139 @@ impl Cluster {
     pub fn replica_address(&self, i: usize) -> SocketAddrV4 {
         self.config.replicas[i]
     }
+
+    pub fn ns_bridge(&self) -> String {
+        format!("{}br", self.prefix)
+    }
+
+    /// Cuts replica `isolated` off from `others`, both directions, with
+    /// nftables in the BRIDGE namespace (bridge family, forward hook). The
+    /// rules sit between the hosts, before any XDP program on a replica:
+    /// a rule in the replica's own namespace would run after its XDP and
+    /// would not stop the kernel fast paths. `heal` removes them.
+    pub fn cut_off(&self, isolated: usize, others: &[usize]) {
+        let me = self.replica_address(isolated).ip().to_string();
+        let them: Vec<String> = others.iter().map(|i| self.replica_address(*i).ip().to_string()).collect();
+        let set = them.join(", ");
+        let rules = format!(
+            "table bridge cut {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
+             ip saddr {me} ip daddr {{ {set} }} counter drop\n  \
+             ip saddr {{ {set} }} ip daddr {me} counter drop\n }}\n}}\n"
+        );
+        self.nft(&self.ns_bridge(), &rules);
+    }
+
+    /// Removes the rules of `cut_off`; returns the packets they dropped.
+    pub fn heal(&self) -> u64 {
+        let dropped = self.nft_dropped(&self.ns_bridge());
+        self.nft(&self.ns_bridge(), "delete table bridge cut\n");
+        dropped
+    }
+
+    /// Starts a closed-loop KV load from the client namespace in its own
+    /// thread (so a test can act while it is in flight); join for the
+    /// output. Bounded: the client gives up an operation after its own
+    /// deadline, and `client` kills it after LOAD_TIMEOUT.
+    pub fn start_load(&self, n: u64, threads: u64, history: &Path) -> std::thread::JoinHandle<Output> {
+        let ns = self.ns_client();
+        let config = self.config_path.clone();
+        let child = Command::new("timeout")
+            .args(["300", "ip", "netns", "exec", &ns, BIN, "client", "-n", &n.to_string()])
+            .args(["-t", &threads.to_string(), "--keys", "20", "--json", "--history"])
+            .arg(history)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.loads.lock().unwrap().push(pid);
+        let loads = self.loads.clone();
+        std::thread::spawn(move || {
+            let out = child.wait_with_output().unwrap();
+            loads.lock().unwrap().retain(|p| *p != pid);
+            out
+        })
+    }
+
+    /// A runtime drop counter of a stopped replica (`dropped[reason] N` in
+    /// its `stopped;` summary), 0 when absent.
+    pub fn runtime_dropped(&self, i: usize, reason: &str) -> u64 {
+        let log = self.log(i);
+        let line = log.lines().rev().find(|l| l.contains("stopped;")).unwrap_or("");
+        let key = format!("dropped[{reason}] ");
+        line.split(", ")
+            .filter_map(|part| part.rsplit("; ").next()?.strip_prefix(key.as_str())?.parse().ok())
+            .next()
+            .unwrap_or(0)
+    }
+
+    /// A raw IPv4 socket (IPPROTO_RAW, the test writes the IP header)
+    /// inside the client namespace: it sends datagrams whose source is
+    /// another host's address, as corruption on the wire or a spoofing
+    /// host on the same L2 would. Only to this cluster's namespaces.
+    pub fn raw_client_socket(&self) -> socket2::Socket {
+        let ns = self.ns_client();
+        std::thread::spawn(move || {
+            let file = File::open(format!("/var/run/netns/{ns}")).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+            )
+            .unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+/// Sends `payload` as one UDP datagram from `from` to `to` through a
+/// socket of [`Cluster::raw_client_socket`] (IPv4 header built here, UDP
+/// checksum 0: none, legal on IPv4).
+pub fn send_spoofed(socket: &socket2::Socket, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
+    let total = 20 + 8 + payload.len();
+    let mut packet = Vec::with_capacity(total);
+    packet.extend_from_slice(&[0x45, 0]);
+    packet.extend_from_slice(&(total as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]); // id, DF, TTL, UDP, checksum
+    packet.extend_from_slice(&from.ip().octets());
+    packet.extend_from_slice(&to.ip().octets());
+    let mut sum: u32 = packet.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    packet[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    packet.extend_from_slice(&from.port().to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    let _ = socket.send_to(&packet, &socket2::SockAddr::from(to));
+}
+
+impl Cluster {
+    /// The replicas' logs hold no panic (a replica that panicked in a
+    /// thread may still exit through its signal handler).
+    pub fn assert_no_panic(&self) {
+        for i in 0..self.replicas.len() {
+            let log = self.log(i);
+            assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
+        }
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // `timeout` passes SIGTERM on to the client it runs.
+        for pid in self.loads.lock().map(|l| l.clone()).unwrap_or_default() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         for i in 0..self.replicas.len() {
             self.kill_replica(i);
         }
