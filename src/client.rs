@@ -231,13 +231,16 @@ impl RttEstimator {
         }
     }
 
-    /// Cap of the doubling re-send wait: once the cluster has answered,
-    /// re-sends (to every replica) keep coming every RETRY_INITIAL at most,
-    /// so a client notices a new leader within that of the view change; a
+    /// Cap of the doubling re-send wait. Once the cluster has answered,
+    /// re-sends (to every replica) keep coming every 8 retransmission
+    /// timeouts at most (at least 4 ms, at most RETRY_INITIAL): a request
+    /// that waits for a stalled commit, then loses its reply, is asked for
+    /// again within a few ms instead of after a backoff that grew during the
+    /// wait, and a new leader is found within that of the view change. A
     /// cluster never heard from is probed with the full backoff.
     fn backoff_max(&self) -> Duration {
         if self.srtt.is_some() {
-            RETRY_INITIAL
+            (8 * self.rto()).clamp(Duration::from_millis(4), RETRY_INITIAL)
         } else {
             RETRY_MAX
         }

@@ -33,6 +33,8 @@ const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
 /// Most datagrams read in one burst (without blocking) before the leader
 /// prepares what the burst brought: bounds the delay of the first request.
 const BURST_MAX: usize = 64;
+/// Ticks run per round of the event loop when behind (see event_loop).
+const TICKS_PER_ROUND_MAX: u32 = 4;
 /// Bound on actions produced by one input, checked after each call.
 const ACTIONS_MAX: usize = 4096;
 
@@ -259,10 +261,13 @@ impl Runtime<'_> {
                 Err(error) => return Err(error).context("receiving from the replica socket"),
             }
             let now = Instant::now();
-            // Catch up on ticks, but never run an unbounded burst after a
-            // long stall (the core's timeouts are relative anyway).
+            // Catch up on ticks a few at a time, reading the socket in
+            // between: after a stall of our own (a large snapshot encoded,
+            // the process paused) the datagrams waiting in the socket, the
+            // leader's among them, must count before the time we missed,
+            // or a follower would time its leader out for our own pause.
             let mut ticks = 0;
-            while next_tick <= now && ticks < 100 {
+            while next_tick <= now && ticks < TICKS_PER_ROUND_MAX {
                 self.before_input()?;
                 self.core.on_tick(&mut self.actions);
                 self.execute_actions()?;

@@ -448,10 +448,11 @@ impl Replica {
             + self.config.pipeline_max as u64
     }
 
-    /// Most committed ops the log keeps above a snapshot being pulled; a
-    /// puller slower than that gets a newer snapshot next time.
+    /// Most committed ops the log keeps above a snapshot being pulled (at
+    /// the default interval 262,144 ops: a GiB snapshot pulled under full
+    /// load); a puller slower than that gets the rest as a newer snapshot.
     fn snapshot_pin_max(&self) -> u64 {
-        8 * self.config.checkpoint_interval_ops
+        256 * self.config.checkpoint_interval_ops
     }
 
     fn leader_of(&self, view: u64) -> u8 {
@@ -849,10 +850,13 @@ impl Replica {
     /// gets a snapshot instead).
     fn trim_log(&mut self) {
         assert!(self.commit > self.checkpoint_op);
-        if self.snapshot_out.as_ref().is_some_and(|s| self.commit - s.op >= self.snapshot_pin_max()) {
-            self.snapshot_out = None; // The puller is too slow: unpin.
-        }
-        let upto = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op.min(self.commit));
+        // The log stays above a snapshot being pulled, up to the pin bound;
+        // beyond it the log is trimmed but the snapshot is still served
+        // (the puller will need a newer one for what follows it).
+        let upto = match &self.snapshot_out {
+            Some(s) if self.commit - s.op < self.snapshot_pin_max() => s.op.min(self.commit),
+            _ => self.commit,
+        };
         if upto > self.checkpoint_op {
             self.log.drain(..(upto - self.checkpoint_op) as usize);
             self.checkpoint_op = upto;
@@ -1733,6 +1737,10 @@ impl Replica {
     /// Answers a replica behind our log: encodes a snapshot at commit (or
     /// reuses the one being pulled) and offers it; the asker pulls it.
     fn offer_snapshot(&mut self, to: u8, out: &mut Vec<Action>) {
+        // Reuse the snapshot being pulled while our log still follows it.
+        if self.snapshot_out.as_ref().is_some_and(|s| s.op < self.checkpoint_op) {
+            self.snapshot_out = None;
+        }
         if self.snapshot_out.is_none() {
             let Some(bytes) = encode_checkpoint_of(self.app.as_ref(), &self.client_table) else {
                 return; // An app state over 4 GiB cannot be framed.
