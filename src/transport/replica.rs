@@ -33,8 +33,13 @@ const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
 /// Most datagrams read in one burst (without blocking) before the leader
 /// prepares what the burst brought: bounds the delay of the first request.
 const BURST_MAX: usize = 64;
-/// Ticks run per round of the event loop when behind (see event_loop).
+/// Ticks run per round of the event loop when behind (see event_loop): a
+/// few, so the socket is read in between and a backlog of ticks after a
+/// short preemption is worked off within a few rounds.
 const TICKS_PER_ROUND_MAX: u32 = 4;
+/// Behind by more than this (the process was stopped, or encoded a large
+/// snapshot), the missed ticks are dropped instead of replayed.
+const STALL_FORGOTTEN: Duration = Duration::from_millis(100);
 /// Bound on actions produced by one input, checked after each call.
 const ACTIONS_MAX: usize = 4096;
 
@@ -282,7 +287,9 @@ impl Runtime<'_> {
                 next_tick += TICK;
                 ticks += 1;
             }
-            if next_tick <= now {
+            if now.saturating_duration_since(next_tick) > STALL_FORGOTTEN {
+                // A stall this long is our own pause, not the others'
+                // silence: it does not count towards any timeout.
                 next_tick = now + TICK;
             }
             #[cfg(feature = "test-faults")]
