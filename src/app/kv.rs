@@ -185,6 +185,10 @@ pub struct KvStore {
     /// and kept up to date by every write, so a digest costs nothing at any
     /// state size (status queries ask for it).
     digest: u64,
+    /// Bytes of the entries in a snapshot (8 + key + value each), kept up
+    /// to date by every write: a snapshot reserves its buffer without a
+    /// sizing pass over the whole map.
+    encoded_len: usize,
 }
 
 /// xxh3 of one entry (key length, key, value).
@@ -207,6 +211,7 @@ impl KvStore {
             }
             KvOp::Del { key } => match self.map.remove(key) {
                 Some(old) => {
+                    self.encoded_len -= 8 + key.len() + old.len();
                     self.digest = self.digest.wrapping_sub(entry_hash(key, &old));
                     KvResult::Deleted(true)
                 }
@@ -225,8 +230,10 @@ impl KvStore {
 
     fn set(&mut self, key: &[u8], value: &[u8]) {
         if let Some(old) = self.map.insert(key.to_vec(), value.to_vec()) {
+            self.encoded_len -= 8 + key.len() + old.len();
             self.digest = self.digest.wrapping_sub(entry_hash(key, &old));
         }
+        self.encoded_len += 8 + key.len() + value.len();
         self.digest = self.digest.wrapping_add(entry_hash(key, value));
     }
 
@@ -254,8 +261,7 @@ impl App for KvStore {
     }
 
     fn snapshot_into(&self, out: &mut Vec<u8>) {
-        let bytes: usize = self.map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        out.reserve(8 + bytes);
+        out.reserve(8 + self.encoded_len);
         out.extend_from_slice(&(self.map.len() as u64).to_be_bytes());
         for (k, v) in &self.map {
             out.extend_from_slice(&(k.len() as u32).to_be_bytes());
