@@ -5,6 +5,8 @@
 //!
 //! One thread on purpose: on a 2-vCPU machine every cross-thread hand-off is
 //! a wake-up (~40 us across CPUs, PLATFORM.md), more than a whole VR round.
+//! The one other thread, with `--metrics`, answers scrapes from a copy this
+//! thread makes every 100 ms without waiting (transport/metrics.rs).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
