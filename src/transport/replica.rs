@@ -308,7 +308,9 @@ impl Runtime<'_> {
             if let Some(faults) = self.faults.as_mut() {
                 faults.flush_due(&self.socket);
             }
-            self.latency.on_commit(self.core.view(), self.core.commit(), now);
+            if self.metrics.is_some() {
+                self.latency.on_commit(self.core.view(), self.core.commit(), now);
+            }
             if self.metrics.is_some() && now >= next_publish {
                 let read_kernel = now >= next_kernel_read;
                 if read_kernel {
@@ -519,7 +521,7 @@ impl Runtime<'_> {
                 }
             }
             Action::SendAll { message } => {
-                if let Message::Prepare(prepare) = &message {
+                if let (Message::Prepare(prepare), Some(_)) = (&message, &self.metrics) {
                     self.latency.on_prepare_sent(prepare.view, prepare.op, Instant::now());
                 }
                 #[cfg(feature = "tc_broadcast")]
