@@ -53,6 +53,11 @@ enum Command {
         /// (the leader then prepares each request as it arrives).
         #[arg(long)]
         no_burst_batching: bool,
+        /// Serve Prometheus metrics (OpenMetrics text) at
+        /// http://ADDR/metrics, e.g. 127.0.0.1:9464, from a separate thread
+        /// (the replica thread only copies its numbers every 100 ms).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         /// Least severe log lines printed (to stderr, timestamped).
         #[arg(long, value_enum, default_value = "info")]
         log_level: LogLevel,
@@ -287,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_s,
             iface,
             no_burst_batching,
+            metrics,
             log_level,
         } => {
             init_logging(log_level);
@@ -300,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 report_interval: (report_s > 0).then(|| Duration::from_secs(report_s)),
                 iface,
                 burst_batching: !no_burst_batching,
+                metrics,
             })
         }
         Command::Client { config, op: Some(op), unreachable_ms, .. } => {

@@ -3,5 +3,6 @@
 #[cfg(feature = "test-faults")]
 pub mod faults;
 pub mod kernel;
+pub mod metrics;
 pub mod os;
 pub mod replica;

@@ -5,6 +5,8 @@
 //!
 //! One thread on purpose: on a 2-vCPU machine every cross-thread hand-off is
 //! a wake-up (~40 us across CPUs, PLATFORM.md), more than a whole VR round.
+//! The one other thread, with `--metrics`, answers scrapes from a copy this
+//! thread makes every 100 ms without waiting (transport/metrics.rs).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::kernel::{self, Kernel};
+use super::metrics::{self, LatencyRing};
 use super::os;
 use crate::app::AppKind;
 use crate::config::Config;
@@ -58,6 +61,8 @@ pub struct ReplicaOptions {
     pub iface: Option<String>,
     /// Prepare a burst of requests as one batch behind ops in flight.
     pub burst_batching: bool,
+    /// Serve Prometheus metrics over HTTP on this address (GET /metrics).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Whether any eBPF fast path is compiled into this binary.
@@ -118,6 +123,10 @@ struct Runtime<'k> {
     datagrams: Vec<Vec<u8>>,
     /// Datagrams of this round, sent together by flush_sends.
     sends: os::SendBatch,
+    /// Where scrapes read from (with --metrics).
+    metrics: Option<metrics::Shared>,
+    /// Send times of the leader's Prepares (prepare→commit latency).
+    latency: LatencyRing,
     #[cfg(feature = "test-faults")]
     faults: Option<super::faults::Faults>,
 }
@@ -133,6 +142,17 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         config.replica_count() - 1
     );
     let cpu = options.cpu.unwrap_or(options.index % os::cpu_count());
+    // The metrics thread starts before pinning, so it may run on any CPU
+    // rather than compete with the replica thread for its own.
+    let shared_metrics = match options.metrics {
+        Some(address) => {
+            let shared = metrics::Shared::default();
+            let bound = metrics::serve(address, shared.clone())?;
+            log::info!("electrode replica {}: metrics on http://{bound}/metrics", options.index);
+            Some(shared)
+        }
+        None => None,
+    };
     os::pin_to_cpu(cpu)?;
     os::install_stop_handler()?;
     let address = config.replicas[options.index];
@@ -186,6 +206,8 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         actions: Vec::with_capacity(64),
         datagrams: Vec::with_capacity(8),
         sends: os::SendBatch::new(),
+        metrics: shared_metrics,
+        latency: LatencyRing::default(),
         #[cfg(feature = "test-faults")]
         faults: super::faults::Faults::from_env()?,
     };
@@ -231,6 +253,8 @@ impl Runtime<'_> {
         // view has been reported.
         let mut commit_in_view = u64::MAX;
         let mut catching_up = false;
+        let mut next_publish = Instant::now();
+        let mut next_kernel_read = Instant::now();
         self.core.start(&mut self.actions);
         self.execute_actions()?;
         self.flush_sends();
@@ -296,6 +320,17 @@ impl Runtime<'_> {
             if let Some(faults) = self.faults.as_mut() {
                 faults.flush_due(&self.socket);
             }
+            if self.metrics.is_some() {
+                self.latency.on_commit(self.core.view(), self.core.commit(), now);
+            }
+            if self.metrics.is_some() && now >= next_publish {
+                let read_kernel = now >= next_kernel_read;
+                if read_kernel {
+                    next_kernel_read = now + metrics::KERNEL_READ_INTERVAL;
+                }
+                self.publish_metrics(read_kernel);
+                next_publish = now + metrics::PUBLISH_INTERVAL;
+            }
             let status = (self.core.view(), self.core.status());
             if status != last_status {
                 let (why, from) = self.core.last_transition();
@@ -347,6 +382,31 @@ impl Runtime<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Copies the numbers for scrapes; skipped (until the next interval) if
+    /// a scrape holds the lock: the replica thread never waits for one.
+    fn publish_metrics(&mut self, read_kernel: bool) {
+        let Some(shared) = &self.metrics else { return };
+        let started = Instant::now();
+        // Read the maps before taking the lock (syscalls).
+        let kernel = match (&self.kernel, read_kernel) {
+            (Some(kernel), true) => match kernel.kernel_counters() {
+                Ok(counters) => Some(counters.named()),
+                Err(error) => {
+                    log::warn!("electrode replica {}: reading eBPF counters: {error:#}", self.index);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let Ok(mut snapshot) = shared.try_lock() else { return };
+        snapshot.fill(&self.core, &self.counters, &self.latency.histogram);
+        if kernel.is_some() {
+            snapshot.kernel = kernel;
+        }
+        snapshot.published = Some(Instant::now());
+        snapshot.publish_seconds = started.elapsed().as_secs_f64();
     }
 
     /// Hands the core what the kernel acked before any other input.
@@ -473,6 +533,9 @@ impl Runtime<'_> {
                 }
             }
             Action::SendAll { message } => {
+                if let (Message::Prepare(prepare), Some(_)) = (&message, &self.metrics) {
+                    self.latency.on_prepare_sent(prepare.view, prepare.op, Instant::now());
+                }
                 #[cfg(feature = "tc_broadcast")]
                 if let Some((first, unicast)) = self.kernel.as_mut().and_then(Kernel::broadcast_plan) {
                     // One send, marked: the TC egress program copies it to

@@ -422,6 +422,10 @@ impl Replica {
     pub fn request_queue_len(&self) -> usize {
         self.request_queue.len()
     }
+    /// Clients in the client table (for metrics).
+    pub fn client_table_len(&self) -> usize {
+        self.client_table.len()
+    }
 
     /// Most actions one call appends: replies for a full pipeline of full
     /// batches, plus a retransmission of the pipeline to every replica, plus

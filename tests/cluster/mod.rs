@@ -36,6 +36,8 @@ pub struct Cluster {
     /// CPU each replica is pinned to.
     cpus: Vec<usize>,
     extra_env: Vec<(String, String)>,
+    /// Extra command-line arguments of each replica (e.g. --metrics).
+    extra_args: Vec<Vec<String>>,
     /// PIDs of `start_load` clients still running, killed by Drop so that
     /// a failing test leaves no client behind.
     loads: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
@@ -63,6 +65,7 @@ impl Cluster {
             replicas: (0..n).map(|_| None).collect(),
             cpus: (0..n).map(|i| usize::from(i != 0)).collect(),
             extra_env: Vec::new(),
+            extra_args: (0..n).map(|_| Vec::new()).collect(),
             loads: Default::default(),
         };
         let status = Command::new("bash")
@@ -89,6 +92,11 @@ impl Cluster {
         self.extra_env.push((key.to_string(), value.to_string()));
     }
 
+    /// Extra arguments for replica `i` when it is next started.
+    pub fn set_replica_args(&mut self, i: usize, args: &[&str]) {
+        self.extra_args[i] = args.iter().map(|a| a.to_string()).collect();
+    }
+
     pub fn log_path(&self, i: usize) -> PathBuf {
         self.dir.join(format!("replica{i}.log"))
     }
@@ -101,6 +109,7 @@ impl Cluster {
             .arg("-c")
             .arg(&self.config_path)
             .args(["-i", &i.to_string(), "--cpu", &self.cpus[i].to_string(), "--checkpoint-ops", "500"])
+            .args(&self.extra_args[i])
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in &self.extra_env {
