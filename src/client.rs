@@ -637,7 +637,7 @@ mod tests {
         let mut encoder = Encoder::new(1, CLIENT_SENDER);
         encoder.encode(&Message::Request(Request { client_id: 1, request_number: 1, op }), &mut out)?;
         let result = KvResult::Value(Some(value)).encode();
-        let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result };
+        let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result, session_evicted: false };
         encoder.encode(&Message::Reply(reply), &mut out)
     }
 
