@@ -17,8 +17,10 @@
 //! - `type`: `invoke`; or the completion: `ok` (a reply came, `result`
 //!   holds it), `fail` (the replicas rejected the operation; it had no
 //!   effect; `error` says why) or `timeout` (no reply within the client's
-//!   deadline: it may or may not have taken effect). An `invoke` without a
-//!   completion (a killed client) counts as a timeout.
+//!   deadline: it may or may not have taken effect; with `error` "session
+//!   evicted" the replicas answered that they no longer know the client, and
+//!   an earlier copy of the request may have executed before the eviction).
+//!   An `invoke` without a completion (a killed client) counts as a timeout.
 //! - `client`, `seq`: client id and its request number; together they name
 //!   the operation.
 //! - `op`: `get` | `put` | `del` | `cas`; `key`; `value` for put and cas;
@@ -62,6 +64,10 @@ pub enum Completion {
     Ok(KvResult),
     /// No reply within the deadline: it may or may not have taken effect.
     Timeout,
+    /// The replicas answered "session evicted": not executed on that
+    /// request, but a copy sent before the eviction may have executed, so
+    /// recorded as a timeout (unknown effect) with this reason.
+    SessionEvicted,
 }
 
 /// `result` of an `ok` line.
@@ -147,6 +153,7 @@ fn completion_line<'a>(
 ) -> Line<'a> {
     let (kind, result, error) = match completion {
         Completion::Timeout => ("timeout", None, None),
+        Completion::SessionEvicted => ("timeout", None, Some("session evicted".into())),
         Completion::Ok(KvResult::BadOp) => ("fail", None, Some("bad_op".into())),
         Completion::Ok(KvResult::Value(v)) => {
             ("ok", Some(v.as_deref().map(|v| ResultField::Value(text(v)))), None)
@@ -529,9 +536,21 @@ mod tests {
         writer.complete(1, 1, &put, &Completion::Ok(KvResult::Stored), 120).unwrap();
         writer.complete(2, 1, &get, &Completion::Timeout, 900).unwrap();
         writer.invoke(1, 2, &get, 130).unwrap();
+        let cas = KvOp::Cas { key: b"k".to_vec(), expected: b"v".to_vec(), value: b"w".to_vec() };
+        writer.invoke(3, 2, &cas, 140).unwrap();
+        writer.complete(3, 2, &cas, &Completion::SessionEvicted, 950).unwrap();
         let bytes = writer.into_inner();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(
+                r#""type":"timeout","client":3,"seq":2,"op":"cas","key":"k","error":"session evicted""#
+            ),
+            "{text}"
+        );
         let history = read(&bytes[..]).unwrap();
-        assert_eq!(history.ops.len(), 3);
+        assert_eq!(history.ops.len(), 4);
+        assert_eq!(history.ops[3].result, None, "an eviction is indeterminate");
+        assert_eq!(history.ops[3].ret, None);
         assert_eq!(history.ops[0].ret, Some(120));
         assert_eq!(history.ops[1].result, None, "a timeout is indeterminate");
         assert_eq!(history.ops[2].ret, None, "an invoke without completion is pending");
