@@ -527,6 +527,22 @@ mod tests {
     }
 
     #[test]
+    fn session_evicted_is_a_timeout_with_its_reason() {
+        let writer = HistoryWriter::new(Vec::new());
+        let cas = KvOp::Cas { key: b"k".to_vec(), expected: b"v".to_vec(), value: b"w".to_vec() };
+        writer.invoke(3, 2, &cas, 140).unwrap();
+        writer.complete(3, 2, &cas, &Completion::SessionEvicted, 950).unwrap();
+        let bytes = writer.into_inner();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let line = r#""type":"timeout","client":3,"seq":2,"op":"cas","key":"k","error":"session evicted""#;
+        assert!(text.contains(line), "{text}");
+        let history = read(&bytes[..]).unwrap();
+        assert_eq!(history.ops.len(), 1);
+        assert_eq!(history.ops[0].result, None, "an eviction's effect is unknown");
+        assert_eq!(history.ops[0].ret, None);
+    }
+
+    #[test]
     fn streamed_events_pair_up_and_a_cut_final_line_is_skipped() {
         let writer = HistoryWriter::new(Vec::new());
         let put = KvOp::Put { key: b"k".to_vec(), value: b"v".to_vec() };
@@ -536,21 +552,9 @@ mod tests {
         writer.complete(1, 1, &put, &Completion::Ok(KvResult::Stored), 120).unwrap();
         writer.complete(2, 1, &get, &Completion::Timeout, 900).unwrap();
         writer.invoke(1, 2, &get, 130).unwrap();
-        let cas = KvOp::Cas { key: b"k".to_vec(), expected: b"v".to_vec(), value: b"w".to_vec() };
-        writer.invoke(3, 2, &cas, 140).unwrap();
-        writer.complete(3, 2, &cas, &Completion::SessionEvicted, 950).unwrap();
         let bytes = writer.into_inner();
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(
-            text.contains(
-                r#""type":"timeout","client":3,"seq":2,"op":"cas","key":"k","error":"session evicted""#
-            ),
-            "{text}"
-        );
         let history = read(&bytes[..]).unwrap();
-        assert_eq!(history.ops.len(), 4);
-        assert_eq!(history.ops[3].result, None, "an eviction is indeterminate");
-        assert_eq!(history.ops[3].ret, None);
+        assert_eq!(history.ops.len(), 3);
         assert_eq!(history.ops[0].ret, Some(120));
         assert_eq!(history.ops[1].result, None, "a timeout is indeterminate");
         assert_eq!(history.ops[2].ret, None, "an invoke without completion is pending");
