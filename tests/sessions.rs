@@ -95,3 +95,205 @@ fn forged_max_request_number_does_not_lock_out_the_victim() {
     assert!(!replies[0].session_evicted);
     assert_eq!(get(&mut core, 0x78, "v"), Some(b"2".to_vec()));
 }
+
+// ---------------------------------------------------------------------------
+// Namespace cluster (root)
+// ---------------------------------------------------------------------------
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use cluster::{assert_linearizable, report, Cluster};
+use common::require_root;
+use electrode::wire::{Decoded, Encoder, Message, CLIENT_SENDER};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn encode_request(cluster: &Cluster, client_id: u64, request_number: u64, op: &KvOp) -> Vec<u8> {
+    let mut encoder = Encoder::new(cluster.config.cluster_id, CLIENT_SENDER);
+    let mut out = Vec::new();
+    let request = Request { client_id, request_number, op: op.encode() };
+    encoder.encode(&Message::Request(request), &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    out.pop().unwrap()
+}
+
+fn send_to_all(cluster: &Cluster, socket: &UdpSocket, datagram: &[u8]) {
+    for i in 0..cluster.config.replica_count() {
+        let _ = socket.send_to(datagram, SocketAddr::V4(cluster.replica_address(i)));
+    }
+}
+
+/// Replies for `client_id` that arrive on `socket` within `wait`.
+fn replies_for(cluster: &Cluster, socket: &UdpSocket, client_id: u64, wait: Duration) -> Vec<Reply> {
+    let end = Instant::now() + wait;
+    let mut buf = vec![0; 2048];
+    let mut replies = Vec::new();
+    while let Some(left) = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        socket.set_read_timeout(Some(left)).unwrap();
+        let Ok(len) = socket.recv(&mut buf) else { break };
+        if let Ok((_, Decoded::Message(Message::Reply(reply)))) =
+            electrode::wire::decode(&buf[..len], cluster.config.cluster_id)
+        {
+            if reply.client_id == client_id {
+                replies.push(reply);
+            }
+        }
+    }
+    replies
+}
+
+/// Sends request `request_number` (to every replica, re-sent every 100 ms)
+/// until its reply comes; panics after 5 s.
+fn call(cluster: &Cluster, socket: &UdpSocket, client_id: u64, request_number: u64, op: &KvOp) -> Reply {
+    let datagram = encode_request(cluster, client_id, request_number, op);
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        send_to_all(cluster, socket, &datagram);
+        let replies = replies_for(cluster, socket, client_id, Duration::from_millis(100));
+        if let Some(reply) = replies.into_iter().find(|r| r.request_number == request_number) {
+            return reply;
+        }
+    }
+    panic!("no reply to client {client_id:x} request {request_number}\n{}", cluster.logs());
+}
+
+/// The client ids of a load's history file (from its invoke lines).
+fn history_clients(path: &std::path::Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut ids: Vec<u64> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["type"] == "invoke")
+        .filter_map(|v| v["client"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// While a load runs, another source port sends requests carrying the load's
+/// client ids, with request number u64::MAX and with the next numbers: the
+/// replicas drop them (bound to the load's address), no reply is redirected
+/// to the forger, and the load completes without a failure.
+#[test]
+fn forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing() {
+    if !require_root("forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing") {
+        return;
+    }
+    let mut cluster = Cluster::up("sf", 1, 51);
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let history = cluster.dir.join("victim.jsonl");
+    let load = cluster.start_load(4000, 2, &history);
+    let forger = cluster.client_socket();
+    let start = Instant::now();
+    let mut victims = Vec::new();
+    while victims.len() < 2 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+        victims = history_clients(&history);
+    }
+    assert_eq!(victims.len(), 2, "the load's client ids never appeared in {}", history.display());
+    let mut sent = 0u64;
+    let mut redirected = 0usize;
+    while !load.is_finished() && start.elapsed() < Duration::from_secs(120) {
+        for &victim in &victims {
+            let put = put("key-1", "forged");
+            send_to_all(&cluster, &forger, &encode_request(&cluster, victim, u64::MAX, &put));
+            // Request numbers the victim is about to use.
+            for number in [2, 50, 500, 1000, 1500, 1999, 2000] {
+                send_to_all(&cluster, &forger, &encode_request(&cluster, victim, number, &put));
+            }
+            sent += 8 * cluster.config.replica_count() as u64;
+            redirected += replies_for(&cluster, &forger, victim, Duration::from_millis(5)).len();
+        }
+    }
+    let out = load.join().unwrap();
+    assert!(
+        out.status.success(),
+        "victim load failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    let r = report(&out);
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["ops"], 4000, "{r}");
+    assert_eq!(redirected, 0, "{redirected} of the victim's replies went to the forger");
+    let mut dropped = 0;
+    for i in 0..cluster.config.replica_count() {
+        assert!(cluster.stop_replica(i).success(), "replica {i} exited badly\n{}", cluster.logs());
+        dropped += cluster.runtime_dropped(i, "client id bound to another address");
+    }
+    eprintln!("forgery: sent {sent} forged requests, replicas dropped {dropped} as bound elsewhere, redirected {redirected}");
+    assert!(dropped > 0, "no forged request counted as bound to another address\n{}", cluster.logs());
+    assert_linearizable(&history);
+}
+
+/// An honest client's cas executes and its reply is lost; fresh client ids
+/// flood a small client table (ELECTRODE_TEST_CLIENT_TABLE_MAX) and evict
+/// it; the value is put back; the retransmitted cas gets "session evicted"
+/// and does not swap again. Then a real `electrode client` load under a
+/// continuing flood reports its evictions as failures and exits non-zero.
+#[test]
+fn eviction_flood_never_executes_a_retransmission_twice() {
+    if !require_root("eviction_flood_never_executes_a_retransmission_twice") {
+        return;
+    }
+    const TABLE_MAX: u64 = 16;
+    let mut cluster = Cluster::up("se", 1, 52);
+    cluster.set_replica_env("ELECTRODE_TEST_CLIENT_TABLE_MAX", &TABLE_MAX.to_string());
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let honest = cluster.client_socket();
+    let other = cluster.client_socket();
+    const HONEST: u64 = 0x4845_4f4e_4553_5400;
+    let first = call(&cluster, &honest, HONEST, 1, &put("k", "a"));
+    assert!(!first.session_evicted);
+    // The cas executes; the test never reads its reply (lost).
+    send_to_all(&cluster, &honest, &encode_request(&cluster, HONEST, 2, &cas("k", "a", "b")));
+    std::thread::sleep(Duration::from_millis(300));
+    for id in 0..4 * TABLE_MAX {
+        let reply = call(&cluster, &other, 0x0f10_0d00_0000 + id, 1, &put("flood", "x"));
+        assert!(!reply.session_evicted);
+    }
+    let restored = call(&cluster, &other, 0x5e7, 1, &put("k", "a"));
+    assert!(!restored.session_evicted);
+    // Drain the lost reply, then retransmit the cas.
+    let _ = replies_for(&cluster, &honest, HONEST, Duration::from_millis(100));
+    let again = call(&cluster, &honest, HONEST, 2, &cas("k", "a", "b"));
+    assert!(again.session_evicted, "retransmission not answered evicted: {again:?}");
+    let value = call(&cluster, &other, 0x6e7, 1, &KvOp::Get { key: b"k".to_vec() });
+    assert_eq!(
+        KvResult::decode(&value.result),
+        Some(KvResult::Value(Some(b"a".to_vec()))),
+        "cas executed twice"
+    );
+
+    // A real client under a continuing flood of fresh ids.
+    let history = cluster.dir.join("evicted.jsonl");
+    let load = cluster.start_load(400, 1, &history);
+    let flood = cluster.client_socket();
+    let mut id = 0x0710_0d00_0000_u64;
+    while !load.is_finished() {
+        for _ in 0..4 * TABLE_MAX {
+            id += 1;
+            let datagram = encode_request(&cluster, id, 1, &put("flood", "y"));
+            let _ = flood.send_to(&datagram, SocketAddr::V4(cluster.replica_address(0)));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = load.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "evicted load exited 0: {stderr}");
+    let r = report(&out);
+    let evicted = r["sessions_evicted"].as_u64().unwrap_or(0);
+    eprintln!("eviction: {r}");
+    assert!(evicted > 0, "no eviction reported: {r} {stderr}");
+    assert!(stderr.contains("session evicted"), "{stderr}");
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert!(text.contains(r#""error":"session evicted""#), "history lacks the eviction");
+    for i in 0..cluster.config.replica_count() {
+        assert!(cluster.stop_replica(i).success(), "replica {i} exited badly\n{}", cluster.logs());
+    }
+    assert_linearizable(&history);
+}

@@ -156,6 +156,11 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
     vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
     vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
+    // Tests evict with a small client table instead of 65,536 fresh ids.
+    #[cfg(feature = "test-faults")]
+    if let Some(max) = std::env::var("ELECTRODE_TEST_CLIENT_TABLE_MAX").ok().and_then(|v| v.parse().ok()) {
+        vr_config.client_table_max = max;
+    }
     let nonce = os::random_seed();
     let core = Replica::new(vr_config, options.app.build(), nonce);
     log::info!(
