@@ -271,16 +271,24 @@ fn eviction_flood_never_executes_a_retransmission_twice() {
 
     // A real client under a continuing flood of fresh ids.
     let history = cluster.dir.join("evicted.jsonl");
-    let load = cluster.start_load(400, 1, &history);
+    let load = cluster.start_load(300, 1, &history);
     let flood = cluster.client_socket();
     let mut id = 0x0710_0d00_0000_u64;
     while !load.is_finished() {
-        for _ in 0..4 * TABLE_MAX {
+        // Bursts of fresh ids, each waited for (closed loop: the flood
+        // evicts the client between its requests without starving it).
+        for _ in 0..2 * TABLE_MAX {
             id += 1;
             let datagram = encode_request(&cluster, id, 1, &put("flood", "y"));
             let _ = flood.send_to(&datagram, SocketAddr::V4(cluster.replica_address(0)));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        let mut buf = vec![0; 2048];
+        flood.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        for _ in 0..2 * TABLE_MAX {
+            if flood.recv(&mut buf).is_err() {
+                break;
+            }
+        }
     }
     let out = load.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
