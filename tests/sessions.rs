@@ -279,8 +279,9 @@ fn eviction_flood_never_executes_a_retransmission_twice() {
         // evicts the client between its requests without starving it).
         for _ in 0..2 * TABLE_MAX {
             id += 1;
-            let datagram = encode_request(&cluster, id, 1, &put("flood", "y"));
-            let _ = flood.send_to(&datagram, SocketAddr::V4(cluster.replica_address(0)));
+            // To every replica: whoever leads now (a view change may happen
+            // under this load) takes them.
+            send_to_all(&cluster, &flood, &encode_request(&cluster, id, 1, &put("flood", "y")));
         }
         let mut buf = vec![0; 2048];
         flood.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
