@@ -6,8 +6,9 @@
 //! used binding is forgotten (that client binds again on its next request),
 //! as the core's client table forgets its least recent client.
 //!
-//! A new leader starts empty and binds each client on the first request it
-//! sees after the view change.
+//! Only the leader binds. A new leader binds each client on the first request
+//! it sees after the view change: a forger racing the victim there can win
+//! (the residual risk of binding without authentication).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

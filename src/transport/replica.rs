@@ -403,7 +403,10 @@ impl Runtime<'_> {
         match message {
             Message::Request(request) => {
                 // Replies go only where the id's first request came from.
-                if self.clients.on_request(request.client_id, from).is_err() {
+                // Only the leader binds (a follower ignores requests): a
+                // forger who sprays every replica cannot bind a victim's id
+                // at a follower before the victim ever talks to it there.
+                if self.core.is_leader() && self.clients.on_request(request.client_id, from).is_err() {
                     self.counters.drop("client id bound to another address");
                     return Ok(());
                 }
