@@ -60,6 +60,16 @@
  * is asked to clone it to every follower. Ignored by receivers. */
 #define ELECTRODE_FLAG_BROADCAST 1
 
+/* Reply.status. OK: the result is the request's. SESSION_EVICTED: the
+ * replicas no longer remember the client (the client table evicted it, or it
+ * never existed) and a request numbered above 1 may be a retransmission of
+ * one already executed, so it is not executed; result_len is 0. The outcome
+ * of that request is unknown to the client. The outcome lives in the reply
+ * body, not in a header flag, so the decoder checks it with the body
+ * (unknown values and a result next to an eviction are rejected). */
+#define ELECTRODE_REPLY_OK 0
+#define ELECTRODE_REPLY_SESSION_EVICTED 1
+
 /* Replica status values (StatusReply.status, and kernel state later). */
 #define ELECTRODE_STATUS_NORMAL 1
 #define ELECTRODE_STATUS_VIEW_CHANGE 2
@@ -138,7 +148,8 @@ struct electrode_reply {
 	__be64 client_id;
 	__be64 request_number;
 	__be16 result_len;  /* <= ELECTRODE_MAX_RESULT_SIZE */
-	__u8 pad[6];
+	__u8 status;        /* ELECTRODE_REPLY_* */
+	__u8 pad[5];
 };
 _Static_assert(sizeof(struct electrode_reply) == 24, "electrode_reply size");
 

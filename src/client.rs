@@ -136,7 +136,10 @@ pub struct LoadReport {
     pub p999_us: f64,
     pub max_us: f64,
     pub retries: u64,
+    /// Operations without a known outcome: timeouts and evicted sessions.
     pub failed: u64,
+    /// Of `failed`: requests answered "session evicted".
+    pub sessions_evicted: u64,
 }
 
 /// Whether the cluster answers, shared by the client threads: any reply
@@ -196,6 +199,10 @@ enum CallOutcome {
     Reply(Vec<u8>),
     /// No reply within OPERATION_DEADLINE.
     Timeout,
+    /// The replicas no longer know this client id (their client table
+    /// evicted it): this request was not executed now, an earlier copy may
+    /// have been, and every later request of the id is refused the same way.
+    SessionEvicted,
 }
 
 /// A replica endpoint seen from one client socket.
@@ -325,7 +332,10 @@ impl<'a> Session<'a> {
                 .clamp(Duration::from_micros(100), Duration::from_millis(100));
             self.socket.set_read_timeout(Some(timeout)).context("setting client timeout")?;
             let len = match self.socket.recv_from(&mut self.buf) {
-                Ok((len, _)) => len,
+                // Replies count only from the configured replicas: anyone
+                // else could answer for them.
+                Ok((len, SocketAddr::V4(from))) if self.replicas.contains(&from) => len,
+                Ok(_) => continue,
                 Err(e)
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
                 {
@@ -346,6 +356,9 @@ impl<'a> Session<'a> {
                 self.rtt.sample(start.elapsed());
             }
             self.liveness.replied();
+            if reply.session_evicted {
+                return Ok(CallOutcome::SessionEvicted);
+            }
             return Ok(CallOutcome::Reply(reply.result));
         }
     }
@@ -359,6 +372,7 @@ struct ThreadResult {
     measured_ops: u64,
     retries: u64,
     failed: u64,
+    sessions_evicted: u64,
 }
 
 struct Workload {
@@ -424,7 +438,7 @@ fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyh
     if let Some(cpu) = options.cpu {
         os::pin_to_cpu(cpu)?;
     }
-    let client_id = os::random_seed() ^ (thread as u64).rotate_left(48);
+    let mut client_id = os::random_seed() ^ (thread as u64).rotate_left(48);
     let mut session = Session::new(&options.config, client_id, &shared.liveness)?;
     let mut workload = Workload {
         rng: SplitMix(client_id),
@@ -437,7 +451,10 @@ fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyh
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
     let mut measured_start = None;
     let mut failed = 0;
+    let mut evicted = 0;
     let mut issued: u64 = 0;
+    // Request numbers of the current session (client id), from 1.
+    let mut first_i = 0;
     for i in 0..ops {
         if shared.stop_at.is_some_and(|stop| Instant::now() >= stop) {
             break;
@@ -445,7 +462,7 @@ fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyh
         if i == warmup {
             measured_start = Some(Instant::now());
         }
-        let request_number = i + 1;
+        let request_number = i - first_i + 1;
         let op = workload.next(client_id, request_number);
         // The invoke line is on file before the request leaves: an
         // operation that took effect is never missing from the history.
@@ -465,9 +482,21 @@ fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyh
                 failed += 1;
                 Completion::Timeout
             }
+            Ok(CallOutcome::SessionEvicted) => {
+                failed += 1;
+                evicted += 1;
+                eprintln!("client {client_id:x}: request {request_number} failed: session evicted");
+                Completion::SessionEvicted
+            }
         };
         if let Some(history) = &shared.history {
             history.complete(client_id, request_number, &op, &completion, ret)?;
+        }
+        if completion == Completion::SessionEvicted {
+            // The id is dead for the replicas: go on as a new client.
+            client_id = os::random_seed() ^ (thread as u64).rotate_left(48);
+            session.client_id = client_id;
+            first_i = i + 1;
         }
         let reply = reply?;
         if matches!(reply, CallOutcome::Reply(_)) && i >= warmup {
@@ -483,6 +512,7 @@ fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyh
         measured_ops: issued.saturating_sub(warmup),
         retries: session.retries,
         failed,
+        sessions_evicted: evicted,
     })
 }
 
@@ -560,7 +590,7 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     });
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-    let (mut retries, mut failed, mut measured_ops) = (0, 0, 0);
+    let (mut retries, mut failed, mut measured_ops, mut sessions_evicted) = (0, 0, 0, 0);
     let mut measured_start: Option<Instant> = None;
     let mut end = base;
     for result in results {
@@ -568,6 +598,7 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
         histogram.add(&r.histogram).context("merging histograms")?;
         retries += r.retries;
         failed += r.failed;
+        sessions_evicted += r.sessions_evicted;
         measured_ops += r.measured_ops;
         if let Some(s) = r.measured_start {
             measured_start = Some(measured_start.map_or(s, |m| m.min(s)));
@@ -590,6 +621,7 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
         max_us: histogram.max() as f64,
         retries,
         failed,
+        sessions_evicted,
     })
 }
 
@@ -607,7 +639,10 @@ impl LoadReport {
             "latency us: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
             self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
         );
-        println!("retries {}  failed {}", self.retries, self.failed);
+        println!(
+            "retries {}  failed {} (sessions evicted {})",
+            self.retries, self.failed, self.sessions_evicted
+        );
         Ok(())
     }
 }
@@ -623,6 +658,7 @@ pub fn run_one(config: &Config, op: KvOp, unreachable: Duration) -> anyhow::Resu
             KvResult::decode(&reply).with_context(|| format!("undecodable result {reply:?}"))
         }
         CallOutcome::Timeout => bail!("no reply from the cluster within {} s", OPERATION_DEADLINE.as_secs()),
+        CallOutcome::SessionEvicted => bail!("session evicted: the replicas no longer know this client"),
     }
 }
 
@@ -640,7 +676,7 @@ mod tests {
         let mut encoder = Encoder::new(1, CLIENT_SENDER);
         encoder.encode(&Message::Request(Request { client_id: 1, request_number: 1, op }), &mut out)?;
         let result = KvResult::Value(Some(value)).encode();
-        let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result };
+        let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result, session_evicted: false };
         encoder.encode(&Message::Reply(reply), &mut out)
     }
 

@@ -17,8 +17,10 @@
 //! - `type`: `invoke`; or the completion: `ok` (a reply came, `result`
 //!   holds it), `fail` (the replicas rejected the operation; it had no
 //!   effect; `error` says why) or `timeout` (no reply within the client's
-//!   deadline: it may or may not have taken effect). An `invoke` without a
-//!   completion (a killed client) counts as a timeout.
+//!   deadline: it may or may not have taken effect; with `error` "session
+//!   evicted" the replicas answered that they no longer know the client, and
+//!   an earlier copy of the request may have executed before the eviction).
+//!   An `invoke` without a completion (a killed client) counts as a timeout.
 //! - `client`, `seq`: client id and its request number; together they name
 //!   the operation.
 //! - `op`: `get` | `put` | `del` | `cas`; `key`; `value` for put and cas;
@@ -62,6 +64,10 @@ pub enum Completion {
     Ok(KvResult),
     /// No reply within the deadline: it may or may not have taken effect.
     Timeout,
+    /// The replicas answered "session evicted": not executed on that
+    /// request, but a copy sent before the eviction may have executed, so
+    /// recorded as a timeout (unknown effect) with this reason.
+    SessionEvicted,
 }
 
 /// `result` of an `ok` line.
@@ -147,6 +153,7 @@ fn completion_line<'a>(
 ) -> Line<'a> {
     let (kind, result, error) = match completion {
         Completion::Timeout => ("timeout", None, None),
+        Completion::SessionEvicted => ("timeout", None, Some("session evicted".into())),
         Completion::Ok(KvResult::BadOp) => ("fail", None, Some("bad_op".into())),
         Completion::Ok(KvResult::Value(v)) => {
             ("ok", Some(v.as_deref().map(|v| ResultField::Value(text(v)))), None)
@@ -517,6 +524,22 @@ mod tests {
             text.contains(r#""type":"fail","client":8,"seq":4,"op":"del","key":"k","error":"bad_op""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn session_evicted_is_a_timeout_with_its_reason() {
+        let writer = HistoryWriter::new(Vec::new());
+        let cas = KvOp::Cas { key: b"k".to_vec(), expected: b"v".to_vec(), value: b"w".to_vec() };
+        writer.invoke(3, 2, &cas, 140).unwrap();
+        writer.complete(3, 2, &cas, &Completion::SessionEvicted, 950).unwrap();
+        let bytes = writer.into_inner();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let line = r#""type":"timeout","client":3,"seq":2,"op":"cas","key":"k","error":"session evicted""#;
+        assert!(text.contains(line), "{text}");
+        let history = read(&bytes[..]).unwrap();
+        assert_eq!(history.ops.len(), 1);
+        assert_eq!(history.ops[0].result, None, "an eviction's effect is unknown");
+        assert_eq!(history.ops[0].ret, None);
     }
 
     #[test]

@@ -378,7 +378,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = client::run_load(&options)?;
             report.print(json)?;
             if report.failed > 0 {
-                anyhow::bail!("{} operations got no reply within the deadline", report.failed);
+                anyhow::bail!(
+                    "{} operations failed: {} got no reply within the deadline, {} got \"session evicted\"",
+                    report.failed,
+                    report.failed - report.sessions_evicted,
+                    report.sessions_evicted
+                );
             }
             Ok(())
         }

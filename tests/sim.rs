@@ -594,6 +594,9 @@ impl Sim {
         let index = *index;
         client.view_guess = client.view_guess.max(reply.view);
         client.outstanding = None;
+        // The client table (1 << 16 entries) never fills here: an eviction
+        // reply would be a session wrongly refused.
+        assert!(!reply.session_evicted, "session evicted without an eviction: {reply:?}");
         let result = KvResult::decode(&reply.result).expect("replies decode");
         self.history[index].result = Some(result);
         self.history[index].ret = Some(self.tick);

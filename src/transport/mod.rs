@@ -1,5 +1,6 @@
 //! The runtime around the pure core: sockets, threads, clocks.
 
+pub mod client_addresses;
 #[cfg(feature = "test-faults")]
 pub mod faults;
 pub mod kernel;

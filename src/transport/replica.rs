@@ -28,7 +28,8 @@ use crate::wire::{
 pub const TICK: Duration = Duration::from_millis(1);
 /// Socket read timeout: the loop wakes at least this often to run ticks.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1);
-/// Most client addresses remembered for replies (one per client id).
+/// Most client addresses remembered for replies (one per client id; the
+/// least recently used goes first, see client_addresses).
 const CLIENT_ADDRESSES_MAX: usize = 1 << 16;
 /// Bytes of partial large messages held at once (view change, state
 /// transfer): a few full transfers of a checkpoint plus log.
@@ -117,7 +118,7 @@ struct Runtime<'k> {
     encoder: Encoder,
     reassembler: Reassembler,
     core: Replica,
-    clients: HashMap<u64, SocketAddr>,
+    clients: super::client_addresses::ClientAddresses,
     counters: Counters,
     actions: Vec<Action>,
     datagrams: Vec<Vec<u8>>,
@@ -182,6 +183,11 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
     vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
     vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
+    // Tests evict with a small client table instead of 65,536 fresh ids.
+    #[cfg(feature = "test-faults")]
+    if let Some(max) = std::env::var("ELECTRODE_TEST_CLIENT_TABLE_MAX").ok().and_then(|v| v.parse().ok()) {
+        vr_config.client_table_max = max;
+    }
     let nonce = os::random_seed();
     let core = Replica::new(vr_config, options.app.build(), nonce);
     log::info!(
@@ -201,7 +207,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         encoder: Encoder::new(config.cluster_id, index),
         reassembler: Reassembler::new(REASSEMBLY_BYTES_MAX),
         core,
-        clients: HashMap::new(),
+        clients: super::client_addresses::ClientAddresses::new(CLIENT_ADDRESSES_MAX),
         counters: Counters::default(),
         actions: Vec::with_capacity(64),
         datagrams: Vec::with_capacity(8),
@@ -468,13 +474,14 @@ impl Runtime<'_> {
         self.before_input()?;
         match message {
             Message::Request(request) => {
-                if self.clients.len() >= CLIENT_ADDRESSES_MAX
-                    && !self.clients.contains_key(&request.client_id)
-                {
-                    // Forget everyone: clients resend, and we learn them again.
-                    self.clients.clear();
+                // Replies go only where the id's first request came from.
+                // Only the leader binds (a follower ignores requests): a
+                // forger who sprays every replica cannot bind a victim's id
+                // at a follower before the victim ever talks to it there.
+                if self.core.is_leader() && self.clients.on_request(request.client_id, from).is_err() {
+                    self.counters.drop("client id bound to another address");
+                    return Ok(());
                 }
-                self.clients.insert(request.client_id, from);
                 self.core.on_request(request, &mut self.actions);
             }
             Message::StatusRequest(query) => {
@@ -574,7 +581,7 @@ impl Runtime<'_> {
                 self.datagrams = datagrams;
             }
             Action::Reply { client_id, reply } => {
-                if let Some(client) = self.clients.get(&client_id).copied() {
+                if let Some(client) = self.clients.address(client_id) {
                     self.send_to(client, &Message::Reply(reply));
                 }
             }

@@ -276,6 +276,8 @@ pub struct ReplicaStats {
     pub prepares_sent: u64,
     pub requests_batched: u64,
     pub dropped_inputs: u64,
+    /// Requests answered "session evicted" instead of being executed.
+    pub sessions_evicted_replies: u64,
 }
 
 impl Replica {
@@ -811,6 +813,21 @@ impl Replica {
             let digest = batch_digest(&entry.batch);
             for request in &entry.batch {
                 let known = self.client_table.get(request.client_id);
+                if known.is_none() && request.request_number > 1 {
+                    // Evicted between the leader's check and this op (a
+                    // duplicate logged across a view change, or fresh ids
+                    // earlier in the pipeline): it may have executed before,
+                    // so it never executes here. Deterministic: the table is
+                    // the same on every replica at this op.
+                    if self.pending.get(&request.client_id).is_some_and(|n| *n <= request.request_number) {
+                        self.pending.remove(&request.client_id);
+                    }
+                    self.stats.sessions_evicted_replies += 1;
+                    if reply {
+                        out.push(self.session_evicted_reply(request));
+                    }
+                    continue;
+                }
                 let cached = match known {
                     Some(e) if e.request_number > request.request_number => continue,
                     // A duplicate that got into the log twice (a client
@@ -987,6 +1004,13 @@ impl Replica {
             self.stats.dropped_inputs += 1;
             return;
         }
+        if request.request_number == 0 || request.request_number == u64::MAX {
+            // Clients number requests from 1 and never get near u64::MAX: a
+            // forged u64::MAX would make every later request of that client
+            // look older than what it already got.
+            self.stats.dropped_inputs += 1;
+            return;
+        }
         if let Some(entry) = self.client_table.get(request.client_id) {
             if request.request_number < entry.request_number {
                 return; // Older than what the client already got.
@@ -1000,6 +1024,23 @@ impl Replica {
         }
         if self.pending.get(&request.client_id).is_some_and(|n| *n >= request.request_number) {
             return; // In progress (or older): its reply will come.
+        }
+        if request.request_number > 1 && self.client_table.get(request.client_id).is_none() {
+            // A client has one request outstanding and numbers them from 1,
+            // so request n > 1 follows n - 1, which committed (the client
+            // got its reply) and so is in our log. If it is not in the
+            // uncommitted suffix (a new leader executes that only once it
+            // commits), we executed it and the table no longer holds it: the
+            // session was evicted (or never existed). This may be a
+            // retransmission of a request that executed before the eviction:
+            // never prepare it, tell the client.
+            if self.uncommitted_holds_client(request.client_id) {
+                self.stats.dropped_inputs += 1;
+                return; // Its session is not executed yet here: retry later.
+            }
+            self.stats.sessions_evicted_replies += 1;
+            out.push(self.session_evicted_reply(&request));
+            return;
         }
         if self.request_queue.len() >= self.config.request_queue_max {
             self.stats.dropped_inputs += 1;
@@ -1032,6 +1073,27 @@ impl Replica {
         self.finish(start, out);
     }
 
+    /// Whether a prepared, not yet executed op holds a request of the client
+    /// (at most pipeline_max entries of at most batch_max requests).
+    fn uncommitted_holds_client(&self, client_id: u64) -> bool {
+        let executed = self.commit.saturating_sub(self.checkpoint_op) as usize;
+        self.log.iter().skip(executed).any(|entry| entry.batch.iter().any(|r| r.client_id == client_id))
+    }
+
+    /// The "session evicted" reply to `request`: not executed now.
+    fn session_evicted_reply(&self, request: &Request) -> Action {
+        Action::Reply {
+            client_id: request.client_id,
+            reply: Reply {
+                view: self.view,
+                client_id: request.client_id,
+                request_number: request.request_number,
+                result: Vec::new(),
+                session_evicted: true,
+            },
+        }
+    }
+
     /// The reply to `request` carrying `result`, in our view.
     fn reply_to(&self, request: &Request, result: Vec<u8>) -> Action {
         Action::Reply {
@@ -1041,6 +1103,7 @@ impl Replica {
                 client_id: request.client_id,
                 request_number: request.request_number,
                 result,
+                session_evicted: false,
             },
         }
     }

@@ -61,7 +61,13 @@ pub mod layout {
         view: u64
     });
     mirror!(electrode_request { client_id: u64, request_number: u64, op_len: u16, pad: [u8; 6] });
-    mirror!(electrode_reply { client_id: u64, request_number: u64, result_len: u16, pad: [u8; 6] });
+    mirror!(electrode_reply {
+        client_id: u64,
+        request_number: u64,
+        result_len: u16,
+        status: u8,
+        pad: [u8; 5]
+    });
     mirror!(electrode_prepare { op: u64, commit: u64, request_count: u16, batch_len: u16, pad: [u8; 4] });
     mirror!(electrode_prepare_ok { op: u64, replica: u8, pad: [u8; 7] });
     mirror!(electrode_commit { commit: u64 });
@@ -233,6 +239,10 @@ pub struct Reply {
     pub client_id: u64,
     pub request_number: u64,
     pub result: Vec<u8>,
+    /// The replicas no longer know this client (REPLY_SESSION_EVICTED): the
+    /// request was not executed now, and `result` is empty. Whether an
+    /// earlier copy of it executed before the eviction is unknown.
+    pub session_evicted: bool,
 }
 
 /// One log entry: op number, view it was prepared in, its batch of requests.
@@ -474,6 +484,9 @@ pub enum DecodeError {
     BadChunk,
     /// Reassembled state blob is inconsistent.
     BadState,
+    /// A Reply status other than OK or SESSION_EVICTED, or an eviction with
+    /// a result.
+    BadReplyStatus,
 }
 
 impl DecodeError {
@@ -492,6 +505,7 @@ impl DecodeError {
             DecodeError::BadReplica => "bad replica id",
             DecodeError::BadChunk => "chunk outside its transfer",
             DecodeError::BadState => "inconsistent state blob",
+            DecodeError::BadReplyStatus => "bad reply status",
         }
     }
 }
@@ -840,13 +854,15 @@ impl Encoder {
         match msg {
             Message::Request(m) => put_request_entry(buf, m)?,
             Message::Reply(m) => {
-                if m.result.len() > MAX_RESULT_LEN {
+                if m.result.len() > MAX_RESULT_LEN || (m.session_evicted && !m.result.is_empty()) {
                     return Err(EncodeError::OverLimit);
                 }
                 put_fixed(buf, size_of::<electrode_reply>(), |f| {
                     f.u64(offset_of!(electrode_reply, client_id), m.client_id);
                     f.u64(offset_of!(electrode_reply, request_number), m.request_number);
                     f.u16(offset_of!(electrode_reply, result_len), m.result.len() as u16);
+                    let status = if m.session_evicted { REPLY_SESSION_EVICTED } else { REPLY_OK };
+                    f.u8(offset_of!(electrode_reply, status), status as u8);
                 });
                 buf.extend_from_slice(&m.result);
             }
@@ -1060,11 +1076,18 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
             }
             let fixed = size_of::<electrode_reply>();
             exact(fixed + result_len)?;
+            let session_evicted = match body.u8(offset_of!(electrode_reply, status))? as u32 {
+                REPLY_OK => false,
+                // An eviction carries no result.
+                REPLY_SESSION_EVICTED if result_len == 0 => true,
+                _ => return Err(DecodeError::BadReplyStatus),
+            };
             Message::Reply(Reply {
                 view,
                 client_id: body.u64(offset_of!(electrode_reply, client_id))?,
                 request_number: body.u64(offset_of!(electrode_reply, request_number))?,
                 result: body.bytes(fixed, result_len)?.to_vec(),
+                session_evicted,
             })
         }
         MsgType::Prepare => {

@@ -26,7 +26,7 @@ macro_rules! same_layout {
 fn layout_matches_the_c_header() {
     same_layout!(electrode_hdr, [magic, version, msg_type, sender, flags, cluster_id, body_len, pad, view]);
     same_layout!(electrode_request, [client_id, request_number, op_len, pad]);
-    same_layout!(electrode_reply, [client_id, request_number, result_len, pad]);
+    same_layout!(electrode_reply, [client_id, request_number, result_len, status, pad]);
     same_layout!(electrode_prepare, [op, commit, request_count, batch_len, pad]);
     same_layout!(electrode_prepare_ok, [op, replica, pad]);
     same_layout!(electrode_commit, [commit]);
@@ -100,10 +100,13 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
             any::<u64>(),
             any::<u64>(),
             prop::collection::vec(any::<u8>(), 0..=MAX_RESULT_LEN),
+            any::<bool>(),
             r.clone()
         )
-            .prop_map(|(view, client_id, request_number, result, s)| {
-                (s, Message::Reply(Reply { view, client_id, request_number, result }))
+            .prop_map(|(view, client_id, request_number, result, session_evicted, s)| {
+                // An eviction carries no result.
+                let result = if session_evicted { Vec::new() } else { result };
+                (s, Message::Reply(Reply { view, client_id, request_number, result, session_evicted }))
             }),
         (any::<u64>(), any::<u64>(), any::<u64>(), batch(), r.clone()).prop_map(
             |(view, op, commit, batch, s)| (s, Message::Prepare(Prepare { view, op, commit, batch }))
@@ -310,6 +313,27 @@ fn decode_rejects_each_broken_check_by_name() {
     let mut prep = out.pop().unwrap();
     prep[HDR_LEN + 16..HDR_LEN + 18].copy_from_slice(&(MAX_BATCH as u16 + 1).to_be_bytes());
     assert_eq!(decode(&prep, CLUSTER).unwrap_err(), DecodeError::OverLimit);
+
+    // Reply status: an eviction round-trips; an unknown status, or an
+    // eviction that carries a result, is rejected.
+    let evicted = Reply { view: 1, client_id: 8, request_number: 4, result: vec![], session_evicted: true };
+    enc.encode(&Message::Reply(evicted.clone()), &mut out).unwrap();
+    let reply = out.pop().unwrap();
+    let status_at = HDR_LEN + std::mem::offset_of!(layout::electrode_reply, status);
+    assert_eq!(reply[status_at], REPLY_SESSION_EVICTED as u8);
+    assert_eq!(decode(&reply, CLUSTER).unwrap().1, Decoded::Message(Message::Reply(evicted)));
+    let mut bad = reply.clone();
+    bad[status_at] = 2;
+    assert_eq!(decode(&bad, CLUSTER).unwrap_err(), DecodeError::BadReplyStatus);
+    let with_result =
+        Reply { view: 1, client_id: 8, request_number: 4, result: b"x".to_vec(), session_evicted: false };
+    enc.encode(&Message::Reply(with_result), &mut out).unwrap();
+    let mut bad = out.pop().unwrap();
+    bad[status_at] = REPLY_SESSION_EVICTED as u8;
+    assert_eq!(decode(&bad, CLUSTER).unwrap_err(), DecodeError::BadReplyStatus);
+    let evicted_with_result =
+        Reply { view: 1, client_id: 8, request_number: 4, result: b"x".to_vec(), session_evicted: true };
+    assert!(enc.encode(&Message::Reply(evicted_with_result), &mut out).is_err());
 }
 
 #[test]

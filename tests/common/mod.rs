@@ -170,7 +170,13 @@ pub fn sample_messages() -> Vec<Message> {
     };
     let messages = vec![
         Message::Request(request.clone()),
-        Message::Reply(wire::Reply { view: 1, client_id: 7, request_number: 3, result: b"ok".to_vec() }),
+        Message::Reply(wire::Reply {
+            view: 1,
+            client_id: 7,
+            request_number: 3,
+            result: b"ok".to_vec(),
+            session_evicted: false,
+        }),
         Message::Prepare(wire::Prepare { view: 1, op: 3, commit: 2, batch: vec![request] }),
         Message::PrepareOk(wire::PrepareOk { view: 1, op: 3, replica: 2 }),
         Message::Commit(wire::Commit { view: 1, commit: 3 }),
