@@ -13,22 +13,10 @@ use std::time::{Duration, Instant};
 
 use cluster::Cluster;
 use common::require_root;
+use electrode::transport::os::SplitMix;
 
 const BOOTS: usize = 20;
 const SETTLED_WITHIN: Duration = Duration::from_secs(2);
-
-/// splitmix64, seeded per run (printed, so a failure can be replayed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 #[test]
 fn boots_in_random_orders_all_end_normal_in_one_view() {
@@ -40,18 +28,18 @@ fn boots_in_random_orders_all_end_normal_in_one_view() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::process::id() as u64);
     eprintln!("boot seed {seed} (ELECTRODE_BOOT_SEED replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix(seed);
     let mut cluster = Cluster::up("b", 1, 18);
     let mut leaders = Vec::new();
     for boot in 0..BOOTS {
         let mut order = [0usize, 1, 2];
         for i in (1..3).rev() {
-            order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         // Even boots: back to back within 150 ms (as a person or a script
         // starts them); odd boots: up to 600 ms apart.
         let spread_ms = if boot % 2 == 0 { 75 } else { 600 };
-        let delays: Vec<u64> = (0..2).map(|_| rng.next() % spread_ms).collect();
+        let delays: Vec<u64> = (0..2).map(|_| rng.below(spread_ms)).collect();
         for (k, i) in order.iter().enumerate() {
             if k > 0 {
                 std::thread::sleep(Duration::from_millis(delays[k - 1]));
