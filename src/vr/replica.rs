@@ -813,7 +813,7 @@ impl Replica {
             let digest = batch_digest(&entry.batch);
             for request in &entry.batch {
                 let known = self.client_table.get(request.client_id);
-                if known.is_none() && request.request_number > 1 {
+                if known.is_none() && request.request_number > 1 && self.sessions_may_be_evicted() {
                     // Evicted between the leader's check and this op (a
                     // duplicate logged across a view change, or fresh ids
                     // earlier in the pipeline): it may have executed before,
@@ -1025,7 +1025,10 @@ impl Replica {
         if self.pending.get(&request.client_id).is_some_and(|n| *n >= request.request_number) {
             return; // In progress (or older): its reply will come.
         }
-        if request.request_number > 1 && self.client_table.get(request.client_id).is_none() {
+        if request.request_number > 1
+            && self.client_table.get(request.client_id).is_none()
+            && self.sessions_may_be_evicted()
+        {
             // A client has one request outstanding and numbers them from 1,
             // so request n > 1 follows n - 1, which committed (the client
             // got its reply) and so is in our log. If it is not in the
@@ -1078,6 +1081,15 @@ impl Replica {
     fn uncommitted_holds_client(&self, client_id: u64) -> bool {
         let executed = self.commit.saturating_sub(self.checkpoint_op) as usize;
         self.log.iter().skip(executed).any(|entry| entry.batch.iter().any(|r| r.client_id == client_id))
+    }
+
+    /// Whether the client table can have evicted anyone: entries leave it
+    /// only by eviction and only when it is full, so a table that is not
+    /// full never evicted, and an unknown client there is a new one (or
+    /// one whose first request our state does not show yet), never an
+    /// evicted session. The same on every replica at the same op.
+    fn sessions_may_be_evicted(&self) -> bool {
+        self.client_table.len() >= self.config.client_table_max
     }
 
     /// The "session evicted" reply to `request`: not executed now.
