@@ -19,12 +19,22 @@
 #   bench/liveness.sh [-s "1 64 256 1024"] [-c CONFIG] [-f CONFIG_F2]
 #
 # Configurations: ELECTRODE_BENCH_CONFIGURATIONS (default: userspace and
-# all fast paths). Run as root, or as a user with sudo (builds as the user).
+# all fast paths). Parts: ELECTRODE_LIVENESS_PARTS, any of "failover loss
+# sigstop" (default all three; failover is (a)-(c)). Run as root, or as a user with sudo (builds as the user).
 set -euo pipefail
 CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
 : "${ELECTRODE_BENCH_CONFIGURATIONS:=userspace| all|fast_paths}"
 export ELECTRODE_BENCH_CONFIGURATIONS
+: "${ELECTRODE_LIVENESS_PARTS:=failover loss sigstop}"
+export ELECTRODE_LIVENESS_PARTS
+for part in $ELECTRODE_LIVENESS_PARTS; do
+    case "$part" in
+    failover | loss | sigstop) ;;
+    *) echo "ELECTRODE_LIVENESS_PARTS: unknown part '$part' (failover, loss, sigstop)" >&2; exit 2 ;;
+    esac
+done
+part() { [[ " $ELECTRODE_LIVENESS_PARTS " == *" $1 "* ]]; }
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
@@ -47,7 +57,7 @@ if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
 fi
 if [ "$(id -u)" -ne 0 ]; then
     as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" \
-        ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" "$0" -s "$SIZES" -c "$CONFIG" -f "$CONFIG_F2"
+        ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" ELECTRODE_LIVENESS_PARTS="$ELECTRODE_LIVENESS_PARTS" "$0" -s "$SIZES" -c "$CONFIG" -f "$CONFIG_F2"
     exit
 fi
 
@@ -98,6 +108,7 @@ scripts/cluster.sh up "$CONFIG" >/dev/null
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
     BIN="$TARGET_DIR/variants/$name/electrode"
+    part failover || SIZES=""
     for size in $SIZES; do
         run="$name-$size"
         keys=$((size * 1048576 / VALUE_SIZE))
@@ -177,6 +188,7 @@ PY
     done
 
     # (d) throughput under loss, at a small state.
+    part loss || continue
     run="$name-loss"
     start_replicas "$BIN" "$run"
     client --fill --keys 2000 --value-size "$VALUE_SIZE" -t 8 --json >/dev/null
@@ -205,8 +217,9 @@ scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
 
 # (e) 5 replicas, the leader SIGSTOPped for 2 s, three times.
 CONFIG="$CONFIG_F2"
-scripts/cluster.sh up "$CONFIG" >/dev/null
+part sigstop && scripts/cluster.sh up "$CONFIG" >/dev/null
 for entry in "${CONFIGURATIONS[@]}"; do
+    part sigstop || break
     name="${entry%%|*}"
     BIN="$TARGET_DIR/variants/$name/electrode"
     run="$name-sigstop"

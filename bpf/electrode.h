@@ -241,8 +241,11 @@ _Static_assert(sizeof(struct electrode_snapshot_request) == 24, "electrode_snaps
 
 /* SnapshotChunk (peer -> asker): `len` bytes of the snapshot at `offset`
  * (a multiple of ELECTRODE_CHUNK_SIZE; every chunk but the last is full).
- * Every chunk repeats the total length and the digest (xxh3-64 of the
- * whole snapshot) so that any one of them starts the transfer. */
+ * Every chunk repeats the total length, so that any one of them starts the
+ * transfer. The source encodes the snapshot as it is pulled (from a state
+ * frozen at snapshot_op), so it knows the digest (xxh3-64 of the whole
+ * snapshot, never 0) only once all of it is encoded: chunks sent before
+ * carry 0, those sent after (the last chunk always) carry the digest. */
 struct electrode_snapshot_chunk {
 	__be64 snapshot_op;
 	__be64 total_len;

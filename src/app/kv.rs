@@ -4,9 +4,12 @@
 //! and replicas ([`KvOp::encode`], [`KvResult::decode`]). Decoding is total:
 //! malformed input becomes an error value, never a panic.
 
-use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
 
-use super::{App, RestoreError};
+use imbl::OrdMap;
+
+use super::{App, RestoreError, SnapshotSource};
 
 /// Largest key, in bytes (a key and a value must fit one request).
 pub const KEY_LEN_MAX: usize = 256;
@@ -177,10 +180,17 @@ impl KvResult {
     }
 }
 
-/// The store. A BTreeMap keeps snapshots independent of insertion order.
+/// Keys and values are shared, not copied, between the live map and a
+/// frozen one: copying a tree node on the first write after a freeze then
+/// costs reference counts, not the bytes of its entries.
+type Bytes = Arc<[u8]>;
+
+/// The store. An ordered map keeps snapshots independent of insertion
+/// order; a persistent one (clone in O(1)) lets [`App::freeze`] hand the
+/// state at one op to a snapshot stream while writes go on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    map: OrdMap<Bytes, Bytes>,
     /// Sum (wrapping) of entry_hash over the entries: independent of order
     /// and kept up to date by every write, so a digest costs nothing at any
     /// state size (status queries ask for it).
@@ -204,12 +214,12 @@ impl KvStore {
     /// Applies a decoded op (also the sequential model of the checker).
     pub fn apply(&mut self, op: &KvOp) -> KvResult {
         match op {
-            KvOp::Get { key } => KvResult::Value(self.map.get(key).cloned()),
+            KvOp::Get { key } => KvResult::Value(self.map.get(key.as_slice()).map(|v| v.to_vec())),
             KvOp::Put { key, value } => {
                 self.set(key, value);
                 KvResult::Stored
             }
-            KvOp::Del { key } => match self.map.remove(key) {
+            KvOp::Del { key } => match self.map.remove(key.as_slice()) {
                 Some(old) => {
                     self.encoded_len -= 8 + key.len() + old.len();
                     self.digest = self.digest.wrapping_sub(entry_hash(key, &old));
@@ -218,7 +228,7 @@ impl KvStore {
                 None => KvResult::Deleted(false),
             },
             KvOp::Cas { key, expected, value } => {
-                if self.map.get(key) == Some(expected) {
+                if self.map.get(key.as_slice()).is_some_and(|v| **v == **expected) {
                     self.set(key, value);
                     KvResult::Swapped(true)
                 } else {
@@ -229,7 +239,7 @@ impl KvStore {
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) {
-        if let Some(old) = self.map.insert(key.to_vec(), value.to_vec()) {
+        if let Some(old) = self.map.insert(Bytes::from(key), Bytes::from(value)) {
             self.encoded_len -= 8 + key.len() + old.len();
             self.digest = self.digest.wrapping_sub(entry_hash(key, &old));
         }
@@ -264,11 +274,17 @@ impl App for KvStore {
         out.reserve(8 + self.encoded_len);
         out.extend_from_slice(&(self.map.len() as u64).to_be_bytes());
         for (k, v) in &self.map {
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v);
+            encode_entry(out, k, v);
         }
+    }
+
+    fn freeze(&self) -> Box<dyn SnapshotSource> {
+        Box::new(FrozenKv {
+            map: self.map.clone(),
+            len: 8 + self.encoded_len as u64,
+            header_sent: false,
+            last_key: None,
+        })
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
@@ -306,6 +322,52 @@ impl App for KvStore {
 
     fn digest(&self) -> u64 {
         self.digest
+    }
+}
+
+fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The store at one op, encoded in key order as `snapshot_into` does, a
+/// few entries per call: each call resumes after the last key it wrote
+/// (O(log n)), so no borrow of the map outlives a call.
+struct FrozenKv {
+    map: OrdMap<Bytes, Bytes>,
+    len: u64,
+    header_sent: bool,
+    last_key: Option<Bytes>,
+}
+
+impl SnapshotSource for FrozenKv {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn encode_next(&mut self, out: &mut Vec<u8>, want: usize) {
+        let start = out.len();
+        if !self.header_sent {
+            out.extend_from_slice(&(self.map.len() as u64).to_be_bytes());
+            self.header_sent = true;
+        }
+        let from = match &self.last_key {
+            Some(key) => Bound::Excluded(&**key),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        for (key, value) in self.map.range::<_, [u8]>((from, Bound::Unbounded)) {
+            if out.len() - start >= want {
+                break;
+            }
+            encode_entry(out, key, value);
+            last = Some(key.clone());
+        }
+        if last.is_some() {
+            self.last_key = last;
+        }
     }
 }
 
@@ -357,5 +419,41 @@ mod tests {
             assert!(c.is_empty());
         }
         assert_eq!(KvStore::default().execute(&[9, 9, 9]), KvResult::BadOp.encode());
+    }
+
+    #[test]
+    fn a_frozen_store_encodes_its_state_at_the_freeze_in_any_piece_sizes() {
+        let mut store = KvStore::default();
+        for i in 0..2_000u32 {
+            store.apply(&KvOp::Put {
+                key: i.to_be_bytes().to_vec(),
+                value: vec![i as u8; (i % 300) as usize],
+            });
+        }
+        let expected = store.snapshot();
+        for want in [1usize, 7, 100, 4096, 1 << 20] {
+            let mut frozen = store.freeze();
+            assert_eq!(frozen.len(), expected.len() as u64);
+            // Writes after the freeze do not reach it.
+            let mut live = store.clone();
+            let mut out = Vec::new();
+            for round in 0..10_000u32 {
+                if out.len() as u64 >= frozen.len() {
+                    break;
+                }
+                live.apply(&KvOp::Put { key: round.to_be_bytes().to_vec(), value: b"later".to_vec() });
+                live.apply(&KvOp::Del { key: (round + 1).to_be_bytes().to_vec() });
+                let before = out.len();
+                frozen.encode_next(&mut out, want);
+                assert!(out.len() > before, "no progress with want {want}");
+                if (out.len() as u64) < frozen.len() {
+                    assert!(out.len() - before >= want, "short piece with want {want}");
+                }
+            }
+            assert_eq!(out, expected, "want {want}");
+            let after = out.len();
+            frozen.encode_next(&mut out, 100);
+            assert_eq!(out.len(), after, "bytes past the end");
+        }
     }
 }

@@ -33,11 +33,47 @@ pub trait App: Send {
     fn snapshot_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.snapshot());
     }
+    /// Freezes the state as it is now, to be encoded piece by piece later
+    /// (the same bytes as `snapshot`) while execution goes on. Must cost
+    /// far less than encoding: a replica streams its state to a lagging peer
+    /// from its only thread. The default encodes eagerly (for small states).
+    fn freeze(&self) -> Box<dyn SnapshotSource> {
+        Box::new(EncodedSnapshot { bytes: self.snapshot(), sent: 0 })
+    }
     /// Replaces the state with a snapshot; rejects malformed bytes without
     /// changing anything.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
     /// A short digest of the state, equal on replicas with equal state.
     fn digest(&self) -> u64;
+}
+
+/// A state frozen by [`App::freeze`]: its encoding, produced in order.
+pub trait SnapshotSource: Send {
+    /// Bytes of the whole encoding, known before any is produced.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Appends the next bytes of the encoding to `out`: at least `want`
+    /// of them unless fewer are left (then all that are left).
+    fn encode_next(&mut self, out: &mut Vec<u8>, want: usize);
+}
+
+/// A snapshot encoded up front (the default of [`App::freeze`]).
+struct EncodedSnapshot {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl SnapshotSource for EncodedSnapshot {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn encode_next(&mut self, out: &mut Vec<u8>, want: usize) {
+        let end = self.sent.saturating_add(want).min(self.bytes.len());
+        out.extend_from_slice(&self.bytes[self.sent..end]);
+        self.sent = end;
+    }
 }
 
 /// The application of raw protocol benchmarks: every op returns an empty
@@ -106,6 +142,9 @@ impl<T: App + ?Sized> App for Box<T> {
     }
     fn snapshot_into(&self, out: &mut Vec<u8>) {
         (**self).snapshot_into(out)
+    }
+    fn freeze(&self) -> Box<dyn SnapshotSource> {
+        (**self).freeze()
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         (**self).restore(snapshot)

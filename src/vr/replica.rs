@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::client_table::{decode_checkpoint, encode_checkpoint_of, ClientEntry, ClientTable};
+use super::client_table::{checkpoint_digest, decode_checkpoint, CheckpointStream, ClientEntry, ClientTable};
 use super::{Action, Config, KernelArm, Status};
 use crate::app::{fnv1a, App, FNV_OFFSET};
 use crate::wire::{
@@ -65,13 +65,13 @@ const CHUNK: u64 = wire::CHUNK_LEN as u64;
 /// source (the next GetState may find another).
 const SNAPSHOT_STALLS_MAX: u64 = 8;
 
-/// A snapshot we encoded for a replica behind our log. While it is kept,
-/// the log is not trimmed above it, so that the puller finds the ops that
-/// follow it in our log once it has installed it.
+/// A snapshot we froze for a replica behind our log, encoded a window at
+/// a time as it is pulled. While it is kept, the log is not trimmed above
+/// it, so that the puller finds the ops that follow it in our log once it
+/// has installed it.
 struct SnapshotOut {
     op: u64,
-    bytes: Vec<u8>,
-    digest: u64,
+    stream: CheckpointStream,
     idle_ticks: u64,
 }
 
@@ -83,6 +83,8 @@ struct SnapshotIn {
     op: u64,
     /// 0 until the first chunk tells.
     total_len: u64,
+    /// 0 until a chunk announces it (the source knows it once it has
+    /// encoded the whole snapshot).
     digest: u64,
     bytes: Vec<u8>,
     have: Vec<bool>,
@@ -126,11 +128,6 @@ fn numbers_in_bounds(message: &Message) -> bool {
             | Message::StatusRequest(_)
             | Message::StatusReply(_) => true,
         }
-}
-
-/// Digest of a streamed snapshot (xxh3: at memory speed on GiB states).
-pub fn snapshot_digest(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Digest of a batch: what "the same entry" means to the checkers.
@@ -1813,19 +1810,21 @@ impl Replica {
             && m.op > self.commit
     }
 
-    /// Answers a replica behind our log: encodes a snapshot at commit (or
-    /// reuses the one being pulled) and offers it; the asker pulls it.
+    /// Answers a replica behind our log: freezes our state at commit (or
+    /// reuses the snapshot being pulled) and offers it; the asker pulls it,
+    /// and each window it asks for is encoded then, so that serving a GiB
+    /// costs this replica's loop a window at a time, never the whole state
+    /// at once.
     fn offer_snapshot(&mut self, to: u8, out: &mut Vec<Action>) {
         // Reuse the snapshot being pulled while our log still follows it.
         if self.snapshot_out.as_ref().is_some_and(|s| s.op < self.checkpoint_op) {
             self.snapshot_out = None;
         }
         if self.snapshot_out.is_none() {
-            let Some(bytes) = encode_checkpoint_of(self.app.as_ref(), &self.client_table) else {
-                return; // An app state over 4 GiB cannot be framed.
+            let Some(stream) = CheckpointStream::new(self.app.as_ref(), &self.client_table) else {
+                return; // No memory for it: another replica may answer.
             };
-            let digest = snapshot_digest(&bytes);
-            self.snapshot_out = Some(SnapshotOut { op: self.commit, bytes, digest, idle_ticks: 0 });
+            self.snapshot_out = Some(SnapshotOut { op: self.commit, stream, idle_ticks: 0 });
         }
         let op = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op);
         let state = StateBlob { checkpoint_op: op, snapshot: Vec::new(), entries: Vec::new() };
@@ -1871,7 +1870,11 @@ impl Replica {
             return;
         }
         snapshot.idle_ticks = 0;
-        let total = snapshot.bytes.len() as u64;
+        let total = snapshot.stream.len();
+        snapshot.stream.encode_until(m.offset.saturating_add(SNAPSHOT_WINDOW * CHUNK));
+        // 0 until the whole snapshot is encoded: the chunks sent after that,
+        // the last one among them, tell the puller what to verify.
+        let digest = snapshot.stream.digest().unwrap_or(0);
         let mut offset = m.offset;
         for _ in 0..SNAPSHOT_WINDOW {
             if offset >= total {
@@ -1882,10 +1885,10 @@ impl Replica {
                 view: self.view,
                 snapshot_op: snapshot.op,
                 total_len: total,
-                digest: snapshot.digest,
+                digest,
                 offset,
                 replica: self.config.index,
-                data: snapshot.bytes[offset as usize..end as usize].to_vec(),
+                data: snapshot.stream.encoded()[offset as usize..end as usize].to_vec(),
             };
             out.push(Action::Send { to: from, message: Message::SnapshotChunk(message) });
             offset = end;
@@ -1914,9 +1917,17 @@ impl Replica {
             pull.bytes.resize(len, 0);
             pull.have.resize(chunks as usize, false);
             pull.total_len = m.total_len;
-            pull.digest = m.digest;
-        } else if m.total_len != pull.total_len || m.digest != pull.digest {
+        } else if m.total_len != pull.total_len {
             return;
+        }
+        // The source announces the digest once it has encoded the whole
+        // snapshot (0 before): the last chunk always carries it.
+        if m.digest != 0 {
+            if pull.digest == 0 {
+                pull.digest = m.digest;
+            } else if m.digest != pull.digest {
+                return;
+            }
         }
         // (wire::decode checks these too; the core trusts no caller.)
         let expected = pull.total_len.checked_sub(m.offset).map(|rest| rest.min(CHUNK));
@@ -1980,7 +1991,7 @@ impl Replica {
     /// follows it from its source (whose log is pinned above it).
     fn finish_snapshot(&mut self, out: &mut Vec<Action>) {
         let Some(pull) = self.snapshot_in.take() else { return };
-        if snapshot_digest(&pull.bytes) != pull.digest || pull.op <= self.commit {
+        if pull.digest == 0 || checkpoint_digest(&pull.bytes) != pull.digest || pull.op <= self.commit {
             return; // Corrupt or stale: the next GetState starts over.
         }
         // Our log above the snapshot stays (it may hold ops we acked in an

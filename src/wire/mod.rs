@@ -385,6 +385,8 @@ pub struct SnapshotChunk {
     pub view: u64,
     pub snapshot_op: u64,
     pub total_len: u64,
+    /// xxh3 of the whole snapshot (never 0), or 0 while the source has not
+    /// encoded all of it yet.
     pub digest: u64,
     pub offset: u64,
     pub replica: u8,
