@@ -271,6 +271,8 @@ impl RttEstimator {
 impl<'a> Session<'a> {
     fn new(config: &Config, client_id: u64, liveness: &'a Liveness) -> anyhow::Result<Session<'a>> {
         let socket = UdpSocket::bind("0.0.0.0:0").context("binding client socket")?;
+        // A backstop only: the wait for a reply is a ppoll (wait_readable).
+        socket.set_read_timeout(Some(Duration::from_millis(100))).context("setting client timeout")?;
         Ok(Session {
             liveness,
             socket,
@@ -321,8 +323,12 @@ impl<'a> Session<'a> {
             }
             if now >= resend_at {
                 self.retries += 1;
+                // The first re-send goes to the leader only (a lost datagram
+                // is the likely cause, and a spurious re-send then costs the
+                // others nothing); later ones to every replica, to find a
+                // new leader.
+                self.send(&request, resent)?;
                 resent = true;
-                self.send(&request, true)?;
                 wait = (wait * 2).min(self.rtt.backoff_max());
                 resend_at = now + wait;
             }
@@ -330,7 +336,11 @@ impl<'a> Session<'a> {
             let timeout = resend_at
                 .saturating_duration_since(now)
                 .clamp(Duration::from_micros(100), Duration::from_millis(100));
-            self.socket.set_read_timeout(Some(timeout)).context("setting client timeout")?;
+            // ppoll, not a socket read timeout: that sleeps whole jiffies
+            // (4 ms at HZ=250), which made a 1 ms retransmission take 4-8.
+            if !os::wait_readable(&self.socket, timeout)? {
+                continue;
+            }
             let len = match self.socket.recv_from(&mut self.buf) {
                 // Replies count only from the configured replicas: anyone
                 // else could answer for them.

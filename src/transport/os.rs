@@ -2,6 +2,7 @@
 //! a monotonic clock and a seed source.
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -69,6 +70,29 @@ pub fn bind_udp(address: SocketAddrV4, read_timeout: Option<Duration>) -> anyhow
     let socket: UdpSocket = socket.into();
     socket.set_read_timeout(read_timeout).context("setting socket read timeout")?;
     Ok(socket)
+}
+
+/// Waits until `socket` has a datagram to read or `timeout` has passed;
+/// true if readable. ppoll(2) sleeps on a high-resolution timer, to within
+/// the timer slack (50 us by default), while a socket read timeout
+/// (SO_RCVTIMEO) sleeps whole jiffies: 4 ms at this kernel's HZ=250, which
+/// made every "1 ms" timer (a tick, a retransmission) fire after 4-8 ms.
+pub fn wait_readable(socket: &impl AsRawFd, timeout: Duration) -> anyhow::Result<bool> {
+    let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let spec = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    // SAFETY: one valid pollfd, a valid timespec, no signal mask change.
+    let ready = unsafe { libc::ppoll(&mut poll, 1, &spec, std::ptr::null()) };
+    if ready < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(error).context("waiting for the socket (ppoll)");
+    }
+    Ok(ready > 0)
 }
 
 /// Pins the calling thread to `cpu`.

@@ -26,7 +26,8 @@ use crate::wire::{
 
 /// Length of one core tick. The core's timeouts are in ticks.
 pub const TICK: Duration = Duration::from_millis(1);
-/// Socket read timeout: the loop wakes at least this often to run ticks.
+/// Longest sleep of the loop (ppoll): it wakes at least this often to run
+/// ticks. Also the socket's read timeout, a backstop only.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1);
 /// Most client addresses remembered for replies (one per client id; the
 /// least recently used goes first, see client_addresses).
@@ -265,7 +266,16 @@ impl Runtime<'_> {
         self.execute_actions()?;
         self.flush_sends();
         while !os::stop_requested() {
-            match self.socket.recv_from(&mut buf) {
+            // Sleep until a datagram or the next tick, on a precise timer
+            // (the socket's read timeout, kept as a backstop, sleeps whole
+            // jiffies).
+            let wait = next_tick.saturating_duration_since(Instant::now()).min(RECV_TIMEOUT);
+            let received = if os::wait_readable(&self.socket, wait)? {
+                self.socket.recv_from(&mut buf)
+            } else {
+                Err(std::io::ErrorKind::TimedOut.into())
+            };
+            match received {
                 Ok((len, from)) => {
                     // Read what else is waiting, then prepare it all as one
                     // batch: under load this amortizes a Prepare and its
