@@ -209,6 +209,7 @@ enum CallOutcome {
 struct Session<'a> {
     liveness: &'a Liveness,
     socket: UdpSocket,
+    waiter: os::Waiter,
     replicas: Vec<SocketAddrV4>,
     cluster_id: u32,
     encoder: Encoder,
@@ -271,10 +272,11 @@ impl RttEstimator {
 impl<'a> Session<'a> {
     fn new(config: &Config, client_id: u64, liveness: &'a Liveness) -> anyhow::Result<Session<'a>> {
         let socket = UdpSocket::bind("0.0.0.0:0").context("binding client socket")?;
-        // A backstop only: the wait for a reply is a ppoll (wait_readable).
+        // A backstop only: the wait for a reply is an epoll (os::Waiter).
         socket.set_read_timeout(Some(Duration::from_millis(100))).context("setting client timeout")?;
         Ok(Session {
             liveness,
+            waiter: os::Waiter::new(&socket)?,
             socket,
             replicas: config.replicas.clone(),
             cluster_id: config.cluster_id,
@@ -336,9 +338,9 @@ impl<'a> Session<'a> {
             let timeout = resend_at
                 .saturating_duration_since(now)
                 .clamp(Duration::from_micros(100), Duration::from_millis(100));
-            // ppoll, not a socket read timeout: that sleeps whole jiffies
+            // epoll, not a socket read timeout: that sleeps whole jiffies
             // (4 ms at HZ=250), which made a 1 ms retransmission take 4-8.
-            if !os::wait_readable(&self.socket, timeout)? {
+            if !self.waiter.wait(timeout)? {
                 continue;
             }
             let len = match self.socket.recv_from(&mut self.buf) {

@@ -2,7 +2,7 @@
 //! a monotonic clock and a seed source.
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -72,27 +72,55 @@ pub fn bind_udp(address: SocketAddrV4, read_timeout: Option<Duration>) -> anyhow
     Ok(socket)
 }
 
-/// Waits until `socket` has a datagram to read or `timeout` has passed;
-/// true if readable. ppoll(2) sleeps on a high-resolution timer, to within
-/// the timer slack (50 us by default), while a socket read timeout
-/// (SO_RCVTIMEO) sleeps whole jiffies: 4 ms at this kernel's HZ=250, which
-/// made every "1 ms" timer (a tick, a retransmission) fire after 4-8 ms.
-pub fn wait_readable(socket: &impl AsRawFd, timeout: Duration) -> anyhow::Result<bool> {
-    let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let spec = libc::timespec {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
-    };
-    // SAFETY: one valid pollfd, a valid timespec, no signal mask change.
-    let ready = unsafe { libc::ppoll(&mut poll, 1, &spec, std::ptr::null()) };
-    if ready < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
+/// Sleeps until one socket has a datagram to read or a timeout passes, on
+/// a high-resolution timer (epoll_pwait2(2): to within the timer slack,
+/// 50 us by default). A socket read timeout (SO_RCVTIMEO) sleeps whole
+/// jiffies instead: 4 ms at this kernel's HZ=250, which made every "1 ms"
+/// timer (a tick, a retransmission) fire after 4-8 ms. ppoll(2) is as
+/// precise but measured ~11 us of CPU per wait here against ~6.5 us for
+/// epoll (the socket stays registered between waits).
+pub struct Waiter {
+    epoll: OwnedFd,
+}
+
+impl Waiter {
+    pub fn new(socket: &impl AsRawFd) -> anyhow::Result<Waiter> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("creating an epoll instance");
         }
-        return Err(error).context("waiting for the socket (ppoll)");
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+        // SAFETY: valid descriptors and a valid event.
+        if unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, socket.as_raw_fd(), &mut event) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("registering the socket with epoll");
+        }
+        Ok(Waiter { epoll })
     }
-    Ok(ready > 0)
+
+    /// True if the socket is readable, false once `timeout` passed (or a
+    /// signal came) first.
+    pub fn wait(&self, timeout: Duration) -> anyhow::Result<bool> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }];
+        let spec = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+        };
+        // SAFETY: one valid event slot, a valid timespec, no signal mask.
+        let ready = unsafe {
+            libc::epoll_pwait2(self.epoll.as_raw_fd(), events.as_mut_ptr(), 1, &spec, std::ptr::null())
+        };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(error).context("waiting for the socket (epoll_pwait2)");
+        }
+        Ok(ready > 0)
+    }
 }
 
 /// Pins the calling thread to `cpu`.

@@ -26,7 +26,7 @@ use crate::wire::{
 
 /// Length of one core tick. The core's timeouts are in ticks.
 pub const TICK: Duration = Duration::from_millis(1);
-/// Longest sleep of the loop (ppoll): it wakes at least this often to run
+/// Longest sleep of the loop (epoll): it wakes at least this often to run
 /// ticks. Also the socket's read timeout, a backstop only.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1);
 /// Most client addresses remembered for replies (one per client id; the
@@ -262,6 +262,7 @@ impl Runtime<'_> {
         let mut catching_up = false;
         let mut next_publish = Instant::now();
         let mut next_kernel_read = Instant::now();
+        let waiter = os::Waiter::new(&self.socket)?;
         self.core.start(&mut self.actions);
         self.execute_actions()?;
         self.flush_sends();
@@ -270,7 +271,7 @@ impl Runtime<'_> {
             // (the socket's read timeout, kept as a backstop, sleeps whole
             // jiffies).
             let wait = next_tick.saturating_duration_since(Instant::now()).min(RECV_TIMEOUT);
-            let received = if os::wait_readable(&self.socket, wait)? {
+            let received = if waiter.wait(wait)? {
                 self.socket.recv_from(&mut buf)
             } else {
                 Err(std::io::ErrorKind::TimedOut.into())
