@@ -121,8 +121,6 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 	__u64 base = cfg.window_base_op;
 	if (op >= base + ELECTRODE_QP_WINDOW)
 		return qp_verdict(ELECTRODE_CNT_QP_PASS_WINDOW);
-	if (op < base)
-		return qp_verdict(ELECTRODE_CNT_QP_DROP_REDUNDANT); /* already committed */
 
 	/* Bit i set: replica i is a follower. arm keeps replica_count <=
 	 * MAX_REPLICAS and self_index below it; the masks keep the shifts
@@ -148,7 +146,21 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 	}
 	/* Ops below the window count as having a quorum: user space committed them. */
 	__u64 quorum_before = st->quorum_op > base - 1 ? st->quorum_op : base - 1;
-	if (op <= st->acked_op[replica]) {
+	if (op < base) {
+		/* Already committed. acked_op still follows the follower (user
+		 * space reads it to know how far a lagging follower got), and a
+		 * repeat of its last ack passes: a follower re-acks the same op
+		 * when Prepares past a gap reach it, and user space re-sends the
+		 * missing one on that (fast retransmit). First acks drop: pruning
+		 * late acks is this program's purpose. */
+		if (op == st->acked_op[replica]) {
+			counter = ELECTRODE_CNT_QP_PASS_AFTER_QUORUM;
+		} else {
+			if (op > st->acked_op[replica])
+				st->acked_op[replica] = op;
+			counter = ELECTRODE_CNT_QP_DROP_REDUNDANT;
+		}
+	} else if (op <= st->acked_op[replica]) {
 		counter = op <= quorum_before ? ELECTRODE_CNT_QP_PASS_AFTER_QUORUM
 					      : ELECTRODE_CNT_QP_DROP_REDUNDANT;
 	} else {

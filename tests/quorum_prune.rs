@@ -231,8 +231,8 @@ fn an_ack_for_op_n_vouches_for_every_earlier_op_of_its_replica() {
 }
 
 #[test]
-fn acks_outside_the_window_pass_above_and_drop_below_and_the_window_advances() {
-    if !require_root("acks_outside_the_window_pass_above_and_drop_below_and_the_window_advances") {
+fn acks_outside_the_window_pass_above_and_record_below_and_the_window_advances() {
+    if !require_root("acks_outside_the_window_pass_above_and_record_below_and_the_window_advances") {
         return;
     }
     let loaded = load(3);
@@ -246,11 +246,12 @@ fn acks_outside_the_window_pass_above_and_drop_below_and_the_window_advances() {
     expect(&loaded, "last op of the window", &ack(0, top - 1, 1), PASS, pass_quorum());
     assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (top - 1, acked(&[0, top - 1])));
 
-    // User space committed ops below 60: their acks carry nothing it needs.
+    // User space committed ops below 60: a first ack of one drops, but
+    // acked_op records how far that follower got.
     loaded.advance_window(60).expect("advance");
     assert_eq!(state(&loaded).window_base_op, 60);
     expect(&loaded, "op below the new base", &ack(0, 59, 2), DROP, drop_redundant());
-    assert_eq!(state(&loaded).acked_op, acked(&[0, top - 1]), "below the window is not recorded");
+    assert_eq!(state(&loaded).acked_op, acked(&[0, top - 1, 59]), "a lagging follower's position");
     expect_acks(&loaded, 59, None);
     expect_acks(&loaded, 60, Some(0b010));
 
@@ -405,9 +406,16 @@ fn a_lost_quorum_ack_is_recovered_from_the_map_and_by_retransmission() {
     expect(&loaded, "first ack of replica 4", &ack(0, 1, 4), DROP, drop_redundant());
     assert_eq!((state(&loaded).quorum_op, state(&loaded).acked_op), (1, acked(&[0, 1, 1, 1, 1])));
 
-    // Once user space has committed op 1 and moved the window, repeats drop.
-    loaded.advance_window(2).expect("advance");
-    expect(&loaded, "re-ack after commit", &ack(0, 1, 1), DROP, drop_redundant());
+    // Once user space has committed op 1 and moved the window, a repeat of
+    // a follower's last ack still passes (a follower past a gap re-acks its
+    // head: the leader re-sends what it lacks), and a late first ack moves
+    // acked_op (how far that follower got) and drops.
+    loaded.advance_window(3).expect("advance");
+    expect(&loaded, "re-ack after commit", &ack(0, 1, 1), PASS, pass_after_quorum());
+    expect(&loaded, "late ack after commit", &ack(0, 2, 3), DROP, drop_redundant());
+    assert_eq!(state(&loaded).acked_op, acked(&[0, 1, 1, 2, 1]));
+    expect(&loaded, "its repeat", &ack(0, 2, 3), PASS, pass_after_quorum());
+    expect(&loaded, "an older one", &ack(0, 1, 3), DROP, drop_redundant());
 }
 
 #[test]
@@ -600,11 +608,17 @@ impl PruneModel {
         if op >= self.base + WINDOW_OPS {
             return PASS;
         }
-        if op < self.base {
-            return DROP;
-        }
         let quorum_before = self.quorum_op.max(self.base - 1);
         let slot = usize::from(replica);
+        if op < self.base {
+            // Committed: a repeat of the follower's last ack passes (a gap
+            // signal); a first ack moves acked_op and drops.
+            if op == self.acked_op[slot] {
+                return PASS;
+            }
+            self.acked_op[slot] = self.acked_op[slot].max(op);
+            return DROP;
+        }
         if op <= self.acked_op[slot] {
             return if op <= quorum_before { PASS } else { DROP };
         }

@@ -326,24 +326,26 @@ impl<'a> Kernel<'a> {
         acks
     }
 
-    /// Every KERNEL_POLL_TICKS ticks: re-read state the kernel changes on
-    /// its own. Returns acks to feed to the core (quorum pruning).
+    /// Every tick: the followers' acks the kernel recorded (quorum
+    /// pruning); every KERNEL_POLL_TICKS ticks: other state the kernel
+    /// changes on its own. Returns acks to feed to the core.
     pub fn on_tick(&mut self, core: &Replica) -> anyhow::Result<Vec<(u8, crate::wire::PrepareOk)>> {
         self.ticks += 1;
         #[cfg_attr(not(feature = "fast_quorum_prune"), allow(unused_mut))]
         let mut acks = Vec::new();
-        if self.ticks % KERNEL_POLL_TICKS != 0 {
-            return Ok(acks);
-        }
         #[cfg(feature = "fast_quorum_prune")]
         if let Some((view, _)) = self.quorum_armed {
             // A passed ack may have been lost after XDP (full socket
             // buffer): the map still has it, and the core gets it here.
+            // So does a lagging follower's position (its acks of committed
+            // ops drop in XDP): the core's per-follower retransmission
+            // clock needs it each tick, or it re-sends to a follower that
+            // is only pruned, not behind.
             let state = self.loaded.leader_state()?;
             if state.armed && state.view == view {
                 for replica in 0..self.peers.len() {
                     let op = state.acked_op[replica];
-                    if replica != self.index as usize && op > self.acks_fed[replica] && op > core.commit() {
+                    if replica != self.index as usize && op > self.acks_fed[replica] {
                         self.acks_fed[replica] = op;
                         self.counters.acks_from_map += 1;
                         acks.push((
@@ -353,6 +355,9 @@ impl<'a> Kernel<'a> {
                     }
                 }
             }
+        }
+        if self.ticks % KERNEL_POLL_TICKS != 0 {
+            return Ok(acks);
         }
         #[cfg(feature = "tc_broadcast")]
         if self.ticks % NEIGHBOUR_POLL_TICKS == 0 && self.coverage.iter().filter(|c| !**c).count() > 1 {

@@ -173,6 +173,13 @@ pub struct Replica {
     /// Per follower, the ack after which we last re-sent a Prepare on a
     /// duplicate ack (one fast retransmission per gap).
     fast_retransmitted: Vec<Option<u64>>,
+    /// Per follower, ticks since its ack last advanced while it lacked ops
+    /// we hold: its own retransmission clock. (A clock shared by all
+    /// followers restarts whenever commit moves, and at saturation commit
+    /// moves on the other followers' acks: a follower behind a lost
+    /// Prepare then waited for state transfer, 30 ms, while the leader
+    /// depended on the rest alone.)
+    follower_stall_ticks: Vec<u64>,
     /// Ticks since the leader last sent to all followers.
     idle_ticks: u64,
     /// Ticks since the uncommitted prepares were (re)sent or commit moved.
@@ -310,6 +317,7 @@ impl Replica {
             pending: HashMap::new(),
             acked: vec![0; n],
             fast_retransmitted: vec![None; n],
+            follower_stall_ticks: vec![0; n],
             idle_ticks: 0,
             retransmit_ticks: 0,
             commit_ticks_x8: 0,
@@ -756,6 +764,7 @@ impl Replica {
     fn view_reset(&mut self) {
         self.acked.iter_mut().for_each(|a| *a = 0);
         self.fast_retransmitted.iter_mut().for_each(|a| *a = None);
+        self.follower_stall_ticks.iter_mut().for_each(|t| *t = 0);
         self.start_view_change_from.iter_mut().for_each(|v| *v = false);
         self.do_view_change_from.iter_mut().for_each(|d| *d = None);
         self.do_view_change_sent = false;
@@ -1249,6 +1258,9 @@ impl Replica {
         let duplicate = op == *acked
             && op < self.op
             && self.commit - op.min(self.commit) <= self.config.pipeline_max as u64;
+        if op > *acked {
+            self.follower_stall_ticks[from as usize] = 0;
+        }
         *acked = (*acked).max(op);
         if duplicate && self.fast_retransmitted[from as usize] != Some(op) {
             // The follower holds Prepares past a gap at op + 1: re-send it
@@ -1323,9 +1335,12 @@ impl Replica {
             Status::Normal if self.is_leader() => {
                 self.idle_ticks += 1;
                 self.retransmit_ticks += 1;
-                if self.op > self.commit && self.retransmit_ticks >= self.prepare_timeout_ticks() {
-                    self.on_prepare_timeout(out);
+                let timeout = self.prepare_timeout_ticks();
+                if self.op > self.commit && self.retransmit_ticks >= timeout {
+                    // (The commit-time EWMA samples at most one timeout.)
+                    self.retransmit_ticks = 0;
                 }
+                self.on_follower_ticks(timeout, out);
                 if self.idle_ticks >= self.config.heartbeat_interval_ticks {
                     self.send_commit(out);
                 }
@@ -1387,17 +1402,29 @@ impl Replica {
         }
     }
 
-    /// Leader: re-sends uncommitted Prepares to followers that lack them.
-    fn on_prepare_timeout(&mut self, out: &mut Vec<Action>) {
-        self.retransmit_ticks = 0;
+    /// Leader, every tick: a follower whose ack has not moved for `timeout`
+    /// ticks while it lacks ops we hold gets them again (and may have a
+    /// fast retransmission again).
+    fn on_follower_ticks(&mut self, timeout: u64, out: &mut Vec<Action>) {
         for replica in 0..self.config.replica_count {
             if replica == self.config.index {
                 continue;
             }
+            let r = replica as usize;
+            if self.acked[r] >= self.op {
+                self.follower_stall_ticks[r] = 0;
+                continue;
+            }
+            self.follower_stall_ticks[r] += 1;
+            if self.follower_stall_ticks[r] < timeout {
+                continue;
+            }
+            self.follower_stall_ticks[r] = 0;
+            self.fast_retransmitted[r] = None;
             // A follower just behind commit (a lost Prepare the others
             // acked) gets the ops it lacks; one further behind catches up
             // by state transfer.
-            let acked = self.acked[replica as usize];
+            let acked = self.acked[r];
             let near = self.commit - acked.min(self.commit) <= self.config.pipeline_max as u64;
             let from = if near { acked + 1 } else { self.commit + 1 };
             let to = self.op.min(from + self.uncommitted_max() - 1);
