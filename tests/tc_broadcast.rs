@@ -1050,14 +1050,15 @@ impl TcModel {
                 l4_csum_replace(&mut out, udp_check, old, csum_word(&port));
                 out[udp + 2..udp + 4].copy_from_slice(&port);
             }
-            counters.tc_copies += 1;
             if k + 1 < eligible.len() {
                 if !self.lo_up {
+                    // Refused: no copy for this follower, none for the rest.
                     counters.tc_error = 1;
                     return Want::Ran { verdict: tc_action::SHOT, out, clones, counters: Box::new(counters) };
                 }
                 clones.push(out.clone());
             }
+            counters.tc_copies += 1; // sent: a clone, or the original (last)
         }
         Want::Ran { verdict: tc_action::OK, out, clones, counters: Box::new(counters) }
     }
@@ -1775,9 +1776,10 @@ fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
                 reach.gso += u64::from(gso_size != 0);
                 match fuzz.run_tc(note, &tap) {
                     None => reach.refused += 1,
-                    Some(counted) if counted.tc_copies > 0 => {
+                    Some(counted) if counted.tc_marked == 1 && counted.tc_no_target == 0 => {
                         reach.fanned_out += 1;
-                        reach.clones += counted.tc_copies - 1;
+                        // Every copy sent but the original is a clone.
+                        reach.clones += counted.tc_copies - u64::from(counted.tc_error == 0);
                         reach.fanned_out_with_ip_options += u64::from(options);
                         reach.fanned_out_lo_down += u64::from(!fuzz.model.lo_up);
                     }
