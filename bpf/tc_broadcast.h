@@ -167,7 +167,13 @@ static __always_inline int tc_rewrite(struct __sk_buff *skb, const struct tc_off
 }
 
 /* Second pass for replica `index`: rewrite, then clone unless it is the
- * last one (which leaves as the original). Returns -1 on a helper error. */
+ * last one (which leaves as the original). Returns -1 on a helper error.
+ *
+ * A copy is counted once it is on its way (ELECTRODE_CNT_TC_COPIES: copies
+ * sent): a clone bpf_clone_redirect refused (any non-zero return) never
+ * left, and the original is then dropped, so counting it would report a
+ * copy for a follower that got none. The fuzz in tests/tc_broadcast.rs
+ * checks the count with every clone refused (`lo` down). */
 static __always_inline int tc_emit(struct __sk_buff *skb, const struct tc_offsets *off,
 				   const struct tc_dest *dests, __u32 index, __u32 *remaining,
 				   __be32 *cur_ip, __be16 *cur_port)
@@ -177,13 +183,12 @@ static __always_inline int tc_emit(struct __sk_buff *skb, const struct tc_offset
 	*remaining &= ~(1u << index);
 	if (tc_rewrite(skb, off, &dests[index], cur_ip, cur_port))
 		return -1;
-	count(ELECTRODE_CNT_TC_COPIES);
-	if (!*remaining)
-		return 0; /* the original is this copy */
 	/* Flags 0: to the egress of our own device; the clone re-enters this
-	 * program unmarked and passes. */
-	if (bpf_clone_redirect(skb, skb->ifindex, 0))
+	 * program unmarked and passes. The last copy is the original itself,
+	 * sent when the program returns TC_ACT_OK right after. */
+	if (*remaining && bpf_clone_redirect(skb, skb->ifindex, 0))
 		return -1;
+	count(ELECTRODE_CNT_TC_COPIES);
 	return 0;
 }
 

@@ -1,11 +1,15 @@
 //! tc_broadcast tests (root): `electrode_tc` on crafted frames with
 //! BPF_PROG_TEST_RUN, MAC learning by `electrode_xdp`, the clsact attach
-//! guard, and one sendto fanned out to every follower across namespaces.
+//! guard, one sendto fanned out to every follower across namespaces, and
+//! a fuzz of both programs against a model (10^5 frames,
+//! ELECTRODE_FUZZ_SEED / ELECTRODE_FUZZ_FRAMES to replay or resize).
 //!
 //! Test runs of a tc program clone to the `lo` of the calling thread's netns
 //! (PLATFORM gotcha 3), so every test runs on a thread inside a throwaway
 //! namespace of its own. Checksums are checked with the independent
-//! implementation below, never with the kernel's.
+//! implementation below, never with the kernel's; the fuzz model also
+//! repeats the kernel helpers' incremental arithmetic, the only way to
+//! predict the bytes of a frame whose checksum was wrong to begin with.
 
 mod common;
 
@@ -775,4 +779,1044 @@ fn macs_are_learned_only_from_the_address_table_entry() {
         assert_eq!(learned(&loaded), 1);
         assert_eq!(loaded.broadcast_macs().expect("macs"), [None, None, Some(f2.mac)]);
     });
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz against a model (issue 12 item 6)
+// ---------------------------------------------------------------------------
+//
+// `TcModel` is bpf/tc_broadcast.h read rule by rule: for any frame, what
+// electrode_tc returns, the bytes it leaves, the clones it sends and the
+// counter it bumps; for any frame electrode_xdp sees, what broadcast_learn
+// stores in broadcast_macs. The fuzz drives both programs with the same
+// maps and user-space calls (targets, arm, disarm) the runtime makes, and
+// compares verdict, bytes, clones and MACs after every frame, the counters
+// every few frames. The clones are read from `lo` (LoTap below).
+//
+// What a test run cannot show, so the model leaves it out:
+// - clones re-entering electrode_tc: a test run's clones go to `lo`, where
+//   nothing is attached (the fan_out tests count the re-entry on a veth);
+// - CHECKSUM_PARTIAL and CHECKSUM_COMPLETE skbs: a test run's skb is always
+//   CHECKSUM_NONE, so the helpers always update the checksum in the packet
+//   (fan_out checks a partial checksum end to end, on the receivers);
+// - rewrite helpers failing: every offset they get lies inside a length
+//   the program has checked, so they cannot fail on a test run's linear
+//   skb. The one failure the fuzz can cause is bpf_clone_redirect's: with
+//   `lo` down every clone is refused;
+// - the checks that only a map user space never writes could trip
+//   (a target at or above replica_count, or at self_index: both refused by
+//   set_broadcast_targets): the model has them, no frame can tell.
+
+use common::{classify, fuzz_plan, sample_messages};
+use electrode::transport::os::SplitMix;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const MAX_REPLICAS: usize = consts::MAX_REPLICAS as usize;
+/// Frames per loaded object; each object gets a new replica count.
+const FUZZ_FRAMES_PER_LOAD: u64 = 5_000;
+/// Reading the per-CPU counters takes 64 map lookups, more than half of a
+/// frame's time in a debug build, so they are compared every few frames;
+/// a mismatch names every frame since the last comparison.
+const COUNTER_CHECK_EVERY: usize = 4;
+
+fn chance(rng: &mut SplitMix, percent: u64) -> bool {
+    rng.below(100) < percent
+}
+
+fn pick<'a, T>(rng: &mut SplitMix, items: &'a [T]) -> &'a T {
+    &items[rng.below(items.len() as u64) as usize]
+}
+
+// Checksum arithmetic exactly as the kernel helpers do it
+// (include/net/checksum.h). They update a checksum incrementally, so on a
+// fuzzed frame whose checksum was already wrong only the same arithmetic
+// predicts the result, and 0 versus 0xffff depends on its details. Words
+// are taken from the packet as the CPU loads them (native byte order), as
+// the kernel does.
+
+fn csum_add(a: u32, b: u32) -> u32 {
+    let sum = a.wrapping_add(b);
+    sum.wrapping_add(u32::from(sum < b))
+}
+
+fn csum_fold(sum: u32) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// The packet bytes of a 2- or 4-byte field as the helper's `from`/`to`
+/// argument (a 2-byte one is widened: inet_proto_csum_replace2 calls
+/// inet_proto_csum_replace4).
+fn csum_word(bytes: &[u8]) -> u32 {
+    match bytes.len() {
+        2 => u32::from(u16::from_ne_bytes([bytes[0], bytes[1]])),
+        4 => u32::from_ne_bytes(bytes.try_into().expect("4 bytes")),
+        len => panic!("a {len}-byte checksum word"),
+    }
+}
+
+/// csum_replace4 on the checksum at `at`: bpf_l3_csum_replace, and
+/// bpf_l4_csum_replace on an skb that is not CHECKSUM_PARTIAL.
+fn csum_replace(frame: &mut [u8], at: usize, from: u32, to: u32) {
+    let sum = u32::from(u16::from_ne_bytes([frame[at], frame[at + 1]]));
+    let new = csum_fold(csum_add(csum_add(!sum, !from), to));
+    frame[at..at + 2].copy_from_slice(&new.to_ne_bytes());
+}
+
+/// bpf_l4_csum_replace with BPF_F_MARK_MANGLED_0: a 0 ("no checksum") UDP
+/// checksum stays 0, and a result of 0 is stored as 0xffff.
+fn l4_csum_replace(frame: &mut [u8], at: usize, from: u32, to: u32) {
+    if frame[at..at + 2] == [0, 0] {
+        return;
+    }
+    csum_replace(frame, at, from, to);
+    if frame[at..at + 2] == [0, 0] {
+        frame[at..at + 2].copy_from_slice(&[0xff, 0xff]);
+    }
+}
+
+/// What user space last wrote to broadcast_config.
+#[derive(Clone, Copy, Debug, Default)]
+struct ConfigModel {
+    self_port: u16,
+    self_index: u8,
+    replica_count: u8,
+    armed: bool,
+}
+
+/// The kernel state electrode_tc and broadcast_learn read, as the model
+/// tracks it from the calls the fuzz makes.
+#[derive(Debug)]
+struct TcModel {
+    /// The replica count the object was loaded with (rodata; user space
+    /// also writes it into every broadcast_config).
+    replica_count: u8,
+    /// replica_addrs, once written.
+    members: Option<Vec<SocketAddrV4>>,
+    config: ConfigModel,
+    targets: [Option<SocketAddrV4>; MAX_REPLICAS],
+    macs: [Option<[u8; 6]>; MAX_REPLICAS],
+    /// Whether the namespace's `lo`, where test-run clones go, is up.
+    lo_up: bool,
+}
+
+/// What one BPF_PROG_TEST_RUN must give.
+#[derive(Debug, PartialEq)]
+enum Want {
+    /// The kernel refuses a frame shorter than an Ethernet header (EINVAL).
+    Refused,
+    /// An IPv4 (IPv6) frame shorter than its network header: kernels with
+    /// the 2026 test_run fix ("reject ... short network headers", in
+    /// 6.18.y) refuse it, older ones run it and the program passes it as
+    /// not ours.
+    ShortNetworkHeader,
+    Ran {
+        verdict: u32,
+        out: Vec<u8>,
+        clones: Vec<Vec<u8>>,
+        /// Boxed: Counters holds every counter of the map.
+        counters: Box<Counters>,
+    },
+}
+
+impl TcModel {
+    fn new(replica_count: u8) -> TcModel {
+        TcModel {
+            replica_count,
+            members: None,
+            config: ConfigModel::default(),
+            targets: [None; MAX_REPLICAS],
+            macs: [None; MAX_REPLICAS],
+            lo_up: true,
+        }
+    }
+
+    /// Loaded::set_broadcast_targets: config rewritten disarmed; a target
+    /// whose address changed (a slot not in use counts as 0.0.0.0:0)
+    /// forgets its MAC.
+    fn set_targets(&mut self, self_index: u8, self_port: u16, targets: &[(u8, SocketAddrV4)]) {
+        let mut wanted = [None; MAX_REPLICAS];
+        for &(index, addr) in targets {
+            wanted[usize::from(index)] = Some(addr);
+        }
+        for (index, addr) in wanted.iter().enumerate() {
+            if self.targets[index] != *addr {
+                self.macs[index] = None;
+            }
+        }
+        self.targets = wanted;
+        self.config = ConfigModel { self_port, self_index, replica_count: self.replica_count, armed: false };
+    }
+
+    /// Loaded::arm_broadcast: false when it must refuse (no address table,
+    /// or no targets set yet), which writes nothing.
+    fn arm(&mut self, armed: bool) -> bool {
+        if armed && (self.members.is_none() || self.config.self_port == 0) {
+            return false;
+        }
+        self.config.armed = armed;
+        self.config.replica_count = self.replica_count;
+        true
+    }
+
+    /// electrode_tc on `frame` (an skb with `gso_size`).
+    fn tc(&self, frame: &[u8], gso_size: u32) -> Want {
+        if frame.len() < 14 {
+            return Want::Refused;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if (ethertype == 0x0800 && frame.len() < 14 + 20) || (ethertype == 0x86dd && frame.len() < 14 + 40) {
+            return Want::ShortNetworkHeader;
+        }
+        let untouched = |counters| Want::Ran {
+            verdict: tc_action::OK,
+            out: frame.to_vec(),
+            clones: vec![],
+            counters: Box::new(counters),
+        };
+        let be16 = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+        let other = Counters { tc_pass_other: 1, ..Counters::default() };
+        // Ethernet, IPv4 and UDP headers must load, UDP from our port.
+        if be16(12) != 0x0800 || frame.len() < 34 {
+            return untouched(other);
+        }
+        let (version, ihl) = (frame[14] >> 4, usize::from(frame[14] & 0x0f));
+        if version != 4 || frame[23] != 17 || ihl < 5 {
+            return untouched(other);
+        }
+        let udp = 14 + 4 * ihl;
+        if frame.len() < udp + 8 || be16(udp) != self.config.self_port {
+            return untouched(other);
+        }
+        // From our port: a well-formed datagram of our cluster, or counted.
+        let udp_len = usize::from(be16(udp + 4));
+        let hdr = udp + 8;
+        if gso_size != 0
+            || be16(20) & 0x3fff != 0
+            || !(8 + 24..=8 + wire::MAX_DATAGRAM_LEN).contains(&udp_len)
+            || udp + udp_len > frame.len()
+            || frame[hdr..hdr + 4] != consts::MAGIC.to_be_bytes()
+            || u32::from(frame[hdr + 4]) != consts::PROTOCOL_VERSION
+            || frame[hdr + 8..hdr + 12] != CLUSTER_ID.to_be_bytes()
+            || usize::from(be16(hdr + 12)) + 24 + 8 != udp_len
+        {
+            return untouched(Counters { tc_malformed: 1, ..Counters::default() });
+        }
+        let flags = frame[hdr + 7];
+        if flags & BROADCAST == 0 {
+            return untouched(Counters { tc_pass_unmarked: 1, ..Counters::default() });
+        }
+        let mut counters = Counters { tc_marked: 1, ..Counters::default() };
+        let config = self.config;
+        let eligible: Vec<usize> = (0..MAX_REPLICAS)
+            .filter(|&i| {
+                config.armed
+                    && i < usize::from(config.replica_count)
+                    && i != usize::from(config.self_index)
+                    && self.targets[i].is_some()
+                    && self.macs[i].is_some()
+            })
+            .collect();
+        if eligible.is_empty() {
+            counters.tc_no_target = 1;
+            return untouched(counters);
+        }
+
+        // The flag goes first, then each follower in index order: MAC, IP
+        // (pseudo-header and IP checksum), port; a clone for all but the
+        // last, which leaves as the original.
+        let mut out = frame.to_vec();
+        let udp_check = udp + 6;
+        let word = hdr + 6; // sender and flags: one 16-bit word of the sum
+        let cleared = [frame[word], flags & !BROADCAST];
+        let old = csum_word(&out[word..word + 2]);
+        l4_csum_replace(&mut out, udp_check, old, csum_word(&cleared));
+        out[word..word + 2].copy_from_slice(&cleared);
+        let mut clones = Vec::new();
+        for (k, &index) in eligible.iter().enumerate() {
+            let addr = self.targets[index].expect("eligible");
+            out[..6].copy_from_slice(&self.macs[index].expect("eligible"));
+            let ip = addr.ip().octets();
+            if out[30..34] != ip {
+                let (old, new) = (csum_word(&out[30..34]), csum_word(&ip));
+                l4_csum_replace(&mut out, udp_check, old, new);
+                csum_replace(&mut out, 24, old, new);
+                out[30..34].copy_from_slice(&ip);
+            }
+            let port = addr.port().to_be_bytes();
+            if out[udp + 2..udp + 4] != port {
+                let old = csum_word(&out[udp + 2..udp + 4]);
+                l4_csum_replace(&mut out, udp_check, old, csum_word(&port));
+                out[udp + 2..udp + 4].copy_from_slice(&port);
+            }
+            if k + 1 < eligible.len() {
+                if !self.lo_up {
+                    // Refused: no copy for this follower, none for the rest.
+                    counters.tc_error = 1;
+                    return Want::Ran { verdict: tc_action::SHOT, out, clones, counters: Box::new(counters) };
+                }
+                clones.push(out.clone());
+            }
+            counters.tc_copies += 1; // sent: a clone, or the original (last)
+        }
+        Want::Ran { verdict: tc_action::OK, out, clones, counters: Box::new(counters) }
+    }
+
+    /// electrode_xdp on `frame` as far as tc_broadcast sees it: None if the
+    /// kernel refuses the test run, else whether broadcast_learn stored a
+    /// new MAC (the model's MACs are updated).
+    fn xdp(&mut self, frame: &[u8]) -> Option<bool> {
+        if frame.len() < 14 {
+            return None;
+        }
+        Some(self.learn(frame))
+    }
+
+    fn learn(&mut self, frame: &[u8]) -> bool {
+        // parse_frame (bpf/parse.h): a well-formed datagram to our port.
+        let be16 = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+        if be16(12) != 0x0800 || frame.len() < 34 || frame[23] != 17 || frame[14] >> 4 != 4 {
+            return false;
+        }
+        let udp = 14 + 4 * usize::from(frame[14] & 0x0f);
+        if udp < 34 || frame.len() < udp + 8 || be16(udp + 2) != PORT || be16(20) & 0x3fff != 0 {
+            return false;
+        }
+        let udp_len = usize::from(be16(udp + 4));
+        if !(8 + 24..=8 + wire::MAX_DATAGRAM_LEN).contains(&udp_len) || udp + udp_len > frame.len() {
+            return false;
+        }
+        let Some((_, sender, _, _)) = classify(&frame[udp + 8..udp + udp_len], CLUSTER_ID) else {
+            return false;
+        };
+        // broadcast_learn: a follower's target, and the source is both its
+        // configured address (membership rule) and its target address.
+        let index = usize::from(sender);
+        let config = self.config;
+        if index >= MAX_REPLICAS
+            || index >= usize::from(config.replica_count)
+            || index == usize::from(config.self_index)
+        {
+            return false;
+        }
+        let Some(target) = self.targets[index] else { return false };
+        let member = self.members.as_ref().and_then(|members| members.get(index).copied());
+        let ip: [u8; 4] = frame[26..30].try_into().expect("4 bytes");
+        let source = SocketAddrV4::new(Ipv4Addr::from(ip), be16(udp));
+        if index >= usize::from(self.replica_count) || member != Some(source) || target != source {
+            return false;
+        }
+        let mac: [u8; 6] = frame[6..12].try_into().expect("6 bytes");
+        if self.macs[index] == Some(mac) {
+            return false;
+        }
+        self.macs[index] = Some(mac);
+        true
+    }
+}
+
+/// The tc_broadcast counters of `counters`, others zero.
+fn tc_part(counters: &Counters) -> Counters {
+    Counters {
+        tc_marked: counters.tc_marked,
+        tc_copies: counters.tc_copies,
+        tc_error: counters.tc_error,
+        tc_no_target: counters.tc_no_target,
+        tc_pass_unmarked: counters.tc_pass_unmarked,
+        tc_pass_other: counters.tc_pass_other,
+        tc_malformed: counters.tc_malformed,
+        tc_mac_learned: counters.tc_mac_learned,
+        ..Counters::default()
+    }
+}
+
+fn add_tc(total: &mut Counters, delta: &Counters) {
+    total.tc_marked += delta.tc_marked;
+    total.tc_copies += delta.tc_copies;
+    total.tc_error += delta.tc_error;
+    total.tc_no_target += delta.tc_no_target;
+    total.tc_pass_unmarked += delta.tc_pass_unmarked;
+    total.tc_pass_other += delta.tc_pass_other;
+    total.tc_malformed += delta.tc_malformed;
+    total.tc_mac_learned += delta.tc_mac_learned;
+}
+
+/// Every frame sent on the namespace's `lo`, where a test run's clones go
+/// (PLATFORM gotcha 3). The packet socket gets each clone synchronously,
+/// inside bpf_clone_redirect (dev_queue_xmit_nit runs before
+/// loopback_xmit), so after a test run its clones are all queued, in the
+/// order they were made. A classic BPF filter keeps only PACKET_OUTGOING:
+/// the same frames coming back in through `lo` are not clones.
+struct LoTap(OwnedFd);
+
+impl LoTap {
+    fn open() -> LoTap {
+        let all = i32::from((libc::ETH_P_ALL as u16).to_be());
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, all)
+        };
+        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a socket we just opened and own.
+        let tap = LoTap(unsafe { OwnedFd::from_raw_fd(fd) });
+        let filter = [
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: u32::from(libc::PACKET_OUTGOING),
+            },
+            libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: u32::MAX },
+            libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 },
+        ];
+        let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+        tap.set_option(libc::SO_ATTACH_FILTER, &program);
+        tap.set_option(libc::SO_RCVBUFFORCE, &(8i32 << 20));
+        let lo = nix::net::if_::if_nametoindex("lo").expect("ifindex of lo");
+        // SAFETY: sockaddr_ll is plain old data; all zeroes is valid.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        address.sll_ifindex = lo as i32;
+        // SAFETY: address is a valid sockaddr_ll of the length given.
+        let bound = unsafe {
+            libc::bind(
+                tap.0.as_raw_fd(),
+                (&address as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(bound, 0, "bind packet socket to lo: {}", std::io::Error::last_os_error());
+        tap.drain(); // anything from before the filter
+        tap
+    }
+
+    fn set_option<T>(&self, name: libc::c_int, value: &T) {
+        // SAFETY: value points to a live T of the length given.
+        let set = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (value as *const T).cast(),
+                std::mem::size_of::<T>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "setsockopt {name} on the packet socket: {}", std::io::Error::last_os_error());
+    }
+
+    /// Brings `lo` up or down (SIOCSIFFLAGS, in the calling thread's
+    /// namespace). Down, it refuses every clone.
+    fn set_lo_up(&self, up: bool) {
+        // SAFETY: ifreq is plain old data; all zeroes is valid.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo") {
+            *slot = *byte as libc::c_char;
+        }
+        // SAFETY: request is a valid ifreq naming lo; the kernel fills
+        // ifru_flags, the union member read and written below.
+        unsafe {
+            assert_eq!(
+                libc::ioctl(self.0.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request),
+                0,
+                "SIOCGIFFLAGS lo"
+            );
+            let flags = &mut request.ifr_ifru.ifru_flags;
+            *flags = if up {
+                *flags | libc::IFF_UP as libc::c_short
+            } else {
+                *flags & !(libc::IFF_UP as libc::c_short)
+            };
+            let set = libc::ioctl(self.0.as_raw_fd(), libc::SIOCSIFFLAGS, &request);
+            assert_eq!(set, 0, "SIOCSIFFLAGS lo: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// The frames queued since the last call.
+    fn drain(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            // SAFETY: buf is writable for its whole length.
+            let len = unsafe {
+                libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            };
+            if len >= 0 {
+                frames.push(buf[..len as usize].to_vec());
+                continue;
+            }
+            let error = std::io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::EAGAIN) => return frames,
+                // Reported once after `lo` went down; the socket is bound
+                // again when it comes up.
+                Some(libc::ENETDOWN) | Some(libc::EINTR) => continue,
+                _ => panic!("recv on the packet socket: {error}"),
+            }
+        }
+    }
+}
+
+/// What the fuzz reached, so a change that makes it miss a path fails.
+#[derive(Debug, Default)]
+struct FuzzReach {
+    tc_frames: u64,
+    xdp_frames: u64,
+    /// Frames BPF_PROG_TEST_RUN refused (too short).
+    refused: u64,
+    /// Marked frames rewritten for at least one follower.
+    fanned_out: u64,
+    /// Clones seen on `lo`.
+    clones: u64,
+    fanned_out_with_ip_options: u64,
+    /// Frames run as a GSO skb.
+    gso: u64,
+    /// Objects loaded (one replica count each).
+    loads: u64,
+    /// Frames fanned out while `lo` was down.
+    fanned_out_lo_down: u64,
+}
+
+/// The messages frames are made of: one of every type, and Prepares from
+/// one small request to a datagram nearly full.
+fn fuzz_messages(rng: &mut SplitMix) -> Vec<Message> {
+    let mut messages = sample_messages();
+    for (requests, op_len_max) in [(1u64, 200u64), (3, 30), (12, 60), (32, 12)] {
+        let batch = (0..requests)
+            .map(|i| wire::Request {
+                client_id: rng.next_u64(),
+                request_number: i + 1,
+                op: vec![b'a' + (i % 26) as u8; rng.below(op_len_max) as usize],
+            })
+            .collect();
+        let op = 1 + rng.below(1000);
+        messages.push(Message::Prepare(wire::Prepare { view: rng.below(4), op, commit: op - 1, batch }));
+    }
+    messages
+}
+
+/// `frame` with IP options inserted after the 20-byte IPv4 header, its
+/// length fields and checksum fixed (the UDP checksum does not cover them).
+fn with_ip_options(mut frame: Vec<u8>, options: &[u8]) -> Vec<u8> {
+    assert!(options.len() % 4 == 0 && options.len() <= 40);
+    let ihl = 5 + options.len() / 4;
+    frame.splice(34..34, options.iter().copied());
+    frame[14] = 0x40 | ihl as u8;
+    let total_len = (frame.len() - 14) as u16;
+    frame[16..18].copy_from_slice(&total_len.to_be_bytes());
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let check = !fold(sum16(&frame[14..14 + 4 * ihl]));
+    frame[24..26].copy_from_slice(&check.to_be_bytes());
+    frame
+}
+
+/// `msg` as one datagram with the given header fields.
+fn fuzz_datagram(msg: &Message, cluster_id: u32, sender: u8, flags: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::Encoder::new(cluster_id, sender).encode_flags(msg, flags, &mut out).expect("encode");
+    out.remove(0)
+}
+
+/// Spoils a frame the way a sender or the network might: IP options, then
+/// (each with `percent` chance) one header field off, random bytes
+/// anywhere, a cut or trailing bytes. Returns what it did.
+fn mutate(rng: &mut SplitMix, frame: &mut Vec<u8>, percent: u64) -> Vec<&'static str> {
+    let mut done = Vec::new();
+    if chance(rng, 8) {
+        let len = 4 * (1 + rng.below(10) as usize);
+        let options: Vec<u8> =
+            if chance(rng, 50) { vec![1; len] } else { (0..len).map(|_| rng.next_u64() as u8).collect() };
+        *frame = with_ip_options(std::mem::take(frame), &options);
+        done.push("ip options");
+    }
+    let udp = 14 + 4 * usize::from(frame[14] & 0x0f);
+    let hdr = udp + 8;
+    if chance(rng, percent) {
+        #[rustfmt::skip]
+        let fields = [
+            ("ethertype", 12, 2), ("ip version/ihl", 14, 1), ("ip fragment", 20, 2), ("ip protocol", 23, 1),
+            ("ip checksum", 24, 2), ("ip daddr", 30, 4), ("udp source", udp, 2), ("udp dest", udp + 2, 2),
+            ("udp length", udp + 4, 2), ("udp checksum", udp + 6, 2), ("magic", hdr, 4),
+            ("version", hdr + 4, 1), ("sender/flags", hdr + 6, 2), ("cluster", hdr + 8, 4),
+            ("body_len", hdr + 12, 2),
+        ];
+        let (what, at, len) = *pick(rng, &fields);
+        if at + len <= frame.len() {
+            let byte = at + rng.below(len as u64) as usize;
+            frame[byte] = match rng.below(3) {
+                0 => frame[byte] ^ (1 << rng.below(8)),
+                1 => frame[byte].wrapping_add(1),
+                _ => rng.next_u64() as u8,
+            };
+            done.push(what);
+        }
+    }
+    if chance(rng, percent) {
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(frame.len() as u64) as usize;
+            frame[at] = rng.next_u64() as u8;
+        }
+        done.push("random bytes");
+    }
+    if chance(rng, percent / 3) {
+        frame.truncate(rng.below(frame.len() as u64) as usize);
+        done.push("cut");
+    } else if chance(rng, percent / 4) {
+        for _ in 0..=rng.below(40) {
+            frame.push(rng.next_u64() as u8);
+        }
+        done.push("trailing bytes");
+    }
+    done
+}
+
+/// One loaded object (one replica count), its model, and the addresses.
+struct FuzzLoad {
+    loaded: Loaded,
+    model: TcModel,
+    /// Replica i's configured address (in replica_addrs once
+    /// `model.members` says so).
+    plan: Vec<SocketAddrV4>,
+    /// Third octet of every address and fourth of every MAC of this load.
+    net: u8,
+    /// The tc_broadcast counters so far, as the model counts them.
+    want: Counters,
+    /// Frames since the counters were last compared.
+    unchecked: Vec<FrameNote>,
+}
+
+impl FuzzLoad {
+    /// Loads the object for 1 to 9 replicas, then does what a replica's
+    /// start does, with steps left out now and then: the address table,
+    /// the targets, arming.
+    fn start(rng: &mut SplitMix) -> FuzzLoad {
+        let replica_count = match rng.below(10) {
+            0 => 1,
+            1 => 2,
+            _ => 3 + rng.below(7) as u8,
+        };
+        let net = rng.below(250) as u8;
+        let same_port = chance(rng, 50);
+        let plan: Vec<SocketAddrV4> = (0..replica_count)
+            .map(|i| {
+                let port = if same_port { PORT } else { PORT + u16::from(i) };
+                SocketAddrV4::new(Ipv4Addr::new(10, 201, net, 10 + i), port)
+            })
+            .collect();
+        let mut fuzz = FuzzLoad {
+            loaded: load(u32::from(replica_count)),
+            model: TcModel::new(replica_count),
+            plan,
+            net,
+            want: Counters::default(),
+            unchecked: Vec::new(),
+        };
+        if chance(rng, 90) {
+            fuzz.loaded.set_members(&fuzz.plan).expect("write replica_addrs");
+            fuzz.model.members = Some(fuzz.plan.clone());
+        }
+        if chance(rng, 85) {
+            let self_index = rng.below(u64::from(replica_count)) as u8;
+            fuzz.set_targets(rng, self_index);
+            if chance(rng, 80) {
+                fuzz.arm(true);
+            }
+        }
+        fuzz
+    }
+
+    fn mac_of(&self, index: u8, which: u8) -> [u8; 6] {
+        [0x02, 0xe1, 0x7c, self.net, which, index]
+    }
+
+    fn self_index(&self) -> u8 {
+        self.model.config.self_index
+    }
+
+    /// New targets for `self_index` (disarms): most followers, most at
+    /// their configured address, some at another.
+    fn set_targets(&mut self, rng: &mut SplitMix, self_index: u8) {
+        let mut targets = Vec::new();
+        for (index, addr) in self.plan.iter().enumerate() {
+            let index = index as u8;
+            if index == self_index || !chance(rng, 85) {
+                continue;
+            }
+            let addr = match rng.below(20) {
+                0 => SocketAddrV4::new(*addr.ip(), addr.port().wrapping_add(1000)),
+                1 => SocketAddrV4::new(Ipv4Addr::new(10, 201, self.net, 100 + index), addr.port()),
+                _ => *addr,
+            };
+            targets.push((index, addr));
+        }
+        let self_port = self.plan[usize::from(self_index)].port();
+        self.loaded.set_broadcast_targets(self_index, self_port, &targets).expect("set targets");
+        self.model.set_targets(self_index, self_port, &targets);
+    }
+
+    fn arm(&mut self, armed: bool) {
+        let want = self.model.arm(armed);
+        let got = self.loaded.arm_broadcast(armed);
+        assert_eq!(got.is_ok(), want, "arm_broadcast({armed}): {got:?}, model {:?}", self.model);
+    }
+
+    /// What user space does between datagrams, now and then: arm, disarm,
+    /// new targets; and `lo` going down (clones fail) and up.
+    fn user_space(&mut self, rng: &mut SplitMix, tap: &LoTap) {
+        // Disarmed stretches are short (a view change), armed ones long.
+        let flip_arm = if self.model.config.armed { rng.below(1000) == 0 } else { chance(rng, 2) };
+        if flip_arm {
+            self.arm(!self.model.config.armed);
+        } else if rng.below(1000) == 0 {
+            let self_index = if chance(rng, 90) {
+                self.self_index()
+            } else {
+                rng.below(u64::from(self.model.replica_count)) as u8
+            };
+            self.set_targets(rng, self_index);
+            if chance(rng, 70) {
+                self.arm(true);
+            }
+        } else {
+            return self.toggle_lo(rng, tap);
+        }
+        assert_eq!(self.loaded.broadcast_armed().expect("armed?"), self.model.config.armed);
+        self.check_macs(&"after a user-space call");
+        let covered: Vec<bool> = (0..usize::from(self.model.replica_count))
+            .map(|i| self.model.targets[i].is_some() && self.model.macs[i].is_some())
+            .collect();
+        assert_eq!(self.loaded.broadcast_coverage().expect("coverage"), covered, "{:?}", self.model);
+    }
+
+    fn toggle_lo(&mut self, rng: &mut SplitMix, tap: &LoTap) {
+        let flip = if self.model.lo_up { rng.below(1000) == 0 } else { chance(rng, 3) };
+        if flip {
+            self.model.lo_up = !self.model.lo_up;
+            tap.set_lo_up(self.model.lo_up);
+        }
+    }
+
+    fn check_macs(&self, context: &dyn std::fmt::Display) {
+        let got = self.loaded.broadcast_macs().expect("broadcast_macs");
+        let want = &self.model.macs[..usize::from(self.model.replica_count)];
+        assert_eq!(got, want, "{context}: learned MACs, model {:?}", self.model);
+    }
+
+    /// Compares the counters with the model's, naming every frame since
+    /// the last comparison if they differ.
+    fn check_counters(&mut self) {
+        let got = tc_part(&self.loaded.counters().expect("counters"));
+        if got != self.want {
+            let frames: Vec<String> = self
+                .unchecked
+                .iter()
+                .map(|note| format!("{note}\n  counted {:?}", tc_part(&note.counted)))
+                .collect();
+            panic!(
+                "tc_broadcast counters {got:?}, the model counted {:?}, after these frames:\n{}\nmodel {:?}",
+                self.want,
+                frames.join("\n"),
+                self.model
+            );
+        }
+        self.unchecked.clear();
+    }
+
+    /// Counters are compared every COUNTER_CHECK_EVERY frames.
+    fn counted(&mut self, mut note: FrameNote, counted: Counters) {
+        add_tc(&mut self.want, &counted);
+        note.counted = counted;
+        self.unchecked.push(note);
+        if self.unchecked.len() >= COUNTER_CHECK_EVERY {
+            self.check_counters();
+        }
+    }
+
+    /// A datagram towards the leader, mostly from a member's address and
+    /// MAC, sometimes claiming another's, sometimes spoilt.
+    fn xdp_input(&self, rng: &mut SplitMix, messages: &[Message]) -> (Vec<u8>, Vec<&'static str>) {
+        let replica_count = self.model.replica_count;
+        let sender = match rng.below(20) {
+            0 => wire::CLIENT_SENDER,
+            1 => rng.next_u64() as u8,
+            _ => rng.below(u64::from(replica_count)) as u8,
+        };
+        let any_member = *pick(rng, &self.plan);
+        let own = self.plan.get(usize::from(sender)).copied().unwrap_or(any_member);
+        let stranger = Ipv4Addr::new(10, 201, self.net, 200 + rng.below(50) as u8);
+        let target = self.model.targets.get(usize::from(sender)).copied().flatten();
+        let source = match rng.below(10) {
+            0 => any_member,
+            1 => SocketAddrV4::new(*own.ip(), rng.next_u64() as u16),
+            2 => SocketAddrV4::new(stranger, own.port()),
+            3 => target.unwrap_or(own),
+            _ => own,
+        };
+        let mac = if chance(rng, 85) {
+            self.mac_of(sender, rng.below(2) as u8)
+        } else {
+            [0x02, 0xe1, 0x7c, self.net, 0xfe, rng.next_u64() as u8]
+        };
+        let cluster_id = if chance(rng, 97) { CLUSTER_ID } else { rng.next_u64() as u32 };
+        let flags = if chance(rng, 90) { 0 } else { rng.next_u64() as u8 };
+        let payload = fuzz_datagram(pick(rng, messages), cluster_id, sender, flags);
+        let leader = self.plan[usize::from(self.self_index())];
+        let port = if chance(rng, 95) { PORT } else { rng.next_u64() as u16 };
+        let to = Endpoint {
+            mac: self.mac_of(self.self_index(), 0xee),
+            addr: SocketAddrV4::new(*leader.ip(), port),
+        };
+        let mut input = frame(Endpoint { mac, addr: source }, to, &payload, chance(rng, 50));
+        let done = mutate(rng, &mut input, 5);
+        (input, done)
+    }
+
+    /// A datagram the leader sends: mostly from its port, mostly marked,
+    /// to a member or anywhere, sometimes spoilt; and its skb's gso_size.
+    fn tc_input(&self, rng: &mut SplitMix, messages: &[Message]) -> (Vec<u8>, u32, Vec<&'static str>) {
+        let self_index = self.self_index();
+        let sender = if chance(rng, 90) { self_index } else { rng.next_u64() as u8 };
+        let flags = match rng.below(20) {
+            0..=11 => BROADCAST,
+            12..=16 => 0,
+            _ => rng.next_u64() as u8,
+        };
+        let cluster_id = if chance(rng, 97) { CLUSTER_ID } else { CLUSTER_ID ^ (1 << rng.below(32)) };
+        let mut payload = fuzz_datagram(pick(rng, messages), cluster_id, sender, flags);
+        let mut done = Vec::new();
+        if chance(rng, 2) {
+            // Around the largest datagram, lengths consistent.
+            let len = wire::MAX_DATAGRAM_LEN - 12 + rng.below(24) as usize;
+            payload.resize(len, 0x5a);
+            payload[12..14].copy_from_slice(&((len - 24) as u16).to_be_bytes());
+            done.push("long");
+        }
+        let own = self.plan[usize::from(self_index)];
+        let port = match rng.below(20) {
+            0 => rng.next_u64() as u16,
+            1 => 0,
+            2 => pick(rng, &self.plan).port(),
+            _ => self.model.config.self_port,
+        };
+        let ip = if chance(rng, 95) { *own.ip() } else { Ipv4Addr::from(rng.next_u64() as u32) };
+        let to = if chance(rng, 80) {
+            *pick(rng, &self.plan)
+        } else {
+            SocketAddrV4::new(Ipv4Addr::from(rng.next_u64() as u32), rng.next_u64() as u16)
+        };
+        let source = Endpoint { mac: self.mac_of(self_index, 0xee), addr: SocketAddrV4::new(ip, port) };
+        let mac = [0x02, 0xe1, 0x7c, self.net, 0xdd, rng.next_u64() as u8];
+        let mut input = frame(source, Endpoint { mac, addr: to }, &payload, chance(rng, 60));
+        if input[40..42] == [0, 0] && chance(rng, 30) {
+            // What a CHECKSUM_PARTIAL skb carries, or anything.
+            let check = if chance(rng, 50) {
+                fold(udp_sum(&input) - sum16(&input[34..]))
+            } else {
+                rng.next_u64() as u16
+            };
+            input[40..42].copy_from_slice(&check.to_be_bytes());
+            done.push("udp checksum not full");
+        }
+        let gso_size = if chance(rng, 2) { 1 + rng.below(1500) as u32 } else { 0 };
+        if chance(rng, 1) {
+            // An IHL below 5 whose "UDP header" holds our port all the same.
+            let ihl = 1 + rng.below(4) as usize;
+            input[14] = 0x40 | ihl as u8;
+            input[14 + 4 * ihl..][..2].copy_from_slice(&self.model.config.self_port.to_be_bytes());
+            done.push("ihl below 5");
+        }
+        done.extend(mutate(rng, &mut input, 10));
+        (input, gso_size, done)
+    }
+
+    /// electrode_xdp on the frame: verdict, learned MACs and counters as
+    /// the model says.
+    fn run_xdp(&mut self, note: FrameNote) {
+        let input = &note.input;
+        let got = self.loaded.test_run_xdp(input);
+        let counted = match self.model.xdp(input) {
+            None => {
+                assert!(got.is_err(), "{note}: a {}-byte frame must be refused: {got:?}", input.len());
+                Counters::default()
+            }
+            Some(learned) => {
+                let (verdict, _) = got.unwrap_or_else(|error| panic!("{note}: xdp test run: {error:#}"));
+                assert_eq!(verdict, xdp_action::PASS, "{note}: verdict");
+                Counters { tc_mac_learned: u64::from(learned), ..Counters::default() }
+            }
+        };
+        self.check_macs(&note);
+        self.counted(note, counted);
+    }
+
+    /// electrode_tc on the frame: verdict, output, clones and counters as
+    /// the model says. Returns what the model counted (None: refused).
+    fn run_tc(&mut self, note: FrameNote, tap: &LoTap) -> Option<Counters> {
+        let input = &note.input;
+        let want = self.model.tc(input, note.gso_size);
+        let got = self.loaded.test_run_tc_gso(input, note.gso_size);
+        let clones = tap.drain();
+        let model = &self.model;
+        let counted = match want {
+            Want::Refused => {
+                assert!(got.is_err(), "{note}: a {}-byte frame must be refused: {got:?}", input.len());
+                assert!(clones.is_empty(), "{note}: clones of a refused frame");
+                None
+            }
+            Want::ShortNetworkHeader => {
+                assert!(clones.is_empty(), "{note}: clones of a short frame");
+                let passed = got.ok().inspect(|(verdict, out)| {
+                    assert_eq!(
+                        (*verdict, out.as_slice()),
+                        (tc_action::OK, &input[..]),
+                        "{note}: short frame"
+                    );
+                });
+                passed.map(|_| Counters { tc_pass_other: 1, ..Counters::default() })
+            }
+            Want::Ran { verdict, out, clones: want_clones, counters } => {
+                let (got_verdict, got_out) =
+                    got.unwrap_or_else(|error| panic!("{note}: tc test run: {error:#}"));
+                assert_eq!(got_verdict, verdict, "{note}: verdict, model {model:?}");
+                assert_eq!(got_out, out, "{note}: output frame, model {model:?}");
+                assert_eq!(clones, want_clones, "{note}: clones on lo, model {model:?}");
+                // The independent checksum check too, where the input's
+                // checksums were right.
+                if counters.tc_copies > 0
+                    && input[14] == 0x45
+                    && ip_checksum_valid(input)
+                    && udp_checksum_valid(input)
+                {
+                    for copy in clones.iter().chain([&got_out]) {
+                        assert!(
+                            ip_checksum_valid(copy) && udp_checksum_valid(copy),
+                            "{note}: checksums of {copy:02x?}"
+                        );
+                    }
+                }
+                Some(*counters)
+            }
+        };
+        self.counted(note, counted.clone().unwrap_or_default());
+        counted
+    }
+}
+
+/// A frame the fuzz ran, as a failure names it.
+struct FrameNote {
+    n: u64,
+    seed: u64,
+    /// "tc", "xdp", or "xdp (teach)".
+    program: &'static str,
+    gso_size: u32,
+    /// The mutations it went through.
+    done: Vec<&'static str>,
+    input: Vec<u8>,
+    /// What the model counted for it.
+    counted: Counters,
+}
+
+impl FrameNote {
+    fn new(n: u64, seed: u64, program: &'static str, input: Vec<u8>) -> FrameNote {
+        FrameNote { n, seed, program, gso_size: 0, done: Vec::new(), input, counted: Counters::default() }
+    }
+}
+
+impl std::fmt::Display for FrameNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let FrameNote { n, seed, program, gso_size, done, input, .. } = self;
+        write!(f, "frame {n} (seed {seed}), {program}, gso_size {gso_size}, {done:?}: {input:02x?}")
+    }
+}
+
+/// The fuzz body, on a thread in a namespace of its own.
+fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
+    let mut rng = SplitMix(seed);
+    let tap = LoTap::open();
+    let messages = fuzz_messages(&mut rng);
+    let (mut total, mut reach) = (Counters::default(), FuzzReach::default());
+    let mut n = 0u64;
+    while n < frames {
+        let mut fuzz = FuzzLoad::start(&mut rng);
+        reach.loads += 1;
+        // Most followers teach their MAC first, as they do by sending.
+        for index in 0..fuzz.model.replica_count {
+            if index == fuzz.self_index() || !chance(&mut rng, 80) {
+                continue;
+            }
+            let source = Endpoint { mac: fuzz.mac_of(index, 0), addr: fuzz.plan[usize::from(index)] };
+            let leader = fuzz.plan[usize::from(fuzz.self_index())];
+            let to = Endpoint {
+                mac: fuzz.mac_of(fuzz.self_index(), 0xee),
+                addr: SocketAddrV4::new(*leader.ip(), PORT),
+            };
+            let input = frame(source, to, &datagram(index, &prepare_ok(index), 0), true);
+            fuzz.run_xdp(FrameNote::new(n, seed, "xdp (teach)", input));
+        }
+        let end = frames.min(n + FUZZ_FRAMES_PER_LOAD);
+        while n < end {
+            fuzz.user_space(&mut rng, &tap);
+            if chance(&mut rng, 25) {
+                let (input, done) = fuzz.xdp_input(&mut rng, &messages);
+                reach.xdp_frames += 1;
+                reach.refused += u64::from(input.len() < 14);
+                fuzz.run_xdp(FrameNote { done, ..FrameNote::new(n, seed, "xdp", input) });
+            } else {
+                let (input, gso_size, done) = fuzz.tc_input(&mut rng, &messages);
+                let options = input.len() > 14 && input[14] != 0x45;
+                let note = FrameNote { gso_size, done, ..FrameNote::new(n, seed, "tc", input) };
+                reach.tc_frames += 1;
+                reach.gso += u64::from(gso_size != 0);
+                match fuzz.run_tc(note, &tap) {
+                    None => reach.refused += 1,
+                    Some(counted) if counted.tc_marked == 1 && counted.tc_no_target == 0 => {
+                        reach.fanned_out += 1;
+                        // Every copy sent but the original is a clone.
+                        reach.clones += counted.tc_copies - u64::from(counted.tc_error == 0);
+                        reach.fanned_out_with_ip_options += u64::from(options);
+                        reach.fanned_out_lo_down += u64::from(!fuzz.model.lo_up);
+                    }
+                    Some(_) => {}
+                }
+            }
+            n += 1;
+        }
+        fuzz.check_counters();
+        add_tc(&mut total, &fuzz.want);
+        if !fuzz.model.lo_up {
+            tap.set_lo_up(true);
+        }
+    }
+    (total, reach)
+}
+
+#[test]
+fn fuzzed_egress_frames_and_learning_match_the_model() {
+    if !require_root("fuzzed_egress_frames_and_learning_match_the_model") {
+        return;
+    }
+    let (seed, frames) = fuzz_plan(0x7cb0_5eed);
+    let started = Instant::now();
+    let (total, reach) = in_netns(|_| fuzz_tc_broadcast(seed, frames));
+    eprintln!("{frames} frames in {:.1?}: {total:?}, {reach:?}", started.elapsed());
+    // Every path, often enough to mean something (10^5 frames: >= 100).
+    let least = frames / 1000;
+    #[rustfmt::skip]
+    let paths = [
+        ("pass_other", total.tc_pass_other), ("malformed", total.tc_malformed),
+        ("pass_unmarked", total.tc_pass_unmarked), ("no_target", total.tc_no_target),
+        ("marked", total.tc_marked), ("error", total.tc_error), ("mac_learned", total.tc_mac_learned),
+        ("fanned out", reach.fanned_out), ("clones", reach.clones), ("refused", reach.refused),
+        ("fanned out with IP options", reach.fanned_out_with_ip_options), ("gso", reach.gso),
+    ];
+    for (path, count) in paths {
+        assert!(count >= least, "seed {seed}: {path} reached {count} times, want >= {least}: {reach:?}");
+    }
 }

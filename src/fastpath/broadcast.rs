@@ -210,9 +210,29 @@ impl Loaded {
     /// Clones go to the `lo` of the calling thread's netns, which must be
     /// up (PLATFORM gotcha 3): run it in a throwaway namespace.
     pub fn test_run_tc(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        self.test_run_tc_gso(frame, 0)
+    }
+
+    /// [`Loaded::test_run_tc`] on an skb with `gso_size` set (0: not GSO):
+    /// the one skb field besides the bytes that decides what
+    /// `electrode_tc` does (a GSO skb is never rewritten). BPF_PROG_TEST_RUN
+    /// takes it from a `struct __sk_buff` context, which is passed only
+    /// when it is not 0 and holds nothing else (the kernel refuses fields
+    /// it does not accept there).
+    pub fn test_run_tc_gso(&self, frame: &[u8], gso_size: u32) -> Result<(u32, Vec<u8>)> {
+        // uapi linux/bpf.h: struct __sk_buff is 192 bytes and gso_size sits
+        // at byte 176 (both fixed: the struct only grows at its end).
+        const SK_BUFF_LEN: usize = 192;
+        const GSO_SIZE_AT: usize = 176;
+        let mut context = [0u8; SK_BUFF_LEN];
+        context[GSO_SIZE_AT..GSO_SIZE_AT + 4].copy_from_slice(&gso_size.to_ne_bytes());
         let mut data_out = vec![0u8; frame.len() + 4096];
-        let input =
-            ProgramInput { data_in: Some(frame), data_out: Some(&mut data_out), ..ProgramInput::default() };
+        let input = ProgramInput {
+            context_in: (gso_size != 0).then_some(&mut context[..]),
+            data_in: Some(frame),
+            data_out: Some(&mut data_out),
+            ..ProgramInput::default()
+        };
         let output = self.skel().progs.electrode_tc.test_run(input).with_context(|| {
             format!("BPF_PROG_TEST_RUN of prog electrode_tc on a {}-byte frame", frame.len())
         })?;
