@@ -1421,19 +1421,18 @@ impl Replica {
             }
             self.follower_stall_ticks[r] = 0;
             self.fast_retransmitted[r] = None;
-            // A follower just behind commit (a lost Prepare the others
-            // acked) gets the ops it lacks; one further behind catches up
-            // by state transfer.
+            // The first op it lacks only: a follower behind a lost Prepare
+            // holds the ones after it and acks them all once the gap fills
+            // (the next gap, if any, gets the next timeout or a fast
+            // retransmit on its repeated ack), and a follower that is only
+            // slow (descheduled) costs one datagram, not a window. One too
+            // far behind commit catches up by state transfer.
             let acked = self.acked[r];
             let near = self.commit - acked.min(self.commit) <= self.config.pipeline_max as u64;
-            let from = if near { acked + 1 } else { self.commit + 1 };
-            let to = self.op.min(from + self.uncommitted_max() - 1);
-            for op in from..=to {
-                let Some(entry) = self.entry(op) else { continue };
-                let prepare =
-                    Prepare { view: self.view, op, commit: self.commit, batch: entry.batch.clone() };
-                self.send_prepare(Some(replica), prepare, out);
-            }
+            let op = if near { acked + 1 } else { self.commit + 1 };
+            let Some(entry) = self.entry(op).filter(|_| op <= self.op) else { continue };
+            let prepare = Prepare { view: self.view, op, commit: self.commit, batch: entry.batch.clone() };
+            self.send_prepare(Some(replica), prepare, out);
         }
     }
 
