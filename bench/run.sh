@@ -8,7 +8,10 @@
 #       (wake-ups) per op, and datagrams handled in user space per op.
 # Results: bench/results/<stamp>.json and .md.
 #
-#   bench/run.sh [-n OPS] [-t "1 2 4 8"] [-a "null kv"] [-c CONFIG]
+#   bench/run.sh [-n OPS] [-t "1 2 4 8"] [-s SESSIONS] [-a "null kv"] [-c CONFIG]
+#
+# -s: client sessions per client thread (electrode client --sessions; each
+# a request outstanding), default 1: one request per thread, as before.
 #
 # Run as root, or as a user with sudo: it builds as the user and runs the
 # cluster through sudo. CONFIG is relative to the caller's directory;
@@ -24,15 +27,17 @@ cd "$(dirname "$0")/.."
 
 OPS=20000
 THREAD_COUNTS="1 2 4 8"
+SESSIONS=1
 APPS="null kv"
 CONFIG=config.txt
-while getopts "n:t:a:c:h" opt; do
+while getopts "n:t:s:a:c:h" opt; do
     case "$opt" in
     n) OPS="$OPTARG" ;;
     t) THREAD_COUNTS="$OPTARG" ;;
+    s) SESSIONS="$OPTARG" ;;
     a) APPS="$OPTARG" ;;
     c) CONFIG="$(resolve_path "$OPTARG")" ;;
-    *) echo "usage: $0 [-n OPS] [-t \"1 2 4 8\"] [-a \"null kv\"] [-c CONFIG]" >&2; exit 2 ;;
+    *) echo "usage: $0 [-n OPS] [-t \"1 2 4 8\"] [-s SESSIONS] [-a \"null kv\"] [-c CONFIG]" >&2; exit 2 ;;
     esac
 done
 WARMUP=$((OPS / 10))
@@ -44,7 +49,7 @@ if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
 fi
 # The rest needs root (namespaces, BPF); cargo does not run as root.
 if [ "$(id -u)" -ne 0 ]; then
-    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" "$0" -n "$OPS" -t "$THREAD_COUNTS" -a "$APPS" -c "$CONFIG"
+    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" "$0" -n "$OPS" -t "$THREAD_COUNTS" -s "$SESSIONS" -a "$APPS" -c "$CONFIG"
     exit
 fi
 
@@ -86,12 +91,12 @@ for entry in "${CONFIGURATIONS[@]}"; do
     for app in $APPS; do
         for t in $THREAD_COUNTS; do
             run="$name-$app-t$t"
-            echo "==> $run: $OPS ops"
+            echo "==> $run: $OPS ops, $SESSIONS session(s) per client thread"
             # shellcheck disable=SC2086 # extra replica flags, split on purpose
             start_replicas "$bin" "$run" --app "$app" ${ELECTRODE_REPLICA_ARGS:-}
             for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.before$i"; done
             scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" -n "$OPS" \
-                -w "$WARMUP" -t "$t" --app "$app" --json >"$WORK/$run.json"
+                -w "$WARMUP" -t "$t" --sessions "$SESSIONS" --app "$app" --json >"$WORK/$run.json"
             for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.after$i"; done
             stop_replicas
             RUNS+=("$run")
@@ -99,11 +104,12 @@ for entry in "${CONFIGURATIONS[@]}"; do
     done
 done
 
-python3 - "$WORK" "$OUT" "$OPS" "$N_REPLICAS" "$(getconf CLK_TCK)" "${RUNS[@]}" <<'PY'
+python3 - "$WORK" "$OUT" "$OPS" "$N_REPLICAS" "$(getconf CLK_TCK)" "$SESSIONS" "${RUNS[@]}" <<'PY'
 import json, re, sys
-work, out, ops, n, hz, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:]
+work, out, ops, n, hz, sessions, runs = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                                         int(sys.argv[5]), int(sys.argv[6]), sys.argv[7:])
 floor = json.load(open(f"{work}/floor.json"))
-result = {"ops_per_run": ops, "replicas": n, "floor": floor, "runs": []}
+result = {"ops_per_run": ops, "replicas": n, "sessions_per_client_thread": sessions, "floor": floor, "runs": []}
 
 def summary(log, name):
     line = next((l for l in reversed(log.splitlines()) if "stopped;" in l), "")
@@ -135,11 +141,13 @@ json.dump(result, open(f"{out}.json", "w"), indent=1)
 
 lines = [f"Floor (UDP ping-pong, plain sockets, same topology, {n} replicas config): p50 {floor['p50_us']} us, "
          f"p99 {floor['p99_us']} us, {floor['throughput_ops_per_s']:.0f} round trips/s", "",
+         f"Client: {sessions} session(s) per client thread (tN = N threads). "
          "Per replica process, per committed client op: CPU us, voluntary context switches (wake-ups), "
-         "datagrams received in user space; leader: PrepareOKs reaching user space and sendto calls.", "",
+         "datagrams received in user space; leader: PrepareOKs reaching user space and sendto calls. "
+         "Client CPU: the client process's own user+sys us per op.", "",
          "| run | ops/s | p50 us | p99 us | leader CPU | follower CPU | leader wake-ups | follower wake-ups | "
-         "leader dgrams in | follower dgrams in | leader acks in | leader sendto |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "leader dgrams in | follower dgrams in | leader acks in | leader sendto | client CPU |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in result["runs"]:
     c, reps = r["client"], r["replicas"]
     fol = reps[1:]
@@ -147,7 +155,8 @@ for r in result["runs"]:
     lines.append(f"| {r['run']} | {c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | {c['p99_us']:.0f} | "
                  f"{reps[0]['cpu_us_per_op']:.1f} | {avg('cpu_us_per_op'):.1f} | {reps[0]['wakeups_per_op']:.2f} | "
                  f"{avg('wakeups_per_op'):.2f} | {reps[0]['datagrams_per_op']:.2f} | {avg('datagrams_per_op'):.2f} | "
-                 f"{reps[0]['acks_per_op']:.2f} | {reps[0]['sendto_per_op']:.2f} |")
+                 f"{reps[0]['acks_per_op']:.2f} | {reps[0]['sendto_per_op']:.2f} | "
+                 f"{c.get('client_cpu_us_per_op') or 0:.1f} |")
 open(f"{out}.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 print(f"\nwritten {out}.json and {out}.md")

@@ -1,19 +1,34 @@
-//! The client: a closed-loop KV load generator and one-shot KV commands.
+//! The client: a KV load generator and one-shot KV commands.
 //!
-//! Each client thread has its own socket and client id and one request
-//! outstanding. It sends to the replica it believes leads (view % n, learned
-//! from replies), and on timeout re-sends the same request number to every
-//! replica, so a view change or a lost datagram costs one timeout. The
-//! replicas' client table makes re-sends at-most-once.
+//! Each load thread drives `--sessions` client sessions over one UDP
+//! socket. A session is a client id with at most one request outstanding
+//! (VR's rule); a thread sends its sessions' requests with sendmmsg, reads
+//! replies with recvmmsg (never blocking but in the one wait of a round) and
+//! matches them to sessions by client id and request number, and sleeps
+//! until a reply, a re-send timer or the next scheduled send. The CPU time
+//! of the whole client process is reported per operation, so a run shows
+//! whether the client could have been the bottleneck. Requests go to the replica
+//! believed to lead (view % n, learned from replies); on timeout a session
+//! re-sends the same request number to every replica, so a view change or
+//! a lost datagram costs one timeout. The replicas' client table makes
+//! re-sends at-most-once.
+//!
+//! Closed loop (the default): a session sends its next request as soon as
+//! the last one is answered. Open loop (`--rate`): requests are due at
+//! fixed times of a timetable ([`Schedule`]) whether or not earlier ones
+//! were answered; a due request waits for a free session of its thread, and
+//! its latency counts from the time it was due, so waiting counts (no
+//! coordinated omission, as in wrk2).
 //!
 //! A cluster that never answers ends the run with one error after
 //! `--unreachable-ms` (by default the first seven sends of the retry
 //! schedule, about 3 s); a cluster that answered and then falls silent for
 //! the per-operation deadline ends it the same way.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::IsTerminal;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,8 +42,8 @@ use crate::app::kv::{KvOp, KvResult};
 use crate::app::AppKind;
 use crate::config::Config;
 use crate::history::{Completion, HistoryWriter};
-use crate::transport::os::{self, SplitMix};
-use crate::wire::{self, Decoded, Encoder, Message, Request, CLIENT_SENDER, MAX_DATAGRAM_LEN};
+use crate::transport::os::{self, RecvBatch, SendBatch, SplitMix};
+use crate::wire::{self, Decoded, Encoder, Message, Request, CLIENT_SENDER};
 
 /// First re-send after this long without a reply until a round trip has
 /// been measured; then the measured retransmission timeout (RttEstimator).
@@ -98,6 +113,29 @@ pub fn check_op_limits(op: &KvOp) -> anyhow::Result<()> {
 /// Progress line interval on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A thread wakes at least this often, to notice a silence all threads see.
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// Most datagrams one recvmmsg reads.
+const RECV_BATCH_MAX: usize = 64;
+
+/// Client sessions of one run at most: the replicas' client table holds
+/// 65,536 ids (vr::Config::client_table_max); more sessions would evict
+/// each other and fail with "session evicted".
+pub const SESSIONS_MAX: usize = 1 << 16;
+
+/// Largest `--rate`: one request per nanosecond, where the timetable's
+/// resolution ends.
+pub const RATE_MAX_OPS_PER_S: u64 = 1_000_000_000;
+
+/// An open-loop send this long after its intended time counts as late
+/// (its thread had no free session, or was not scheduled in time).
+pub const LATE_SEND_AFTER: Duration = Duration::from_millis(1);
+
+/// Latencies are recorded up to an hour (an overloaded open loop queues
+/// without bound; larger values are recorded as an hour).
+const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
+
 /// What `electrode client` runs.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -110,6 +148,10 @@ pub struct LoadOptions {
     pub unreachable: Duration,
     pub warmup: u64,
     pub threads: usize,
+    /// Client sessions per thread, each with one request outstanding.
+    pub sessions: usize,
+    /// Open loop at this many requests per second in total; None: closed loop.
+    pub rate_ops_per_s: Option<u64>,
     pub value_size: usize,
     pub keys: u64,
     pub app: AppKind,
@@ -127,6 +169,8 @@ pub struct LoadReport {
     pub ops: u64,
     pub warmup: u64,
     pub threads: usize,
+    /// Client sessions per thread.
+    pub sessions: usize,
     pub app: String,
     pub elapsed_s: f64,
     pub throughput_ops_per_s: f64,
@@ -140,6 +184,31 @@ pub struct LoadReport {
     pub failed: u64,
     /// Of `failed`: requests answered "session evicted".
     pub sessions_evicted: u64,
+    /// `--rate` given: latencies count from each request's intended send time.
+    pub open_loop: bool,
+    /// The `--rate` (None in a closed loop).
+    pub offered_ops_per_s: Option<f64>,
+    /// Open loop: measured requests sent more than LATE_SEND_AFTER after
+    /// their intended time.
+    pub late_sends: u64,
+    /// Of `late_sends`: those for which a session was free at the intended
+    /// time, so the client itself was behind (not scheduled in time, or
+    /// busy); the others waited for a session (the cluster answered slower
+    /// than the rate needs with this many sessions).
+    pub late_sends_client_behind: u64,
+    /// Open loop with --duration: requests due before the end that were
+    /// never sent (no session was free in time); not in `ops`.
+    pub unsent: u64,
+    /// Open loop: how late requests left (sent - intended), p99 and max.
+    pub send_lag_p99_us: Option<f64>,
+    pub send_lag_max_us: Option<f64>,
+    /// The client process's own CPU time (user + system, getrusage
+    /// RUSAGE_SELF) over the run, warm-up included.
+    pub client_cpu_s: f64,
+    /// `client_cpu_s` per operation that ended (warm-up included).
+    pub client_cpu_us_per_op: Option<f64>,
+    /// `client_cpu_s` over the run's wall time: CPUs the client kept busy.
+    pub client_cpus_busy: f64,
 }
 
 /// Whether the cluster answers, shared by the client threads: any reply
@@ -195,6 +264,7 @@ fn unreachable_error(replicas: &[SocketAddrV4], silence: Duration, answered_befo
 }
 
 /// The outcome of one operation.
+#[derive(Debug)]
 enum CallOutcome {
     Reply(Vec<u8>),
     /// No reply within OPERATION_DEADLINE.
@@ -203,22 +273,6 @@ enum CallOutcome {
     /// evicted it): this request was not executed now, an earlier copy may
     /// have been, and every later request of the id is refused the same way.
     SessionEvicted,
-}
-
-/// A replica endpoint seen from one client socket.
-struct Session<'a> {
-    liveness: &'a Liveness,
-    socket: UdpSocket,
-    waiter: os::Waiter,
-    replicas: Vec<SocketAddrV4>,
-    cluster_id: u32,
-    encoder: Encoder,
-    leader: usize,
-    client_id: u64,
-    buf: Vec<u8>,
-    out: Vec<Vec<u8>>,
-    retries: u64,
-    rtt: RttEstimator,
 }
 
 /// The retransmission timeout from measured round trips, as TCP computes
@@ -269,122 +323,436 @@ impl RttEstimator {
     }
 }
 
-impl<'a> Session<'a> {
-    fn new(config: &Config, client_id: u64, liveness: &'a Liveness) -> anyhow::Result<Session<'a>> {
-        let socket = UdpSocket::bind("0.0.0.0:0").context("binding client socket")?;
-        // A backstop only: the wait for a reply is an epoll (os::Waiter).
-        socket.set_read_timeout(Some(Duration::from_millis(100))).context("setting client timeout")?;
-        Ok(Session {
+/// The open-loop timetable (`--rate`): request `i` of the whole run is due
+/// `i / rate` seconds after the start (floored to the nanosecond), and
+/// thread `t` of `T` sends the requests `i = t, t + T, t + 2T, ...`, so the
+/// threads together keep the rate and none of them bunches its sends.
+/// Integer arithmetic throughout: no drift over long runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    rate_ops_per_s: u64,
+    threads: u64,
+    thread: u64,
+}
+
+const NANOS_PER_S: u128 = 1_000_000_000;
+
+impl Schedule {
+    pub fn new(rate_ops_per_s: u64, threads: u64, thread: u64) -> Schedule {
+        assert!((1..=RATE_MAX_OPS_PER_S).contains(&rate_ops_per_s), "rate {rate_ops_per_s}");
+        assert!(thread < threads, "thread {thread} of {threads}");
+        Schedule { rate_ops_per_s, threads, thread }
+    }
+
+    /// When this thread's request `k` (from 0) is due, after the start
+    /// (Duration::MAX if that is beyond what a Duration holds).
+    pub fn intended(&self, k: u64) -> Duration {
+        let index = u128::from(k) * u128::from(self.threads) + u128::from(self.thread);
+        index
+            .checked_mul(NANOS_PER_S)
+            .map(|ns| ns / u128::from(self.rate_ops_per_s))
+            .and_then(|ns| u64::try_from(ns).ok())
+            .map_or(Duration::MAX, Duration::from_nanos)
+    }
+
+    /// How many of this thread's requests are due `elapsed` after the
+    /// start: the k with `intended(k) <= elapsed`.
+    pub fn due(&self, elapsed: Duration) -> u64 {
+        // floor(i * 1e9 / rate) <= e  <=>  i * 1e9 < (e + 1) * rate
+        // <=>  i <= ((e + 1) * rate - 1) / 1e9: the last index due.
+        let rate = u128::from(self.rate_ops_per_s);
+        let last = elapsed.as_nanos().saturating_add(1).saturating_mul(rate).saturating_sub(1) / NANOS_PER_S;
+        let thread = u128::from(self.thread);
+        if last < thread {
+            return 0;
+        }
+        u64::try_from((last - thread) / u128::from(self.threads) + 1).unwrap_or(u64::MAX)
+    }
+}
+
+/// A request in flight on one session.
+struct InFlight {
+    request_number: u64,
+    op: KvOp,
+    /// Its datagrams, kept for re-sends.
+    datagrams: Vec<Vec<u8>>,
+    /// Latency counts from here: the open-loop timetable's time, or when
+    /// it was sent (closed loop).
+    intended: Instant,
+    sent: Instant,
+    resend_at: Instant,
+    /// The wait before the next re-send (doubles on each).
+    wait: Duration,
+    /// Re-sent at least once: its round trip is no RTT sample (Karn).
+    resent: bool,
+    /// Counted in the statistics (not warm-up).
+    measured: bool,
+}
+
+/// One client session: a client id with at most one request outstanding,
+/// as VR requires (the replicas keep one request number and reply per id).
+struct ClientSession {
+    client_id: u64,
+    /// Request numbers of an id count from 1.
+    next_request_number: u64,
+    rtt: RttEstimator,
+    in_flight: Option<InFlight>,
+}
+
+/// An operation that ended (a reply, the deadline, or an eviction).
+struct Finished {
+    client_id: u64,
+    request_number: u64,
+    op: KvOp,
+    outcome: CallOutcome,
+    intended: Instant,
+    done: Instant,
+    measured: bool,
+}
+
+/// Queues one datagram, sending the batch first when it is full.
+fn queue(batch: &mut SendBatch, socket: &UdpSocket, to: SocketAddrV4, datagram: &[u8]) {
+    if batch.is_full() {
+        // A refused datagram (no route yet, full buffer) is like a lost
+        // one: the retry timer covers it.
+        batch.flush(socket);
+    }
+    let queued = batch.push(SocketAddr::V4(to), datagram);
+    assert!(queued, "an IPv4 datagram fits a batch just flushed");
+}
+
+/// The client sessions of one thread over one UDP socket: requests leave
+/// with sendmmsg, replies are read with recvmmsg and matched
+/// to their session by client id and request number. Every session's id is
+/// bound at the leader to this socket's address (the replicas allow any
+/// number of ids per address).
+struct Driver<'a> {
+    liveness: &'a Liveness,
+    socket: UdpSocket,
+    replicas: Vec<SocketAddrV4>,
+    cluster_id: u32,
+    encoder: Encoder,
+    /// The replica believed to lead (view % n of the latest reply).
+    leader: usize,
+    sessions: Vec<ClientSession>,
+    by_client_id: HashMap<u64, usize>,
+    /// Sessions without a request in flight and since when, longest idle
+    /// first.
+    idle: VecDeque<(usize, Instant)>,
+    send: SendBatch,
+    recv: RecvBatch,
+    recv_batch: usize,
+    /// Waits for the socket on an hrtimer (see os::Waiter).
+    waiter: os::Waiter,
+    retries: u64,
+    /// Operations ended during the last `turn`, for the caller to take.
+    finished: Vec<Finished>,
+    /// Mixed into new client ids: threads never share one even if the
+    /// seed source were weak.
+    id_salt: u64,
+}
+
+impl<'a> Driver<'a> {
+    fn new(
+        config: &Config,
+        liveness: &'a Liveness,
+        sessions: usize,
+        id_salt: u64,
+    ) -> anyhow::Result<Driver<'a>> {
+        assert!(sessions >= 1);
+        let socket = os::bind_udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), None)
+            .context("binding client socket")?;
+        let waiter = os::Waiter::new(&socket)?;
+        let recv_batch = sessions.clamp(1, RECV_BATCH_MAX);
+        let created = Instant::now();
+        let mut driver = Driver {
             liveness,
-            waiter: os::Waiter::new(&socket)?,
             socket,
             replicas: config.replicas.clone(),
             cluster_id: config.cluster_id,
             encoder: Encoder::new(config.cluster_id, CLIENT_SENDER),
             leader: 0,
-            client_id,
-            buf: vec![0; MAX_DATAGRAM_LEN + 1],
-            out: Vec::new(),
+            sessions: Vec::with_capacity(sessions),
+            by_client_id: HashMap::with_capacity(sessions),
+            idle: (0..sessions).map(|s| (s, created)).collect(),
+            send: SendBatch::new(),
+            recv: RecvBatch::new(recv_batch),
+            recv_batch,
+            waiter,
             retries: 0,
-            rtt: RttEstimator::default(),
-        })
+            finished: Vec::with_capacity(sessions),
+            id_salt,
+        };
+        for s in 0..sessions {
+            let client_id = driver.new_client_id();
+            driver.by_client_id.insert(client_id, s);
+            driver.sessions.push(ClientSession {
+                client_id,
+                next_request_number: 1,
+                rtt: RttEstimator::default(),
+                in_flight: None,
+            });
+        }
+        Ok(driver)
     }
 
-    fn send(&mut self, request: &Request, to_all: bool) -> anyhow::Result<()> {
-        self.out.clear();
-        self.encoder.encode(&Message::Request(request.clone()), &mut self.out).context("encoding request")?;
-        let targets: Vec<SocketAddrV4> =
-            if to_all { self.replicas.clone() } else { vec![self.replicas[self.leader]] };
-        for target in targets {
-            for datagram in &self.out {
-                // A send error (e.g. no route yet) is like a lost datagram:
-                // the retry timer covers it.
-                let _ = self.socket.send_to(datagram, SocketAddr::V4(target));
+    /// A random client id no session of this thread holds (never 0).
+    fn new_client_id(&self) -> u64 {
+        loop {
+            let id = os::random_seed() ^ self.id_salt.rotate_left(48);
+            if id != 0 && !self.by_client_id.contains_key(&id) {
+                return id;
             }
         }
-        Ok(())
     }
 
-    /// Sends `op` as request `request_number` and waits for its reply;
-    /// an error if the whole cluster stays silent (see [`Liveness`]).
-    fn call(&mut self, request_number: u64, op: Vec<u8>) -> anyhow::Result<CallOutcome> {
-        let request = Request { client_id: self.client_id, request_number, op };
-        let start = Instant::now();
-        let mut wait = self.rtt.rto();
-        let mut resent = false;
-        let mut resend_at = start + wait;
-        self.send(&request, false)?;
-        loop {
+    fn in_flight(&self) -> usize {
+        self.sessions.len() - self.idle.len()
+    }
+
+    /// The session the next request takes: the longest idle.
+    fn idle_session(&self) -> Option<usize> {
+        self.idle.front().map(|(s, _)| *s)
+    }
+
+    /// Client id and request number the next request of session `s` gets.
+    fn next_request(&self, s: usize) -> (u64, u64) {
+        (self.sessions[s].client_id, self.sessions[s].next_request_number)
+    }
+
+    /// Starts `op` on idle session `s` (queued to the leader, sent by the
+    /// next `turn`); `intended`: the open-loop time, None for now. Its
+    /// invoke line is on file before the request leaves, so an operation
+    /// that took effect is never missing from the history. Returns the
+    /// send time and since when the session was idle.
+    fn start(
+        &mut self,
+        s: usize,
+        op: KvOp,
+        intended: Option<Instant>,
+        measured: bool,
+        history: Option<&HistoryWriter<File>>,
+    ) -> anyhow::Result<(Instant, Instant)> {
+        let Some(&(idle, idle_since)) = self.idle.front() else { panic!("start without an idle session") };
+        assert_eq!(idle, s, "start takes the session idle_session gave");
+        assert!(self.sessions[s].in_flight.is_none());
+        let session = &mut self.sessions[s];
+        let client_id = session.client_id;
+        let request_number = session.next_request_number;
+        session.next_request_number =
+            request_number.checked_add(1).context("request numbers of one client id used up")?;
+        let mut datagrams = Vec::with_capacity(1);
+        self.encoder
+            .encode(&Message::Request(Request { client_id, request_number, op: op.encode() }), &mut datagrams)
+            .context("encoding request")?;
+        if let Some(history) = history {
+            history.invoke(client_id, request_number, &op, os::monotonic_nanos())?;
+        }
+        let leader = self.replicas[self.leader];
+        for datagram in &datagrams {
+            queue(&mut self.send, &self.socket, leader, datagram);
+        }
+        let sent = Instant::now();
+        let session = &mut self.sessions[s];
+        let wait = session.rtt.rto();
+        session.in_flight = Some(InFlight {
+            request_number,
+            op,
+            datagrams,
+            intended: intended.unwrap_or(sent),
+            sent,
+            resend_at: sent + wait,
+            wait,
+            resent: false,
+            measured,
+        });
+        self.idle.pop_front();
+        Ok((sent, idle_since))
+    }
+
+    /// One round: sends what is queued, re-sends what is due (to every
+    /// replica), gives up what passed the deadline, waits for replies until
+    /// `wake_by`, the next timer or POLL_MAX, and reads every reply waiting.
+    /// Ended operations are left in `finished`. An error when the cluster is
+    /// silent (see [`Liveness`]).
+    ///
+    /// Waiting for a reply, a re-send timer or an open-loop send time is an
+    /// epoll_pwait2 on an hrtimer (os::Waiter): exact to the timer slack,
+    /// and measured here as cheap as a blocking recvmmsg with a socket
+    /// receive timeout, which sleeps whole jiffies (4 ms at HZ=250: every
+    /// 1 ms re-send left 4-8 ms late).
+    fn turn(&mut self, wake_by: Option<Instant>) -> anyhow::Result<()> {
+        self.send.flush(&self.socket);
+        let now = Instant::now();
+        if let Some(silence) = self.liveness.silent_for(now) {
+            let answered = self.liveness.answered.load(Ordering::Relaxed);
+            return Err(unreachable_error(&self.replicas, silence, answered));
+        }
+        let mut next_timer = self.next_timer().map_or(now + POLL_MAX, |timer| timer.min(now + POLL_MAX));
+        if next_timer <= now {
+            // Read first: a reply that waits in the socket (this thread was
+            // not running) must not be taken for a loss and re-sent.
+            self.receive()?;
             let now = Instant::now();
-            if let Some(silence) = self.liveness.silent_for(now) {
-                let answered = self.liveness.answered.load(Ordering::Relaxed);
-                return Err(unreachable_error(&self.replicas, silence, answered));
+            self.on_timers(now);
+            self.send.flush(&self.socket);
+            next_timer = self.next_timer().map_or(now + POLL_MAX, |timer| timer.min(now + POLL_MAX));
+        }
+        let now = Instant::now();
+        let timeout = wake_by.map_or(next_timer, |wake| wake.min(next_timer)).saturating_duration_since(now);
+        if !self.finished.is_empty() || timeout.is_zero() {
+            return self.receive();
+        }
+        self.waiter.wait(timeout)?;
+        self.receive()
+    }
+
+    /// The earliest re-send or deadline of the requests in flight.
+    fn next_timer(&self) -> Option<Instant> {
+        self.sessions
+            .iter()
+            .filter_map(|session| session.in_flight.as_ref())
+            .map(|request| request.resend_at.min(request.sent + OPERATION_DEADLINE))
+            .min()
+    }
+
+    /// Ends requests past the deadline and queues the re-sends that are due.
+    fn on_timers(&mut self, now: Instant) {
+        for s in 0..self.sessions.len() {
+            let session = &mut self.sessions[s];
+            let Some(request) = session.in_flight.as_mut() else { continue };
+            if now >= request.sent + OPERATION_DEADLINE {
+                self.finish(s, CallOutcome::Timeout, now);
+                continue;
             }
-            if now >= start + OPERATION_DEADLINE {
-                return Ok(CallOutcome::Timeout);
-            }
-            if now >= resend_at {
+            if now >= request.resend_at {
                 self.retries += 1;
+                request.wait = (request.wait * 2).min(session.rtt.backoff_max());
+                request.resend_at = now + request.wait;
                 // The first re-send goes to the leader only (a lost datagram
                 // is the likely cause, and a spurious re-send then costs the
                 // others nothing); later ones to every replica, to find a
                 // new leader.
-                self.send(&request, resent)?;
-                resent = true;
-                wait = (wait * 2).min(self.rtt.backoff_max());
-                resend_at = now + wait;
+                let targets = if request.resent {
+                    &self.replicas[..]
+                } else {
+                    &self.replicas[self.leader..=self.leader]
+                };
+                request.resent = true;
+                for replica in targets {
+                    for datagram in &request.datagrams {
+                        queue(&mut self.send, &self.socket, *replica, datagram);
+                    }
+                }
             }
-            // Wake at least every 100 ms to notice a silence seen by all threads.
-            let timeout = resend_at
-                .saturating_duration_since(now)
-                .clamp(Duration::from_micros(100), Duration::from_millis(100));
-            // epoll, not a socket read timeout: that sleeps whole jiffies
-            // (4 ms at HZ=250), which made a 1 ms retransmission take 4-8.
-            if !self.waiter.wait(timeout)? {
-                continue;
-            }
-            let len = match self.socket.recv_from(&mut self.buf) {
+        }
+    }
+
+    /// Reads and handles every datagram waiting.
+    fn receive(&mut self) -> anyhow::Result<()> {
+        let mut answered = false;
+        loop {
+            let got = self.recv.recv(&self.socket).context("receiving replies")?;
+            let now = Instant::now();
+            for i in 0..got {
+                let (bytes, from) = self.recv.get(i);
                 // Replies count only from the configured replicas: anyone
                 // else could answer for them.
-                Ok((len, SocketAddr::V4(from))) if self.replicas.contains(&from) => len,
-                Ok(_) => continue,
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    continue
+                let Some(SocketAddr::V4(from)) = from else { continue };
+                if !self.replicas.contains(&from) {
+                    continue;
                 }
-                Err(e) => return Err(e).context("receiving reply"),
-            };
-            let Ok((_, Decoded::Message(Message::Reply(reply)))) =
-                wire::decode(&self.buf[..len], self.cluster_id)
-            else {
-                continue; // not for us, or malformed: ignore
-            };
-            if reply.client_id != self.client_id || reply.request_number != request_number {
-                continue; // a late reply to an earlier request
+                let Ok((_, Decoded::Message(Message::Reply(reply)))) = wire::decode(bytes, self.cluster_id)
+                else {
+                    continue; // not a reply, or malformed: ignore
+                };
+                answered |= self.on_reply(reply, now);
             }
-            self.leader = (reply.view % self.replicas.len() as u64) as usize;
-            if !resent {
-                self.rtt.sample(start.elapsed());
+            // A short batch emptied the socket; with nothing in flight no
+            // reply of ours can be waiting.
+            if got < self.recv_batch || self.in_flight() == 0 {
+                break;
             }
-            self.liveness.replied();
-            if reply.session_evicted {
-                return Ok(CallOutcome::SessionEvicted);
-            }
-            return Ok(CallOutcome::Reply(reply.result));
         }
+        if answered {
+            self.liveness.replied();
+        }
+        Ok(())
+    }
+
+    /// A reply: ends its session's request if it is the one in flight
+    /// (anything else is a late duplicate or not ours). True if it did.
+    fn on_reply(&mut self, reply: wire::Reply, now: Instant) -> bool {
+        let Some(&s) = self.by_client_id.get(&reply.client_id) else { return false };
+        let session = &mut self.sessions[s];
+        let Some(request) = session.in_flight.as_ref() else { return false };
+        if request.request_number != reply.request_number {
+            return false;
+        }
+        if !request.resent {
+            session.rtt.sample(now.saturating_duration_since(request.sent));
+        }
+        self.leader = (reply.view % self.replicas.len() as u64) as usize;
+        let outcome = if reply.session_evicted {
+            CallOutcome::SessionEvicted
+        } else {
+            CallOutcome::Reply(reply.result)
+        };
+        self.finish(s, outcome, now);
+        true
+    }
+
+    /// Ends session `s`'s request; an evicted session goes on under a new
+    /// client id (the old one is dead for the replicas).
+    fn finish(&mut self, s: usize, outcome: CallOutcome, now: Instant) {
+        let session = &mut self.sessions[s];
+        let request = session.in_flight.take().expect("finishing a request in flight");
+        let client_id = session.client_id;
+        if matches!(outcome, CallOutcome::SessionEvicted) {
+            let renewed = self.new_client_id();
+            self.by_client_id.remove(&client_id);
+            self.by_client_id.insert(renewed, s);
+            let session = &mut self.sessions[s];
+            session.client_id = renewed;
+            session.next_request_number = 1;
+        }
+        self.idle.push_back((s, now));
+        assert!(self.idle.len() <= self.sessions.len());
+        self.finished.push(Finished {
+            client_id,
+            request_number: request.request_number,
+            op: request.op,
+            outcome,
+            intended: request.intended,
+            done: now,
+            measured: request.measured,
+        });
+    }
+
+    /// (client id, request number, op) of every request in flight.
+    fn in_flight_requests(&self) -> impl Iterator<Item = (u64, u64, &KvOp)> {
+        self.sessions.iter().filter_map(|session| {
+            session.in_flight.as_ref().map(|r| (session.client_id, r.request_number, &r.op))
+        })
     }
 }
 
 /// One thread's share of the load.
 struct ThreadResult {
     histogram: Histogram<u64>,
+    /// Open loop: how late each measured request left (sent - intended).
+    send_lag: Histogram<u64>,
     measured_start: Option<Instant>,
     end: Instant,
     measured_ops: u64,
+    /// Operations ended (warm-up included), for the CPU per op.
+    completed: u64,
     retries: u64,
     failed: u64,
     sessions_evicted: u64,
+    late_sends: u64,
+    late_sends_client_behind: u64,
+    unsent: u64,
 }
 
 struct Workload {
@@ -441,97 +809,209 @@ struct Shared<'a> {
     history: Option<HistoryWriter<File>>,
     /// Operations completed, for the progress line.
     done: AtomicU64,
+    /// The start of the run; the open-loop timetable counts from here.
+    base: Instant,
     /// No operation starts after this.
     stop_at: Option<Instant>,
 }
 
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3).context("histogram")
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Lets this thread's timed waits end on time: the default timer slack
+/// (50 µs) would make every open-loop send up to 50 µs late.
+fn tighten_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument; failure only
+    // leaves the default slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+/// User + system CPU time of this whole process so far.
+fn process_cpu_time() -> Duration {
+    // SAFETY: rusage is plain old data; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer; it cannot fail so.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// This thread's requests: `ops` of them at most (its share of -n),
+/// the first `warmup` not measured.
 fn run_thread(shared: &Shared<'_>, thread: usize, ops: u64, warmup: u64) -> anyhow::Result<ThreadResult> {
     let options = shared.options;
     if let Some(cpu) = options.cpu {
         os::pin_to_cpu(cpu)?;
     }
-    let mut client_id = os::random_seed() ^ (thread as u64).rotate_left(48);
-    let mut session = Session::new(&options.config, client_id, &shared.liveness)?;
+    let schedule =
+        options.rate_ops_per_s.map(|rate| Schedule::new(rate, options.threads as u64, thread as u64));
+    if schedule.is_some() {
+        tighten_timer_slack();
+    }
+    let mut driver = Driver::new(&options.config, &shared.liveness, options.sessions, thread as u64)?;
     let mut workload = Workload {
-        rng: SplitMix(client_id),
+        rng: SplitMix(os::random_seed()),
         keys: options.keys,
         value_size: options.value_size,
         app: options.app,
         last_written: None,
         fill: options.fill.then_some((thread as u64, options.threads as u64)),
     };
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    // Open loop with --duration: only the requests due before its end.
+    let limit = match (schedule, options.duration) {
+        (Some(schedule), Some(duration)) => {
+            ops.min(schedule.due(duration.saturating_sub(Duration::from_nanos(1))))
+        }
+        _ => ops,
+    };
+    let history = shared.history.as_ref();
+    let mut histogram = latency_histogram()?;
+    let mut send_lag = latency_histogram()?;
     let mut measured_start = None;
-    let mut failed = 0;
-    let mut evicted = 0;
-    let mut issued: u64 = 0;
-    // Request numbers of the current session (client id), from 1.
-    let mut first_i = 0;
-    for i in 0..ops {
-        if shared.stop_at.is_some_and(|stop| Instant::now() >= stop) {
+    let (mut failed, mut evicted, mut completed) = (0, 0, 0);
+    let (mut late_sends, mut late_sends_client_behind) = (0, 0);
+    let mut started: u64 = 0;
+    loop {
+        let now = Instant::now();
+        let stopped = shared.stop_at.is_some_and(|stop| now >= stop);
+        if !stopped {
+            let startable = match schedule {
+                None => limit,
+                Some(schedule) => schedule.due(now.saturating_duration_since(shared.base)).min(limit),
+            };
+            while started < startable {
+                let Some(s) = driver.idle_session() else { break };
+                let intended = schedule.map(|schedule| {
+                    shared.base.checked_add(schedule.intended(started)).unwrap_or(now).min(now)
+                });
+                if started == warmup {
+                    measured_start = Some(intended.unwrap_or(now));
+                }
+                let (client_id, request_number) = driver.next_request(s);
+                let op = workload.next(client_id, request_number);
+                let measured = started >= warmup;
+                let (sent, idle_since) = driver.start(s, op, intended, measured, history)?;
+                if let (Some(intended), true) = (intended, measured) {
+                    let lag = sent.saturating_duration_since(intended);
+                    send_lag.saturating_record(micros(lag));
+                    if lag > LATE_SEND_AFTER {
+                        late_sends += 1;
+                        // The longest idle session was free by then.
+                        if idle_since <= intended {
+                            late_sends_client_behind += 1;
+                        }
+                    }
+                }
+                started += 1;
+            }
+        }
+        if (stopped || started >= limit) && driver.in_flight() == 0 {
             break;
         }
-        if i == warmup {
-            measured_start = Some(Instant::now());
-        }
-        let request_number = i - first_i + 1;
-        let op = workload.next(client_id, request_number);
-        // The invoke line is on file before the request leaves: an
-        // operation that took effect is never missing from the history.
-        if let Some(history) = &shared.history {
-            history.invoke(client_id, request_number, &op, os::monotonic_nanos())?;
-        }
-        let started = Instant::now();
-        issued += 1;
-        let reply = session.call(request_number, op.encode());
-        let ret = os::monotonic_nanos();
-        let completion = match &reply {
-            Ok(CallOutcome::Reply(bytes)) if options.app == AppKind::Kv => Completion::Ok(
-                KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?,
-            ),
-            Ok(CallOutcome::Reply(_)) => Completion::Ok(KvResult::Value(None)),
-            Ok(CallOutcome::Timeout) | Err(_) => {
-                failed += 1;
-                Completion::Timeout
+        // Open loop: wake for the next intended send if a session is free
+        // to take it (if none is, a reply frees one first).
+        let wake_by = match schedule {
+            Some(schedule) if !stopped && started < limit && driver.idle_session().is_some() => {
+                Some(shared.base.checked_add(schedule.intended(started)).unwrap_or(now))
             }
-            Ok(CallOutcome::SessionEvicted) => {
-                failed += 1;
-                evicted += 1;
-                eprintln!("client {client_id:x}: request {request_number} failed: session evicted");
-                Completion::SessionEvicted
-            }
+            _ => None,
         };
-        if let Some(history) = &shared.history {
-            history.complete(client_id, request_number, &op, &completion, ret)?;
+        if let Err(error) = driver.turn(wake_by) {
+            // The cluster went silent: what is in flight ends without a reply.
+            if let Some(history) = history {
+                let ret = os::monotonic_nanos();
+                for (client_id, request_number, op) in driver.in_flight_requests() {
+                    history.complete(client_id, request_number, op, &Completion::Timeout, ret)?;
+                }
+            }
+            return Err(error);
         }
-        if completion == Completion::SessionEvicted {
-            // The id is dead for the replicas: go on as a new client.
-            client_id = os::random_seed() ^ (thread as u64).rotate_left(48);
-            session.client_id = client_id;
-            first_i = i + 1;
+        for finished in driver.finished.drain(..) {
+            let ret = os::monotonic_nanos();
+            let completion = match &finished.outcome {
+                CallOutcome::Reply(bytes) if options.app == AppKind::Kv => Completion::Ok(
+                    KvResult::decode(bytes).with_context(|| format!("undecodable KV result {bytes:?}"))?,
+                ),
+                CallOutcome::Reply(_) => Completion::Ok(KvResult::Value(None)),
+                CallOutcome::Timeout => {
+                    failed += 1;
+                    Completion::Timeout
+                }
+                CallOutcome::SessionEvicted => {
+                    failed += 1;
+                    evicted += 1;
+                    eprintln!(
+                        "client {:x}: request {} failed: session evicted",
+                        finished.client_id, finished.request_number
+                    );
+                    Completion::SessionEvicted
+                }
+            };
+            if let Some(history) = history {
+                history.complete(
+                    finished.client_id,
+                    finished.request_number,
+                    &finished.op,
+                    &completion,
+                    ret,
+                )?;
+            }
+            if matches!(finished.outcome, CallOutcome::Reply(_)) && finished.measured {
+                let latency = finished.done.saturating_duration_since(finished.intended);
+                histogram.saturating_record(micros(latency).max(1));
+            }
+            completed += 1;
+            shared.done.fetch_add(1, Ordering::Relaxed);
         }
-        let reply = reply?;
-        if matches!(reply, CallOutcome::Reply(_)) && i >= warmup {
-            let micros = started.elapsed().as_micros().max(1) as u64;
-            histogram.saturating_record(micros);
-        }
-        shared.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(ThreadResult {
         histogram,
+        send_lag,
         measured_start,
         end: Instant::now(),
-        measured_ops: issued.saturating_sub(warmup),
-        retries: session.retries,
+        measured_ops: started.saturating_sub(warmup),
+        completed,
+        retries: driver.retries,
         failed,
         sessions_evicted: evicted,
+        late_sends,
+        late_sends_client_behind,
+        unsent: if schedule.is_some() { limit - started } else { 0 },
     })
 }
 
-/// Runs the closed-loop load and prints (or returns) the report.
+/// Runs the load and returns the report.
 pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     if options.threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    if options.sessions == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    let sessions_total = options.threads.saturating_mul(options.sessions);
+    if sessions_total > SESSIONS_MAX {
+        bail!(
+            "{} threads x {} sessions = {sessions_total} client sessions: at most {SESSIONS_MAX}, what the \
+             replicas' client table holds (more would evict each other)",
+            options.threads,
+            options.sessions
+        );
+    }
+    if let Some(rate) = options.rate_ops_per_s {
+        if !(1..=RATE_MAX_OPS_PER_S).contains(&rate) {
+            bail!("--rate {rate}: must be 1 to {RATE_MAX_OPS_PER_S} operations per second");
+        }
     }
     let value_max = value_size_max(options.keys);
     if options.value_size > value_max {
@@ -557,12 +1037,14 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
         )),
         None => None,
     };
+    let cpu_before = process_cpu_time();
     let base = Instant::now();
     let shared = Arc::new(Shared {
         options,
         liveness: Liveness::new(options.unreachable),
         history,
         done: AtomicU64::new(0),
+        base,
         stop_at: options.duration.map(|d| base + d),
     });
     let threads = options.threads as u64;
@@ -600,29 +1082,40 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
             .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
             .collect()
     });
+    let wall = base.elapsed();
+    let cpu = process_cpu_time().saturating_sub(cpu_before);
 
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    let mut histogram = latency_histogram()?;
+    let mut send_lag = latency_histogram()?;
     let (mut retries, mut failed, mut measured_ops, mut sessions_evicted) = (0, 0, 0, 0);
+    let (mut completed, mut late_sends, mut late_sends_client_behind, mut unsent) = (0, 0, 0, 0);
     let mut measured_start: Option<Instant> = None;
     let mut end = base;
     for result in results {
         let r = result?;
         histogram.add(&r.histogram).context("merging histograms")?;
+        send_lag.add(&r.send_lag).context("merging histograms")?;
         retries += r.retries;
         failed += r.failed;
         sessions_evicted += r.sessions_evicted;
         measured_ops += r.measured_ops;
+        completed += r.completed;
+        late_sends += r.late_sends;
+        late_sends_client_behind += r.late_sends_client_behind;
+        unsent += r.unsent;
         if let Some(s) = r.measured_start {
             measured_start = Some(measured_start.map_or(s, |m| m.min(s)));
         }
         end = end.max(r.end);
     }
-    let elapsed = end.duration_since(measured_start.unwrap_or(base)).as_secs_f64().max(1e-9);
+    let elapsed = end.saturating_duration_since(measured_start.unwrap_or(base)).as_secs_f64().max(1e-9);
     let q = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
+    let open_loop = options.rate_ops_per_s.is_some();
     Ok(LoadReport {
         ops: measured_ops,
         warmup: options.warmup,
         threads: options.threads,
+        sessions: options.sessions,
         app: format!("{:?}", options.app).to_lowercase(),
         elapsed_s: elapsed,
         throughput_ops_per_s: (measured_ops - failed.min(measured_ops)) as f64 / elapsed,
@@ -634,6 +1127,16 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
         retries,
         failed,
         sessions_evicted,
+        open_loop,
+        offered_ops_per_s: options.rate_ops_per_s.map(|rate| rate as f64),
+        late_sends,
+        late_sends_client_behind,
+        unsent,
+        send_lag_p99_us: open_loop.then(|| send_lag.value_at_quantile(0.99) as f64),
+        send_lag_max_us: open_loop.then(|| send_lag.max() as f64),
+        client_cpu_s: cpu.as_secs_f64(),
+        client_cpu_us_per_op: (completed > 0).then(|| cpu.as_secs_f64() * 1e6 / completed as f64),
+        client_cpus_busy: cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
     })
 }
 
@@ -643,29 +1146,64 @@ impl LoadReport {
             println!("{}", serde_json::to_string(self)?);
             return Ok(());
         }
+        let mode = if self.open_loop { "open loop" } else { "closed loop" };
         println!(
-            "{} ops ({} warm-up excluded), {} client threads, app {}: {:.3} s, {:.0} ops/s",
-            self.ops, self.warmup, self.threads, self.app, self.elapsed_s, self.throughput_ops_per_s
+            "{} ops ({} warm-up excluded), {} client threads x {} session{}, {mode}, app {}: {:.3} s, {:.0} ops/s",
+            self.ops,
+            self.warmup,
+            self.threads,
+            self.sessions,
+            if self.sessions == 1 { "" } else { "s" },
+            self.app,
+            self.elapsed_s,
+            self.throughput_ops_per_s
         );
+        if let Some(offered) = self.offered_ops_per_s {
+            println!(
+                "offered {offered:.0} ops/s, achieved {:.0}; sent over {} ms late {} ({} with a session free: \
+                 the client behind), never sent {}; send lag us p99 {:.0} max {:.0}",
+                self.throughput_ops_per_s,
+                LATE_SEND_AFTER.as_millis(),
+                self.late_sends,
+                self.late_sends_client_behind,
+                self.unsent,
+                self.send_lag_p99_us.unwrap_or(0.0),
+                self.send_lag_max_us.unwrap_or(0.0)
+            );
+        }
+        let from = if self.open_loop { " (from each request's intended send time)" } else { "" };
         println!(
-            "latency us: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
+            "latency us{from}: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
             self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
         );
         println!(
             "retries {}  failed {} (sessions evicted {})",
             self.retries, self.failed, self.sessions_evicted
         );
+        match self.client_cpu_us_per_op {
+            Some(per_op) => println!(
+                "client CPU {per_op:.2} us/op ({:.3} s user+sys, {:.2} CPUs busy)",
+                self.client_cpu_s, self.client_cpus_busy
+            ),
+            None => println!("client CPU {:.3} s user+sys, no operation completed", self.client_cpu_s),
+        }
         Ok(())
     }
 }
 
-/// One KV command (`electrode client put K V` etc.); prints the result.
+/// One KV command (`electrode client put K V` etc.); returns the result.
 pub fn run_one(config: &Config, op: KvOp, unreachable: Duration) -> anyhow::Result<KvResult> {
     check_op_limits(&op)?;
-    let client_id = os::random_seed();
     let liveness = Liveness::new(unreachable);
-    let mut session = Session::new(config, client_id, &liveness)?;
-    match session.call(1, op.encode())? {
+    let mut driver = Driver::new(config, &liveness, 1, 0)?;
+    driver.start(0, op, None, true, None)?;
+    let finished = loop {
+        driver.turn(None)?;
+        if let Some(finished) = driver.finished.pop() {
+            break finished;
+        }
+    };
+    match finished.outcome {
         CallOutcome::Reply(reply) => {
             KvResult::decode(&reply).with_context(|| format!("undecodable result {reply:?}"))
         }
@@ -733,6 +1271,98 @@ mod tests {
         assert_eq!(error, "put of 1025 encoded bytes too large: an operation is at most 1024 bytes");
         let long_key = KvOp::Get { key: vec![b'k'; crate::app::kv::KEY_LEN_MAX + 1] };
         assert!(check_op_limits(&long_key).unwrap_err().to_string().contains("key of 257 bytes too long"));
+    }
+
+    #[test]
+    fn schedule_spreads_the_rate_over_the_threads() {
+        // 3000 ops/s on 3 threads: one request every 333,333.3 ns in turn.
+        let threads: Vec<Schedule> = (0..3).map(|t| Schedule::new(3000, 3, t)).collect();
+        let ns = |t: usize, k: u64| threads[t].intended(k).as_nanos();
+        assert_eq!((ns(0, 0), ns(1, 0), ns(2, 0)), (0, 333_333, 666_666));
+        assert_eq!((ns(0, 1), ns(1, 1), ns(2, 1)), (1_000_000, 1_333_333, 1_666_666));
+        // Each thread keeps a third of the rate.
+        assert_eq!(threads[2].intended(1000), Duration::from_nanos(1_000_666_666));
+        // No drift: integer arithmetic, exact at whole seconds however long.
+        let slow = Schedule::new(7, 1, 0);
+        assert_eq!(slow.intended(1), Duration::from_nanos(142_857_142));
+        assert_eq!(slow.intended(7), Duration::from_secs(1));
+        assert_eq!(slow.intended(7 * 86_400 * 365), Duration::from_secs(86_400 * 365));
+    }
+
+    #[test]
+    fn schedule_due_counts_the_intended_times() {
+        let mut rng = SplitMix(1);
+        let mut cases =
+            vec![(1, 1, 0), (1000, 1, 0), (3000, 3, 2), (RATE_MAX_OPS_PER_S, 1, 0), (999_983, 7, 6)];
+        for _ in 0..200 {
+            let threads = 1 + rng.below(16);
+            cases.push((1 + rng.below(RATE_MAX_OPS_PER_S), threads, rng.below(threads)));
+        }
+        for (rate, threads, thread) in cases {
+            let schedule = Schedule::new(rate, threads, thread);
+            // And one far k (rate 1 on 16 threads: ~136 years in, within a Duration).
+            for k in (0..200).chain([rng.below(1 << 28)]) {
+                let at = schedule.intended(k);
+                assert_eq!(schedule.due(at), k + 1, "rate {rate}, thread {thread}/{threads}, k {k}");
+                if k > 0 {
+                    // One nanosecond earlier request k is not due yet.
+                    assert!(at > schedule.intended(k - 1), "rate {rate}: intended times strictly rise");
+                    assert_eq!(schedule.due(at - Duration::from_nanos(1)), k, "rate {rate} k {k}");
+                }
+            }
+            if thread > 0 && schedule.intended(0) > Duration::ZERO {
+                assert_eq!(schedule.due(Duration::ZERO), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn schedule_threads_partition_the_runs_requests() {
+        // The threads' due counts add up to the whole run's: floor(i / rate)
+        // seconds for request i, counted by brute force.
+        for (rate, threads) in [(1000, 1), (1000, 3), (2000, 2), (7, 4), (123_457, 5)] {
+            let whole = |elapsed: Duration| {
+                (0u128..).take_while(|i| i * NANOS_PER_S / u128::from(rate) <= elapsed.as_nanos()).count()
+                    as u64
+            };
+            for elapsed_us in [0, 1, 499, 500, 1000, 1001, 12_345, 200_000] {
+                let elapsed = Duration::from_micros(elapsed_us);
+                let sum: u64 = (0..threads).map(|t| Schedule::new(rate, threads, t).due(elapsed)).sum();
+                assert_eq!(sum, whole(elapsed), "rate {rate} threads {threads} at {elapsed:?}");
+            }
+        }
+        // --rate 2000 --duration 2 on 2 threads: the requests due before
+        // the end (as run_thread limits them) are exactly 4000.
+        let end = Duration::from_secs(2) - Duration::from_nanos(1);
+        assert_eq!((0..2).map(|t| Schedule::new(2000, 2, t).due(end)).sum::<u64>(), 4000);
+    }
+
+    #[test]
+    fn schedule_extremes_saturate_instead_of_overflowing() {
+        let schedule = Schedule::new(1, u64::MAX, u64::MAX - 1);
+        assert_eq!(schedule.intended(u64::MAX), Duration::MAX);
+        assert_eq!(schedule.due(Duration::ZERO), 0);
+        let fast = Schedule::new(RATE_MAX_OPS_PER_S, 1, 0);
+        assert_eq!(fast.due(Duration::MAX), u64::MAX);
+        assert_eq!(fast.intended(u64::MAX), Duration::from_nanos(u64::MAX));
+        assert_eq!(Schedule::new(1, 1, 0).due(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn sessions_max_is_the_replicas_client_table() {
+        assert_eq!(SESSIONS_MAX, crate::vr::Config::new(3, 0).client_table_max);
+    }
+
+    #[test]
+    fn process_cpu_time_counts_this_process() {
+        let before = process_cpu_time();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let spent = process_cpu_time().saturating_sub(before);
+        assert!(spent >= Duration::from_millis(20), "30 ms of spinning counted as {spent:?}");
     }
 
     #[test]

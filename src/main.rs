@@ -62,7 +62,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "info")]
         log_level: LogLevel,
     },
-    /// Run a closed-loop KV load against the cluster, or one KV command.
+    /// Run a KV load against the cluster (closed loop, or open loop at
+    /// --rate), or one KV command.
     Client {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
@@ -82,9 +83,23 @@ enum Command {
         /// Leading operations excluded from the statistics.
         #[arg(short, long, default_value_t = 0)]
         warmup: u64,
-        /// Client threads, each with one request outstanding.
+        /// Client threads, each driving --sessions requests outstanding over
+        /// one socket.
         #[arg(short, long, default_value_t = 1)]
         threads: usize,
+        /// Client sessions per thread: each is its own client id with one
+        /// request outstanding, so a thread keeps this many requests in
+        /// flight (batched sends and receives).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=client::SESSIONS_MAX as u64))]
+        sessions: u64,
+        /// Open loop: send requests at this total rate (split across the
+        /// threads) at fixed intended times, answered or not; latency counts
+        /// from each request's intended send time, so waiting for a free
+        /// session counts [default: closed loop, each session sends when
+        /// its last request is answered].
+        #[arg(long, value_name = "OPS_PER_S",
+              value_parser = clap::value_parser!(u64).range(1..=client::RATE_MAX_OPS_PER_S))]
+        rate: Option<u64>,
         /// Bytes of each written value (at most 505 with the default --keys:
         /// a cas carries two values in one 1024-byte operation).
         #[arg(long, default_value_t = 16)]
@@ -339,6 +354,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             unreachable_ms,
             warmup,
             threads,
+            sessions,
+            rate,
             value_size,
             keys,
             app,
@@ -367,6 +384,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 unreachable: Duration::from_millis(unreachable_ms),
                 warmup,
                 threads,
+                sessions: sessions as usize,
+                rate_ops_per_s: rate,
                 value_size,
                 keys,
                 app,

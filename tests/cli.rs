@@ -112,6 +112,35 @@ fn duration_must_be_positive() {
 }
 
 #[test]
+fn sessions_and_rate_are_checked_before_anything_is_sent() {
+    let config = down_config();
+    for (args, flag) in [
+        (&["--sessions", "0"][..], "--sessions"),
+        (&["--sessions", "65537"], "--sessions"),
+        (&["--rate", "0"], "--rate"),
+        (&["--rate", "1000000001"], "--rate"),
+    ] {
+        let (out, elapsed) = client(&config, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(one_error_line(&out).contains(flag), "{args:?}");
+        assert!(elapsed < Duration::from_secs(1), "{args:?}: refused before any send: {elapsed:?}");
+    }
+    // More sessions in all than the replicas' client table holds: they
+    // would evict each other.
+    let (out, elapsed) = client(&config, &["-t", "2", "--sessions", "40000"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = one_error_line(&out);
+    assert!(error.contains("2 threads x 40000 sessions = 80000 client sessions: at most 65536"), "{error}");
+    assert!(elapsed < Duration::from_secs(1), "refused before any send: {elapsed:?}");
+
+    let help = Command::new(BIN).args(["client", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--sessions <SESSIONS>", "--rate <OPS_PER_S>", "intended send time"] {
+        assert!(help.contains(flag), "client --help lacks {flag:?}:\n{help}");
+    }
+}
+
+#[test]
 fn check_history_exit_status_report_and_json() {
     use electrode::app::kv::{KvOp, KvResult};
     let dir = std::env::temp_dir().join(format!("electrode-cli-history-{}", std::process::id()));

@@ -315,6 +315,10 @@ impl RecvBatch {
 
     /// Reads what is waiting, without blocking; returns how many datagrams.
     pub fn recv(&mut self, socket: &UdpSocket) -> anyhow::Result<usize> {
+        self.recv_flags(socket, libc::MSG_DONTWAIT).context("receiving datagrams")
+    }
+
+    fn recv_flags(&mut self, socket: &UdpSocket, flags: libc::c_int) -> std::io::Result<usize> {
         let count = self.buffers.len();
         let mut iovecs: Vec<libc::iovec> = self
             .buffers
@@ -335,20 +339,14 @@ impl RecvBatch {
         let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
         // SAFETY: every header points at a live buffer and address.
         let got = unsafe {
-            libc::recvmmsg(
-                fd,
-                headers.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, flags, std::ptr::null_mut())
         };
         if got < 0 {
             let error = std::io::Error::last_os_error();
             self.len = 0;
             return match error.kind() {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(error).context("receiving from the replica socket"),
+                _ => Err(error),
             };
         }
         self.len = got as usize;
