@@ -464,6 +464,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
+    if !matches!(cli.command, Command::Replica { .. }) {
+        // A command whose output is piped into `head` ends quietly when the
+        // reader goes, as other command-line tools do, instead of panicking
+        // in println! on EPIPE (Rust ignores SIGPIPE by default). A replica
+        // keeps ignoring it: a closed log pipe must not kill it.
+        // SAFETY: setting a signal's disposition to the default action.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -201,3 +201,22 @@ fn check_history_exit_status_report_and_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("history line 1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_not_in_a_panic() {
+    // The reading end is gone before the command starts, so its first
+    // write fails (EPIPE): as with `electrode check-config | head -0`.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.txt");
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&config)
+        .stdout(writer)
+        .output()
+        .expect("run electrode check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "a closed pipe made it panic: {stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by {:?}, stderr: {stderr}", out.status);
+}
