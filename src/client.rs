@@ -434,6 +434,8 @@ struct Driver<'a> {
     encoder: Encoder,
     /// The replica believed to lead (view % n of the latest reply).
     leader: usize,
+    /// Whether `leader` came from a reply (else it is only a first guess).
+    leader_known: bool,
     sessions: Vec<ClientSession>,
     by_client_id: HashMap<u64, usize>,
     /// Sessions without a request in flight and since when, longest idle
@@ -472,6 +474,7 @@ impl<'a> Driver<'a> {
             cluster_id: config.cluster_id,
             encoder: Encoder::new(config.cluster_id, CLIENT_SENDER),
             leader: 0,
+            leader_known: false,
             sessions: Vec::with_capacity(sessions),
             by_client_id: HashMap::with_capacity(sessions),
             idle: (0..sessions).map(|s| (s, created)).collect(),
@@ -548,9 +551,15 @@ impl<'a> Driver<'a> {
         if let Some(history) = history {
             history.invoke(client_id, request_number, &op, os::monotonic_nanos())?;
         }
-        let leader = self.replicas[self.leader];
-        for datagram in &datagrams {
-            queue(&mut self.send, &self.socket, leader, datagram);
+        // Until a reply says who leads, ask every replica (the others drop
+        // it): a client started after a view change would otherwise wait
+        // out a first timeout at a replica that no longer leads.
+        let targets =
+            if self.leader_known { &self.replicas[self.leader..=self.leader] } else { &self.replicas[..] };
+        for target in targets {
+            for datagram in &datagrams {
+                queue(&mut self.send, &self.socket, *target, datagram);
+            }
         }
         let sent = Instant::now();
         let session = &mut self.sessions[s];
@@ -629,11 +638,12 @@ impl<'a> Driver<'a> {
                 self.retries += 1;
                 request.wait = (request.wait * 2).min(session.rtt.backoff_max());
                 request.resend_at = now + request.wait;
-                // The first re-send goes to the leader only (a lost datagram
-                // is the likely cause, and a spurious re-send then costs the
-                // others nothing); later ones to every replica, to find a
-                // new leader.
-                let targets = if request.resent {
+                // The first re-send goes to the leader only when a reply
+                // told us who leads (a lost datagram is then the likely
+                // cause, and a spurious re-send costs the others nothing);
+                // otherwise, and from the second on, to every replica, to
+                // find the leader.
+                let targets = if request.resent || !self.leader_known {
                     &self.replicas[..]
                 } else {
                     &self.replicas[self.leader..=self.leader]
@@ -693,6 +703,7 @@ impl<'a> Driver<'a> {
             session.rtt.sample(now.saturating_duration_since(request.sent));
         }
         self.leader = (reply.view % self.replicas.len() as u64) as usize;
+        self.leader_known = true;
         let outcome = if reply.session_evicted {
             CallOutcome::SessionEvicted
         } else {
