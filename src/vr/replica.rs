@@ -1379,6 +1379,20 @@ impl Replica {
                         leader,
                         out,
                     );
+                } else if self.view_change_ticks >= self.view_change_timeout_ticks {
+                    // Amnesic, so we may not start a higher view; but we
+                    // followed one whose starter may have crashed and
+                    // recovered into an older view, leaving us alone in it
+                    // (the others never heard of it). Announce the view
+                    // change we are in: the others join it (and escalate
+                    // past it if it cannot form), or, already past it, lead
+                    // us into theirs. Without this we waited forever.
+                    self.view_change_ticks = 0;
+                    let message = Message::StartViewChange(StartViewChange {
+                        view: self.view,
+                        replica: self.config.index,
+                    });
+                    out.push(Action::SendAll { message });
                 } else if self.resend_ticks >= self.config.resend_interval_ticks {
                     self.resend_ticks = 0;
                     self.send_start_view_change(out);
