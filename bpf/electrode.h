@@ -169,8 +169,13 @@ _Static_assert(sizeof(struct electrode_prepare) == 24, "electrode_prepare size")
 struct electrode_prepare_ok {
 	__be64 op;
 	__u8 replica;
-	__u8 pad[7];
+	__u8 flags; /* ELECTRODE_PREPARE_OK_*; other bits: malformed */
+	__u8 pad[6];
 };
+/* The sender holds Prepares past a gap at op + 1 and asks for that one
+ * (a negative ack: the leader re-sends it at once). Sent once per gap by the
+ * follower's user space; the leader's XDP always passes it. */
+#define ELECTRODE_PREPARE_OK_GAP 1
 _Static_assert(sizeof(struct electrode_prepare_ok) == 16, "electrode_prepare_ok size");
 
 /* Commit (leader -> followers): alone, it is the idle heartbeat. */
@@ -668,6 +673,8 @@ _Static_assert(ELECTRODE_QP_WINDOW == ELECTRODE_PIPELINE_MAX,
 #define ELECTRODE_CNT_QP_PASS_NOT_MEMBER 39   /* cannot be credited to a follower */
 /* Index 48 (after tc_broadcast's 40..47) also belongs to fast_quorum_prune. */
 #define ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE 48 /* claims replica r, source IP/port is not r's: nothing recorded */
+#define ELECTRODE_CNT_QP_PASS_GAP 53 /* flagged ELECTRODE_PREPARE_OK_GAP: a follower asks for op + 1; nothing recorded */
+_Static_assert(ELECTRODE_CNT_QP_PASS_GAP < ELECTRODE_CNT_MAX, "qp counter indices");
 _Static_assert(ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE < ELECTRODE_CNT_MAX, "qp counter indices");
 
 /* qp_config: written by user space only (BPF_F_LOCK), read by the kernel. */

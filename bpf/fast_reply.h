@@ -141,6 +141,7 @@ static __always_inline int fr_reply(struct xdp_md *ctx, __u64 ack_op, __u8 self_
 	hdr->pad[1] = 0;
 	ok->op = bpf_cpu_to_be64(ack_op);
 	ok->replica = self_index;
+	ok->flags = 0;
 	__builtin_memset(ok->pad, 0, sizeof(ok->pad));
 
 	/* A real UDP checksum (PLATFORM.md gotcha 5: the Prepare's field may hold

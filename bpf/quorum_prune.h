@@ -107,6 +107,10 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 		ptr_at(data, data_end, p->hdr_off + sizeof(struct electrode_hdr), sizeof(*ok));
 	if (!ok || p->body_len != sizeof(*ok))
 		return qp_verdict(ELECTRODE_CNT_QP_PASS_NOT_MEMBER);
+	/* Flag bits user space does not know make the ack malformed there:
+	 * never record what user space would refuse. */
+	if (ok->flags & ~ELECTRODE_PREPARE_OK_GAP)
+		return qp_verdict(ELECTRODE_CNT_QP_PASS_NOT_MEMBER);
 	__u32 replica = ok->replica;
 	if (replica != p->hdr->sender || replica >= cfg.replica_count || replica == cfg.self_index ||
 	    replica >= ELECTRODE_MAX_REPLICAS)
@@ -116,6 +120,10 @@ static __always_inline int quorum_prune(void *data, void *data_end, const struct
 	 * reach acked_op, which user space turns into PrepareOKs. */
 	if (!from_member(p, replica))
 		return qp_verdict(ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE);
+
+	/* A follower's negative ack: user space must see it to re-send. */
+	if (ok->flags & ELECTRODE_PREPARE_OK_GAP)
+		return qp_verdict(ELECTRODE_CNT_QP_PASS_GAP);
 
 	__u64 op = bpf_be64_to_cpu(ok->op);
 	__u64 base = cfg.window_base_op;

@@ -277,7 +277,10 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
             // and a request.
             let mut templates = Vec::new();
             Encoder::new(cluster_id, 1)
-                .encode(&Message::PrepareOk(PrepareOk { view: 0, op: 1_000_000, replica: 1 }), &mut templates)
+                .encode(
+                    &Message::PrepareOk(PrepareOk { view: 0, op: 1_000_000, replica: 1, gap: false }),
+                    &mut templates,
+                )
                 .unwrap();
             Encoder::new(cluster_id, 1)
                 .encode(&Message::Commit(Commit { view: 0, commit: 1_000_000 }), &mut templates)
@@ -388,7 +391,10 @@ fn forged_acks_cannot_commit_for_an_isolated_leader() {
             for r in followers {
                 datagrams.clear();
                 Encoder::new(cluster_id, r as u8)
-                    .encode(&Message::PrepareOk(PrepareOk { view, op, replica: r as u8 }), &mut datagrams)
+                    .encode(
+                        &Message::PrepareOk(PrepareOk { view, op, replica: r as u8, gap: false }),
+                        &mut datagrams,
+                    )
                     .unwrap();
                 for d in &datagrams {
                     let _ = socket.send_to(d, target);
@@ -512,7 +518,7 @@ fn extreme_messages(cluster_id: u32, sender: u8, view: u64, numbers: &[u64]) -> 
     const PREPARE_COMMIT: usize = 32;
     let batch = vec![Request { client_id: 0xbad2, request_number: 1, op: b"\x01extreme".to_vec() }];
     let prepare = Message::Prepare(Prepare { view, op: 1, commit: 0, batch });
-    let prepare_ok = Message::PrepareOk(PrepareOk { view, op: 1, replica: sender });
+    let prepare_ok = Message::PrepareOk(PrepareOk { view, op: 1, replica: sender, gap: false });
     let commit = Message::Commit(Commit { view, commit: 1 });
     let get_state = Message::GetState(GetState { view, op: 1, replica: sender });
     let start_view_change = Message::StartViewChange(StartViewChange { view, replica: sender });
@@ -626,7 +632,7 @@ fn forged_corrupt_and_extreme_datagrams_under_load_change_nothing() {
             // PrepareOKs claiming this follower, every op of the leader's
             // window.
             for op in leader_row.3 + 1..=leader_row.3 + 16 {
-                let ok = Message::PrepareOk(PrepareOk { view, op, replica: f as u8 });
+                let ok = Message::PrepareOk(PrepareOk { view, op, replica: f as u8, gap: false });
                 send(0, &datagram(cluster_id, f as u8, &ok), leader, None);
             }
             // Corrupt bodies at the follower's next ops: from the client,

@@ -121,7 +121,7 @@ fn expected_prepare_ok_to(view: u64, ack_op: u64, leader_port: u16) -> Vec<u8> {
     payload.extend_from_slice(&[0; 7]);
     assert_eq!(payload.len(), 40);
     // The same bytes as user space would send (cross-check of the layout).
-    let ok = Message::PrepareOk(wire::PrepareOk { view, op: ack_op, replica: SELF_INDEX });
+    let ok = Message::PrepareOk(wire::PrepareOk { view, op: ack_op, replica: SELF_INDEX, gap: false });
     let mut encoded = Vec::new();
     wire::Encoder::new(CLUSTER_ID, SELF_INDEX).encode(&ok, &mut encoded).expect("PrepareOk encodes");
     assert_eq!(encoded, vec![payload.clone()], "hand-built PrepareOK equals wire::Encoder's");

@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use common::*;
 use electrode::fastpath::quorum::{LeaderState, WINDOW_OPS};
 use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded, QuorumPruneCounters};
+use electrode::wire::consts::PREPARE_OK_GAP;
 use electrode::wire::{self, Message, MsgType};
 
 const PORT: u16 = 7447;
@@ -46,7 +47,7 @@ fn load_without_members(replica_count: u32) -> Loaded {
 /// The electrode datagram of a PrepareOK sent by `replica` (header sender
 /// and body replica agree, as a real follower sends it).
 fn ack_datagram(view: u64, op: u64, replica: u8) -> Vec<u8> {
-    let msg = Message::PrepareOk(wire::PrepareOk { view, op, replica });
+    let msg = Message::PrepareOk(wire::PrepareOk { view, op, replica, gap: false });
     let mut out = Vec::new();
     wire::Encoder::new(CLUSTER_ID, replica).encode(&msg, &mut out).expect("PrepareOk encodes");
     assert_eq!(out.len(), 1);
@@ -594,6 +595,7 @@ impl PruneModel {
         }
         let replica = body[8];
         if body.len() != 16
+            || body[9] & !(PREPARE_OK_GAP as u8) != 0
             || replica != sender
             || replica >= self.replicas
             || replica == self.self_index
@@ -603,6 +605,9 @@ impl PruneModel {
         }
         if source != member(replica) {
             return DROP;
+        }
+        if body[9] & PREPARE_OK_GAP as u8 != 0 {
+            return PASS; // a follower's negative ack: nothing recorded
         }
         let op = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
         if op >= self.base + WINDOW_OPS {
@@ -660,6 +665,10 @@ fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
         if rng.chance(5) {
             datagram[6] = rng.below(10) as u8; // sender differs from replica
         }
+        if rng.chance(5) {
+            // Body byte 9: the flags (GAP, or bits nobody knows).
+            datagram[24 + 9] = [PREPARE_OK_GAP as u8, 2, 0x81][rng.below(3) as usize];
+        }
         if rng.chance(15) {
             for _ in 0..=rng.below(3) {
                 let at = rng.below(datagram.len() as u64) as usize;
@@ -709,4 +718,28 @@ fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
         dropped > frames / 10 && counted_foreign > frames / 100,
         "{dropped} dropped, {counted_foreign} forged"
     );
+}
+
+#[test]
+fn a_gap_ack_always_passes_and_records_nothing_and_unknown_flags_are_not_credited() {
+    if !require_root("a_gap_ack_always_passes_and_records_nothing_and_unknown_flags_are_not_credited") {
+        return;
+    }
+    let loaded = load(3);
+    loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
+    expect(&loaded, "op 2 from replica 1", &ack(0, 2, 1), PASS, pass_quorum());
+    let flagged = |op: u64, replica: u8, flags: u8| {
+        let mut datagram = ack_datagram(0, op, replica);
+        datagram[24 + 9] = flags;
+        from_member(replica, &datagram)
+    };
+    // Replica 2 holds Prepares past a gap at 2: its negative ack for op 1
+    // (below the quorum: a plain late ack would drop) reaches user space.
+    let gap = one(|c| &mut c.pass_gap);
+    expect(&loaded, "gap ack of replica 2", &flagged(1, 2, PREPARE_OK_GAP as u8), PASS, gap);
+    assert_eq!(state(&loaded).acked_op, acked(&[0, 2, 0]), "a gap ack records nothing");
+    let not_member = one(|c| &mut c.pass_not_member);
+    expect(&loaded, "unknown flag bit", &flagged(3, 2, 2), PASS, not_member.clone());
+    expect(&loaded, "gap plus an unknown bit", &flagged(3, 2, 3), PASS, not_member);
+    assert_eq!(state(&loaded).acked_op, acked(&[0, 2, 0]), "nothing credited for unknown flags");
 }

@@ -441,7 +441,7 @@ impl Sim {
                     kernel.acked.push(prepare.clone());
                     self.totals.kernel_acks += 1;
                 }
-                let ack = Message::PrepareOk(PrepareOk { view: prepare.view, op, replica: i });
+                let ack = Message::PrepareOk(PrepareOk { view: prepare.view, op, replica: i, gap: false });
                 self.send_message(i, from, &ack);
                 return;
             }
@@ -927,8 +927,8 @@ fn extreme_numbers_are_refused_or_handled() {
             let messages = vec![
                 Message::Prepare(Prepare { view: x, op: x, commit: x, batch: entry(x).batch }),
                 Message::Prepare(Prepare { view: replica.view(), op: x, commit: x, batch: entry(x).batch }),
-                Message::PrepareOk(PrepareOk { view: x, op: x, replica: from }),
-                Message::PrepareOk(PrepareOk { view: replica.view(), op: x, replica: from }),
+                Message::PrepareOk(PrepareOk { view: x, op: x, replica: from, gap: false }),
+                Message::PrepareOk(PrepareOk { view: replica.view(), op: x, replica: from, gap: false }),
                 Message::Commit(Commit { view: x, commit: x }),
                 Message::Commit(Commit { view: replica.view(), commit: x }),
                 Message::StartViewChange(StartViewChange { view: x, replica: from }),
@@ -1074,7 +1074,12 @@ fn hostile_messages_never_panic() {
                             })
                             .collect(),
                     }),
-                    1 => Message::PrepareOk(PrepareOk { view, op: near(&mut rng, op), replica: from }),
+                    1 => Message::PrepareOk(PrepareOk {
+                        view,
+                        op: near(&mut rng, op),
+                        replica: from,
+                        gap: false,
+                    }),
                     2 => Message::Commit(Commit { view, commit: near(&mut rng, commit) }),
                     3 => Message::StartViewChange(StartViewChange { view, replica: from }),
                     4 => Message::DoViewChange(DoViewChange {

@@ -119,7 +119,7 @@ fn prepare(op: u64) -> Message {
 }
 
 fn prepare_ok(replica: u8) -> Message {
-    Message::PrepareOk(wire::PrepareOk { view: 0, op: 1, replica })
+    Message::PrepareOk(wire::PrepareOk { view: 0, op: 1, replica, gap: false })
 }
 
 // ---------------------------------------------------------------------------

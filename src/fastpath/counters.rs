@@ -18,7 +18,8 @@ use crate::wire::consts::{
 };
 use crate::wire::consts::{
     CNT_QP_DROP_BELOW_QUORUM, CNT_QP_DROP_FOREIGN_SOURCE, CNT_QP_DROP_REDUNDANT, CNT_QP_PASS_AFTER_QUORUM,
-    CNT_QP_PASS_DISARMED, CNT_QP_PASS_NOT_MEMBER, CNT_QP_PASS_QUORUM, CNT_QP_PASS_VIEW, CNT_QP_PASS_WINDOW,
+    CNT_QP_PASS_DISARMED, CNT_QP_PASS_GAP, CNT_QP_PASS_NOT_MEMBER, CNT_QP_PASS_QUORUM, CNT_QP_PASS_VIEW,
+    CNT_QP_PASS_WINDOW,
 };
 use crate::wire::MsgType;
 
@@ -114,6 +115,8 @@ pub struct QuorumPruneCounters {
     /// Dropped, nothing recorded: claims replica r, but its source IPv4
     /// address or UDP port is not r's configured one (membership rule).
     pub drop_foreign_source: u64,
+    /// Passed, nothing recorded: a follower's negative ack (GAP flag).
+    pub pass_gap: u64,
 }
 
 impl QuorumPruneCounters {
@@ -130,6 +133,7 @@ impl QuorumPruneCounters {
             + self.pass_view
             + self.pass_disarmed
             + self.pass_not_member
+            + self.pass_gap
     }
 
     /// PrepareOKs dropped in the kernel.
@@ -148,6 +152,7 @@ impl QuorumPruneCounters {
             pass_disarmed: self.pass_disarmed.wrapping_sub(earlier.pass_disarmed),
             pass_not_member: self.pass_not_member.wrapping_sub(earlier.pass_not_member),
             drop_foreign_source: self.drop_foreign_source.wrapping_sub(earlier.drop_foreign_source),
+            pass_gap: self.pass_gap.wrapping_sub(earlier.pass_gap),
         }
     }
 
@@ -162,6 +167,7 @@ impl QuorumPruneCounters {
             CNT_QP_PASS_DISARMED => &mut self.pass_disarmed,
             CNT_QP_PASS_NOT_MEMBER => &mut self.pass_not_member,
             CNT_QP_DROP_FOREIGN_SOURCE => &mut self.drop_foreign_source,
+            CNT_QP_PASS_GAP => &mut self.pass_gap,
             _ => return None,
         })
     }
@@ -354,6 +360,7 @@ impl Counters {
             ("quorum_prune.pass_disarmed", qp.pass_disarmed),
             ("quorum_prune.pass_not_member", qp.pass_not_member),
             ("quorum_prune.drop_foreign_source", qp.drop_foreign_source),
+            ("quorum_prune.pass_gap", qp.pass_gap),
             ("tc_marked", self.tc_marked),
             ("tc_copies", self.tc_copies),
             ("tc_error", self.tc_error),

@@ -319,7 +319,7 @@ impl<'a> Kernel<'a> {
         let mut acks = Vec::new();
         for replica in 0..self.peers.len() as u8 {
             if replica != skip && replica != self.index && bitmap & (1 << replica) != 0 {
-                acks.push(crate::wire::PrepareOk { view, op, replica });
+                acks.push(crate::wire::PrepareOk { view, op, replica, gap: false });
             }
         }
         self.counters.acks_from_map += acks.len() as u64;
@@ -350,7 +350,7 @@ impl<'a> Kernel<'a> {
                         self.counters.acks_from_map += 1;
                         acks.push((
                             replica as u8,
-                            crate::wire::PrepareOk { view, op, replica: replica as u8 },
+                            crate::wire::PrepareOk { view, op, replica: replica as u8, gap: false },
                         ));
                     }
                 }

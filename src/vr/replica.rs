@@ -1205,7 +1205,9 @@ impl Replica {
                     }
                 }
                 self.prepare_buffer.retain(|op, _| *op > self.op);
-                self.send_prepare_ok(out);
+                // Still holding Prepares past another gap: ask for it too.
+                let gap = !self.prepare_buffer.is_empty();
+                self.send_ack(gap, out);
             }
         } else if m.op - self.op <= self.config.pipeline_max as u64 {
             // A gap: keep it until the missing ones are retransmitted.
@@ -1215,11 +1217,11 @@ impl Replica {
                 self.prepare_buffer.insert(m.op, m);
             }
             if first_past_gap {
-                // Tell the leader at once (an ack of what we hold, below
-                // what it sent): it re-sends the missing op without
-                // waiting for its retransmission timeout, so a lost
-                // Prepare costs a round trip, not prepare_retransmit_ticks.
-                self.send_prepare_ok(out);
+                // Tell the leader at once (an ack of what we hold, flagged
+                // as a gap): it re-sends the missing op without waiting for
+                // its retransmission timeout, so a lost Prepare costs a
+                // round trip, not prepare_retransmit_ticks.
+                self.send_ack(true, out);
             }
         }
         self.execute_through(self.commit_seen, false, out);
@@ -1242,9 +1244,14 @@ impl Replica {
     }
 
     fn send_prepare_ok(&mut self, out: &mut Vec<Action>) {
+        self.send_ack(false, out);
+    }
+
+    /// Acks our log head; `gap`: we hold Prepares past op + 1 and ask for it.
+    fn send_ack(&mut self, gap: bool, out: &mut Vec<Action>) {
         let to = self.leader_of(self.view);
         let message =
-            Message::PrepareOk(PrepareOk { view: self.view, op: self.op, replica: self.config.index });
+            Message::PrepareOk(PrepareOk { view: self.view, op: self.op, replica: self.config.index, gap });
         out.push(Action::Send { to, message });
     }
 
@@ -1262,9 +1269,11 @@ impl Replica {
             self.follower_stall_ticks[from as usize] = 0;
         }
         *acked = (*acked).max(op);
-        if duplicate && self.fast_retransmitted[from as usize] != Some(op) {
-            // The follower holds Prepares past a gap at op + 1: re-send it
-            // now (once per gap), as TCP's fast retransmit.
+        let asked = m.gap && op < self.op;
+        if (duplicate || asked) && self.fast_retransmitted[from as usize] != Some(op) {
+            // The follower holds Prepares past a gap at op + 1 (it says so,
+            // or repeats its ack): re-send it now (once per gap until its
+            // retransmission clock runs out), as TCP's fast retransmit.
             self.fast_retransmitted[from as usize] = Some(op);
             if let Some(entry) = self.entry(op + 1) {
                 let prepare =

@@ -69,7 +69,7 @@ pub mod layout {
         pad: [u8; 5]
     });
     mirror!(electrode_prepare { op: u64, commit: u64, request_count: u16, batch_len: u16, pad: [u8; 4] });
-    mirror!(electrode_prepare_ok { op: u64, replica: u8, pad: [u8; 7] });
+    mirror!(electrode_prepare_ok { op: u64, replica: u8, flags: u8, pad: [u8; 6] });
     mirror!(electrode_commit { commit: u64 });
     mirror!(electrode_start_view_change { replica: u8, pad: [u8; 7] });
     mirror!(electrode_chunk { transfer_id: u32, total_len: u32, offset: u32, len: u16, pad: [u8; 2] });
@@ -276,6 +276,9 @@ pub struct PrepareOk {
     pub view: u64,
     pub op: u64,
     pub replica: u8,
+    /// The sender holds Prepares past a gap at `op + 1` and asks for that
+    /// one (ELECTRODE_PREPARE_OK_GAP).
+    pub gap: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -489,6 +492,8 @@ pub enum DecodeError {
     /// A Reply status other than OK or SESSION_EVICTED, or an eviction with
     /// a result.
     BadReplyStatus,
+    /// Flag bits this version does not know.
+    UnknownFlags,
 }
 
 impl DecodeError {
@@ -508,6 +513,7 @@ impl DecodeError {
             DecodeError::BadChunk => "chunk outside its transfer",
             DecodeError::BadState => "inconsistent state blob",
             DecodeError::BadReplyStatus => "bad reply status",
+            DecodeError::UnknownFlags => "unknown flag bits",
         }
     }
 }
@@ -884,6 +890,7 @@ impl Encoder {
             Message::PrepareOk(m) => put_fixed(buf, size_of::<electrode_prepare_ok>(), |f| {
                 f.u64(offset_of!(electrode_prepare_ok, op), m.op);
                 f.u8(offset_of!(electrode_prepare_ok, replica), m.replica);
+                f.u8(offset_of!(electrode_prepare_ok, flags), if m.gap { PREPARE_OK_GAP as u8 } else { 0 });
             }),
             Message::Commit(m) => put_fixed(buf, size_of::<electrode_commit>(), |f| {
                 f.u64(offset_of!(electrode_commit, commit), m.commit);
@@ -1106,10 +1113,15 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
         }
         MsgType::PrepareOk => {
             exact(size_of::<electrode_prepare_ok>())?;
+            let flags = body.u8(offset_of!(electrode_prepare_ok, flags))?;
+            if flags & !(PREPARE_OK_GAP as u8) != 0 {
+                return Err(DecodeError::UnknownFlags);
+            }
             Message::PrepareOk(PrepareOk {
                 view,
                 op: body.u64(offset_of!(electrode_prepare_ok, op))?,
                 replica: check_replica(body.u8(offset_of!(electrode_prepare_ok, replica))?, &env)?,
+                gap: flags & PREPARE_OK_GAP as u8 != 0,
             })
         }
         MsgType::Commit => {

@@ -111,8 +111,8 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
         (any::<u64>(), any::<u64>(), any::<u64>(), batch(), r.clone()).prop_map(
             |(view, op, commit, batch, s)| (s, Message::Prepare(Prepare { view, op, commit, batch }))
         ),
-        (any::<u64>(), any::<u64>(), r.clone())
-            .prop_map(|(view, op, s)| (s, Message::PrepareOk(PrepareOk { view, op, replica: s }))),
+        (any::<u64>(), any::<u64>(), r.clone(), any::<bool>())
+            .prop_map(|(view, op, s, gap)| (s, Message::PrepareOk(PrepareOk { view, op, replica: s, gap }))),
         (any::<u64>(), any::<u64>(), r.clone())
             .prop_map(|(view, commit, s)| (s, Message::Commit(Commit { view, commit }))),
         (any::<u64>(), r.clone())
@@ -297,10 +297,20 @@ fn decode_rejects_each_broken_check_by_name() {
     assert_eq!(decode(&vec![0; MAX_DATAGRAM_LEN + 1], CLUSTER).unwrap_err(), DecodeError::TooLong);
 
     // A PrepareOk whose body replica disagrees with the header sender.
-    enc.encode(&Message::PrepareOk(PrepareOk { view: 1, op: 2, replica: 1 }), &mut out).unwrap();
+    enc.encode(&Message::PrepareOk(PrepareOk { view: 1, op: 2, replica: 1, gap: false }), &mut out).unwrap();
     let mut ok = out.pop().unwrap();
     ok[HDR_LEN + 8] = 2;
     assert_eq!(decode(&ok, CLUSTER).unwrap_err(), DecodeError::BadReplica);
+    // Flag bits other than GAP are refused, as the kernel refuses to credit them.
+    for flags in [2u8, 0x80, 3] {
+        let mut ok = out_flags(&mut enc, flags);
+        assert_eq!(decode(&ok, CLUSTER).unwrap_err(), DecodeError::UnknownFlags, "flags {flags:#x}");
+        ok[HDR_LEN + 9] = 1;
+        assert!(matches!(
+            decode(&ok, CLUSTER),
+            Ok((_, Decoded::Message(Message::PrepareOk(PrepareOk { gap: true, .. }))))
+        ));
+    }
 
     // A Prepare whose batch claims more requests than the limit.
     let p = Prepare {
@@ -415,4 +425,13 @@ fn reassembly_is_bounded_and_rejects_forged_chunks() {
     let mut r = Reassembler::new(MAX_TRANSFER_LEN);
     assert_eq!(r.push(&env, chunk(9, 40, 0, 40)), Err(DecodeError::BadState));
     assert_eq!(r.bytes_used(), 0);
+}
+
+/// A PrepareOk from replica 1 with its flags byte set to `flags`.
+fn out_flags(enc: &mut Encoder, flags: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    enc.encode(&Message::PrepareOk(PrepareOk { view: 1, op: 2, replica: 1, gap: false }), &mut out).unwrap();
+    let mut ok = out.pop().unwrap();
+    ok[HDR_LEN + 9] = flags;
+    ok
 }

@@ -178,7 +178,7 @@ pub fn sample_messages() -> Vec<Message> {
             session_evicted: false,
         }),
         Message::Prepare(wire::Prepare { view: 1, op: 3, commit: 2, batch: vec![request] }),
-        Message::PrepareOk(wire::PrepareOk { view: 1, op: 3, replica: 2 }),
+        Message::PrepareOk(wire::PrepareOk { view: 1, op: 3, replica: 2, gap: false }),
         Message::Commit(wire::Commit { view: 1, commit: 3 }),
         Message::StartViewChange(wire::StartViewChange { view: 2, replica: 1 }),
         Message::DoViewChange(wire::DoViewChange {
