@@ -1734,7 +1734,20 @@ impl Replica {
     fn want_state_if_behind(&mut self, out: &mut Vec<Action>) {
         if self.commit_seen > self.op && self.state_transfer_ticks.is_none() {
             self.state_transfer_attempts = 0;
-            self.send_get_state(out);
+            let small_gap = !self.catching_up
+                && !self.prepare_buffer.is_empty()
+                && self.commit_seen - self.op <= self.config.pipeline_max as u64;
+            if small_gap {
+                // We hold Prepares past a gap and asked the leader for the
+                // missing one (gap ack): its re-send is one datagram, while
+                // a NewState of the same ops is several chunks that must all
+                // arrive (at 10% loss most attempts failed and waited out a
+                // resend interval). State transfer only if the gap is still
+                // open after resend_interval_ticks.
+                self.state_transfer_ticks = Some(0);
+            } else {
+                self.send_get_state(out);
+            }
         }
     }
 
