@@ -245,7 +245,8 @@ struct electrode_snapshot_request {
 _Static_assert(sizeof(struct electrode_snapshot_request) == 24, "electrode_snapshot_request size");
 
 /* SnapshotChunk (peer -> asker): `len` bytes of the snapshot at `offset`
- * (a multiple of ELECTRODE_CHUNK_SIZE; every chunk but the last is full).
+ * (a multiple of ELECTRODE_SNAPSHOT_CHUNK_SIZE; every chunk but the last is
+ * full).
  * Every chunk repeats the total length, so that any one of them starts the
  * transfer. The source encodes the snapshot as it is pulled (from a state
  * frozen at snapshot_op), so it knows the digest (xxh3-64 of the whole
@@ -261,7 +262,13 @@ struct electrode_snapshot_chunk {
 	__u8 pad[5];
 };
 _Static_assert(sizeof(struct electrode_snapshot_chunk) == 40, "electrode_snapshot_chunk size");
-/* Chunks one SnapshotRequest asks for: 64 KiB, a fraction of a receive buffer. */
+/* Snapshot bytes per SnapshotChunk: as many as one datagram holds after the
+ * 40-byte chunk header (1448 - 40 = 1408, rounded down). A GiB is ~767k
+ * datagrams instead of ~1M with ELECTRODE_CHUNK_SIZE, and each datagram
+ * costs both ends a fixed amount of work. */
+#define ELECTRODE_SNAPSHOT_CHUNK_SIZE 1400
+_Static_assert(40 + ELECTRODE_SNAPSHOT_CHUNK_SIZE <= ELECTRODE_MAX_BODY, "a snapshot chunk fits");
+/* Chunks one SnapshotRequest asks for: ~88 KiB, a fraction of a receive buffer. */
 #define ELECTRODE_SNAPSHOT_WINDOW 64
 
 /* NewState (peer -> lagging replica), chunked. */

@@ -1107,16 +1107,16 @@ fn hostile_messages_never_panic() {
                     9 => Message::SnapshotRequest(wire::SnapshotRequest {
                         view,
                         snapshot_op: near(&mut rng, commit),
-                        offset: near(&mut rng, 0).wrapping_mul(wire::CHUNK_LEN as u64),
+                        offset: near(&mut rng, 0).wrapping_mul(wire::SNAPSHOT_CHUNK_LEN as u64),
                         replica: from,
                     }),
                     10 => {
                         // A chunk of a snapshot we may be pulling, with any
                         // length, total and digest (the wire decoder checks
                         // offsets; these reach the core as decoded).
-                        let total_len = near(&mut rng, 3 * wire::CHUNK_LEN as u64);
-                        let offset = rng.below(3) * wire::CHUNK_LEN as u64;
-                        let len = total_len.saturating_sub(offset).min(wire::CHUNK_LEN as u64);
+                        let total_len = near(&mut rng, 3 * wire::SNAPSHOT_CHUNK_LEN as u64);
+                        let offset = rng.below(3) * wire::SNAPSHOT_CHUNK_LEN as u64;
+                        let len = total_len.saturating_sub(offset).min(wire::SNAPSHOT_CHUNK_LEN as u64);
                         Message::SnapshotChunk(wire::SnapshotChunk {
                             view,
                             snapshot_op: near(&mut rng, commit),

@@ -60,7 +60,7 @@ pub const NETWORK_NUMBER_MAX: u64 = 1 << 62;
 
 /// Chunks one SnapshotRequest asks for (ELECTRODE_SNAPSHOT_WINDOW).
 const SNAPSHOT_WINDOW: u64 = wire::consts::SNAPSHOT_WINDOW as u64;
-const CHUNK: u64 = wire::CHUNK_LEN as u64;
+const CHUNK: u64 = wire::SNAPSHOT_CHUNK_LEN as u64;
 /// Resends of a SnapshotRequest without progress before giving up on its
 /// source (the next GetState may find another).
 const SNAPSHOT_STALLS_MAX: u64 = 8;

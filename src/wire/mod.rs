@@ -31,6 +31,8 @@ pub const MAX_RESULT_LEN: usize = MAX_RESULT_SIZE as usize;
 pub const MAX_BATCH_LEN: usize = MAX_BATCH as usize;
 /// Payload bytes per chunk of a large message.
 pub const CHUNK_LEN: usize = CHUNK_SIZE as usize;
+/// Snapshot bytes per SnapshotChunk.
+pub const SNAPSHOT_CHUNK_LEN: usize = SNAPSHOT_CHUNK_SIZE as usize;
 /// Upper bound of a reassembled large message.
 pub const MAX_TRANSFER_LEN: usize = MAX_TRANSFER as usize;
 /// Most replicas in a cluster.
@@ -923,7 +925,7 @@ impl Encoder {
                 f.u8(offset_of!(electrode_snapshot_request, replica), m.replica);
             }),
             Message::SnapshotChunk(m) => {
-                if m.data.len() > CHUNK_LEN {
+                if m.data.len() > SNAPSHOT_CHUNK_LEN {
                     return Err(EncodeError::OverLimit);
                 }
                 put_fixed(buf, size_of::<electrode_snapshot_chunk>(), |f| {
@@ -1178,15 +1180,15 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
         MsgType::SnapshotChunk => {
             let fixed = size_of::<electrode_snapshot_chunk>();
             let len = body.u16(offset_of!(electrode_snapshot_chunk, len))? as usize;
-            if len > CHUNK_LEN {
+            if len > SNAPSHOT_CHUNK_LEN {
                 return Err(DecodeError::OverLimit);
             }
             exact(fixed + len)?;
             let total_len = body.u64(offset_of!(electrode_snapshot_chunk, total_len))?;
             let offset = body.u64(offset_of!(electrode_snapshot_chunk, offset))?;
-            // Every chunk but the last is full, at a multiple of CHUNK_LEN.
-            let expected = total_len.checked_sub(offset).map(|rest| rest.min(CHUNK_LEN as u64));
-            if offset % CHUNK_LEN as u64 != 0 || expected != Some(len as u64) || len == 0 {
+            // Every chunk but the last is full, at a multiple of SNAPSHOT_CHUNK_LEN.
+            let expected = total_len.checked_sub(offset).map(|rest| rest.min(SNAPSHOT_CHUNK_LEN as u64));
+            if offset % SNAPSHOT_CHUNK_LEN as u64 != 0 || expected != Some(len as u64) || len == 0 {
                 return Err(DecodeError::BadChunk);
             }
             Message::SnapshotChunk(SnapshotChunk {

@@ -167,12 +167,21 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
         (any::<u64>(), any::<u64>(), any::<u64>(), r.clone()).prop_map(|(view, snapshot_op, offset, s)| {
             (s, Message::SnapshotRequest(SnapshotRequest { view, snapshot_op, offset, replica: s }))
         }),
-        (any::<u64>(), any::<u64>(), any::<u64>(), 0u64..1 << 40, 1usize..=CHUNK_LEN, any::<bool>(), r)
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            0u64..1 << 40,
+            1usize..=SNAPSHOT_CHUNK_LEN,
+            any::<bool>(),
+            r
+        )
             .prop_map(|(view, snapshot_op, digest, chunk, len, last, s)| {
                 // A full chunk somewhere inside, or the short last one.
-                let offset = chunk * CHUNK_LEN as u64;
-                let total_len = if last { offset + len as u64 } else { offset + 2 * CHUNK_LEN as u64 };
-                let len = if last { len } else { CHUNK_LEN };
+                let offset = chunk * SNAPSHOT_CHUNK_LEN as u64;
+                let total_len =
+                    if last { offset + len as u64 } else { offset + 2 * SNAPSHOT_CHUNK_LEN as u64 };
+                let len = if last { len } else { SNAPSHOT_CHUNK_LEN };
                 let data = (0..len).map(|i| (i * 7 + chunk as usize) as u8).collect();
                 let m = SnapshotChunk { view, snapshot_op, total_len, digest, offset, replica: s, data };
                 (s, Message::SnapshotChunk(m))
