@@ -137,14 +137,22 @@ trap 'exit 130' INT TERM
 mkdir -p bench/results
 : >"$WORK/manifest"
 
-# cpu_sample PID -> "PID's utime+stime ticks" then the busy ticks of each
-# CPU (/proc/stat: everything but idle and iowait).
+# cpu_sample -> a line: the monotonic clock (s), the utime+stime ticks of
+# replica 0 (the leader) and of the other replicas together, then the busy
+# ticks of each CPU (/proc/stat: everything but idle and iowait).
 cpu_sample() {
-    local stat
-    stat="$(cat "/proc/$1/stat")"
-    stat="${stat##*) }"
+    local pid stat followers=0 leader=0 i=0
+    for pid in "${PIDS[@]}"; do
+        stat="$(cat "/proc/$pid/stat")"
+        stat="${stat##*) }"
+        # fields after the command: state(1) ... utime(12) stime(13)
+        stat="$(echo "$stat" | awk '{print $12 + $13}')"
+        if [ "$i" -eq 0 ]; then leader="$stat"; else followers=$((followers + stat)); fi
+        i=$((i + 1))
+    done
     {
-        echo "$stat" | awk '{print $12 + $13}'
+        awk '{print $1}' /proc/uptime
+        echo "$leader $followers"
         awk '/^cpu[0-9]+ / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
     } | tr '\n' ' '
     echo
@@ -157,10 +165,10 @@ json_number() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[
 client() {
     local id="$1" cpu="$2"
     shift 2
-    cpu_sample "${PIDS[0]}" >"$WORK/$id.before"
+    cpu_sample >"$WORK/$id.before"
     scripts/cluster.sh exec client -- taskset -c "$cpu" "$BIN" client -c "$CONFIG" --app "$APP" \
         -t "$THREADS" --sessions "$SESSIONS" --json "$@" >"$WORK/$id.json"
-    cpu_sample "${PIDS[0]}" >"$WORK/$id.after"
+    cpu_sample >"$WORK/$id.after"
 }
 
 # calc AWK-EXPRESSION [FORMAT]: arithmetic on decimals (default format %.3f).
@@ -263,17 +271,27 @@ result = {
 for line in open(f"{work}/manifest"):
     rid, n, rnd, name, app, kind, placement, percent = line.split()
     client = json.load(open(f"{work}/{rid}.json"))
-    before = [int(x) for x in open(f"{work}/{rid}.before").read().split()]
-    after = [int(x) for x in open(f"{work}/{rid}.after").read().split()]
+    before = [float(x) for x in open(f"{work}/{rid}.before").read().split()]
+    after = [float(x) for x in open(f"{work}/{rid}.after").read().split()]
+    wall_s = after[0] - before[0]
+    leader, followers = after[1] - before[1], after[2] - before[2]
+    busy = [a - b for a, b in zip(after[3:], before[3:])]
     completed = client["ops"] + client["warmup"] - client["failed"]
     per_op = lambda ticks: ticks * 1e6 / hz / completed if completed > 0 else None
     result["runs"].append({
         "replicas": int(n), "f": (int(n) - 1) // 2, "round": int(rnd), "configuration": name, "app": app,
         "kind": kind, "placement": placement, "percent": None if percent == "-" else int(percent),
         "ops_completed": completed,
-        "leader_cpu_s": (after[0] - before[0]) / hz,
-        "leader_cpu_us_per_op": per_op(after[0] - before[0]),
-        "cpu_busy_us_per_op": [per_op(a - b) for a, b in zip(after[1:], before[1:])],
+        "wall_s": wall_s,
+        "leader_cpu_s": leader / hz,
+        "leader_cpu_us_per_op": per_op(leader),
+        "followers_cpu_us_per_op": per_op(followers),
+        "cpu_busy_us_per_op": [per_op(x) for x in busy],
+        # Busy CPU time charged to none of the replicas and not the client's
+        # own (getrusage): other work on the shared machine, plus interrupt
+        # time accounted to no task; in CPUs over the run's wall time.
+        "other_cpus_busy": (sum(busy) / hz - (leader + followers) / hz - client["client_cpu_s"]) / wall_s
+        if wall_s > 0 else None,
         "client": client,
     })
 
@@ -328,8 +346,10 @@ lines = [
     f"Saturation: closed loop, {saturation_s} s after {warmup_s} s of warm-up, {rounds} round(s) (configurations "
     "in reverse order every other round). Curve points (round 1): open loop at a percentage of the saturated "
     f"rate of the same placement, {point_s} s after {warmup_s} s of warm-up at the same rate, latency from each "
-    "request's intended send time. Leader CPU: " + result["leader_cpu"] + ". CPU busy: each CPU's busy time "
-    "(/proc/stat, everything on the machine) per op.", "",
+    "request's intended send time. Leader CPU: " + result["leader_cpu"] + "; followers: the same, all followers "
+    "together. CPU busy: each CPU's busy time (/proc/stat, everything on the machine) per op. Other CPUs busy: "
+    "busy time charged to neither the replicas nor the client, in CPUs over the run (other work on the shared "
+    "machine, and interrupt time charged to no task): the noise of that run.", "",
 ]
 if any(r["kind"] == "open" for r in result["runs"]):
     lines += [f"![latency against throughput]({name}.svg)", ""]
@@ -352,23 +372,24 @@ if not result["ratios"]:
 ncpu = max((len(r["cpu_busy_us_per_op"]) for r in result["runs"]), default=0)
 cpu_cols = "".join(f" CPU{i} busy us/op |" for i in range(ncpu))
 lines += ["", "## Saturation (closed loop)", "",
-          "| replicas | round | configuration | app | placement | ops/s | p50 us | p99 us | leader CPU us/op |"
-          + cpu_cols + " client CPU us/op | failed |",
-          "|---|---|---|---|---|---|---|---|---|" + "---|" * ncpu + "---|---|"]
+          "| replicas | round | configuration | app | placement | ops/s | p50 us | p99 us | leader CPU us/op | "
+          "followers CPU us/op |" + cpu_cols + " client CPU us/op | other CPUs busy | failed |",
+          "|---|---|---|---|---|---|---|---|---|---|" + "---|" * ncpu + "---|---|---|"]
 for r in result["runs"]:
     if r["kind"] != "saturation":
         continue
     c = r["client"]
     lines.append(f"| {r['replicas']} | {r['round']} | {r['configuration']} | {r['app']} | {r['placement']} | "
                  f"{c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | {c['p99_us']:.0f} | "
-                 f"{f1(r['leader_cpu_us_per_op'])} |" + "".join(f" {f1(x)} |" for x in r["cpu_busy_us_per_op"])
-                 + f" {f1(c['client_cpu_us_per_op'])} | {c['failed']} |")
+                 f"{f1(r['leader_cpu_us_per_op'])} | {f1(r['followers_cpu_us_per_op'])} |"
+                 + "".join(f" {f1(x)} |" for x in r["cpu_busy_us_per_op"])
+                 + f" {f1(c['client_cpu_us_per_op'])} | {f2(r['other_cpus_busy'])} | {c['failed']} |")
 lines += ["", "## Curves (open loop)", "",
           "late: sent over 1 ms after the intended time (of those, client behind: a session was free, the client "
           "was not scheduled in time; the others waited for a session); unsent: due before the end, never sent.", "",
           "| replicas | placement | configuration | app | % of saturated | offered ops/s | achieved ops/s | p50 us | "
-          "p99 us | leader CPU us/op | client CPU us/op | late | client behind | unsent | failed |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "p99 us | leader CPU us/op | client CPU us/op | other CPUs busy | late | client behind | unsent | failed |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in result["runs"]:
     if r["kind"] != "open":
         continue
@@ -376,6 +397,7 @@ for r in result["runs"]:
     lines.append(f"| {r['replicas']} | {r['placement']} | {r['configuration']} | {r['app']} | {r['percent']} | "
                  f"{c['offered_ops_per_s']:.0f} | {c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | "
                  f"{c['p99_us']:.0f} | {f1(r['leader_cpu_us_per_op'])} | {f1(c['client_cpu_us_per_op'])} | "
+                 f"{f2(r['other_cpus_busy'])} | "
                  f"{c['late_sends']} | {c['late_sends_client_behind']} | {c['unsent']} | {c['failed']} |")
 open(f"{out}.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(l for l in lines if not l.startswith("![")))
