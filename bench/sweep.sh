@@ -12,7 +12,7 @@
 #     rate, and the leader's CPU per committed op is measured there; -R
 #     rounds, the configurations in reverse order every other round, so
 #     that a drift in the shared machine's other load favours neither;
-# (b) the curve (round 1): open-loop points at -p percents of that rate
+# (b) the curve: open-loop points at -p percents of the mean saturated rate
 #     (latency from each request's intended send time, as wrk2), -d seconds
 #     each after a -w second warm-up at the same rate: achieved throughput,
 #     p50, p99, the leader's CPU per op and the client's own.
@@ -216,10 +216,10 @@ for n in $REPLICA_COUNTS; do
         for ((i = 0; i < n; i++)); do echo "replica 10.77.0.$((11 + i)):7001"; done
     } >"$CONFIG"
     scripts/cluster.sh up "$CONFIG" >/dev/null
+    declare -A SATURATED=()
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-        # Later rounds repeat the saturation runs only, the configurations
-        # in reverse order every other round, so that a drift in the
-        # machine's other load does not favour one of them.
+        # The configurations in reverse order every other round, so that a
+        # drift in the machine's other load does not favour one of them.
         order=("${CONFIGURATIONS[@]}")
         if [ $((ROUND % 2)) -eq 0 ]; then
             order=()
@@ -236,12 +236,29 @@ for n in $REPLICA_COUNTS; do
                     saturation "$placement"
                     echo "==> $n replicas, round $ROUND, $NAME, $APP, $placement: saturated closed loop" \
                         "$(calc "$RATE" %.0f) ops/s"
-                    if [ "$ROUND" -eq 1 ] && [[ " $CURVE_APPS " == *" $APP "* ]]; then
-                        curve "$placement" "$RATE"
-                    fi
+                    SATURATED["$NAME|$APP|$placement"]+=" $RATE"
                 done
                 stop_replicas
             done
+        done
+    done
+    # The curves, at percents of the mean saturated rate over the rounds (one
+    # round's rate alone moves with the other load of its few seconds).
+    for entry in "${CONFIGURATIONS[@]}"; do
+        NAME="${entry%%|*}"
+        BIN="$TARGET_DIR/variants/$NAME/electrode"
+        for APP in $CURVE_APPS; do
+            RUN="n$n-curve-$NAME-$APP"
+            ROUND=0 # not a saturation round
+            # shellcheck disable=SC2086 # extra replica flags, split on purpose
+            start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+            for placement in $PLACEMENTS; do
+                rates="${SATURATED["$NAME|$APP|$placement"]}"
+                mean="$(echo "$rates" | awk '{ for (i = 1; i <= NF; i++) sum += $i; printf "%.0f", sum / NF }')"
+                echo "==> $n replicas, $NAME, $APP, $placement: open loop at percents of $mean ops/s"
+                curve "$placement" "$mean"
+            done
+            stop_replicas
         done
     done
     scripts/cluster.sh down >/dev/null
@@ -279,7 +296,7 @@ for line in open(f"{work}/manifest"):
     completed = client["ops"] + client["warmup"] - client["failed"]
     per_op = lambda ticks: ticks * 1e6 / hz / completed if completed > 0 else None
     result["runs"].append({
-        "replicas": int(n), "f": (int(n) - 1) // 2, "round": int(rnd), "configuration": name, "app": app,
+        "replicas": int(n), "f": (int(n) - 1) // 2, "round": int(rnd) or None, "configuration": name, "app": app,
         "kind": kind, "placement": placement, "percent": None if percent == "-" else int(percent),
         "ops_completed": completed,
         "wall_s": wall_s,
@@ -287,9 +304,11 @@ for line in open(f"{work}/manifest"):
         "leader_cpu_us_per_op": per_op(leader),
         "followers_cpu_us_per_op": per_op(followers),
         "cpu_busy_us_per_op": [per_op(x) for x in busy],
-        # Busy CPU time charged to none of the replicas and not the client's
-        # own (getrusage): other work on the shared machine, plus interrupt
-        # time accounted to no task; in CPUs over the run's wall time.
+        # Busy CPU time (/proc/stat, tick samples) less the replicas' and the
+        # client's own CPU time, in CPUs over the run's wall time: other
+        # work on the shared machine. The two clocks differ (the process
+        # times are scaled to exact run times), so values within about
+        # +-0.4 say nothing; a clearly positive one marks a noisy run.
         "other_cpus_busy": (sum(busy) / hz - (leader + followers) / hz - client["client_cpu_s"]) / wall_s
         if wall_s > 0 else None,
         "client": client,
@@ -344,12 +363,13 @@ lines = [
     f"{int(threads) * int(sessions)} requests outstanding). Placements: "
     + "; ".join(f"{k}: {v}" for k, v in result["placements"].items()) + ".", "",
     f"Saturation: closed loop, {saturation_s} s after {warmup_s} s of warm-up, {rounds} round(s) (configurations "
-    "in reverse order every other round). Curve points (round 1): open loop at a percentage of the saturated "
+    "in reverse order every other round). Curve points: open loop at a percentage of the mean saturated "
     f"rate of the same placement, {point_s} s after {warmup_s} s of warm-up at the same rate, latency from each "
     "request's intended send time. Leader CPU: " + result["leader_cpu"] + "; followers: the same, all followers "
     "together. CPU busy: each CPU's busy time (/proc/stat, everything on the machine) per op. Other CPUs busy: "
-    "busy time charged to neither the replicas nor the client, in CPUs over the run (other work on the shared "
-    "machine, and interrupt time charged to no task): the noise of that run.", "",
+    "the CPUs' busy time less the replicas' and the client's CPU time, in CPUs over the run: other work on the "
+    "shared machine. The busy time is tick samples and the process times exact run times, so values within "
+    "about +-0.4 say nothing; a clearly positive one marks a run measured next to other load.", "",
 ]
 if any(r["kind"] == "open" for r in result["runs"]):
     lines += [f"![latency against throughput]({name}.svg)", ""]
