@@ -12,7 +12,7 @@
 #     rate, and the leader's CPU per committed op is measured there; -R
 #     rounds, the configurations in reverse order every other round, so
 #     that a drift in the shared machine's other load favours neither;
-# (b) the curve: open-loop points at -p percents of the mean saturated rate
+# (b) the curve: open-loop points at -p percents of the highest saturated rate
 #     (latency from each request's intended send time, as wrk2), -d seconds
 #     each after a -w second warm-up at the same rate: achieved throughput,
 #     p50, p99, the leader's CPU per op and the client's own.
@@ -242,8 +242,9 @@ for n in $REPLICA_COUNTS; do
             done
         done
     done
-    # The curves, at percents of the mean saturated rate over the rounds (one
-    # round's rate alone moves with the other load of its few seconds).
+    # The curves, at percents of the highest saturated rate of the rounds:
+    # other load on the machine only ever lowers a round's rate (one round
+    # measured next to a compile gave a quarter of the next one's).
     for entry in "${CONFIGURATIONS[@]}"; do
         NAME="${entry%%|*}"
         BIN="$TARGET_DIR/variants/$NAME/electrode"
@@ -254,9 +255,9 @@ for n in $REPLICA_COUNTS; do
             start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
             for placement in $PLACEMENTS; do
                 rates="${SATURATED["$NAME|$APP|$placement"]}"
-                mean="$(echo "$rates" | awk '{ for (i = 1; i <= NF; i++) sum += $i; printf "%.0f", sum / NF }')"
-                echo "==> $n replicas, $NAME, $APP, $placement: open loop at percents of $mean ops/s"
-                curve "$placement" "$mean"
+                best="$(echo "$rates" | awk '{ for (i = 1; i <= NF; i++) if ($i > m) m = $i; printf "%.0f", m }')"
+                echo "==> $n replicas, $NAME, $APP, $placement: open loop at percents of $best ops/s"
+                curve "$placement" "$best"
             done
             stop_replicas
         done
@@ -363,8 +364,8 @@ lines = [
     f"{int(threads) * int(sessions)} requests outstanding). Placements: "
     + "; ".join(f"{k}: {v}" for k, v in result["placements"].items()) + ".", "",
     f"Saturation: closed loop, {saturation_s} s after {warmup_s} s of warm-up, {rounds} round(s) (configurations "
-    "in reverse order every other round). Curve points: open loop at a percentage of the mean saturated "
-    f"rate of the same placement, {point_s} s after {warmup_s} s of warm-up at the same rate, latency from each "
+    "in reverse order every other round). Curve points: open loop at a percentage of the highest "
+    f"saturated rate of the rounds in the same placement, {point_s} s after {warmup_s} s of warm-up at the same rate, latency from each "
     "request's intended send time. Leader CPU: " + result["leader_cpu"] + "; followers: the same, all followers "
     "together. CPU busy: each CPU's busy time (/proc/stat, everything on the machine) per op. Other CPUs busy: "
     "the CPUs' busy time less the replicas' and the client's CPU time, in CPUs over the run: other work on the "
