@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# Latency against throughput, the form of the Electrode paper's figures:
+# per replica count (3, 5, 7) and configuration (default userspace and all
+# fast paths), on a fresh namespace cluster (scripts/cluster.sh), in each
+# CPU placement:
+#   "shared": the client next to the leader on CPU 0, followers on CPU 1
+#             (scripts/lib.sh, the placement of every other bench);
+#   "split":  the leader alone on CPU 0, the client with the followers on
+#             CPU 1, closer to the paper's clients on their own machines;
+# (a) saturation: a closed loop (-T threads x -S sessions outstanding) for
+#     -s seconds after a -w second warm-up: its throughput is the saturated
+#     rate, and the leader's CPU per committed op is measured there; -R
+#     rounds, the configurations in reverse order every other round, so
+#     that a drift in the shared machine's other load favours neither;
+# (b) the curve: open-loop points at -p percents of the highest saturated rate
+#     (latency from each request's intended send time, as wrk2), -d seconds
+#     each after a -w second warm-up at the same rate: achieved throughput,
+#     p50, p99, the leader's CPU per op and the client's own.
+# Then the ratios all / userspace of saturated throughput (null and KV
+# application) and of the leader's CPU per op at saturation, per replica
+# count and placement. Results: bench/results/sweep-<stamp>.json, .md and
+# .svg (the figure, drawn by bench/plot_sweep.rs).
+#
+#   bench/sweep.sh [-r "3 5 7"] [-p "10 25 50 70 85 95 100 110"] [-d 2]
+#                  [-w 0.5] [-s 2.5] [-R 2] [-a "null"] [-k "null kv"]
+#                  [-P "shared split"] [-T 2] [-S 16]
+#
+# -a: applications with curves; -k: applications measured at saturation
+# only. -P: the placements. A smaller run (about 30 s):
+#   bench/sweep.sh -r 3 -p "25 70 100" -d 1 -R 1 -k "" -P shared
+#
+# The leader's CPU: utime + stime of replica 0's process (/proc/PID/stat,
+# all its threads) over the whole client run, warm-up included, divided by
+# the operations the client completed (ops + warm-up - failed). On veth the
+# sender's CPU runs the receiver's network stack (PLATFORM.md), so part of
+# the leader's receive path is charged to the client; each run also records
+# every CPU's busy time per op (/proc/stat; it includes whatever else runs
+# on the machine).
+#
+# Run as root, or as a user with sudo (builds as the user, runs the cluster
+# through sudo). Configurations: ELECTRODE_BENCH_CONFIGURATIONS as in
+# scripts/lib.sh, default here "userspace| all|fast_paths"; the ratios need
+# both of those. ELECTRODE_REPLICA_ARGS passes extra replica flags.
+set -euo pipefail
+CALLER_DIR="$PWD"
+cd "$(dirname "$0")/.."
+: "${ELECTRODE_BENCH_CONFIGURATIONS:=userspace| all|fast_paths}"
+export ELECTRODE_BENCH_CONFIGURATIONS
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+ARGS=("$@")
+REPLICA_COUNTS="3 5 7"
+PERCENTS="10 25 50 70 85 95 100 110"
+POINT_S=2
+WARMUP_S=0.5
+SATURATION_S=2.5
+ROUNDS=2
+CURVE_APPS="null"
+SATURATION_APPS="null kv"
+PLACEMENTS="shared split"
+THREADS=2
+SESSIONS=16
+usage() {
+    echo "usage: $0 [-r \"3 5 7\"] [-p \"10 25 ...\"] [-d SECONDS] [-w SECONDS] [-s SECONDS] [-R ROUNDS] [-a \"null\"]" \
+        "[-k \"null kv\"] [-P \"shared split\"] [-T THREADS] [-S SESSIONS]" >&2
+    exit 2
+}
+while getopts "r:p:d:w:s:R:a:k:P:T:S:h" opt; do
+    case "$opt" in
+    r) REPLICA_COUNTS="$OPTARG" ;;
+    p) PERCENTS="$OPTARG" ;;
+    d) POINT_S="$OPTARG" ;;
+    w) WARMUP_S="$OPTARG" ;;
+    s) SATURATION_S="$OPTARG" ;;
+    R) ROUNDS="$OPTARG" ;;
+    a) CURVE_APPS="$OPTARG" ;;
+    k) SATURATION_APPS="$OPTARG" ;;
+    P) PLACEMENTS="$OPTARG" ;;
+    T) THREADS="$OPTARG" ;;
+    S) SESSIONS="$OPTARG" ;;
+    *) usage ;;
+    esac
+done
+# 2f+1 replicas, at most ELECTRODE_MAX_REPLICAS (9, bpf/electrode.h).
+for n in $REPLICA_COUNTS; do
+    if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 3 ] || [ "$n" -gt 9 ] || [ $((n % 2)) -ne 1 ]; then
+        echo "$0: replica counts are 3, 5, 7 or 9 (got $n)" >&2
+        exit 2
+    fi
+done
+for value in "$POINT_S" "$WARMUP_S" "$SATURATION_S"; do
+    if ! [[ "$value" =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk "BEGIN { exit !($value > 0) }"; then
+        echo "$0: -d, -w and -s are seconds > 0 (got $value)" >&2
+        exit 2
+    fi
+done
+for value in "$THREADS" "$SESSIONS" "$ROUNDS"; do
+    [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "$0: -T, -S and -R are counts >= 1 (got $value)" >&2; exit 2; }
+done
+for p in $PERCENTS; do
+    if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ]; then
+        echo "$0: percents are integers >= 1 (got $p)" >&2
+        exit 2
+    fi
+done
+for placement in $PLACEMENTS; do
+    case "$placement" in shared | split) ;; *) echo "$0: placements are shared and split" >&2; exit 2 ;; esac
+done
+[ -n "$PLACEMENTS" ] || { echo "$0: -P needs a placement" >&2; exit 2; }
+APPS=""
+for app in $CURVE_APPS $SATURATION_APPS; do
+    case "$app" in null | kv) ;; *) echo "$0: applications are null and kv (got $app)" >&2; exit 2 ;; esac
+    case " $APPS " in *" $app "*) ;; *) APPS="$APPS $app" ;; esac
+done
+[ -n "$APPS" ] || { echo "$0: -a and -k name no application" >&2; exit 2; }
+
+if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
+    echo "==> building in $TARGET_DIR"
+    build_variants
+    cargo build --release --quiet --example plot_sweep
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" \
+        ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" \
+        ELECTRODE_REPLICA_ARGS="${ELECTRODE_REPLICA_ARGS:-}" "$0" "${ARGS[@]}"
+    exit
+fi
+
+STARTED=$SECONDS
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="bench/results/sweep-$STAMP"
+WORK="$(mktemp -d /tmp/electrode-sweep.XXXXXX)"
+CONFIG=config.txt # cleanup_replicas names one; cluster.sh down removes every el- namespace
+trap cleanup_replicas EXIT
+trap 'exit 130' INT TERM
+mkdir -p bench/results
+: >"$WORK/manifest"
+
+# cpu_sample -> a line: the monotonic clock (s), the utime+stime ticks of
+# replica 0 (the leader) and of the other replicas together, then the busy
+# ticks of each CPU (/proc/stat: everything but idle and iowait).
+cpu_sample() {
+    local pid stat followers=0 leader=0 i=0
+    for pid in "${PIDS[@]}"; do
+        stat="$(cat "/proc/$pid/stat")"
+        stat="${stat##*) }"
+        # fields after the command: state(1) ... utime(12) stime(13)
+        stat="$(echo "$stat" | awk '{print $12 + $13}')"
+        if [ "$i" -eq 0 ]; then leader="$stat"; else followers=$((followers + stat)); fi
+        i=$((i + 1))
+    done
+    {
+        awk '{print $1}' /proc/uptime
+        echo "$leader $followers"
+        awk '/^cpu[0-9]+ / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+    } | tr '\n' ' '
+    echo
+}
+
+json_number() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+# client ID CPU ARGS...: one client run pinned to CPU, its report in
+# $WORK/ID.json, the leader's and the CPUs' ticks around it.
+client() {
+    local id="$1" cpu="$2"
+    shift 2
+    cpu_sample >"$WORK/$id.before"
+    scripts/cluster.sh exec client -- taskset -c "$cpu" "$BIN" client -c "$CONFIG" --app "$APP" \
+        -t "$THREADS" --sessions "$SESSIONS" --json "$@" >"$WORK/$id.json"
+    cpu_sample >"$WORK/$id.after"
+}
+
+# calc AWK-EXPRESSION [FORMAT]: arithmetic on decimals (default format %.3f).
+calc() { awk "BEGIN { printf \"${2:-%.3f}\", $1 }"; }
+
+# saturation PLACEMENT: a closed-loop probe of WARMUP_S (the replicas'
+# warm-up, and the rate that sizes the measured run's warm-up), then the
+# measured closed loop; sets RATE to its throughput.
+saturation() {
+    local placement="$1" cpu="$CLIENT_CPU" id
+    [ "$placement" = split ] && cpu="$FOLLOWER_CPU"
+    id="$RUN-saturation-$placement"
+    client "$id-probe" "$cpu" --duration "$WARMUP_S"
+    RATE="$(json_number "$WORK/$id-probe.json" throughput_ops_per_s)"
+    client "$id" "$cpu" --duration "$(calc "$WARMUP_S + $SATURATION_S")" -w "$(calc "$RATE * $WARMUP_S" %.0f)"
+    echo "$id $N $ROUND $NAME $APP saturation $placement -" >>"$WORK/manifest"
+    RATE="$(json_number "$WORK/$id.json" throughput_ops_per_s)"
+}
+
+# curve PLACEMENT SATURATED_RATE: the open-loop points at PERCENTS of the
+# rate, each after a warm-up at its own rate.
+curve() {
+    local placement="$1" saturated="$2" cpu="$CLIENT_CPU" p offered id
+    [ "$placement" = split ] && cpu="$FOLLOWER_CPU"
+    for p in $PERCENTS; do
+        offered="$(calc "$saturated * $p / 100" %.0f)"
+        [ "$offered" -ge 1 ] || offered=1
+        id="$RUN-open-$placement-$p"
+        client "$id" "$cpu" --rate "$offered" --duration "$(calc "$WARMUP_S + $POINT_S")" \
+            -w "$(calc "$offered * $WARMUP_S" %.0f)"
+        echo "$id $N $ROUND $NAME $APP open $placement $p" >>"$WORK/manifest"
+        printf '    %3d%%: offered %7d, achieved %7.0f ops/s, p50 %6.0f us, p99 %8.0f us\n' "$p" "$offered" \
+            "$(json_number "$WORK/$id.json" throughput_ops_per_s)" "$(json_number "$WORK/$id.json" p50_us)" \
+            "$(json_number "$WORK/$id.json" p99_us)"
+    done
+}
+
+LOADAVG_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+for n in $REPLICA_COUNTS; do
+    N="$n"
+    CONFIG="$WORK/config-$n.txt"
+    {
+        echo "# $n replicas for bench/sweep.sh: config.txt's namespace subnet, only inside the namespaces."
+        echo "f $(((n - 1) / 2))"
+        for ((i = 0; i < n; i++)); do echo "replica 10.77.0.$((11 + i)):7001"; done
+    } >"$CONFIG"
+    scripts/cluster.sh up "$CONFIG" >/dev/null
+    declare -A SATURATED=()
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        # The configurations in reverse order every other round, so that a
+        # drift in the machine's other load does not favour one of them.
+        order=("${CONFIGURATIONS[@]}")
+        if [ $((ROUND % 2)) -eq 0 ]; then
+            order=()
+            for ((i = ${#CONFIGURATIONS[@]} - 1; i >= 0; i--)); do order+=("${CONFIGURATIONS[$i]}"); done
+        fi
+        for entry in "${order[@]}"; do
+            NAME="${entry%%|*}"
+            BIN="$TARGET_DIR/variants/$NAME/electrode"
+            for APP in $APPS; do
+                RUN="n$n-r$ROUND-$NAME-$APP"
+                # shellcheck disable=SC2086 # extra replica flags, split on purpose
+                start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+                for placement in $PLACEMENTS; do
+                    saturation "$placement"
+                    echo "==> $n replicas, round $ROUND, $NAME, $APP, $placement: saturated closed loop" \
+                        "$(calc "$RATE" %.0f) ops/s"
+                    SATURATED["$NAME|$APP|$placement"]+=" $RATE"
+                done
+                stop_replicas
+            done
+        done
+    done
+    # The curves, at percents of the highest saturated rate of the rounds:
+    # other load on the machine only ever lowers a round's rate (one round
+    # measured next to a compile gave a quarter of the next one's).
+    for entry in "${CONFIGURATIONS[@]}"; do
+        NAME="${entry%%|*}"
+        BIN="$TARGET_DIR/variants/$NAME/electrode"
+        for APP in $CURVE_APPS; do
+            RUN="n$n-curve-$NAME-$APP"
+            ROUND=0 # not a saturation round
+            # shellcheck disable=SC2086 # extra replica flags, split on purpose
+            start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+            for placement in $PLACEMENTS; do
+                rates="${SATURATED["$NAME|$APP|$placement"]}"
+                best="$(echo "$rates" | awk '{ for (i = 1; i <= NF; i++) if ($i > m) m = $i; printf "%.0f", m }')"
+                echo "==> $n replicas, $NAME, $APP, $placement: open loop at percents of $best ops/s"
+                curve "$placement" "$best"
+            done
+            stop_replicas
+        done
+    done
+    scripts/cluster.sh down >/dev/null
+done
+LOADAVG_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$WORK" "$OUT" "$(getconf CLK_TCK)" "$STAMP" "$THREADS" "$SESSIONS" "$POINT_S" "$WARMUP_S" \
+    "$SATURATION_S" "$ROUNDS" "$PERCENTS" "$(uname -r)" "$(nproc)" "$LEADER_CPU" "$CLIENT_CPU" "$FOLLOWER_CPU" \
+    "$LOADAVG_BEFORE" "$LOADAVG_AFTER" <<'PY'
+import json, sys
+(work, out, hz, stamp, threads, sessions, point_s, warmup_s, saturation_s, rounds, percents, kernel, cpus,
+ leader_cpu, client_cpu, follower_cpu, loadavg_before, loadavg_after) = sys.argv[1:]
+hz = int(hz)
+result = {
+    "stamp": stamp, "kernel": kernel, "cpus": int(cpus),
+    "loadavg_before": loadavg_before, "loadavg_after": loadavg_after,
+    "client_threads": int(threads), "client_sessions_per_thread": int(sessions),
+    "point_seconds": float(point_s), "warmup_seconds": float(warmup_s), "saturation_seconds": float(saturation_s),
+    "rounds": int(rounds), "percents": [int(p) for p in percents.split()],
+    "placements": {
+        "shared": f"leader on CPU {leader_cpu} with the client, followers on CPU {follower_cpu}",
+        "split": f"leader alone on CPU {leader_cpu}, client with the followers on CPU {follower_cpu}",
+    },
+    "leader_cpu": "utime+stime of replica 0 over the client run (warm-up included) / (ops + warm-up - failed)",
+    "runs": [], "ratios": [],
+}
+for line in open(f"{work}/manifest"):
+    rid, n, rnd, name, app, kind, placement, percent = line.split()
+    client = json.load(open(f"{work}/{rid}.json"))
+    before = [float(x) for x in open(f"{work}/{rid}.before").read().split()]
+    after = [float(x) for x in open(f"{work}/{rid}.after").read().split()]
+    wall_s = after[0] - before[0]
+    leader, followers = after[1] - before[1], after[2] - before[2]
+    busy = [a - b for a, b in zip(after[3:], before[3:])]
+    completed = client["ops"] + client["warmup"] - client["failed"]
+    per_op = lambda ticks: ticks * 1e6 / hz / completed if completed > 0 else None
+    result["runs"].append({
+        "replicas": int(n), "f": (int(n) - 1) // 2, "round": int(rnd) or None, "configuration": name, "app": app,
+        "kind": kind, "placement": placement, "percent": None if percent == "-" else int(percent),
+        "ops_completed": completed,
+        "wall_s": wall_s,
+        "leader_cpu_s": leader / hz,
+        "leader_cpu_us_per_op": per_op(leader),
+        "followers_cpu_us_per_op": per_op(followers),
+        "cpu_busy_us_per_op": [per_op(x) for x in busy],
+        # Busy CPU time (/proc/stat, tick samples) less the replicas' and the
+        # client's own CPU time, in CPUs over the run's wall time: other
+        # work on the shared machine. The two clocks differ (the process
+        # times are scaled to exact run times), so values within about
+        # +-0.4 say nothing; a clearly positive one marks a noisy run.
+        "other_cpus_busy": (sum(busy) / hz - (leader + followers) / hz - client["client_cpu_s"]) / wall_s
+        if wall_s > 0 else None,
+        "client": client,
+    })
+
+def saturations(n, name, app, placement):
+    return [r for r in result["runs"] if r["kind"] == "saturation" and r["replicas"] == n
+            and r["configuration"] == name and r["app"] == app and r["placement"] == placement]
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+keys = []
+for r in result["runs"]:
+    key = (r["replicas"], r["placement"], r["app"])
+    if r["kind"] == "saturation" and key not in keys:
+        keys.append(key)
+for n, placement, app in keys:
+    u, a = saturations(n, "userspace", app, placement), saturations(n, "all", app, placement)
+    if not u or not a:
+        continue
+    tput = lambda runs: [r["client"]["throughput_ops_per_s"] for r in runs]
+    cpu = lambda runs: [r["leader_cpu_us_per_op"] for r in runs]
+    by_round = lambda runs: {r["round"]: r for r in runs}
+    ur, ar = by_round(u), by_round(a)
+    both = sorted(set(ur) & set(ar))
+    result["ratios"].append({
+        "replicas": n, "placement": placement, "app": app,
+        "userspace_ops_per_s": tput(u), "all_ops_per_s": tput(a),
+        "throughput_all_over_userspace": ratio(mean(tput(a)), mean(tput(u))),
+        "throughput_all_over_userspace_per_round": [
+            ratio(ar[k]["client"]["throughput_ops_per_s"], ur[k]["client"]["throughput_ops_per_s"]) for k in both],
+        "userspace_leader_cpu_us_per_op": cpu(u), "all_leader_cpu_us_per_op": cpu(a),
+        "leader_cpu_all_over_userspace": ratio(mean(cpu(a)), mean(cpu(u))),
+        "leader_cpu_all_over_userspace_per_round": [
+            ratio(ar[k]["leader_cpu_us_per_op"], ur[k]["leader_cpu_us_per_op"]) for k in both],
+    })
+json.dump(result, open(f"{out}.json", "w"), indent=1)
+
+f0 = lambda x: "-" if x is None else f"{x:.0f}"
+f1 = lambda x: "-" if x is None else f"{x:.1f}"
+f2 = lambda x: "-" if x is None else f"{x:.2f}"
+each = lambda xs, f: " / ".join(f(x) for x in xs)
+name = out.rsplit("/", 1)[-1]
+lines = [
+    f"Sweep {stamp}: kernel {kernel}, {cpus} CPUs, load average {loadavg_before} before and {loadavg_after} "
+    f"after (the machine is shared). Client: {threads} threads x {sessions} sessions (at most "
+    f"{int(threads) * int(sessions)} requests outstanding). Placements: "
+    + "; ".join(f"{k}: {v}" for k, v in result["placements"].items()) + ".", "",
+    f"Saturation: closed loop, {saturation_s} s after {warmup_s} s of warm-up, {rounds} round(s) (configurations "
+    "in reverse order every other round). Curve points: open loop at a percentage of the highest "
+    f"saturated rate of the rounds in the same placement, {point_s} s after {warmup_s} s of warm-up at the same rate, latency from each "
+    "request's intended send time. Leader CPU: " + result["leader_cpu"] + "; followers: the same, all followers "
+    "together. CPU busy: each CPU's busy time (/proc/stat, everything on the machine) per op. Other CPUs busy: "
+    "the CPUs' busy time less the replicas' and the client's CPU time, in CPUs over the run: other work on the "
+    "shared machine. The busy time is tick samples and the process times exact run times, so values within "
+    "about +-0.4 say nothing; a clearly positive one marks a run measured next to other load.", "",
+]
+if any(r["kind"] == "open" for r in result["runs"]):
+    lines += [f"![latency against throughput]({name}.svg)", ""]
+lines += [
+    "## Ratios, all fast paths over userspace, at saturation", "",
+    "Ratio of the means over the rounds; per round in parentheses; raw numbers per round separated by /.", "",
+    "| replicas | placement | app | userspace ops/s | all ops/s | throughput all/userspace | "
+    "userspace leader CPU us/op | all leader CPU us/op | leader CPU all/userspace |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+for q in result["ratios"]:
+    lines.append(f"| {q['replicas']} | {q['placement']} | {q['app']} | {each(q['userspace_ops_per_s'], f0)} | "
+                 f"{each(q['all_ops_per_s'], f0)} | {f2(q['throughput_all_over_userspace'])} "
+                 f"({', '.join(f2(x) for x in q['throughput_all_over_userspace_per_round'])}) | "
+                 f"{each(q['userspace_leader_cpu_us_per_op'], f1)} | {each(q['all_leader_cpu_us_per_op'], f1)} | "
+                 f"{f2(q['leader_cpu_all_over_userspace'])} "
+                 f"({', '.join(f2(x) for x in q['leader_cpu_all_over_userspace_per_round'])}) |")
+if not result["ratios"]:
+    lines.append("| (needs the userspace and all configurations) |||||||||")
+ncpu = max((len(r["cpu_busy_us_per_op"]) for r in result["runs"]), default=0)
+cpu_cols = "".join(f" CPU{i} busy us/op |" for i in range(ncpu))
+lines += ["", "## Saturation (closed loop)", "",
+          "| replicas | round | configuration | app | placement | ops/s | p50 us | p99 us | leader CPU us/op | "
+          "followers CPU us/op |" + cpu_cols + " client CPU us/op | other CPUs busy | failed |",
+          "|---|---|---|---|---|---|---|---|---|---|" + "---|" * ncpu + "---|---|---|"]
+for r in result["runs"]:
+    if r["kind"] != "saturation":
+        continue
+    c = r["client"]
+    lines.append(f"| {r['replicas']} | {r['round']} | {r['configuration']} | {r['app']} | {r['placement']} | "
+                 f"{c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | {c['p99_us']:.0f} | "
+                 f"{f1(r['leader_cpu_us_per_op'])} | {f1(r['followers_cpu_us_per_op'])} |"
+                 + "".join(f" {f1(x)} |" for x in r["cpu_busy_us_per_op"])
+                 + f" {f1(c['client_cpu_us_per_op'])} | {f2(r['other_cpus_busy'])} | {c['failed']} |")
+lines += ["", "## Curves (open loop)", "",
+          "late: sent over 1 ms after the intended time (of those, client behind: a session was free, the client "
+          "was not scheduled in time; the others waited for a session); unsent: due before the end, never sent.", "",
+          "| replicas | placement | configuration | app | % of saturated | offered ops/s | achieved ops/s | p50 us | "
+          "p99 us | leader CPU us/op | client CPU us/op | other CPUs busy | late | client behind | unsent | failed |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+for r in result["runs"]:
+    if r["kind"] != "open":
+        continue
+    c = r["client"]
+    lines.append(f"| {r['replicas']} | {r['placement']} | {r['configuration']} | {r['app']} | {r['percent']} | "
+                 f"{c['offered_ops_per_s']:.0f} | {c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | "
+                 f"{c['p99_us']:.0f} | {f1(r['leader_cpu_us_per_op'])} | {f1(c['client_cpu_us_per_op'])} | "
+                 f"{f2(r['other_cpus_busy'])} | "
+                 f"{c['late_sends']} | {c['late_sends_client_behind']} | {c['unsent']} | {c['failed']} |")
+open(f"{out}.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(l for l in lines if not l.startswith("![")))
+PY
+written="$OUT.json and $OUT.md"
+if [ -n "$CURVE_APPS" ]; then
+    "$TARGET_DIR/release/examples/plot_sweep" "$OUT.json" "$OUT.svg" >/dev/null
+    written="$OUT.json, $OUT.md and $OUT.svg"
+fi
+echo "written $written in $((SECONDS - STARTED)) s (replica logs and client reports in $WORK)"
