@@ -64,6 +64,13 @@ const CHUNK: u64 = wire::SNAPSHOT_CHUNK_LEN as u64;
 /// Resends of a SnapshotRequest without progress before giving up on its
 /// source (the next GetState may find another).
 const SNAPSHOT_STALLS_MAX: u64 = 8;
+/// Most log bytes one NewState carries: a page of four chunks. Each page
+/// arrives whole or is asked for again, so a lagging follower's progress
+/// survives loss: at 10% loss a page of 4 chunks arrives 66% of the time,
+/// while a whole log suffix of hundreds of chunks practically never did
+/// (followers that fell behind stayed behind). The asker takes the next
+/// page at once (on_new_state), one round trip a page.
+const NEW_STATE_PAGE_BYTES: usize = 4 * wire::CHUNK_LEN;
 
 /// A snapshot we froze for a replica behind our log, encoded a window at
 /// a time as it is pulled. While it is kept, the log is not trimmed above
@@ -197,6 +204,12 @@ pub struct Replica {
     /// Ticks since the last GetState; None when no transfer is wanted.
     state_transfer_ticks: Option<u64>,
     state_transfer_attempts: u64,
+    /// Whether the outstanding GetState asks for the next page of a log
+    /// suffix (on_new_state): its answer is one short NewState, so it is
+    /// re-sent after page_timeout_ticks, not resend_interval_ticks.
+    paging: bool,
+    /// Smoothed ticks from a GetState to its page, times 8 (as commit_ticks_x8).
+    page_ticks_x8: u64,
     /// Entered this view by state transfer and no NewState installed yet:
     /// the log is only our committed prefix, which may miss ops committed
     /// before the view began. Until caught up we neither ack, nor answer
@@ -326,6 +339,8 @@ impl Replica {
             commit_seen: 0,
             state_transfer_ticks: None,
             state_transfer_attempts: 0,
+            paging: false,
+            page_ticks_x8: 0,
             catching_up: false,
             amnesic: false,
             recovery_point: (0, 0),
@@ -627,7 +642,11 @@ impl Replica {
         }
         self.prepare_buffer.retain(|op, _| *op > self.op);
         if self.op > before {
-            self.send_prepare_ok(out);
+            // Still holding Prepares past another gap: ask for it too (as
+            // on_prepare does). Without the flag the leader re-sent the
+            // second missing op only when its re-send clock ran out.
+            let gap = !self.prepare_buffer.is_empty();
+            self.send_ack(gap, out);
         }
         self.execute_through(self.commit_seen, false, out);
     }
@@ -663,6 +682,8 @@ impl Replica {
     /// view, status or log position.
     fn message_needs_disarm(&self, message: &Message) -> bool {
         match message {
+            // One past a gap too: the kernel stays disarmed until the gap
+            // fills (finish), see there.
             Message::Prepare(m) => m.view > self.view || (m.view == self.view && m.op > self.op),
             Message::Commit(m) => m.view > self.view,
             Message::StartViewChange(m) => m.view > self.view,
@@ -690,12 +711,22 @@ impl Replica {
 
     /// End of every input: arm the kernel when allowed, bound the output,
     /// check invariants.
+    ///
+    /// Not while Prepares wait past a gap: the kernel would ack the missing
+    /// op alone when the leader re-sends it (it does not know what we hold),
+    /// and the leader, seeing that ack repeated, would re-send the next op
+    /// we also hold, one round trip per op, while we slept (the ring wakes
+    /// nobody). Until the gap fills, every Prepare comes to us, as without
+    /// the fast path, and the gap costs one disarm and one arm. (Re-arming
+    /// at once instead cost a disarm per Prepare while the gap was open: at
+    /// 10% loss the fast path kept half the throughput user space did.)
     fn finish(&mut self, start: usize, out: &mut Vec<Action>) {
         if self.config.kernel_fast_reply
             && self.kernel_armed.is_none()
             && self.status == Status::Normal
             && !self.is_leader()
             && !self.catching_up
+            && self.prepare_buffer.is_empty()
         {
             let arm = KernelArm { view: self.view, leader: self.leader_of(self.view), next_op: self.op + 1 };
             self.kernel_armed = Some(arm);
@@ -773,6 +804,7 @@ impl Replica {
         self.pending.clear();
         self.commit_seen = self.commit;
         self.state_transfer_ticks = None;
+        self.paging = false;
         self.catching_up = false;
         self.repair_pending = false;
         self.idle_ticks = 0;
@@ -911,14 +943,24 @@ impl Replica {
     }
 
     /// The entries after `after` (which our log must cover).
+    /// The log entries after op `after`, at most NEW_STATE_PAGE_BYTES of
+    /// them (at least one): a page of our log.
     fn state_after(&self, after: u64) -> StateBlob {
         assert!(after >= self.checkpoint_op && after <= self.op);
         let skip = (after - self.checkpoint_op) as usize;
-        StateBlob {
-            checkpoint_op: after,
-            snapshot: Vec::new(),
-            entries: self.log.iter().skip(skip).cloned().collect(),
-        }
+        let mut bytes = 0;
+        let entries = self
+            .log
+            .iter()
+            .skip(skip)
+            .take_while(|entry| {
+                let first = bytes == 0;
+                bytes += wire::LOG_ENTRY_HDR_LEN + entry.batch_len();
+                first || bytes <= NEW_STATE_PAGE_BYTES
+            })
+            .cloned()
+            .collect();
+        StateBlob { checkpoint_op: after, snapshot: Vec::new(), entries }
     }
 
     /// Whether a blob from the network is well formed for log head `op`.
@@ -1366,12 +1408,14 @@ impl Replica {
                 if !self.catching_up && self.commit_seen <= self.op {
                     // Retransmitted Prepares filled the gap first.
                     self.state_transfer_ticks = None;
+                    self.paging = false;
                 }
+                let timeout = self.state_transfer_timeout_ticks();
                 if let Some(ticks) = self.state_transfer_ticks.as_mut().filter(|_| self.snapshot_in.is_none())
                 {
                     // (Paused while a snapshot is being pulled.)
                     *ticks += 1;
-                    if *ticks >= self.config.resend_interval_ticks {
+                    if *ticks >= timeout {
                         self.send_get_state(out);
                     }
                 }
@@ -1751,6 +1795,21 @@ impl Replica {
         }
     }
 
+    /// Ticks before an unanswered GetState is sent again. A page is one
+    /// short NewState: twice its smoothed round trip plus two ticks (a few
+    /// ms), so a lost page costs little; at 10% loss a page is lost a third
+    /// of the time, and waiting resend_interval_ticks for each let a lagging
+    /// follower fall further behind than pages could bring it (measured:
+    /// 2,800 ops/s of catch-up against 4,000 ops/s of new ops). Other
+    /// answers (a snapshot offer) may take longer to prepare.
+    fn state_transfer_timeout_ticks(&self) -> u64 {
+        if self.paging {
+            (2 * self.page_ticks_x8 / 8 + 2).min(self.config.resend_interval_ticks)
+        } else {
+            self.config.resend_interval_ticks
+        }
+    }
+
     fn send_get_state_to(&mut self, to: u8, out: &mut Vec<Action>) {
         self.stats.state_transfers += 1;
         self.state_transfer_ticks = Some(0);
@@ -1794,8 +1853,9 @@ impl Replica {
             self.offer_snapshot(from, out);
             return;
         }
-        let message =
-            NewState { view: self.view, op: self.op, commit: self.commit, state: self.state_after(m.op) };
+        let state = self.state_after(m.op);
+        let op = m.op + state.entries.len() as u64;
+        let message = NewState { view: self.view, op, commit: self.commit.min(op), state };
         out.push(Action::Send { to: from, message: Message::NewState(message) });
     }
 
@@ -1817,11 +1877,11 @@ impl Replica {
         out.push(Action::Send { to, message: Message::NewState(message) });
     }
 
-    fn on_new_state(&mut self, _from: u8, m: NewState, out: &mut Vec<Action>) {
+    fn on_new_state(&mut self, from: u8, m: NewState, out: &mut Vec<Action>) {
         if self.status == Status::ViewChange && m.view == self.view && self.repair_pending {
             // View change repair: committed ops we lacked as new leader.
             if self.snapshot_offer(&m) {
-                self.start_snapshot_pull(_from, m.op, out);
+                self.start_snapshot_pull(from, m.op, out);
             } else if m.commit == m.op && m.op > self.commit && self.install(&m.state, m.op, m.commit) {
                 self.repair_pending = false;
                 self.try_start_view(out);
@@ -1835,27 +1895,52 @@ impl Replica {
             return; // Not asked for, or nothing new.
         }
         if self.snapshot_offer(&m) {
-            self.start_snapshot_pull(_from, m.op, out);
+            self.start_snapshot_pull(from, m.op, out);
             return;
         }
+        // Prepares held past a gap are of this view's log too: those past
+        // the page continue it (install would drop them).
+        let page_ticks = self.state_transfer_ticks.unwrap_or(0);
+        let held = std::mem::take(&mut self.prepare_buffer);
         if !self.install(&m.state, m.op, m.commit) {
+            self.prepare_buffer = held;
             return;
         }
+        self.prepare_buffer = held;
+        self.prepare_buffer.retain(|op, _| *op > self.op);
+        self.page_ticks_x8 = self.page_ticks_x8 - self.page_ticks_x8 / 8 + page_ticks;
+        self.paging = false;
         if self.amnesic && self.recovery_point.0 == m.view && m.op < self.recovery_point.1 {
-            // A lagging answerer: what it had is ours now, the rest (up to
-            // what our former self may have acked) comes from the leader.
+            // A lagging answerer, or one page of several: what it had is
+            // ours now, the rest (up to what our former self may have
+            // acked) comes from the leader.
             self.commit_seen = self.commit_seen.max(m.commit);
             self.send_get_state_to(self.leader_of(self.view), out);
+            self.paging = true;
             return;
         }
         self.state_transfer_ticks = None;
-        // The answerer was caught up in this view, so now are we.
+        // The answerer's log in this view starts with the page, so ours is
+        // a prefix of this view's log now.
         self.catching_up = false;
         self.amnesic = false;
         self.last_normal_view = self.view;
         self.commit_seen = self.commit_seen.max(m.commit);
-        self.send_prepare_ok(out);
-        self.want_state_if_behind(out);
+        while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
+            if !self.accept_prepare(next) {
+                break;
+            }
+        }
+        self.prepare_buffer.retain(|op, _| *op > self.op);
+        self.execute_through(self.commit_seen, false, out);
+        let gap = !self.prepare_buffer.is_empty();
+        self.send_ack(gap, out);
+        if self.commit_seen > self.op {
+            // One page of several (NEW_STATE_PAGE_BYTES): the next one at
+            // once, from the same answerer, which has it.
+            self.send_get_state_to(from, out);
+            self.paging = true;
+        }
     }
 
     // -----------------------------------------------------------------

@@ -270,6 +270,8 @@ pub struct Prepare {
     pub batch: Vec<Request>,
 }
 
+/// Bytes of a log entry's fixed part in a state blob (its batch follows).
+pub const LOG_ENTRY_HDR_LEN: usize = size_of::<electrode_log_entry>();
 /// Largest total batch bytes one Prepare can carry.
 pub const MAX_PREPARE_BATCH_LEN: usize = MAX_BODY_LEN - size_of::<electrode_prepare>();
 
