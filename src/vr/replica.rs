@@ -469,6 +469,7 @@ impl Replica {
     /// Most entries the log holds (checkpoints trim it).
     fn log_entries_max(&self) -> u64 {
         self.config.checkpoint_interval_ops
+            + self.view_change_window()
             + self.snapshot_pin_max()
             + self.uncommitted_max()
             + self.config.pipeline_max as u64
@@ -905,16 +906,24 @@ impl Replica {
         }
     }
 
-    /// Drops the committed entries from the log (a replica further behind
-    /// gets a snapshot instead).
+    /// Drops the committed entries from the log but the last
+    /// view_change_window() of them (a replica further behind gets a
+    /// snapshot instead). Those few stay so that a replica whose commit lags
+    /// ours by a little (a new leader repairing its log during a view
+    /// change, a follower that missed a commit) gets them from the log: with
+    /// the log trimmed right up to commit, a view change that began just
+    /// after a checkpoint (64 MiB of state, commit 114,688 = 112 x 1024)
+    /// made the new leader, one commit behind, pull the whole snapshot
+    /// within the view-change timeout, and that view failed.
     fn trim_log(&mut self) {
         assert!(self.commit > self.checkpoint_op);
+        let keep_from = self.commit.saturating_sub(self.view_change_window());
         // The log stays above a snapshot being pulled, up to the pin bound;
         // beyond it the log is trimmed but the snapshot is still served
         // (the puller will need a newer one for what follows it).
         let upto = match &self.snapshot_out {
-            Some(s) if self.commit - s.op < self.snapshot_pin_max() => s.op.min(self.commit),
-            _ => self.commit,
+            Some(s) if self.commit - s.op < self.snapshot_pin_max() => s.op.min(keep_from),
+            _ => keep_from,
         };
         if upto > self.checkpoint_op {
             self.log.drain(..(upto - self.checkpoint_op) as usize);
@@ -942,7 +951,6 @@ impl Replica {
         self.uncommitted_max()
     }
 
-    /// The entries after `after` (which our log must cover).
     /// The log entries after op `after`, at most NEW_STATE_PAGE_BYTES of
     /// them (at least one): a page of our log.
     fn state_after(&self, after: u64) -> StateBlob {
