@@ -45,7 +45,9 @@ WARMUP=$((OPS / 10))
 if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
     echo "==> building in $TARGET_DIR"
     build_variants
-    cargo build --release --quiet --example pingpong
+    # fast_reply for the XDP_TX floor (pingpong xdp-*); the variants are
+    # already copied out, so this rebuild of the library touches none.
+    cargo build --release --quiet --example pingpong --features fast_reply
 fi
 # The rest needs root (namespaces, BPF); cargo does not run as root.
 if [ "$(id -u)" -ne 0 ]; then
@@ -84,6 +86,19 @@ scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$PP" client "$LEADER
 stop_replicas # the ping-pong server: same stop by PID
 cat "$WORK/floor.json"
 
+# The other half of the p50 bound at one outstanding request: one XDP_TX
+# round trip, a Prepare from replica 0's address to replica 1, logged and
+# answered by the fast_reply program (pingpong xdp-*), pinned as the leader
+# and a follower are.
+echo "==> floor: XDP_TX round trip replica 0 -> replica 1 (fast_reply Prepare -> PrepareOK)"
+scripts/cluster.sh exec replica 1 -- taskset -c "$FOLLOWER_CPU" "$PP" xdp-follower "$CONFIG" &
+PIDS+=("$!")
+sleep 0.5
+scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$PP" xdp-leader "$CONFIG" -n "$OPS" -w "$WARMUP" \
+    >"$WORK/xdp_floor.json"
+stop_replicas
+cat "$WORK/xdp_floor.json"
+
 RUNS=()
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
@@ -109,7 +124,9 @@ import json, re, sys
 work, out, ops, n, hz, sessions, runs = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                                          int(sys.argv[5]), int(sys.argv[6]), sys.argv[7:])
 floor = json.load(open(f"{work}/floor.json"))
-result = {"ops_per_run": ops, "replicas": n, "sessions_per_client_thread": sessions, "floor": floor, "runs": []}
+xdp_floor = json.load(open(f"{work}/xdp_floor.json"))
+result = {"ops_per_run": ops, "replicas": n, "sessions_per_client_thread": sessions, "floor": floor,
+          "xdp_floor": xdp_floor, "runs": []}
 
 def summary(log, name):
     line = next((l for l in reversed(log.splitlines()) if "stopped;" in l), "")
@@ -139,8 +156,17 @@ for run in runs:
                            "client": client, "replicas": replicas})
 json.dump(result, open(f"{out}.json", "w"), indent=1)
 
+bound = 1.5 * (floor["p50_us"] + xdp_floor["p50_us"])
 lines = [f"Floor (UDP ping-pong, plain sockets, same topology, {n} replicas config): p50 {floor['p50_us']} us, "
          f"p99 {floor['p99_us']} us, {floor['throughput_ops_per_s']:.0f} round trips/s", "",
+         f"XDP_TX round trip (replica 0 -> replica 1, fast_reply Prepare -> PrepareOK): p50 {xdp_floor['p50_us']} us, "
+         f"p99 {xdp_floor['p99_us']} us, {xdp_floor['lost']} lost", "",
+         f"p50 bound at one outstanding request: 1.5 x ({floor['p50_us']} + {xdp_floor['p50_us']}) = {bound:.0f} us", ""]
+for r in result["runs"]:
+    if r["threads"] == 1 and sessions == 1:
+        p50 = r["client"]["p50_us"]
+        lines.append(f"- {r['run']}: p50 {p50:.0f} us = {p50 / bound:.2f} x the bound")
+lines += ["",
          f"Client: {sessions} session(s) per client thread (tN = N threads). "
          "Per replica process, per committed client op: CPU us, voluntary context switches (wake-ups), "
          "datagrams received in user space; leader: PrepareOKs reaching user space and sendto calls. "
