@@ -14,10 +14,11 @@ const BPF_SOURCE: &str = "bpf/electrode.bpf.c";
 const SHARED_HEADER: &str = "bpf/electrode.h";
 
 /// Cargo feature -> C define, one per fast path.
-const FEATURE_DEFINES: [(&str, &str); 3] = [
+const FEATURE_DEFINES: [(&str, &str); 4] = [
     ("CARGO_FEATURE_TC_BROADCAST", "-DTC_BROADCAST"),
     ("CARGO_FEATURE_FAST_QUORUM_PRUNE", "-DFAST_QUORUM_PRUNE"),
     ("CARGO_FEATURE_FAST_REPLY", "-DFAST_REPLY"),
+    ("CARGO_FEATURE_FAST_INTAKE", "-DFAST_INTAKE"),
 ];
 
 fn main() {

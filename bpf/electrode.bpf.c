@@ -5,8 +5,8 @@
  * electrode_xdp classifies every frame that reaches a replica's interface
  * and counts it (per message type, or per reason it is not ours/valid).
  * Fast paths are compiled in by the cargo features (-DFAST_REPLY,
- * -DFAST_QUORUM_PRUNE, -DTC_BROADCAST); without them everything passes to
- * the kernel stack and the userspace replica.
+ * -DFAST_QUORUM_PRUNE, -DTC_BROADCAST, -DFAST_INTAKE); without them
+ * everything passes to the kernel stack and the userspace replica.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -87,6 +87,9 @@ static __always_inline int from_member(const struct parsed *p, __u32 index)
 #ifdef FAST_QUORUM_PRUNE
 #include "quorum_prune.h"
 #endif
+#ifdef FAST_INTAKE
+#include "intake.h"
+#endif
 #ifdef TC_BROADCAST
 #include "tc_broadcast.h"
 struct electrode_broadcast_config _btf_broadcast_config = {};
@@ -114,6 +117,10 @@ int electrode_xdp(struct xdp_md *ctx)
 #ifdef FAST_QUORUM_PRUNE
 	if (kind == ELECTRODE_MSG_PREPARE_OK)
 		return quorum_prune(data, data_end, &p);
+#endif
+#ifdef FAST_INTAKE
+	if (kind == ELECTRODE_MSG_REQUEST)
+		return fast_intake(ctx, &p);
 #endif
 	return XDP_PASS;
 }

@@ -712,6 +712,144 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
 	       "electrode_qp_state size");
 
 /* ---------------------------------------------------------------------- */
+/* fast_intake                                                            */
+/* ---------------------------------------------------------------------- */
+/*
+ * On the leader, electrode_xdp takes well-formed client Requests off the
+ * wire and hands them to user space through the `intake_ring` ring buffer
+ * instead of the UDP socket (XDP_DROP after the copy), waking user space
+ * once per batch rather than once per datagram. Built with -DFAST_INTAKE
+ * (cargo feature fast_intake); code in bpf/intake.h, Rust API in
+ * src/fastpath/intake.rs, runtime in src/transport/kernel.rs.
+ *
+ * The kernel decides nothing about a request: user space feeds each record
+ * to the same code a socket datagram goes through (decode, the membership
+ * rule, client-address binding with the record's source as `from`, the
+ * core's session rules). So the kernel takes only what the socket would
+ * have delivered to user space byte for byte, and passes (XDP_PASS, the
+ * stack and the socket decide) everything else.
+ *
+ * Rules, in the order the kernel applies them (first match wins), for a
+ * frame the classifier counted as a Request (our port, our cluster,
+ * lengths consistent up to the header's body_len):
+ *   disarmed (not the leader in normal status)   -> PASS INTAKE_PASS_DISARMED
+ *   header sender is not ELECTRODE_SENDER_CLIENT
+ *     (a replica id: user space applies the
+ *     membership rule to it, the kernel trusts no
+ *     sender id)                                  -> PASS INTAKE_PASS_NOT_CLIENT
+ *   the stack might not deliver it to our socket:
+ *     IPv4 destination is not the armed address,
+ *     source is 0/8, 127/8, 224/4 (multicast and
+ *     above) or our own address (martians), IPv4
+ *     total length != header + UDP length, or the
+ *     IPv4 header checksum does not verify        -> PASS INTAKE_PASS_NOT_FOR_US
+ *   body not exactly what wire::decode accepts
+ *     for a Request (op_len <= MAX_OP_SIZE and
+ *     body_len == 24 + op_len)                    -> PASS INTAKE_PASS_BAD_BODY
+ *   a full UDP checksum that does not verify
+ *     (rules of "UDP checksum" in fast_reply)     -> PASS INTAKE_PASS_BAD_CHECKSUM
+ *   no room in intake_ring                        -> PASS INTAKE_PASS_RINGBUF_FULL
+ *   re-check under the lock: disarmed or re-armed
+ *     for another view since the first read       -> PASS INTAKE_PASS_DISARMED
+ *   otherwise: record submitted                   -> DROP INTAKE_RING
+ * A passed Request reaches user space by the socket as before: nothing is
+ * lost when the ring is full, only the batching.
+ *
+ * Wake-ups. Records are submitted with flags 0, the ring buffer's adaptive
+ * notification: the kernel wakes the consumer only for a record that finds
+ * the consumer caught up (the ring was empty); records submitted while user
+ * space has not consumed up to them wake nobody. So a leader that sleeps is
+ * woken once, by the first request of a burst, and drains everything that
+ * arrived until it looks (the other requests of the burst cost no wake-up
+ * and no syscall each); an idle leader's latency is one wake-up, as on the
+ * socket path. BPF_RB_NO_WAKEUP with a "wake at N pending" rule was not
+ * chosen: at low load a request would wait for N - 1 others or a tick.
+ * No wake-up is lost: libbpf's consumer re-reads the producer position
+ * after publishing its own, so a record it missed is either consumed in
+ * that pass or finds the ring caught up and wakes it. The runtime polls the
+ * ring map's fd in the same epoll as its socket (src/transport/os.rs).
+ *
+ * Ownership:
+ *
+ * | state              | owner  | other side  | handover                      |
+ * |--------------------|--------|-------------|-------------------------------|
+ * | intake_config      | user   | kernel r/o  | armed (with the view and the  |
+ * |   (all fields)     |        |             | replica's own address) only   |
+ * |                    |        |             | while this replica leads in   |
+ * |                    |        |             | normal status; disarmed on    |
+ * |                    |        |             | every view or status change   |
+ * | intake_ring        | kernel produces, user consumes (always)            |
+ * | records            |        |             |                               |
+ *
+ * Handover rule. User space writes intake_config only with BPF_F_LOCK; the
+ * kernel reads it under the lock, reserves and fills a record, then
+ * re-checks armed and view under the lock before it submits (else it
+ * discards and passes). Before the core changes view or status, user space
+ * drains the ring and feeds the requests to the core (in the view they
+ * arrived in); after any input that left this replica not leading in
+ * normal status (or leading another view), it (1) disarms: one locked write
+ * with armed = 0, after which no re-check succeeds; (2) drains the ring
+ * completely, waiting until the consumer position reaches the producer
+ * position (a CPU may be between its re-check and its submit); (3) feeds
+ * what it drained to the core like any socket datagram (a follower core
+ * drops requests; the client re-sends to the new leader). The next leader
+ * arms with its own view. A record whose view is not the one user space
+ * armed cannot exist after (2); user space checks and counts it anyway.
+ */
+
+/* Counter indices 53..59 (after the classifier's reasons). */
+#define ELECTRODE_CNT_INTAKE_RING 53             /* queued in intake_ring, dropped from the stack */
+#define ELECTRODE_CNT_INTAKE_PASS_DISARMED 54    /* passed: not armed (follower, view change) */
+#define ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT 55  /* passed: sender id is a replica's (user space checks it) */
+#define ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US 56  /* passed: another destination, martian source, bad IPv4 header */
+#define ELECTRODE_CNT_INTAKE_PASS_BAD_BODY 57    /* passed: body lengths wire::decode refuses */
+#define ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM 58 /* passed: a full UDP checksum that does not verify */
+#define ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL 59 /* passed: no room in intake_ring */
+_Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_UNKNOWN_TYPE, "intake counters after the classifier's");
+_Static_assert(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL < ELECTRODE_CNT_MAX, "intake counters fit");
+
+/* Largest Request datagram: header, request, largest op. */
+#define ELECTRODE_MAX_REQUEST_DATAGRAM 1072
+_Static_assert(ELECTRODE_MAX_REQUEST_DATAGRAM ==
+	       sizeof(struct electrode_hdr) + sizeof(struct electrode_request) + ELECTRODE_MAX_OP_SIZE,
+	       "largest request datagram");
+
+/* The only entry (key 0) of the 1-entry ARRAY map `intake_config`. Host
+ * byte order except self_ip (compared with the packet as is). */
+struct electrode_intake_config {
+	struct bpf_spin_lock lock; /* taken by the kernel; ignored in BPF_F_LOCK copies */
+	__u32 armed;        /* 1: take Requests; 0: pass them */
+	__u64 view;         /* the view this replica leads; records carry it */
+	__be32 self_ip;     /* the replica's IPv4 address: requests must be sent to it */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct electrode_intake_config) == 24, "electrode_intake_config size");
+
+/* One record of `intake_ring`: a Request datagram, header included, exactly
+ * as the socket would have delivered it, with its source. Fixed size
+ * (bpf_ringbuf_reserve needs a constant); `len` says how much of `data` is
+ * used. data is a whole datagram long so the shared checksum loop's
+ * constant bound stays inside the record. */
+struct electrode_intake_record {
+	__u64 view;         /* the armed view when the kernel took it (host order) */
+	__be32 src_ip;      /* IPv4 source address: the `from` of client binding */
+	__be16 src_port;    /* UDP source port */
+	__u16 len;          /* bytes of data used, 48..ELECTRODE_MAX_REQUEST_DATAGRAM (host order) */
+	__u8 data[ELECTRODE_MAX_DATAGRAM];
+};
+_Static_assert(sizeof(struct electrode_intake_record) == 1488, "electrode_intake_record size");
+
+/* Size of `intake_ring`: 512 KiB, room for 512 KiB / (1488 + 8) = 350
+ * records. A client session has one request outstanding, so the ring
+ * overflows only when more than 350 sessions send between two drains of a
+ * leader that drains at least once per tick (1 ms) and at every wake-up;
+ * the overflow goes by the socket (counted). A power of two of pages, as
+ * the kernel requires. */
+#define ELECTRODE_INTAKE_RING_BYTES 524288
+_Static_assert((ELECTRODE_INTAKE_RING_BYTES & (ELECTRODE_INTAKE_RING_BYTES - 1)) == 0,
+	       "intake_ring size is a power of two");
+
+/* ---------------------------------------------------------------------- */
 /* tc_broadcast                                                           */
 /* ---------------------------------------------------------------------- */
 

@@ -18,6 +18,7 @@
 
 #include "electrode.h"
 #include "parse.h"
+#include "checksum.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -74,10 +75,7 @@ static __always_inline void fr_read(struct electrode_follower_state *state, stru
 /* One's complement sum of 32-bit partial sums, folded to 16 bits. */
 static __always_inline __u16 fr_fold(__u64 sum)
 {
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)sum;
+	return csum_fold(sum);
 }
 
 /*
@@ -199,39 +197,12 @@ static __always_inline int fr_batch_ok(void *data, void *data_end, const struct 
 	return at == batch_len;
 }
 
-/*
- * 1 unless the UDP checksum is a full one that does not verify. The
- * datagram is the `len` bytes the record holds (electrode header onwards,
- * copied from the packet); the pseudo-header and UDP header come from the
- * packet. See "UDP checksum" in electrode.h for which values are skipped
- * and why. Sums 16-bit words as loaded (byte-order neutral, as fr_reply).
- */
+/* 1 unless the UDP checksum is a full one that does not verify (checksum.h):
+ * the datagram is the `len` bytes the record holds. */
 static __always_inline int fr_checksum_ok(const struct parsed *p,
 					  const struct electrode_prepare_record *record, __u32 len)
 {
-	__u16 field = p->udp->check;
-	if (field == 0)
-		return 1; /* IPv4: the sender computed none */
-	__u64 pseudo = (__u64)p->ip->saddr + p->ip->daddr + bpf_htons(IPPROTO_UDP_) + p->udp->len;
-	if (field == fr_fold(pseudo))
-		return 1; /* CHECKSUM_PARTIAL from a local socket: not computed yet */
-	__u64 sum = pseudo + p->udp->source + p->udp->dest + p->udp->len + field;
-	const __u16 *words = (const __u16 *)record->data;
-	for (__u32 i = 0; i < ELECTRODE_MAX_DATAGRAM / 2; i++) {
-		if (2 * i + 1 >= len)
-			break;
-		sum += words[i];
-	}
-	if (len & 1) {
-		__u32 last = len - 1;
-		if (last >= ELECTRODE_MAX_DATAGRAM)
-			return 0; /* the caller bounded len; the verifier wants it here */
-		__u8 tail[2] = { record->data[last], 0 };
-		__u16 word;
-		__builtin_memcpy(&word, tail, 2);
-		sum += word;
-	}
-	return fr_fold(sum) == 0xffff;
+	return udp_checksum_ok(p, record->data, len);
 }
 
 /* Why a re-check under the lock refused an in-order Prepare. */

@@ -33,6 +33,9 @@ pub fn compiled_fast_paths() -> String {
     if cfg!(feature = "fast_reply") {
         names.push("fast_reply");
     }
+    if cfg!(feature = "fast_intake") {
+        names.push("fast_intake");
+    }
     if names.is_empty() {
         "none (userspace baseline)".to_string()
     } else {

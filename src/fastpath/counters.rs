@@ -21,6 +21,10 @@ use crate::wire::consts::{
     CNT_QP_PASS_DISARMED, CNT_QP_PASS_GAP, CNT_QP_PASS_NOT_MEMBER, CNT_QP_PASS_QUORUM, CNT_QP_PASS_VIEW,
     CNT_QP_PASS_WINDOW,
 };
+use crate::wire::consts::{
+    CNT_INTAKE_PASS_BAD_BODY, CNT_INTAKE_PASS_BAD_CHECKSUM, CNT_INTAKE_PASS_DISARMED, CNT_INTAKE_PASS_NOT_CLIENT,
+    CNT_INTAKE_PASS_NOT_FOR_US, CNT_INTAKE_PASS_RINGBUF_FULL, CNT_INTAKE_RING,
+};
 use crate::wire::MsgType;
 
 /// Number of message types (ELECTRODE_MSG_TYPE_MAX).
@@ -88,6 +92,72 @@ pub struct Counters {
     pub tc_mac_learned: u64,
     /// fast_quorum_prune verdicts on PrepareOKs (rules in `bpf/electrode.h`).
     pub quorum_prune: QuorumPruneCounters,
+    /// fast_intake verdicts on Requests (rules in `bpf/electrode.h`).
+    pub intake: IntakeCounters,
+}
+
+/// What fast_intake did with the Requests the classifier counted (counter
+/// indices 53..59).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntakeCounters {
+    /// Copied into `intake_ring` and dropped from the stack.
+    pub ring: u64,
+    /// Passed: not armed (a follower, a view change).
+    pub pass_disarmed: u64,
+    /// Passed: the header's sender is a replica id (user space applies the
+    /// membership rule).
+    pub pass_not_client: u64,
+    /// Passed: another destination address, a martian source, an IPv4
+    /// total length or header checksum the stack would refuse.
+    pub pass_not_for_us: u64,
+    /// Passed: body lengths wire::decode refuses for a Request.
+    pub pass_bad_body: u64,
+    /// Passed: a full UDP checksum that does not verify.
+    pub pass_bad_checksum: u64,
+    /// Passed: no room in `intake_ring` (the request goes by the socket).
+    pub pass_ringbuf_full: u64,
+}
+
+impl IntakeCounters {
+    /// Every Request the fast path decided on.
+    pub fn total(&self) -> u64 {
+        self.ring + self.passed()
+    }
+
+    /// Requests that went on to the stack and the socket.
+    pub fn passed(&self) -> u64 {
+        self.pass_disarmed
+            + self.pass_not_client
+            + self.pass_not_for_us
+            + self.pass_bad_body
+            + self.pass_bad_checksum
+            + self.pass_ringbuf_full
+    }
+
+    fn since(&self, earlier: &IntakeCounters) -> IntakeCounters {
+        IntakeCounters {
+            ring: self.ring.wrapping_sub(earlier.ring),
+            pass_disarmed: self.pass_disarmed.wrapping_sub(earlier.pass_disarmed),
+            pass_not_client: self.pass_not_client.wrapping_sub(earlier.pass_not_client),
+            pass_not_for_us: self.pass_not_for_us.wrapping_sub(earlier.pass_not_for_us),
+            pass_bad_body: self.pass_bad_body.wrapping_sub(earlier.pass_bad_body),
+            pass_bad_checksum: self.pass_bad_checksum.wrapping_sub(earlier.pass_bad_checksum),
+            pass_ringbuf_full: self.pass_ringbuf_full.wrapping_sub(earlier.pass_ringbuf_full),
+        }
+    }
+
+    fn slot(&mut self, index: u32) -> Option<&mut u64> {
+        Some(match index {
+            CNT_INTAKE_RING => &mut self.ring,
+            CNT_INTAKE_PASS_DISARMED => &mut self.pass_disarmed,
+            CNT_INTAKE_PASS_NOT_CLIENT => &mut self.pass_not_client,
+            CNT_INTAKE_PASS_NOT_FOR_US => &mut self.pass_not_for_us,
+            CNT_INTAKE_PASS_BAD_BODY => &mut self.pass_bad_body,
+            CNT_INTAKE_PASS_BAD_CHECKSUM => &mut self.pass_bad_checksum,
+            CNT_INTAKE_PASS_RINGBUF_FULL => &mut self.pass_ringbuf_full,
+            _ => return None,
+        })
+    }
 }
 
 /// What fast_quorum_prune did with the PrepareOKs the classifier counted
@@ -205,6 +275,7 @@ impl Counters {
             + self.pass_op_limit
             + self.unassigned
             + self.quorum_prune.total()
+            + self.intake.total()
             + self.tc_marked
             + self.tc_copies
             + self.tc_error
@@ -242,6 +313,7 @@ impl Counters {
             pass_op_limit: self.pass_op_limit.wrapping_sub(earlier.pass_op_limit),
             unassigned: self.unassigned.wrapping_sub(earlier.unassigned),
             quorum_prune: self.quorum_prune.since(&earlier.quorum_prune),
+            intake: self.intake.since(&earlier.intake),
             tc_marked: self.tc_marked.wrapping_sub(earlier.tc_marked),
             tc_copies: self.tc_copies.wrapping_sub(earlier.tc_copies),
             tc_error: self.tc_error.wrapping_sub(earlier.tc_error),
@@ -255,6 +327,10 @@ impl Counters {
 
     fn add(&mut self, index: u32, value: u64) {
         if let Some(slot) = self.quorum_prune.slot(index) {
+            *slot += value;
+            return;
+        }
+        if let Some(slot) = self.intake.slot(index) {
             *slot += value;
             return;
         }
@@ -328,7 +404,8 @@ impl Counters {
 
     /// Every counter with its name, in map order of the groups: message
     /// types by wire name, classifier reasons, fast_reply, quorum_prune
-    /// (`quorum_prune.` prefix), tc_broadcast, then `unassigned`. Names
+    /// (`quorum_prune.` prefix), tc_broadcast, fast_intake (`intake.`
+    /// prefix), then `unassigned`. Names
     /// are the field paths of this struct, so text and JSON output agree.
     pub fn named(&self) -> Vec<(&'static str, u64)> {
         let mut named: Vec<(&'static str, u64)> =
@@ -369,6 +446,13 @@ impl Counters {
             ("tc_pass_other", self.tc_pass_other),
             ("tc_malformed", self.tc_malformed),
             ("tc_mac_learned", self.tc_mac_learned),
+            ("intake.ring", self.intake.ring),
+            ("intake.pass_disarmed", self.intake.pass_disarmed),
+            ("intake.pass_not_client", self.intake.pass_not_client),
+            ("intake.pass_not_for_us", self.intake.pass_not_for_us),
+            ("intake.pass_bad_body", self.intake.pass_bad_body),
+            ("intake.pass_bad_checksum", self.intake.pass_bad_checksum),
+            ("intake.pass_ringbuf_full", self.intake.pass_ringbuf_full),
             ("unassigned", self.unassigned),
         ]);
         named
@@ -462,6 +546,22 @@ mod tests {
             later.since(&counters).quorum_prune,
             QuorumPruneCounters { pass_view: 3, ..Default::default() }
         );
+    }
+
+    #[test]
+    fn intake_slots_land_in_their_named_fields() {
+        let mut counters = Counters::default();
+        for (value, index) in (CNT_INTAKE_RING..=CNT_INTAKE_PASS_RINGBUF_FULL).enumerate() {
+            counters.add(index, value as u64 + 1);
+        }
+        let intake = &counters.intake;
+        assert_eq!((intake.ring, intake.pass_disarmed, intake.pass_not_client), (1, 2, 3));
+        assert_eq!((intake.pass_not_for_us, intake.pass_bad_body, intake.pass_bad_checksum), (4, 5, 6));
+        assert_eq!(intake.pass_ringbuf_full, 7);
+        assert_eq!((intake.passed(), intake.total()), (2 + 3 + 4 + 5 + 6 + 7, 28));
+        assert_eq!(counters.unassigned, 0);
+        let named = counters.named();
+        assert!(named.contains(&("intake.pass_not_for_us", 4)), "{named:?}");
     }
 
     #[test]

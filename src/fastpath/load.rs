@@ -44,6 +44,9 @@ pub struct Loaded {
     /// Whether a `FollowerPath` (the one consumer of `prepare_ring`) exists.
     #[cfg(feature = "fast_reply")]
     follower_path_taken: std::sync::atomic::AtomicBool,
+    /// Whether an `IntakePath` (the one consumer of `intake_ring`) exists.
+    #[cfg(feature = "fast_intake")]
+    intake_path_taken: std::sync::atomic::AtomicBool,
     /// Interface `electrode_tc` is attached to (0: none), for the
     /// neighbour-table lookup of follower MACs.
     #[cfg(feature = "tc_broadcast")]
@@ -73,6 +76,8 @@ impl Loaded {
                 members_set: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "fast_reply")]
                 follower_path_taken: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(feature = "fast_intake")]
+                intake_path_taken: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "tc_broadcast")]
                 tc_ifindex: std::sync::atomic::AtomicU32::new(0),
             }),
@@ -99,6 +104,11 @@ impl Loaded {
     #[cfg(feature = "fast_reply")]
     pub(crate) fn follower_path_taken(&self) -> &std::sync::atomic::AtomicBool {
         &self.follower_path_taken
+    }
+
+    #[cfg(feature = "fast_intake")]
+    pub(crate) fn intake_path_taken(&self) -> &std::sync::atomic::AtomicBool {
+        &self.intake_path_taken
     }
 
     #[cfg(feature = "tc_broadcast")]

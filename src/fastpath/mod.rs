@@ -14,6 +14,8 @@
 //!   and drain the Prepares it acked from its ring buffer.
 //! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
 //!   leader's PrepareOK pruning, and read the quorum state it keeps.
+//! - `intake` (feature `fast_intake`): arm/disarm the leader's request
+//!   intake and drain the client Requests it took off the wire.
 //! - `broadcast` (feature `tc_broadcast`): the TC egress fan-out's follower
 //!   table, MAC coverage (learned by XDP and from the neighbour table) and
 //!   clsact attach guard.
@@ -32,6 +34,8 @@ pub mod caps;
 pub mod counters;
 #[cfg(feature = "fast_reply")]
 pub mod follower;
+#[cfg(feature = "fast_intake")]
+pub mod intake;
 pub mod load;
 pub mod members;
 pub mod neighbours;
@@ -42,9 +46,11 @@ pub mod stats;
 pub use attach::{XdpAttachment, XdpMode};
 #[cfg(feature = "tc_broadcast")]
 pub use broadcast::{tc_action, TcGuard};
-pub use counters::{Counters, QuorumPruneCounters};
+pub use counters::{Counters, IntakeCounters, QuorumPruneCounters};
 #[cfg(feature = "fast_reply")]
 pub use follower::{FollowerPath, FollowerState};
+#[cfg(feature = "fast_intake")]
+pub use intake::{IntakeConfig, IntakePath, IntakeRecord};
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
 pub use stats::{AttachedProgram, Hook, InterfacePrograms};

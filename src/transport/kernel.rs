@@ -11,6 +11,11 @@
 //!   acks it dropped (read from the map), so the core counts the quorum
 //!   itself; every few ticks the map's per-follower acks are fed again,
 //!   which recovers a passed ack that was lost on the way to the socket.
+//! - fast_intake (leader): armed while this replica leads a view in normal
+//!   status; the requests the kernel takes off the wire are drained at
+//!   every wake-up and before every other input, and fed to the same code
+//!   as socket datagrams; disarmed (and drained completely) after any
+//!   input that changed the view or status.
 //! - tc_broadcast (leader): armed while leading; a message for all
 //!   followers is sent once, marked, to one follower whose MAC the kernel
 //!   learned, and unicast to the followers it has not learned yet.
@@ -103,7 +108,12 @@ pub fn attach<'a>(loaded: &'a Loaded, iface: &str) -> anyhow::Result<Attached<'a
 /// Kernel state the runtime keeps in step with the core. (Without any
 /// fast path compiled in, the runtime never builds one.)
 #[cfg_attr(
-    not(any(feature = "fast_reply", feature = "fast_quorum_prune", feature = "tc_broadcast")),
+    not(any(
+        feature = "fast_reply",
+        feature = "fast_quorum_prune",
+        feature = "tc_broadcast",
+        feature = "fast_intake"
+    )),
     allow(dead_code)
 )]
 pub struct Kernel<'a> {
@@ -122,6 +132,14 @@ pub struct Kernel<'a> {
     /// Highest op fed to the core per follower from the kernel's acks.
     #[cfg(feature = "fast_quorum_prune")]
     acks_fed: Vec<u64>,
+    #[cfg(feature = "fast_intake")]
+    intake: crate::fastpath::IntakePath<'a>,
+    /// View the intake is armed for.
+    #[cfg(feature = "fast_intake")]
+    intake_armed: Option<u64>,
+    /// Requests drained by a disarm, not fed to the core yet.
+    #[cfg(feature = "fast_intake")]
+    intake_backlog: Vec<crate::fastpath::IntakeRecord>,
     #[cfg(feature = "tc_broadcast")]
     broadcast_view: Option<u64>,
     /// Followers whose MAC the kernel knows (they get the marked copy).
@@ -139,6 +157,11 @@ pub struct KernelCounters {
     pub acks_from_map: u64,
     pub broadcasts: u64,
     pub broadcast_unicasts: u64,
+    /// Requests the kernel took off the wire, handed to the runtime.
+    pub requests_from_intake: u64,
+    /// Of those, records tagged with another view than the armed one (none
+    /// can exist: bpf/electrode.h, fast_intake; counted to show it).
+    pub intake_other_view: u64,
 }
 
 impl<'a> Kernel<'a> {
@@ -169,6 +192,12 @@ impl<'a> Kernel<'a> {
             quorum_armed: None,
             #[cfg(feature = "fast_quorum_prune")]
             acks_fed: vec![0; config.replica_count()],
+            #[cfg(feature = "fast_intake")]
+            intake: loaded.intake_path()?,
+            #[cfg(feature = "fast_intake")]
+            intake_armed: None,
+            #[cfg(feature = "fast_intake")]
+            intake_backlog: Vec::new(),
             #[cfg(feature = "tc_broadcast")]
             broadcast_view: None,
             #[cfg(feature = "tc_broadcast")]
@@ -180,6 +209,30 @@ impl<'a> Kernel<'a> {
     /// Whether the core should run with kernel_fast_reply.
     pub fn fast_reply(&self) -> bool {
         cfg!(feature = "fast_reply")
+    }
+
+    /// The intake ring's fd, to wait on next to the socket (None: no
+    /// intake compiled in).
+    pub fn intake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        #[cfg(feature = "fast_intake")]
+        return Some(self.intake.ring_fd());
+        #[cfg(not(feature = "fast_intake"))]
+        None
+    }
+
+    /// Requests the kernel took off the wire since the last call, in the
+    /// order it took them (those a disarm drained first). The runtime feeds
+    /// each to the same code as a socket datagram from `record.from`.
+    #[cfg(feature = "fast_intake")]
+    pub fn take_requests(&mut self) -> anyhow::Result<Vec<crate::fastpath::IntakeRecord>> {
+        let mut records = std::mem::take(&mut self.intake_backlog);
+        if let Some(view) = self.intake_armed {
+            let drained = self.intake.drain().context("draining the request intake")?;
+            self.counters.intake_other_view += drained.iter().filter(|r| r.view != view).count() as u64;
+            records.extend(drained);
+        }
+        self.counters.requests_from_intake += records.len() as u64;
+        Ok(records)
     }
 
     /// Before the core sees any input: hand it what the kernel acked, so
@@ -279,6 +332,25 @@ impl<'a> Kernel<'a> {
                     self.counters.disarms += 1;
                 }
                 (false, None) => {}
+            }
+        }
+        #[cfg(feature = "fast_intake")]
+        {
+            let wanted = leading.then(|| core.view());
+            if wanted != self.intake_armed {
+                if self.intake_armed.is_some() {
+                    // Disarm, drain completely: nothing the kernel took
+                    // stays behind; the runtime feeds it next.
+                    let drained = self.intake.disarm().context("disarming the request intake")?;
+                    self.intake_backlog.extend(drained);
+                    self.intake_armed = None;
+                    self.counters.disarms += 1;
+                }
+                if let Some(view) = wanted {
+                    self.intake.arm(view, *self.peers[self.index as usize].ip())?;
+                    self.intake_armed = Some(view);
+                    self.counters.arms += 1;
+                }
             }
         }
         #[cfg(feature = "tc_broadcast")]

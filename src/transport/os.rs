@@ -100,8 +100,21 @@ impl Waiter {
         Ok(Waiter { epoll })
     }
 
-    /// True if the socket is readable, false once `timeout` passed (or a
-    /// signal came) first.
+    /// Also wakes for `fd` (level-triggered EPOLLIN): the fast_intake ring
+    /// buffer map, which the kernel makes readable for the first record
+    /// after the ring was drained empty.
+    pub fn add(&self, fd: std::os::fd::BorrowedFd<'_>) -> anyhow::Result<()> {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+        // SAFETY: valid descriptors and a valid event.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event) } < 0
+        {
+            return Err(std::io::Error::last_os_error()).context("registering a ring buffer with epoll");
+        }
+        Ok(())
+    }
+
+    /// True if the socket (or an added fd) is readable, false once
+    /// `timeout` passed (or a signal came) first.
     pub fn wait(&self, timeout: Duration) -> anyhow::Result<bool> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }];
         let spec = libc::timespec {

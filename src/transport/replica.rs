@@ -68,8 +68,12 @@ pub struct ReplicaOptions {
 }
 
 /// Whether any eBPF fast path is compiled into this binary.
-pub const FAST_PATHS_COMPILED: bool =
-    cfg!(any(feature = "fast_reply", feature = "fast_quorum_prune", feature = "tc_broadcast"));
+pub const FAST_PATHS_COMPILED: bool = cfg!(any(
+    feature = "fast_reply",
+    feature = "fast_quorum_prune",
+    feature = "tc_broadcast",
+    feature = "fast_intake"
+));
 
 /// Datagrams the runtime handled, by outcome.
 #[derive(Clone, Debug, Default)]
@@ -131,6 +135,10 @@ struct Runtime<'k> {
     latency: LatencyRing,
     #[cfg(feature = "test-faults")]
     faults: Option<super::faults::Faults>,
+    cluster_id: u32,
+    /// Set while requests from the kernel's intake are being fed (their
+    /// own before_input must not drain the ring again).
+    pumping_intake: bool,
 }
 
 /// Runs a replica until SIGINT/SIGTERM.
@@ -217,6 +225,8 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         latency: LatencyRing::default(),
         #[cfg(feature = "test-faults")]
         faults: super::faults::Faults::from_env()?,
+        cluster_id: config.cluster_id,
+        pumping_intake: false,
     };
     let result = runtime.event_loop(config.cluster_id, options.report_interval);
     log::info!("electrode replica {index}: stopped; {}", runtime.counters.summary());
@@ -242,6 +252,56 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     result
 }
 
+/// The checks every received datagram passes before anything else sees
+/// it, whether it came by the socket or by the kernel's request intake:
+/// it decodes, and members only: a replica message must come from that
+/// replica's configured address (`peers`), clients may only send requests
+/// and status queries. Returns the decoded datagram, or why it is dropped.
+pub fn screen(
+    datagram: &[u8],
+    from: SocketAddr,
+    cluster_id: u32,
+    peers: &[SocketAddrV4],
+    index: u8,
+) -> Result<(wire::Envelope, Decoded), &'static str> {
+    let (envelope, decoded) = wire::decode(datagram, cluster_id).map_err(|error| error.reason())?;
+    let sender = envelope.sender;
+    if sender == CLIENT_SENDER {
+        if !matches!(envelope.msg_type, MsgType::Request | MsgType::StatusRequest) {
+            return Err("replica message from a client");
+        }
+    } else {
+        let claimed = peers.get(sender as usize).copied().map(SocketAddr::V4);
+        if claimed != Some(from) {
+            return Err("sender address is not the replica's");
+        }
+        if sender == index {
+            return Err("from ourselves");
+        }
+    }
+    Ok((envelope, decoded))
+}
+
+/// A client request that passed [`screen`], on its way to the core: only
+/// the leader binds the client id to `from` (a follower ignores requests,
+/// so a forger who sprays every replica cannot bind a victim's id at a
+/// follower first); a request for an id bound to another address is
+/// dropped. Socket datagrams and the kernel intake's records both go
+/// through this.
+pub fn admit_request(
+    core: &mut Replica,
+    clients: &mut super::client_addresses::ClientAddresses,
+    request: wire::Request,
+    from: SocketAddr,
+    out: &mut Vec<Action>,
+) -> Result<(), &'static str> {
+    if core.is_leader() && clients.on_request(request.client_id, from).is_err() {
+        return Err("client id bound to another address");
+    }
+    core.on_request(request, out);
+    Ok(())
+}
+
 /// CLOCK_MONOTONIC in milliseconds, as log lines show it: the same clock in
 /// every process of the machine, so lines of different replicas compare.
 fn clock_ms() -> String {
@@ -263,6 +323,14 @@ impl Runtime<'_> {
         let mut next_publish = Instant::now();
         let mut next_kernel_read = Instant::now();
         let waiter = os::Waiter::new(&self.socket)?;
+        // With fast_intake the loop also waits for the request ring, and
+        // then reads the socket without blocking (one recvmmsg of up to
+        // BURST_MAX), since a wake-up may come from the ring alone.
+        let mut intake_burst = None;
+        if let Some(fd) = self.kernel.as_ref().and_then(Kernel::intake_fd) {
+            waiter.add(fd)?;
+            intake_burst = Some(os::RecvBatch::new(BURST_MAX));
+        }
         self.core.start(&mut self.actions);
         self.execute_actions()?;
         self.flush_sends();
@@ -271,7 +339,12 @@ impl Runtime<'_> {
             // (the socket's read timeout, kept as a backstop, sleeps whole
             // jiffies).
             let wait = next_tick.saturating_duration_since(Instant::now()).min(RECV_TIMEOUT);
-            let received = if waiter.wait(wait)? {
+            let received = if let Some(burst) = intake_burst.as_mut() {
+                if waiter.wait(wait)? {
+                    self.on_wake_with_intake(burst)?;
+                }
+                Err(std::io::ErrorKind::TimedOut.into())
+            } else if waiter.wait(wait)? {
                 self.socket.recv_from(&mut buf)
             } else {
                 Err(std::io::ErrorKind::TimedOut.into())
@@ -426,12 +499,57 @@ impl Runtime<'_> {
         snapshot.publish_seconds = started.elapsed().as_secs_f64();
     }
 
-    /// Hands the core what the kernel acked before any other input.
+    /// A wake-up with fast_intake: the requests the kernel took, then what
+    /// waits in the socket, prepared together as one burst.
+    fn on_wake_with_intake(&mut self, burst: &mut os::RecvBatch) -> anyhow::Result<()> {
+        if self.burst_batching {
+            self.core.hold_prepares();
+        }
+        self.pump_intake()?;
+        for i in 0..burst.recv(&self.socket)? {
+            match burst.get(i) {
+                (datagram, Some(from)) => self.on_datagram(datagram, from, self.cluster_id)?,
+                (_, None) => self.counters.drop("sender address not IPv4"),
+            }
+        }
+        self.core.release_prepares(&mut self.actions);
+        self.execute_actions()?;
+        self.after_input()?;
+        self.flush_sends();
+        Ok(())
+    }
+
+    /// Feeds the requests the kernel's intake took (and those its last
+    /// disarm drained) to the same code as socket datagrams, with the
+    /// record's source as the sender: decode, membership, client binding,
+    /// the core's session rules.
+    fn pump_intake(&mut self) -> anyhow::Result<()> {
+        #[cfg(feature = "fast_intake")]
+        if !self.pumping_intake {
+            let Some(kernel) = self.kernel.as_mut() else { return Ok(()) };
+            let records = kernel.take_requests()?;
+            self.pumping_intake = true;
+            let mut result = Ok(());
+            for record in &records {
+                result = self.on_datagram(&record.datagram, SocketAddr::V4(record.from), self.cluster_id);
+                if result.is_err() {
+                    break;
+                }
+            }
+            self.pumping_intake = false;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Hands the core what the kernel acked (fast_reply) and the requests
+    /// it took (fast_intake) before any other input: the core never sees a
+    /// view change before a request that arrived in the old view.
     fn before_input(&mut self) -> anyhow::Result<()> {
         if let Some(kernel) = self.kernel.as_mut() {
             kernel.before_input(&mut self.core, &mut self.actions)?;
         }
-        Ok(())
+        self.pump_intake()
     }
 
     fn after_input(&mut self) -> anyhow::Result<()> {
@@ -443,33 +561,14 @@ impl Runtime<'_> {
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, cluster_id: u32) -> anyhow::Result<()> {
         self.counters.received += 1;
-        let (envelope, decoded) = match wire::decode(datagram, cluster_id) {
+        let (envelope, decoded) = match screen(datagram, from, cluster_id, &self.peers, self.index) {
             Ok(ok) => ok,
-            Err(error) => {
-                self.counters.drop(error.reason());
+            Err(reason) => {
+                self.counters.drop(reason);
                 return Ok(());
             }
         };
-        // Members only: a replica message must come from that replica's
-        // configured address; clients may only send requests and status
-        // queries.
         let sender = envelope.sender;
-        if sender == CLIENT_SENDER {
-            if !matches!(envelope.msg_type, MsgType::Request | MsgType::StatusRequest) {
-                self.counters.drop("replica message from a client");
-                return Ok(());
-            }
-        } else {
-            let claimed = self.peers.get(sender as usize).copied().map(SocketAddr::V4);
-            if claimed != Some(from) {
-                self.counters.drop("sender address is not the replica's");
-                return Ok(());
-            }
-            if sender == self.index {
-                self.counters.drop("from ourselves");
-                return Ok(());
-            }
-        }
         self.counters.by_type[envelope.msg_type as usize] += 1;
         let message = match decoded {
             Decoded::Message(message) => message,
@@ -486,14 +585,12 @@ impl Runtime<'_> {
         match message {
             Message::Request(request) => {
                 // Replies go only where the id's first request came from.
-                // Only the leader binds (a follower ignores requests): a
-                // forger who sprays every replica cannot bind a victim's id
-                // at a follower before the victim ever talks to it there.
-                if self.core.is_leader() && self.clients.on_request(request.client_id, from).is_err() {
-                    self.counters.drop("client id bound to another address");
+                if let Err(reason) =
+                    admit_request(&mut self.core, &mut self.clients, request, from, &mut self.actions)
+                {
+                    self.counters.drop(reason);
                     return Ok(());
                 }
-                self.core.on_request(request, &mut self.actions);
             }
             Message::StatusRequest(query) => {
                 let reply = Message::StatusReply(StatusReply {

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * intake.h - leader intake (cargo feature fast_intake, -DFAST_INTAKE).
+ *
+ * On the leader in normal status, each well-formed client Request the
+ * socket would have delivered is copied, with its source address, into the
+ * `intake_ring` ring buffer and dropped from the stack; user space drains
+ * the ring in batches and feeds each request to the same code as a socket
+ * datagram. Everything else passes, counted by reason. The rules, the
+ * wake-up policy and the handover with user space are in the fast_intake
+ * section of electrode.h.
+ *
+ * Included by electrode.bpf.c after its rodata, `counters` and count().
+ */
+#ifndef ELECTRODE_INTAKE_H
+#define ELECTRODE_INTAKE_H
+
+#include "electrode.h"
+#include "parse.h"
+#include "checksum.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct electrode_intake_config);
+} intake_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, ELECTRODE_INTAKE_RING_BYTES);
+} intake_ring SEC(".maps");
+
+/* Ring buffers have no value type (PLATFORM.md gotcha 2). */
+struct electrode_intake_record _btf_intake_record = {};
+struct electrode_intake_config _btf_intake_config = {};
+
+/* What user space armed, read under the lock in one piece. */
+struct in_snapshot {
+	__u64 view;
+	__u32 armed;
+	__be32 self_ip;
+};
+
+static __always_inline void in_read(struct electrode_intake_config *config, struct in_snapshot *s)
+{
+	bpf_spin_lock(&config->lock); /* plain loads only inside */
+	s->armed = config->armed;
+	s->view = config->view;
+	s->self_ip = config->self_ip;
+	bpf_spin_unlock(&config->lock);
+}
+
+/* 1 if armed for the same view as the snapshot, under the lock. */
+static __always_inline int in_still_armed(struct electrode_intake_config *config,
+					  const struct in_snapshot *s)
+{
+	int same;
+
+	bpf_spin_lock(&config->lock);
+	same = config->armed && config->view == s->view && config->self_ip == s->self_ip;
+	bpf_spin_unlock(&config->lock);
+	return same;
+}
+
+/*
+ * 1 if the stack would hand this datagram to the socket bound to self_ip:
+ * addressed to it, from a source the stack does not refuse as a martian,
+ * IPv4 total length exactly the header and the UDP datagram, and an IPv4
+ * header checksum that verifies. (parse_frame already refused fragments,
+ * other protocols and UDP lengths beyond the frame.)
+ */
+static __always_inline int in_for_us(void *data, void *data_end, const struct parsed *p, __be32 self_ip)
+{
+	struct iphdr *ip = p->ip;
+	if (ip->daddr != self_ip || ip->saddr == self_ip)
+		return 0;
+	__u32 source = bpf_ntohl(ip->saddr);
+	__u8 first = source >> 24;
+	if (first == 0 || first == 127 || first >= 224)
+		return 0; /* 0/8, loopback, multicast, reserved and broadcast */
+	__u32 ihl_bytes = ip->ihl * 4;
+	if (bpf_ntohs(ip->tot_len) != ihl_bytes + bpf_ntohs(p->udp->len))
+		return 0;
+	/* Header checksum over ihl 16-bit words; options make it up to 30. */
+	__u64 sum = 0;
+	for (__u32 i = 0; i < 30; i++) {
+		if (2 * i >= ihl_bytes)
+			break;
+		__u16 *word = ptr_at(data, data_end, sizeof(struct ethhdr) + 2 * i, 2);
+		if (!word)
+			return 0;
+		sum += *word;
+	}
+	return csum_fold(sum) == 0xffff;
+}
+
+/*
+ * The fast path for a well-formed Request (parse_frame returned
+ * ELECTRODE_MSG_REQUEST and filled *p). Returns the XDP verdict and counts
+ * what it did.
+ */
+static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 key = 0;
+	struct in_snapshot s = {};
+
+	struct electrode_intake_config *config = bpf_map_lookup_elem(&intake_config, &key);
+	if (!config) {
+		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED); /* cannot happen: a 1-entry array */
+		return XDP_PASS;
+	}
+	in_read(config, &s);
+	if (!s.armed) {
+		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
+		return XDP_PASS;
+	}
+	if (p->hdr->sender != ELECTRODE_SENDER_CLIENT) {
+		count(ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT);
+		return XDP_PASS;
+	}
+	if (!in_for_us(data, data_end, p, s.self_ip)) {
+		count(ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US);
+		return XDP_PASS;
+	}
+	struct electrode_request *request =
+		ptr_at(data, data_end, p->hdr_off + sizeof(struct electrode_hdr), sizeof(*request));
+	if (!request) {
+		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse checked body_min */
+		return XDP_PASS;
+	}
+	/* wire::decode of a Request: read_request, then the body is exactly it. */
+	__u32 op_len = bpf_ntohs(request->op_len);
+	if (op_len > ELECTRODE_MAX_OP_SIZE || p->body_len != sizeof(*request) + op_len) {
+		count(ELECTRODE_CNT_INTAKE_PASS_BAD_BODY);
+		return XDP_PASS;
+	}
+	__u32 len = sizeof(struct electrode_hdr) + p->body_len;
+	if (len > ELECTRODE_MAX_REQUEST_DATAGRAM) { /* implied above; bounds it for the verifier */
+		count(ELECTRODE_CNT_INTAKE_PASS_BAD_BODY);
+		return XDP_PASS;
+	}
+	struct electrode_intake_record *record = bpf_ringbuf_reserve(&intake_ring, sizeof(*record), 0);
+	if (!record) {
+		count(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL);
+		return XDP_PASS;
+	}
+	record->view = s.view;
+	record->src_ip = p->ip->saddr;
+	record->src_port = p->udp->source;
+	record->len = len;
+	if (bpf_xdp_load_bytes(ctx, p->hdr_off, record->data, len)) {
+		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
+		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse proved the bytes */
+		return XDP_PASS;
+	}
+	if (!udp_checksum_ok(p, record->data, len)) {
+		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
+		count(ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM);
+		return XDP_PASS;
+	}
+	if (!in_still_armed(config, &s)) {
+		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
+		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
+		return XDP_PASS;
+	}
+	/* Flags 0: wake user space only if it had consumed everything before
+	 * this record (electrode.h, "Wake-ups"). */
+	bpf_ringbuf_submit(record, 0);
+	count(ELECTRODE_CNT_INTAKE_RING);
+	return XDP_DROP;
+}
+
+#endif /* ELECTRODE_INTAKE_H */
