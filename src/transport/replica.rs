@@ -138,6 +138,7 @@ struct Runtime<'k> {
     cluster_id: u32,
     /// Set while requests from the kernel's intake are being fed (their
     /// own before_input must not drain the ring again).
+    #[cfg(feature = "fast_intake")]
     pumping_intake: bool,
 }
 
@@ -226,6 +227,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         #[cfg(feature = "test-faults")]
         faults: super::faults::Faults::from_env()?,
         cluster_id: config.cluster_id,
+        #[cfg(feature = "fast_intake")]
         pumping_intake: false,
     };
     let result = runtime.event_loop(config.cluster_id, options.report_interval);
