@@ -33,7 +33,6 @@ struct {
 
 /* Ring buffers have no value type (PLATFORM.md gotcha 2). */
 struct electrode_intake_record _btf_intake_record = {};
-struct electrode_intake_config _btf_intake_config = {};
 
 /* What user space armed, read under the lock in one piece. */
 struct in_snapshot {

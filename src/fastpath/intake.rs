@@ -71,7 +71,11 @@ impl IntakeConfig {
 
     fn decode(value: &[u8]) -> Result<IntakeConfig> {
         type C = electrode_intake_config;
-        ensure!(value.len() == CONFIG_LEN, "map intake_config: value of {} bytes, want {CONFIG_LEN}", value.len());
+        ensure!(
+            value.len() == CONFIG_LEN,
+            "map intake_config: value of {} bytes, want {CONFIG_LEN}",
+            value.len()
+        );
         let mut armed = [0u8; 4];
         armed.copy_from_slice(&value[offset_of!(C, armed)..][..4]);
         let mut view = [0u8; 8];
@@ -286,7 +290,8 @@ mod tests {
 
     #[test]
     fn intake_config_survives_encode_and_decode() {
-        let config = IntakeConfig { armed: true, view: 0x0102_0304_0506_0708, self_ip: Ipv4Addr::new(10, 1, 2, 3) };
+        let config =
+            IntakeConfig { armed: true, view: 0x0102_0304_0506_0708, self_ip: Ipv4Addr::new(10, 1, 2, 3) };
         let value = config.encode();
         assert_eq!(value.len(), 24, "bpf/electrode.h asserts 24 bytes");
         assert_eq!(&value[..4], &[0; 4], "lock bytes are never written");

@@ -106,7 +106,8 @@ impl Waiter {
     pub fn add(&self, fd: std::os::fd::BorrowedFd<'_>) -> anyhow::Result<()> {
         let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
         // SAFETY: valid descriptors and a valid event.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event) } < 0
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event) }
+            < 0
         {
             return Err(std::io::Error::last_os_error()).context("registering a ring buffer with epoll");
         }
