@@ -40,13 +40,14 @@ fi
 export CARGO_TARGET_DIR="$TARGET_DIR"
 
 # "column name|cargo features": the userspace baseline, each fast path
-# alone, and all three. ELECTRODE_BENCH_CONFIGURATIONS overrides it
+# alone, and all four. ELECTRODE_BENCH_CONFIGURATIONS overrides it
 # (space-separated entries, e.g. "userspace| all|fast_paths").
 CONFIGURATIONS=(
     "userspace|"
     "fast_reply|fast_reply"
     "fast_quorum_prune|fast_quorum_prune"
     "tc_broadcast|tc_broadcast"
+    "fast_intake|fast_intake"
     "all|fast_paths"
 )
 if [ -n "${ELECTRODE_BENCH_CONFIGURATIONS:-}" ]; then

@@ -45,7 +45,8 @@ fn one_message(msg_type: MsgType) -> Counters {
 }
 
 /// One well-formed datagram of `msg_type`. Built with fast_quorum_prune, a
-/// PrepareOK also gets that path's verdict: passed, as nothing armed it.
+/// PrepareOK also gets that path's verdict: passed, as nothing armed it
+/// (and so does a Request with fast_intake).
 fn add_message(counters: &mut Counters, msg_type: MsgType) {
     *counters.messages_mut(msg_type) += 1;
     if cfg!(feature = "fast_reply") && msg_type == MsgType::Prepare {
@@ -53,6 +54,9 @@ fn add_message(counters: &mut Counters, msg_type: MsgType) {
     }
     if cfg!(feature = "fast_quorum_prune") && msg_type == MsgType::PrepareOk {
         counters.quorum_prune.pass_disarmed += 1;
+    }
+    if cfg!(feature = "fast_intake") && msg_type == MsgType::Request {
+        counters.intake.pass_disarmed += 1;
     }
 }
 

@@ -102,6 +102,18 @@ fn assert_fast_paths_carried_the_load(cluster: &Cluster, ops: u64) {
         assert!(dropped * 10 >= ops * 8, "leader: only {dropped} acks pruned for {ops} ops: {c:?}");
         assert!(user_acks * 10 <= ops * 13, "leader user space got {user_acks} acks for {ops} ops");
     }
+    if cfg!(feature = "fast_intake") {
+        let c = cluster.ebpf_counters(leader);
+        let taken = c.get("intake.ring").copied().unwrap_or(0);
+        let full = c.get("intake.pass_ringbuf_full").copied().unwrap_or(0);
+        let requests = cluster.datagram_count(leader, "request");
+        eprintln!(
+            "fast_intake: leader took {taken} Requests off the wire ({full} found the ring full), \
+             user space handled {requests} requests, {ops} ops"
+        );
+        assert!(taken * 10 >= ops * 8, "leader: only {taken} of {ops} requests came by the intake: {c:?}");
+        assert!(requests >= taken, "every request taken reached user space ({requests} < {taken})");
+    }
     if cfg!(feature = "tc_broadcast") {
         let c = cluster.ebpf_counters(leader);
         let marked = c.get("tc_marked").copied().unwrap_or(0);
