@@ -408,7 +408,9 @@ _Static_assert(ELECTRODE_CNT_PASS_OP_LIMIT < ELECTRODE_CNT_MAX, "counter indices
  *     user space arms with the same configured address);
  *   - tc_broadcast MAC learning: only a member's configured address teaches
  *     the kernel that member's MAC.
- * electrode_tc trusts no sender id (it sees only our own egress datagrams).
+ * electrode_tc trusts no sender id (it sees only our own egress datagrams),
+ * nor does fast_intake: it takes only Requests with the client sender id
+ * and passes one that names a replica (user space applies this rule).
  *
  * What the rule does not cover: a host on the same L2 that spoofs a
  * member's IPv4 address and port, and a member that lies. Neither is
