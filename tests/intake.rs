@@ -456,7 +456,7 @@ fn fuzzed_requests_are_taken_exactly_as_the_model_says() {
     if !require_root("fuzzed_requests_are_taken_exactly_as_the_model_says") {
         return;
     }
-    let (seed, frames) = fuzz_plan(0x1a7a_4e);
+    let (seed, frames) = fuzz_plan(0x001a_7a4e);
     let mut rng = Rng(seed | 1);
     let loaded = load();
     let mut path = armed(&loaded);

@@ -140,6 +140,9 @@ struct Runtime<'k> {
     /// own before_input must not drain the ring again).
     #[cfg(feature = "fast_intake")]
     pumping_intake: bool,
+    /// Set while a wake-up's burst is handled under one hold of Prepares.
+    #[cfg(feature = "fast_intake")]
+    in_burst: bool,
 }
 
 /// Runs a replica until SIGINT/SIGTERM.
@@ -229,6 +232,8 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         cluster_id: config.cluster_id,
         #[cfg(feature = "fast_intake")]
         pumping_intake: false,
+        #[cfg(feature = "fast_intake")]
+        in_burst: false,
     };
     let result = runtime.event_loop(config.cluster_id, options.report_interval);
     log::info!("electrode replica {index}: stopped; {}", runtime.counters.summary());
@@ -507,7 +512,16 @@ impl Runtime<'_> {
         if self.burst_batching {
             self.core.hold_prepares();
         }
-        self.pump_intake()?;
+        #[cfg(feature = "fast_intake")]
+        {
+            self.in_burst = true;
+        }
+        let pumped = self.pump_intake();
+        #[cfg(feature = "fast_intake")]
+        {
+            self.in_burst = false;
+        }
+        pumped?;
         for i in 0..burst.recv(&self.socket)? {
             match burst.get(i) {
                 (datagram, Some(from)) => self.on_datagram(datagram, from, self.cluster_id)?,
@@ -530,6 +544,13 @@ impl Runtime<'_> {
         if !self.pumping_intake {
             let Some(kernel) = self.kernel.as_mut() else { return Ok(()) };
             let records = kernel.take_requests()?;
+            // Requests drained outside a wake-up's burst (before a tick or
+            // a socket datagram) are prepared together too, as a burst of
+            // the socket would be: one hold around them.
+            let batch = self.burst_batching && !self.in_burst && !records.is_empty();
+            if batch {
+                self.core.hold_prepares();
+            }
             self.pumping_intake = true;
             let mut result = Ok(());
             for record in &records {
@@ -539,7 +560,11 @@ impl Runtime<'_> {
                 }
             }
             self.pumping_intake = false;
+            if batch {
+                self.core.release_prepares(&mut self.actions);
+            }
             result?;
+            self.execute_actions()?;
         }
         Ok(())
     }
