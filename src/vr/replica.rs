@@ -178,7 +178,7 @@ pub struct Replica {
     /// Highest op each replica acknowledged in this view.
     acked: Vec<u64>,
     /// Per follower, the ack after which we last re-sent a Prepare on a
-    /// duplicate ack (one fast retransmission per gap).
+    /// gap-flagged ack (one fast retransmission per gap).
     fast_retransmitted: Vec<Option<u64>>,
     /// Per follower, ticks since its ack last advanced while it lacked ops
     /// we hold: its own retransmission clock. (A clock shared by all
@@ -1246,7 +1246,10 @@ impl Replica {
         }
         if m.op <= self.op {
             // Duplicate or retransmission: our ack may have been lost.
-            self.send_prepare_ok(out);
+            // (Flagged if we still hold Prepares past a gap: an unflagged
+            // ack never asks the leader for anything.)
+            let gap = !self.prepare_buffer.is_empty();
+            self.send_ack(gap, out);
         } else if m.op == self.op + 1 {
             if self.accept_prepare(m) {
                 while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
@@ -1312,18 +1315,21 @@ impl Replica {
         // An ack for op n acknowledges every op <= n (logs are prefixes of ours).
         let op = m.op.min(self.op);
         let acked = &mut self.acked[from as usize];
-        let duplicate = op == *acked
-            && op < self.op
-            && self.commit - op.min(self.commit) <= self.config.pipeline_max as u64;
         if op > *acked {
             self.follower_stall_ticks[from as usize] = 0;
         }
         *acked = (*acked).max(op);
+        // Only a flagged ack asks. A repeated unflagged ack is not a sign
+        // of a gap here (followers flag every ack while they hold Prepares
+        // past one): it answers our own re-send of an op the follower got
+        // meanwhile, and taking it for a gap re-sent the next op, whose
+        // answer repeated again, one Prepare per ack for as long as a
+        // pruned follower trailed the quorum.
         let asked = m.gap && op < self.op;
-        if (duplicate || asked) && self.fast_retransmitted[from as usize] != Some(op) {
-            // The follower holds Prepares past a gap at op + 1 (it says so,
-            // or repeats its ack): re-send it now (once per gap until its
-            // retransmission clock runs out), as TCP's fast retransmit.
+        if asked && self.fast_retransmitted[from as usize] != Some(op) {
+            // The follower holds Prepares past a gap at op + 1: re-send it
+            // now (once per gap until its retransmission clock runs out),
+            // as TCP's fast retransmit.
             self.fast_retransmitted[from as usize] = Some(op);
             if let Some(entry) = self.entry(op + 1) {
                 let prepare =
