@@ -799,15 +799,16 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  * armed cannot exist after (2); user space checks and counts it anyway.
  */
 
-/* Counter indices 53..59 (after the classifier's reasons). */
-#define ELECTRODE_CNT_INTAKE_RING 53             /* queued in intake_ring, dropped from the stack */
-#define ELECTRODE_CNT_INTAKE_PASS_DISARMED 54    /* passed: not armed (follower, view change) */
-#define ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT 55  /* passed: sender id is a replica's (user space checks it) */
-#define ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US 56  /* passed: another destination, martian source, bad IPv4 header */
-#define ELECTRODE_CNT_INTAKE_PASS_BAD_BODY 57    /* passed: body lengths wire::decode refuses */
-#define ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM 58 /* passed: a full UDP checksum that does not verify */
-#define ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL 59 /* passed: no room in intake_ring */
+/* Counter indices 54..60 (after the classifier's reasons and quorum_prune's 53). */
+#define ELECTRODE_CNT_INTAKE_RING 54             /* queued in intake_ring, dropped from the stack */
+#define ELECTRODE_CNT_INTAKE_PASS_DISARMED 55    /* passed: not armed (follower, view change) */
+#define ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT 56  /* passed: sender id is a replica's (user space checks it) */
+#define ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US 57  /* passed: another destination, martian source, bad IPv4 header */
+#define ELECTRODE_CNT_INTAKE_PASS_BAD_BODY 58    /* passed: body lengths wire::decode refuses */
+#define ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM 59 /* passed: a full UDP checksum that does not verify */
+#define ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL 60 /* passed: no room in intake_ring */
 _Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_UNKNOWN_TYPE, "intake counters after the classifier's");
+_Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_QP_PASS_GAP, "intake counters after quorum_prune's");
 _Static_assert(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL < ELECTRODE_CNT_MAX, "intake counters fit");
 
 /* Largest Request datagram: header, request, largest op. */
