@@ -633,15 +633,21 @@ impl Replica {
         self.finish(start, out);
     }
 
-    /// Appends the held Prepares that now continue the log, and acks.
-    fn accept_buffered(&mut self, out: &mut Vec<Action>) {
-        let before = self.op;
+    /// Appends the held Prepares that now continue the log (until one is
+    /// refused) and forgets those the log has passed.
+    fn append_held(&mut self) {
         while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
             if !self.accept_prepare(next) {
                 break;
             }
         }
         self.prepare_buffer.retain(|op, _| *op > self.op);
+    }
+
+    /// Appends the held Prepares that now continue the log, and acks.
+    fn accept_buffered(&mut self, out: &mut Vec<Action>) {
+        let before = self.op;
+        self.append_held();
         if self.op > before {
             // Still holding Prepares past another gap: ask for it too (as
             // on_prepare does). Without the flag the leader re-sent the
@@ -1252,12 +1258,7 @@ impl Replica {
             self.send_ack(gap, out);
         } else if m.op == self.op + 1 {
             if self.accept_prepare(m) {
-                while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
-                    if !self.accept_prepare(next) {
-                        break;
-                    }
-                }
-                self.prepare_buffer.retain(|op, _| *op > self.op);
+                self.append_held();
                 // Still holding Prepares past another gap: ask for it too.
                 let gap = !self.prepare_buffer.is_empty();
                 self.send_ack(gap, out);
@@ -1940,12 +1941,7 @@ impl Replica {
         self.amnesic = false;
         self.last_normal_view = self.view;
         self.commit_seen = self.commit_seen.max(m.commit);
-        while let Some(next) = self.prepare_buffer.remove(&(self.op + 1)) {
-            if !self.accept_prepare(next) {
-                break;
-            }
-        }
-        self.prepare_buffer.retain(|op, _| *op > self.op);
+        self.append_held();
         self.execute_through(self.commit_seen, false, out);
         let gap = !self.prepare_buffer.is_empty();
         self.send_ack(gap, out);
