@@ -16,14 +16,22 @@
 #     (latency from each request's intended send time, as wrk2), -d seconds
 #     each after a -w second warm-up at the same rate: achieved throughput,
 #     p50, p99, the leader's CPU per op and the client's own.
+# (c) at one outstanding request (first replica count, shared placement,
+#     -1 OPS closed-loop ops of one thread and one session per
+#     configuration, null app): p50 against the bound 1.5 x (client <->
+#     leader UDP round trip + one XDP_TX round trip), both floors measured
+#     first on the same cluster (bench/pingpong.rs, as bench/run.sh does).
 # Then the ratios all / userspace of saturated throughput (null and KV
 # application) and of the leader's CPU per op at saturation, per replica
-# count and placement. Results: bench/results/sweep-<stamp>.json, .md and
+# count and placement; the highest saturated rate against the original
+# artifact's peak on this machine kind (ELECTRODE_ARTIFACT_PEAK_OPS, default
+# 20000: issue 13's measurement of it here, 3 replicas; a reference, not
+# measured by this script); and the p50 bound. Results: bench/results/sweep-<stamp>.json, .md and
 # .svg (the figure, drawn by bench/plot_sweep.rs).
 #
 #   bench/sweep.sh [-r "3 5 7"] [-p "10 25 50 70 85 95 100 110"] [-d 2]
 #                  [-w 0.5] [-s 2.5] [-R 2] [-a "null"] [-k "null kv"]
-#                  [-P "shared split"] [-T 2] [-S 16]
+#                  [-P "shared split"] [-T 2] [-S 16] [-1 20000]
 #
 # -a: applications with curves; -k: applications measured at saturation
 # only. -P: the placements. A smaller run (about 30 s):
@@ -61,12 +69,13 @@ SATURATION_APPS="null kv"
 PLACEMENTS="shared split"
 THREADS=2
 SESSIONS=16
+SINGLE_OPS=20000
 usage() {
     echo "usage: $0 [-r \"3 5 7\"] [-p \"10 25 ...\"] [-d SECONDS] [-w SECONDS] [-s SECONDS] [-R ROUNDS] [-a \"null\"]" \
-        "[-k \"null kv\"] [-P \"shared split\"] [-T THREADS] [-S SESSIONS]" >&2
+        "[-k \"null kv\"] [-P \"shared split\"] [-T THREADS] [-S SESSIONS] [-1 OPS]" >&2
     exit 2
 }
-while getopts "r:p:d:w:s:R:a:k:P:T:S:h" opt; do
+while getopts "r:p:d:w:s:R:a:k:P:T:S:1:h" opt; do
     case "$opt" in
     r) REPLICA_COUNTS="$OPTARG" ;;
     p) PERCENTS="$OPTARG" ;;
@@ -79,6 +88,7 @@ while getopts "r:p:d:w:s:R:a:k:P:T:S:h" opt; do
     P) PLACEMENTS="$OPTARG" ;;
     T) THREADS="$OPTARG" ;;
     S) SESSIONS="$OPTARG" ;;
+    1) SINGLE_OPS="$OPTARG" ;;
     *) usage ;;
     esac
 done
@@ -95,6 +105,9 @@ for value in "$POINT_S" "$WARMUP_S" "$SATURATION_S"; do
         exit 2
     fi
 done
+[[ "$SINGLE_OPS" =~ ^[0-9]+$ ]] || { echo "$0: -1 is a count of ops, 0 to skip (got $SINGLE_OPS)" >&2; exit 2; }
+ARTIFACT_PEAK="${ELECTRODE_ARTIFACT_PEAK_OPS:-20000}"
+[[ "$ARTIFACT_PEAK" =~ ^[1-9][0-9]*$ ]] || { echo "$0: ELECTRODE_ARTIFACT_PEAK_OPS is ops/s (got $ARTIFACT_PEAK)" >&2; exit 2; }
 for value in "$THREADS" "$SESSIONS" "$ROUNDS"; do
     [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "$0: -T, -S and -R are counts >= 1 (got $value)" >&2; exit 2; }
 done
@@ -119,10 +132,14 @@ if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
     echo "==> building in $TARGET_DIR"
     build_variants
     cargo build --release --quiet --example plot_sweep
+    # fast_reply for the XDP_TX floor (pingpong xdp-*); the variants are
+    # already copied out.
+    cargo build --release --quiet --example pingpong --features fast_reply
 fi
 if [ "$(id -u)" -ne 0 ]; then
     as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" \
         ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" \
+        ELECTRODE_ARTIFACT_PEAK_OPS="$ARTIFACT_PEAK" \
         ELECTRODE_REPLICA_ARGS="${ELECTRODE_REPLICA_ARGS:-}" "$0" "${ARGS[@]}"
     exit
 fi
@@ -206,7 +223,42 @@ curve() {
     done
 }
 
+# single: the floors (UDP ping-pong client <-> replica 0, one XDP_TX round
+# trip replica 0 -> replica 1 through fast_reply's program), then per
+# configuration one thread with one session, shared placement, null app.
+single() {
+    local pp="$TARGET_DIR/release/examples/pingpong" leader_addr entry id
+    leader_addr="$(grep -E '^replica ' "$CONFIG" | head -1 | awk '{print $2}')"
+    echo "==> $N replicas: floors, then one outstanding request per configuration"
+    scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$pp" server "$leader_addr" &
+    PIDS=("$!")
+    sleep 0.3
+    scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$pp" client "$leader_addr" -n "$SINGLE_OPS" \
+        -w "$((SINGLE_OPS / 10))" >"$WORK/floor.json"
+    stop_replicas
+    scripts/cluster.sh exec replica 1 -- taskset -c "$FOLLOWER_CPU" "$pp" xdp-follower "$CONFIG" &
+    PIDS=("$!")
+    sleep 0.5
+    scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$pp" xdp-leader "$CONFIG" -n "$SINGLE_OPS" \
+        -w "$((SINGLE_OPS / 10))" >"$WORK/xdp_floor.json"
+    stop_replicas
+    for entry in "${CONFIGURATIONS[@]}"; do
+        NAME="${entry%%|*}"
+        BIN="$TARGET_DIR/variants/$NAME/electrode"
+        APP=null
+        RUN="n$N-single-$NAME-$APP"
+        id="$RUN-single-shared"
+        start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+        THREADS=1 SESSIONS=1 client "$id" "$CLIENT_CPU" -n "$SINGLE_OPS" -w "$((SINGLE_OPS / 10))"
+        stop_replicas
+        echo "$id $N 0 $NAME $APP single shared -" >>"$WORK/manifest"
+        printf '    %s: p50 %s us, p99 %s us\n' "$NAME" "$(json_number "$WORK/$id.json" p50_us)" \
+            "$(json_number "$WORK/$id.json" p99_us)"
+    done
+}
+
 LOADAVG_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+FIRST_COUNT=1
 for n in $REPLICA_COUNTS; do
     N="$n"
     CONFIG="$WORK/config-$n.txt"
@@ -216,6 +268,10 @@ for n in $REPLICA_COUNTS; do
         for ((i = 0; i < n; i++)); do echo "replica 10.77.0.$((11 + i)):7001"; done
     } >"$CONFIG"
     scripts/cluster.sh up "$CONFIG" >/dev/null
+    if [ "$FIRST_COUNT" -eq 1 ] && [ "$SINGLE_OPS" -gt 0 ]; then
+        single
+    fi
+    FIRST_COUNT=0
     declare -A SATURATED=()
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         # The configurations in reverse order every other round, so that a
@@ -268,11 +324,12 @@ LOADAVG_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$WORK" "$OUT" "$(getconf CLK_TCK)" "$STAMP" "$THREADS" "$SESSIONS" "$POINT_S" "$WARMUP_S" \
     "$SATURATION_S" "$ROUNDS" "$PERCENTS" "$(uname -r)" "$(nproc)" "$LEADER_CPU" "$CLIENT_CPU" "$FOLLOWER_CPU" \
-    "$LOADAVG_BEFORE" "$LOADAVG_AFTER" <<'PY'
-import json, sys
+    "$LOADAVG_BEFORE" "$LOADAVG_AFTER" "$ARTIFACT_PEAK" <<'PY'
+import json, os, sys
 (work, out, hz, stamp, threads, sessions, point_s, warmup_s, saturation_s, rounds, percents, kernel, cpus,
- leader_cpu, client_cpu, follower_cpu, loadavg_before, loadavg_after) = sys.argv[1:]
+ leader_cpu, client_cpu, follower_cpu, loadavg_before, loadavg_after, artifact_peak) = sys.argv[1:]
 hz = int(hz)
+artifact_peak = int(artifact_peak)
 result = {
     "stamp": stamp, "kernel": kernel, "cpus": int(cpus),
     "loadavg_before": loadavg_before, "loadavg_after": loadavg_after,
@@ -351,6 +408,29 @@ for n, placement, app in keys:
         "leader_cpu_all_over_userspace_per_round": [
             ratio(ar[k]["leader_cpu_us_per_op"], ur[k]["leader_cpu_us_per_op"]) for k in both],
     })
+# The other goals: the highest saturated rate against the artifact's peak
+# (3 replicas, its configuration), and p50 at one outstanding request
+# against its bound.
+result["artifact_peak_ops_per_s"] = artifact_peak
+result["artifact_ratios"] = []
+for n, placement, app in keys:
+    if n != 3:
+        continue
+    for name in sorted({r["configuration"] for r in result["runs"]}):
+        rates = [r["client"]["throughput_ops_per_s"] for r in saturations(n, name, app, placement)]
+        if rates:
+            result["artifact_ratios"].append({"replicas": n, "placement": placement, "app": app,
+                                              "configuration": name, "best_ops_per_s": max(rates),
+                                              "over_artifact": max(rates) / artifact_peak})
+result["single"] = None
+if os.path.exists(f"{work}/floor.json") and os.path.exists(f"{work}/xdp_floor.json"):
+    floor, xdp = json.load(open(f"{work}/floor.json")), json.load(open(f"{work}/xdp_floor.json"))
+    bound = 1.5 * (floor["p50_us"] + xdp["p50_us"])
+    result["single"] = {"floor": floor, "xdp_floor": xdp, "bound_us": bound, "runs": [
+        {"configuration": r["configuration"], "replicas": r["replicas"], "p50_us": r["client"]["p50_us"],
+         "p99_us": r["client"]["p99_us"], "over_bound": r["client"]["p50_us"] / bound,
+         "leader_cpu_us_per_op": r["leader_cpu_us_per_op"]}
+        for r in result["runs"] if r["kind"] == "single"]}
 json.dump(result, open(f"{out}.json", "w"), indent=1)
 
 f0 = lambda x: "-" if x is None else f"{x:.0f}"
@@ -390,6 +470,26 @@ for q in result["ratios"]:
                  f"({', '.join(f2(x) for x in q['leader_cpu_all_over_userspace_per_round'])}) |")
 if not result["ratios"]:
     lines.append("| (needs the userspace and all configurations) |||||||||")
+if result["artifact_ratios"]:
+    lines += ["", f"## Highest saturated rate against the original artifact's peak ({artifact_peak} ops/s, 3 replicas: "
+              "issue 13's measurement on this machine kind, ELECTRODE_ARTIFACT_PEAK_OPS; not measured here)", "",
+              "| placement | app | configuration | best ops/s of the rounds | over the artifact |", "|---|---|---|---|---|"]
+    for q in result["artifact_ratios"]:
+        lines.append(f"| {q['placement']} | {q['app']} | {q['configuration']} | {q['best_ops_per_s']:.0f} | "
+                     f"{q['over_artifact']:.2f} |")
+if result["single"]:
+    sg = result["single"]
+    fl, xf = sg["floor"], sg["xdp_floor"]
+    lines += ["", "## p50 at one outstanding request against its bound", "",
+              f"Floors on the same cluster: UDP ping-pong client <-> leader p50 {fl['p50_us']} us (p99 {fl['p99_us']}); "
+              f"XDP_TX round trip leader -> follower through fast_reply's program p50 {xf['p50_us']} us "
+              f"(p99 {xf['p99_us']}, {xf['lost']} lost). Bound: 1.5 x ({fl['p50_us']} + {xf['p50_us']}) = "
+              f"{sg['bound_us']:.0f} us. One client thread, one session, null app, shared placement.", "",
+              "| replicas | configuration | p50 us | p99 us | p50 over the bound | leader CPU us/op |",
+              "|---|---|---|---|---|---|"]
+    for q in sg["runs"]:
+        lines.append(f"| {q['replicas']} | {q['configuration']} | {q['p50_us']:.0f} | {q['p99_us']:.0f} | "
+                     f"{q['over_bound']:.2f} | {f1(q['leader_cpu_us_per_op'])} |")
 ncpu = max((len(r["cpu_busy_us_per_op"]) for r in result["runs"]), default=0)
 cpu_cols = "".join(f" CPU{i} busy us/op |" for i in range(ncpu))
 lines += ["", "## Saturation (closed loop)", "",
