@@ -751,25 +751,37 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  *   a full UDP checksum that does not verify
  *     (rules of "UDP checksum" in fast_reply)     -> PASS INTAKE_PASS_BAD_CHECKSUM
  *   no room in intake_ring                        -> PASS INTAKE_PASS_RINGBUF_FULL
+ *   user space asleep (electrode_intake_awake 0,
+ *     read after the reserve; see "Wake-ups")     -> PASS INTAKE_PASS_ASLEEP
  *   re-check under the lock: disarmed or re-armed
  *     for another view since the first read       -> PASS INTAKE_PASS_DISARMED
  *   otherwise: record submitted                   -> DROP INTAKE_RING
  * A passed Request reaches user space by the socket as before: nothing is
  * lost when the ring is full, only the batching.
  *
- * Wake-ups. Records are submitted with flags 0, the ring buffer's adaptive
- * notification: the kernel wakes the consumer only for a record that finds
- * the consumer caught up (the ring was empty); records submitted while user
- * space has not consumed up to them wake nobody. So a leader that sleeps is
- * woken once, by the first request of a burst, and drains everything that
- * arrived until it looks (the other requests of the burst cost no wake-up
- * and no syscall each); an idle leader's latency is one wake-up, as on the
- * socket path. BPF_RB_NO_WAKEUP with a "wake at N pending" rule was not
- * chosen: at low load a request would wait for N - 1 others or a tick.
- * No wake-up is lost: libbpf's consumer re-reads the producer position
- * after publishing its own, so a record it missed is either consumed in
- * that pass or finds the ring caught up and wakes it. The runtime polls the
- * ring map's fd in the same epoll as its socket (src/transport/os.rs).
+ * Wake-ups. The ring never wakes user space: requests reach it by the
+ * ring only while it is awake, and by the socket (whose wake-up is the
+ * ordinary one) while it sleeps. A ring buffer's own wake-up is an
+ * irq_work, a self-interrupt on the CPU that submitted, which in this VM
+ * cost the sending client ~10 us and the leader a second wake-up per
+ * request at one request outstanding (p50 42 -> 55 us, bench/README.md).
+ * The flag electrode_intake_awake (.bss, written by user space through its
+ * mmap, read by the kernel) decides, with a Dekker-style handshake:
+ *   kernel: reserve a record (moves the producer position); full barrier
+ *           (an atomic add); read awake; 0: discard the record and pass
+ *           (INTAKE_PASS_ASLEEP); 1: fill it and submit with
+ *           BPF_RB_NO_WAKEUP.
+ *   user:   before it sleeps: awake = 0; full barrier; read the producer
+ *           and consumer positions; if they differ, awake = 1 and drain
+ *           instead of sleeping (a record between reserve and submit is
+ *           waited for, as disarm does). On every wake-up, awake = 1
+ *           before it reads the ring or the socket.
+ * Each side writes, then reads the other's variable, with a full barrier
+ * between: either user space sees the reserved record before it sleeps,
+ * or the kernel sees it asleep and the request goes by the socket. So a
+ * sleeping leader is woken by its socket, and the requests that arrive
+ * while it works cost no wake-up and no syscall each (it drains the ring
+ * after each round of work, before it would sleep).
  *
  * Ownership:
  *
@@ -782,6 +794,11 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  * |                    |        |             | every view or status change   |
  * | intake_ring        | kernel produces, user consumes (always)            |
  * | records            |        |             |                               |
+ * | electrode_intake_  | user   | kernel r/o  | the "Wake-ups" handshake      |
+ * |   awake (.bss)     |        |             | above; arming does not touch  |
+ * |                    |        |             | it                            |
+ * | electrode_intake_  | kernel | nobody      | (an atomic add's target only) |
+ * |   barrier (.bss)   |        |             |                               |
  *
  * Handover rule. User space writes intake_config only with BPF_F_LOCK; the
  * kernel reads it under the lock, reserves and fills a record, then
@@ -799,7 +816,7 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  * armed cannot exist after (2); user space checks and counts it anyway.
  */
 
-/* Counter indices 54..60 (after the classifier's reasons and quorum_prune's 53). */
+/* Counter indices 54..61 (after the classifier's reasons and quorum_prune's 53). */
 #define ELECTRODE_CNT_INTAKE_RING 54             /* queued in intake_ring, dropped from the stack */
 #define ELECTRODE_CNT_INTAKE_PASS_DISARMED 55    /* passed: not armed (follower, view change) */
 #define ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT 56  /* passed: sender id is a replica's (user space checks it) */
@@ -807,9 +824,10 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
 #define ELECTRODE_CNT_INTAKE_PASS_BAD_BODY 58    /* passed: body lengths wire::decode refuses */
 #define ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM 59 /* passed: a full UDP checksum that does not verify */
 #define ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL 60 /* passed: no room in intake_ring */
+#define ELECTRODE_CNT_INTAKE_PASS_ASLEEP 61       /* passed: user space asleep; the socket wakes it */
 _Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_UNKNOWN_TYPE, "intake counters after the classifier's");
 _Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_QP_PASS_GAP, "intake counters after quorum_prune's");
-_Static_assert(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL < ELECTRODE_CNT_MAX, "intake counters fit");
+_Static_assert(ELECTRODE_CNT_INTAKE_PASS_ASLEEP < ELECTRODE_CNT_MAX, "intake counters fit");
 
 /* Largest Request datagram: header, request, largest op. */
 #define ELECTRODE_MAX_REQUEST_DATAGRAM 1072

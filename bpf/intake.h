@@ -34,6 +34,14 @@ struct {
 /* Ring buffers have no value type (PLATFORM.md gotcha 2). */
 struct electrode_intake_record _btf_intake_record = {};
 
+/* Written by user space only (through the mmap of .bss): 1 while it runs
+ * and will drain the ring before it sleeps, 0 from just before it sleeps.
+ * electrode.h, "Wake-ups", has the protocol. */
+volatile __u32 electrode_intake_awake = 0;
+/* Target of the atomic add that orders our reserve before the read of
+ * electrode_intake_awake (a locked instruction: a full barrier). */
+__u64 electrode_intake_barrier = 0;
+
 /* What user space armed, read under the lock in one piece. */
 struct in_snapshot {
 	__u64 view;
@@ -146,6 +154,15 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 		count(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL);
 		return XDP_PASS;
 	}
+	/* The reserve moved the producer position; only after a full barrier
+	 * read whether user space is awake. Either it sees our record before
+	 * it sleeps, or we see it asleep and the socket wakes it. */
+	__sync_fetch_and_add(&electrode_intake_barrier, 1);
+	if (!electrode_intake_awake) {
+		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
+		count(ELECTRODE_CNT_INTAKE_PASS_ASLEEP);
+		return XDP_PASS;
+	}
 	record->view = s.view;
 	record->src_ip = p->ip->saddr;
 	record->src_port = p->udp->source;
@@ -165,9 +182,9 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
 		return XDP_PASS;
 	}
-	/* Flags 0: wake user space only if it had consumed everything before
-	 * this record (electrode.h, "Wake-ups"). */
-	bpf_ringbuf_submit(record, 0);
+	/* Never a wake-up: user space is awake and drains before it sleeps
+	 * (electrode.h, "Wake-ups"). */
+	bpf_ringbuf_submit(record, BPF_RB_NO_WAKEUP);
 	count(ELECTRODE_CNT_INTAKE_RING);
 	return XDP_DROP;
 }

@@ -106,12 +106,22 @@ fn assert_fast_paths_carried_the_load(cluster: &Cluster, ops: u64) {
         let c = cluster.ebpf_counters(leader);
         let taken = c.get("intake.ring").copied().unwrap_or(0);
         let full = c.get("intake.pass_ringbuf_full").copied().unwrap_or(0);
+        let asleep = c.get("intake.pass_asleep").copied().unwrap_or(0);
         let requests = cluster.datagram_count(leader, "request");
         eprintln!(
-            "fast_intake: leader took {taken} Requests off the wire ({full} found the ring full), \
-             user space handled {requests} requests, {ops} ops"
+            "fast_intake: leader took {taken} Requests off the wire ({full} found the ring full, \
+             {asleep} found it asleep and woke it by the socket), user space handled {requests} requests, \
+             {ops} ops"
         );
-        assert!(taken * 10 >= ops * 8, "leader: only {taken} of {ops} requests came by the intake: {c:?}");
+        // Asleep, a request goes by the socket on purpose (its wake-up is
+        // cheaper than the ring's); under this load the leader is mostly
+        // awake, so the ring takes a good part.
+        assert!(
+            (taken + asleep) * 10 >= ops * 8,
+            "leader: the intake decided on only {} of {ops} requests: {c:?}",
+            taken + asleep
+        );
+        assert!(taken * 4 >= ops, "leader: only {taken} of {ops} requests came by the ring: {c:?}");
         assert!(requests >= taken, "every request taken reached user space ({requests} < {taken})");
     }
     if cfg!(feature = "tc_broadcast") {

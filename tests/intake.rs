@@ -170,9 +170,12 @@ fn run(
     (verdict, added.intake, path.drain().expect("drain"))
 }
 
+/// Armed for VIEW at SELF_IP, with user space awake (the kernel takes
+/// requests into the ring only then).
 fn armed(loaded: &Loaded) -> IntakePath<'_> {
     let path = loaded.intake_path().expect("intake path");
     path.arm(VIEW, Ipv4Addr::from(SELF_IP)).expect("arm");
+    path.wake();
     path
 }
 
@@ -191,6 +194,7 @@ fn a_request_is_taken_with_its_source_only_while_armed() {
 
     path.arm(VIEW, Ipv4Addr::from(SELF_IP)).expect("arm");
     assert!(path.arm(VIEW, Ipv4Addr::from(SELF_IP)).is_err(), "arm is refused while armed");
+    path.wake();
     let (verdict, added, records) = run(&loaded, &mut path, &frame);
     assert_eq!((verdict, added.ring, added.total()), (DROP, 1, 1));
     let want = IntakeRecord { view: VIEW, from: client(40001), datagram: frame.datagram.clone() };
@@ -335,6 +339,36 @@ fn a_full_ring_passes_requests_to_the_socket() {
 }
 
 #[test]
+fn a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_ring() {
+    if !require_root("a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_ring") {
+        return;
+    }
+    let loaded = load();
+    let mut path = armed(&loaded);
+    let frame = Frame::new(client(40001), request_datagram(7, 1, b"put k v"));
+
+    // Asleep (the ring empty): the socket gets it, and wakes user space.
+    assert!(path.may_sleep(), "an empty ring lets user space sleep");
+    let (verdict, added, records) = run(&loaded, &mut path, &frame);
+    assert_eq!((verdict, added.pass_asleep, added.total(), records.len()), (PASS, 1, 1, 0));
+    assert!(!path.pending(), "the discarded reservation was consumed by the drain");
+
+    // Awake: the ring takes it, and user space may not sleep until it has
+    // drained (may_sleep refuses and leaves it awake).
+    path.wake();
+    let (verdict, _) = loaded.test_run_xdp(&frame.bytes()).expect("run");
+    assert_eq!(verdict, DROP);
+    assert!(path.pending());
+    assert!(!path.may_sleep(), "a record waits: drain before sleeping");
+    let (verdict, added, records) = run(&loaded, &mut path, &frame);
+    assert_eq!((verdict, added.ring, records.len()), (DROP, 1, 2), "still awake after a refused sleep");
+    assert!(!path.pending());
+    assert!(path.may_sleep());
+    let (verdict, added, _) = run(&loaded, &mut path, &frame);
+    assert_eq!((verdict, added.pass_asleep), (PASS, 1));
+}
+
+#[test]
 fn arming_needs_the_replica_address_table_and_one_consumer() {
     if !require_root("arming_needs_the_replica_address_table_and_one_consumer") {
         return;
@@ -392,6 +426,7 @@ fn counter_name(added: &IntakeCounters) -> Option<&'static str> {
         ("bad_checksum", added.pass_bad_checksum),
         ("disarmed", added.pass_disarmed),
         ("ringbuf_full", added.pass_ringbuf_full),
+        ("asleep", added.pass_asleep),
     ];
     assert!(added.total() <= 1, "one intake counter per frame: {added:?}");
     named.iter().find(|(_, n)| *n == 1).map(|(name, _)| *name)

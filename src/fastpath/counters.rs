@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::load::Loaded;
+use crate::wire::consts::CNT_INTAKE_PASS_ASLEEP;
 use crate::wire::consts::{
     CNT_BAD_MAGIC, CNT_FAST_REPLY_TX, CNT_FOREIGN, CNT_MALFORMED, CNT_MAX, CNT_PASS_BAD_BATCH,
     CNT_PASS_BAD_CHECKSUM, CNT_PASS_DISARMED, CNT_PASS_GAP, CNT_PASS_IP_OPTIONS, CNT_PASS_NOT_LEADER,
@@ -116,6 +117,9 @@ pub struct IntakeCounters {
     pub pass_bad_checksum: u64,
     /// Passed: no room in `intake_ring` (the request goes by the socket).
     pub pass_ringbuf_full: u64,
+    /// Passed: user space was asleep; the socket wakes it (electrode.h,
+    /// "Wake-ups").
+    pub pass_asleep: u64,
 }
 
 impl IntakeCounters {
@@ -132,6 +136,7 @@ impl IntakeCounters {
             + self.pass_bad_body
             + self.pass_bad_checksum
             + self.pass_ringbuf_full
+            + self.pass_asleep
     }
 
     fn since(&self, earlier: &IntakeCounters) -> IntakeCounters {
@@ -143,6 +148,7 @@ impl IntakeCounters {
             pass_bad_body: self.pass_bad_body.wrapping_sub(earlier.pass_bad_body),
             pass_bad_checksum: self.pass_bad_checksum.wrapping_sub(earlier.pass_bad_checksum),
             pass_ringbuf_full: self.pass_ringbuf_full.wrapping_sub(earlier.pass_ringbuf_full),
+            pass_asleep: self.pass_asleep.wrapping_sub(earlier.pass_asleep),
         }
     }
 
@@ -155,6 +161,7 @@ impl IntakeCounters {
             CNT_INTAKE_PASS_BAD_BODY => &mut self.pass_bad_body,
             CNT_INTAKE_PASS_BAD_CHECKSUM => &mut self.pass_bad_checksum,
             CNT_INTAKE_PASS_RINGBUF_FULL => &mut self.pass_ringbuf_full,
+            CNT_INTAKE_PASS_ASLEEP => &mut self.pass_asleep,
             _ => return None,
         })
     }
@@ -453,6 +460,7 @@ impl Counters {
             ("intake.pass_bad_body", self.intake.pass_bad_body),
             ("intake.pass_bad_checksum", self.intake.pass_bad_checksum),
             ("intake.pass_ringbuf_full", self.intake.pass_ringbuf_full),
+            ("intake.pass_asleep", self.intake.pass_asleep),
             ("unassigned", self.unassigned),
         ]);
         named
@@ -551,14 +559,14 @@ mod tests {
     #[test]
     fn intake_slots_land_in_their_named_fields() {
         let mut counters = Counters::default();
-        for (value, index) in (CNT_INTAKE_RING..=CNT_INTAKE_PASS_RINGBUF_FULL).enumerate() {
+        for (value, index) in (CNT_INTAKE_RING..=CNT_INTAKE_PASS_ASLEEP).enumerate() {
             counters.add(index, value as u64 + 1);
         }
         let intake = &counters.intake;
         assert_eq!((intake.ring, intake.pass_disarmed, intake.pass_not_client), (1, 2, 3));
         assert_eq!((intake.pass_not_for_us, intake.pass_bad_body, intake.pass_bad_checksum), (4, 5, 6));
-        assert_eq!(intake.pass_ringbuf_full, 7);
-        assert_eq!((intake.passed(), intake.total()), (2 + 3 + 4 + 5 + 6 + 7, 28));
+        assert_eq!((intake.pass_ringbuf_full, intake.pass_asleep), (7, 8));
+        assert_eq!((intake.passed(), intake.total()), (2 + 3 + 4 + 5 + 6 + 7 + 8, 36));
         assert_eq!(counters.unassigned, 0);
         let named = counters.named();
         assert!(named.contains(&("intake.pass_not_for_us", 4)), "{named:?}");

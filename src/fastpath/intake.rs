@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::mem::{offset_of, size_of};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -183,6 +183,9 @@ pub struct IntakePath<'obj> {
     loaded: &'obj Loaded,
     ring: RingBuffer<'static>,
     inbox: Arc<Mutex<Inbox>>,
+    /// `electrode_intake_awake` in the object's mmapped .bss, shared with
+    /// the kernel.
+    awake: &'obj AtomicU32,
 }
 
 impl<'obj> IntakePath<'obj> {
@@ -201,7 +204,16 @@ impl<'obj> IntakePath<'obj> {
             })
             .context("consume map intake_ring")?;
         let ring = builder.build().context("mmap ring buffer intake_ring")?;
-        Ok(IntakePath { loaded, ring, inbox })
+        let Some(bss) = loaded.skel().maps.bss_data.as_deref() else {
+            bail!("eBPF object electrode.bpf.o: map .bss is not memory-mapped (electrode_intake_awake)");
+        };
+        let flag: *const u32 = &bss.electrode_intake_awake;
+        // SAFETY: the field lives in the .bss mmap as long as `loaded`; it
+        // is 4-aligned (u32 in a #[repr(C)] struct), only ever accessed
+        // through this atomic on the user side (the kernel reads it), and
+        // AtomicU32 has u32's layout.
+        let awake = unsafe { AtomicU32::from_ptr(flag.cast_mut()) };
+        Ok(IntakePath { loaded, ring, inbox, awake })
     }
 
     /// Lets the kernel take Requests sent to `self_ip`, tagged with `view`.
@@ -223,6 +235,38 @@ impl<'obj> IntakePath<'obj> {
         self.loaded.write_intake_config(&IntakeConfig { armed: false, ..current })?;
         self.drain_completely()?;
         Ok(lock(&self.inbox).records.drain(..).collect())
+    }
+
+    /// User space is awake: the kernel puts requests in the ring (without
+    /// waking anyone) from now on. Call on every wake-up, before reading
+    /// the ring or the socket.
+    pub fn wake(&self) {
+        self.awake.store(1, Ordering::SeqCst);
+    }
+
+    /// About to sleep: the kernel passes requests to the socket from now
+    /// on. Returns false (and stays awake) when a record was reserved or
+    /// submitted meanwhile: drain instead of sleeping. The handshake's
+    /// other half is in bpf/intake.h (electrode.h, "Wake-ups").
+    pub fn may_sleep(&self) -> bool {
+        self.awake.store(0, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.pending() {
+            self.wake();
+            return false;
+        }
+        true
+    }
+
+    /// Whether the ring holds anything not consumed yet: a record reserved
+    /// (even one not submitted yet), submitted or discarded.
+    pub fn pending(&self) -> bool {
+        // SAFETY: ring 0 exists (new added exactly one map) and lives as
+        // long as `self.ring`; the position reads are atomic loads in libbpf.
+        unsafe {
+            let ring = libbpf_sys::ring_buffer__ring(self.ring.as_libbpf_object().as_ptr(), 0);
+            !ring.is_null() && libbpf_sys::ring__consumer_pos(ring) != libbpf_sys::ring__producer_pos(ring)
+        }
     }
 
     /// Records the kernel submitted, without blocking, in ring order.

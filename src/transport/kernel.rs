@@ -220,6 +220,22 @@ impl<'a> Kernel<'a> {
         None
     }
 
+    /// About to sleep: false when the intake holds a request (reserved or
+    /// submitted) to drain first; the kernel passes requests to the socket
+    /// while we sleep (bpf/electrode.h, fast_intake "Wake-ups").
+    pub fn intake_may_sleep(&self) -> bool {
+        #[cfg(feature = "fast_intake")]
+        return self.intake.may_sleep();
+        #[cfg(not(feature = "fast_intake"))]
+        true
+    }
+
+    /// Awake again: the kernel puts requests in the ring from now on.
+    pub fn intake_wake(&self) {
+        #[cfg(feature = "fast_intake")]
+        self.intake.wake();
+    }
+
     /// Requests the kernel took off the wire since the last call, in the
     /// order it took them (those a disarm drained first). The runtime feeds
     /// each to the same code as a socket datagram from `record.from`.

@@ -330,9 +330,10 @@ impl Runtime<'_> {
         let mut next_publish = Instant::now();
         let mut next_kernel_read = Instant::now();
         let waiter = os::Waiter::new(&self.socket)?;
-        // With fast_intake the loop also waits for the request ring, and
-        // then reads the socket without blocking (one recvmmsg of up to
-        // BURST_MAX), since a wake-up may come from the ring alone.
+        // With fast_intake the loop also registers the request ring (the
+        // kernel never wakes it: see below), and on each wake-up drains the
+        // ring, then reads the socket without blocking (one recvmmsg of up
+        // to BURST_MAX).
         let mut intake_burst = None;
         if let Some(fd) = self.kernel.as_ref().and_then(Kernel::intake_fd) {
             waiter.add(fd)?;
@@ -347,7 +348,16 @@ impl Runtime<'_> {
             // jiffies).
             let wait = next_tick.saturating_duration_since(Instant::now()).min(RECV_TIMEOUT);
             let received = if let Some(burst) = intake_burst.as_mut() {
-                if waiter.wait(wait)? {
+                // The kernel takes requests into the ring only while we
+                // are awake, and never wakes us for one: we sleep only
+                // once the ring is empty (bpf/electrode.h, "Wake-ups").
+                let kernel = self.kernel.as_ref();
+                let ready =
+                    if kernel.is_none_or(Kernel::intake_may_sleep) { waiter.wait(wait)? } else { true };
+                if let Some(kernel) = self.kernel.as_ref() {
+                    kernel.intake_wake();
+                }
+                if ready {
                     self.on_wake_with_intake(burst)?;
                 }
                 Err(std::io::ErrorKind::TimedOut.into())
