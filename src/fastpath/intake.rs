@@ -16,8 +16,10 @@
 //!    taking requests and the ring is drained completely (no record can
 //!    still be in flight when it returns); feed what it returns.
 //!
-//! The ring map's fd ([`IntakePath::ring_fd`]) is readable when the kernel
-//! woke the consumer: the first record after the ring was drained empty.
+//! The kernel never wakes the consumer: it takes requests into the ring
+//! only while user space says it is awake ([`IntakePath::wake`]), and user
+//! space sleeps only after [`IntakePath::may_sleep`] found the ring empty;
+//! while it sleeps, requests go by the socket (electrode.h, "Wake-ups").
 
 use std::collections::VecDeque;
 use std::mem::{offset_of, size_of};
@@ -280,9 +282,9 @@ impl<'obj> IntakePath<'obj> {
         lock(&self.inbox).undecodable
     }
 
-    /// The ring map's fd: readable (EPOLLIN) while records wait; the kernel
-    /// wakes a waiter only for the first record after the ring was drained
-    /// empty. Register it with epoll next to the socket.
+    /// The ring map's fd. The kernel submits without wake-ups (see
+    /// [`IntakePath::may_sleep`]), so waiting on it alone would miss
+    /// records; the runtime registers it with epoll only as a backstop.
     pub fn ring_fd(&self) -> BorrowedFd<'_> {
         self.loaded.skel().maps.intake_ring.as_fd()
     }
