@@ -53,6 +53,12 @@ enum Command {
         /// (the leader then prepares each request as it arrives).
         #[arg(long)]
         no_burst_batching: bool,
+        /// Leader with ops in flight: poll for input this many microseconds
+        /// (yielding the CPU between polls) before sleeping, since their
+        /// acks are due within a round trip and a wake-up from another CPU
+        /// costs more (0: always sleep).
+        #[arg(long, value_name = "US", default_value_t = 50)]
+        spin_us: u64,
         /// Serve Prometheus metrics (OpenMetrics text) at
         /// http://ADDR/metrics, e.g. 127.0.0.1:9464, from a separate thread
         /// (the replica thread only copies its numbers every 100 ms).
@@ -307,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_s,
             iface,
             no_burst_batching,
+            spin_us,
             metrics,
             log_level,
         } => {
@@ -322,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 iface,
                 burst_batching: !no_burst_batching,
                 metrics,
+                spin: Duration::from_micros(spin_us),
             })
         }
         Command::Client { config, op: Some(op), unreachable_ms, .. } => {

@@ -230,6 +230,14 @@ impl<'a> Kernel<'a> {
         true
     }
 
+    /// Whether the intake ring holds a request not drained yet.
+    pub fn intake_pending(&self) -> bool {
+        #[cfg(feature = "fast_intake")]
+        return self.intake.pending();
+        #[cfg(not(feature = "fast_intake"))]
+        false
+    }
+
     /// Awake again: the kernel puts requests in the ring from now on.
     pub fn intake_wake(&self) {
         #[cfg(feature = "fast_intake")]

@@ -65,6 +65,9 @@ pub struct ReplicaOptions {
     pub burst_batching: bool,
     /// Serve Prometheus metrics over HTTP on this address (GET /metrics).
     pub metrics: Option<SocketAddr>,
+    /// Leader with ops in flight: poll for this long before sleeping
+    /// (zero: always sleep).
+    pub spin: Duration,
 }
 
 /// Whether any eBPF fast path is compiled into this binary.
@@ -117,6 +120,7 @@ impl Counters {
 struct Runtime<'k> {
     kernel: Option<Kernel<'k>>,
     burst_batching: bool,
+    spin: Duration,
     socket: UdpSocket,
     peers: Vec<SocketAddrV4>,
     index: u8,
@@ -214,6 +218,7 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let mut runtime = Runtime {
         kernel: kernel_paths,
         burst_batching: options.burst_batching,
+        spin: options.spin,
         socket,
         peers: config.replicas.clone(),
         index,
@@ -351,9 +356,13 @@ impl Runtime<'_> {
                 // The kernel takes requests into the ring only while we
                 // are awake, and never wakes us for one: we sleep only
                 // once the ring is empty (bpf/electrode.h, "Wake-ups").
-                let kernel = self.kernel.as_ref();
-                let ready =
-                    if kernel.is_none_or(Kernel::intake_may_sleep) { waiter.wait(wait)? } else { true };
+                let ready = if self.spin_before_sleep(&waiter, wait)? {
+                    true
+                } else if self.kernel.as_ref().is_none_or(Kernel::intake_may_sleep) {
+                    waiter.wait(wait)?
+                } else {
+                    true
+                };
                 if let Some(kernel) = self.kernel.as_ref() {
                     kernel.intake_wake();
                 }
@@ -361,7 +370,7 @@ impl Runtime<'_> {
                     self.on_wake_with_intake(burst)?;
                 }
                 Err(std::io::ErrorKind::TimedOut.into())
-            } else if waiter.wait(wait)? {
+            } else if self.spin_before_sleep(&waiter, wait)? || waiter.wait(wait)? {
                 self.socket.recv_from(&mut buf)
             } else {
                 Err(std::io::ErrorKind::TimedOut.into())
@@ -514,6 +523,28 @@ impl Runtime<'_> {
         }
         snapshot.published = Some(Instant::now());
         snapshot.publish_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// A leader with ops in flight expects their acks within a round trip;
+    /// a wake-up from another CPU costs more than that here (PLATFORM.md).
+    /// So it polls its socket (and the intake ring) with zero-timeout
+    /// waits for up to `spin` (at most `wait`), yielding the CPU between
+    /// polls to whatever else is runnable on it, before it sleeps. True
+    /// when input came.
+    fn spin_before_sleep(&self, waiter: &os::Waiter, wait: Duration) -> anyhow::Result<bool> {
+        if self.spin.is_zero() || !self.core.is_leader() || self.core.op() <= self.core.commit() {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + self.spin.min(wait);
+        loop {
+            if waiter.wait(Duration::ZERO)? || self.kernel.as_ref().is_some_and(Kernel::intake_pending) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// A wake-up with fast_intake: the requests the kernel took, then what
