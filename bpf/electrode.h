@@ -26,7 +26,7 @@
 /* "ELEC" in ASCII: makes stray traffic on our port easy to reject. */
 #define ELECTRODE_MAGIC 1162626371
 /* Bumped on any incompatible change of this file. */
-#define ELECTRODE_PROTOCOL_VERSION 1
+#define ELECTRODE_PROTOCOL_VERSION 2
 
 /* Message types: a numeric enum on the wire, never a string. 0 is unused so
  * a zeroed buffer is never a valid message. */
@@ -271,13 +271,26 @@ _Static_assert(40 + ELECTRODE_SNAPSHOT_CHUNK_SIZE <= ELECTRODE_MAX_BODY, "a snap
 /* Chunks one SnapshotRequest asks for: ~88 KiB, a fraction of a receive buffer. */
 #define ELECTRODE_SNAPSHOT_WINDOW 64
 
-/* NewState (peer -> lagging replica), chunked. */
+/* What a NewState is (its `kind`): never inferred from the other fields, so
+ * that an empty page (the asker already holds the answerer's head) is not
+ * taken for a snapshot offer. */
+#define ELECTRODE_NEW_STATE_PAGE 1           /* log entries after the asked op */
+#define ELECTRODE_NEW_STATE_SNAPSHOT_OFFER 2 /* no entries: pull snapshot `op` */
+#define ELECTRODE_NEW_STATE_REPAIR 3         /* committed entries for a new leader */
+
+/* NewState (peer -> lagging replica), chunked. `head` is the answerer's log
+ * head when it answered: a replica catching up in a view stays catching up
+ * until its log reaches the head of the first page it got in that view (the
+ * answerer, a caught-up member, held the view's StartView prefix then). */
 struct electrode_new_state {
 	__be64 op;
 	__be64 commit;
+	__be64 head;
+	__u8 kind;          /* ELECTRODE_NEW_STATE_* */
+	__u8 pad[7];
 	struct electrode_chunk chunk;
 };
-_Static_assert(sizeof(struct electrode_new_state) == 32, "electrode_new_state size");
+_Static_assert(sizeof(struct electrode_new_state) == 48, "electrode_new_state size");
 
 /* Recovery (restarted replica -> all). */
 struct electrode_recovery {

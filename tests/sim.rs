@@ -23,7 +23,7 @@ use electrode::app::kv::{KvOp, KvResult, KvStore};
 use electrode::app::App;
 use electrode::check;
 use electrode::history::Operation;
-use electrode::vr::{Action, Config, KernelArm, Replica, Status};
+use electrode::vr::{batch_digest, Action, Config, KernelArm, Replica, Status};
 use electrode::wire::{self, Decoded, Encoder, Message, Prepare, PrepareOk, Reassembler, Reply, Request};
 
 /// Seeds covered by plain `cargo test`.
@@ -210,6 +210,17 @@ struct Sim {
     committed: HashMap<u64, (u64, u8)>,
     checked_op: Vec<u64>,
     leaders: HashMap<u64, u8>,
+    /// Per view, the log its leader started it with: (first op held, batch
+    /// digest of each op up to the StartView's op).
+    start_views: HashMap<u64, (u64, Vec<u64>)>,
+    /// Per replica, the view whose StartView prefix it was last found to
+    /// hold (None: check again).
+    start_view_checked: Vec<Option<u64>>,
+    /// Per replica incarnation, the highest commit seen: it never goes back.
+    commit_high: Vec<u64>,
+    /// ELECTRODE_SIM_TRACE: print every change of view, status or catch-up.
+    trace: bool,
+    traced: Vec<Option<(u64, Status, bool, &'static str)>>,
     totals: Totals,
 }
 
@@ -278,6 +289,11 @@ impl Sim {
             committed: HashMap::new(),
             checked_op: vec![0; n as usize],
             leaders: HashMap::new(),
+            start_views: HashMap::new(),
+            start_view_checked: vec![None; n as usize],
+            commit_high: vec![0; n as usize],
+            trace: std::env::var_os("ELECTRODE_SIM_TRACE").is_some(),
+            traced: vec![None; n as usize],
             totals: Totals { seeds: 1, ..Totals::default() },
             rng,
         };
@@ -329,6 +345,8 @@ impl Sim {
         self.kernels[i as usize] = Kernel::default();
         self.reassemblers[i as usize] = Reassembler::new(1 << 24);
         self.checked_op[i as usize] = 0;
+        self.start_view_checked[i as usize] = None;
+        self.commit_high[i as usize] = 0;
         self.run_actions(i, out);
     }
 
@@ -543,6 +561,75 @@ impl Sim {
             let leader = *self.leaders.entry(replica.view()).or_insert(i);
             assert_eq!(leader, i, "(b) two leaders in view {}", replica.view());
         }
+        assert!(
+            replica.commit() >= self.commit_high[i as usize],
+            "(a) replica {i}'s commit went back from {} to {}",
+            self.commit_high[i as usize],
+            replica.commit()
+        );
+        self.commit_high[i as usize] = replica.commit();
+        if self.trace {
+            let now = (replica.view(), replica.status(), replica.catching_up(), replica.last_transition().0);
+            if self.traced[i as usize] != Some(now) {
+                self.traced[i as usize] = Some(now);
+                println!(
+                    "[{}] replica {i}: view {} {} op {} commit {} lnv {}{}: {}",
+                    self.tick,
+                    now.0,
+                    now.1.name(),
+                    replica.op(),
+                    replica.commit(),
+                    replica.last_normal_view(),
+                    if now.2 { " catching up" } else { "" },
+                    now.3
+                );
+            }
+        }
+        self.check_start_view_prefix(i);
+    }
+
+    /// (f) The invariant the view-change argument rests on (src/vr/mod.rs):
+    /// a replica that is a member of view v (normal, caught up, last normal
+    /// view v) holds the log view v started with. Its leader's log at the
+    /// moment it became leader is recorded; every member is compared with
+    /// it once per view (its entries up to that op do not change while it
+    /// stays a member).
+    fn check_start_view_prefix(&mut self, i: u8) {
+        let Some(replica) = self.replicas[i as usize].as_ref() else { return };
+        let view = replica.view();
+        let member = replica.status() == Status::Normal
+            && !replica.catching_up()
+            && replica.last_normal_view() == view;
+        if !member {
+            self.start_view_checked[i as usize] = None;
+            return;
+        }
+        if self.start_view_checked[i as usize] == Some(view) {
+            return;
+        }
+        if replica.is_leader() && !self.start_views.contains_key(&view) {
+            let first = replica.checkpoint_op() + 1;
+            let digests = (first..=replica.op())
+                .map(|op| batch_digest(&replica.log_entry(op).expect("the log holds its ops").batch))
+                .collect();
+            self.start_views.insert(view, (first, digests));
+        }
+        let Some((first, digests)) = self.start_views.get(&view) else { return };
+        let start_op = first + digests.len() as u64 - 1;
+        assert!(
+            replica.op() >= start_op,
+            "(f) replica {i} is a member of view {view} with op {} but the view started with op {start_op}",
+            replica.op()
+        );
+        for op in (*first).max(replica.checkpoint_op() + 1)..=start_op {
+            let ours = replica.log_entry(op).map(|e| batch_digest(&e.batch));
+            assert_eq!(
+                ours,
+                Some(digests[(op - first) as usize]),
+                "(f) replica {i}, a member of view {view}, differs from the view's start at op {op}"
+            );
+        }
+        self.start_view_checked[i as usize] = Some(view);
     }
 
     // ---------------------------------------------------------------
@@ -941,8 +1028,8 @@ mod mutations {
 fn extreme_numbers_are_refused_or_handled() {
     use electrode::vr::replica::NETWORK_NUMBER_MAX;
     use electrode::wire::{
-        Commit, DoViewChange, GetState, LogEntry, NewState, RecoveryResponse, SnapshotChunk, SnapshotRequest,
-        StartView, StartViewChange, StateBlob,
+        Commit, DoViewChange, GetState, LogEntry, NewState, NewStateKind, RecoveryResponse, SnapshotChunk,
+        SnapshotRequest, StartView, StartViewChange, StateBlob,
     };
     let extremes = [NETWORK_NUMBER_MAX - 1, NETWORK_NUMBER_MAX, u64::MAX - 1, u64::MAX];
     let mut sim = Sim::new(3, Options::default());
@@ -988,8 +1075,22 @@ fn extreme_numbers_are_refused_or_handled() {
                 Message::StartView(StartView { view: x, op: x, commit: x, state: blob.clone() }),
                 Message::GetState(GetState { view: x, op: x, replica: from }),
                 Message::GetState(GetState { view: replica.view(), op: x, replica: from }),
-                Message::NewState(NewState { view: x, op: x, commit: x, state: blob.clone() }),
-                Message::NewState(NewState { view: replica.view(), op: x, commit: x, state: blob.clone() }),
+                Message::NewState(NewState {
+                    view: x,
+                    op: x,
+                    commit: x,
+                    head: x,
+                    kind: NewStateKind::Page,
+                    state: blob.clone(),
+                }),
+                Message::NewState(NewState {
+                    view: replica.view(),
+                    op: x,
+                    commit: x,
+                    head: x,
+                    kind: NewStateKind::SnapshotOffer,
+                    state: blob.clone(),
+                }),
                 Message::RecoveryResponse(RecoveryResponse {
                     view: x,
                     nonce: 1,
@@ -1050,8 +1151,8 @@ fn extreme_numbers_are_refused_or_handled() {
 #[test]
 fn hostile_messages_never_panic() {
     use electrode::wire::{
-        Commit, DoViewChange, GetState, LogEntry, NewState, Recovery, RecoveryResponse, StartView,
-        StartViewChange, StateBlob,
+        Commit, DoViewChange, GetState, LogEntry, NewState, NewStateKind, Recovery, RecoveryResponse,
+        StartView, StartViewChange, StateBlob,
     };
     fn near(rng: &mut Rng, x: u64) -> u64 {
         match rng.below(6) {
@@ -1146,6 +1247,9 @@ fn hostile_messages_never_panic() {
                         view,
                         op: near(&mut rng, op),
                         commit: near(&mut rng, commit),
+                        head: near(&mut rng, op),
+                        kind: [NewStateKind::Page, NewStateKind::SnapshotOffer, NewStateKind::Repair]
+                            [rng.below(3) as usize],
                         state: blob(&mut rng, op),
                     }),
                     8 => Message::Recovery(Recovery { nonce: rng.next(), replica: from }),

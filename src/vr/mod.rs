@@ -44,7 +44,7 @@
 pub mod client_table;
 pub mod replica;
 
-pub use replica::{batch_digest, Replica, ReplicaStats};
+pub use replica::{batch_digest, PeerState, Replica, ReplicaStats};
 
 /// Test-only fault injection (feature `sim-bugs`, enabled for `cargo test`
 /// through the self dev-dependency): each variant breaks one VR rule so the
@@ -57,6 +57,13 @@ pub enum Bug {
     /// The new leader adopts the shortest log instead of the largest
     /// (last_normal_view, op).
     ViewChangeWrongLog,
+    /// A replica catching up in a view claims it after its first page
+    /// (the rule before issue 20), whatever the view's StartView held.
+    CatchUpEndsAfterOnePage,
+    /// A recovering replica boots an empty view 0 once f peers answer
+    /// that they are without memory, whatever another peer holds (the rule
+    /// before issue 20).
+    BootBesideStateHolder,
 }
 
 use crate::wire::{Message, Reply};
@@ -123,6 +130,13 @@ pub struct Config {
     pub client_table_max: usize,
     /// Whether a kernel fast path acks Prepares (see module docs).
     pub kernel_fast_reply: bool,
+    /// The operator's decision (`--accept-data-loss`) for a recovery that
+    /// is blocked because more than f replicas lost their memory while a
+    /// peer holds state: after `boot_wait_ticks` of recovering, join a
+    /// view change with an empty log instead of waiting. Acknowledged ops
+    /// held only by the replicas that lost memory are lost. Never set by
+    /// default.
+    pub accept_data_loss: bool,
     /// Test-only fault injection; None unless a simulator test sets it.
     #[cfg(feature = "sim-bugs")]
     #[doc(hidden)]
@@ -145,6 +159,7 @@ impl Config {
             request_queue_max: 4096,
             client_table_max: 1 << 16,
             kernel_fast_reply: false,
+            accept_data_loss: false,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }

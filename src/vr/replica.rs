@@ -31,8 +31,9 @@ use super::client_table::{checkpoint_digest, decode_checkpoint, CheckpointStream
 use super::{Action, Config, KernelArm, Status};
 use crate::app::{fnv1a, App, FNV_OFFSET};
 use crate::wire::{
-    self, Commit, DoViewChange, GetState, LogEntry, Message, NewState, Prepare, PrepareOk, Recovery,
-    RecoveryResponse, Reply, Request, SnapshotChunk, SnapshotRequest, StartView, StartViewChange, StateBlob,
+    self, Commit, DoViewChange, GetState, LogEntry, Message, NewState, NewStateKind, Prepare, PrepareOk,
+    Recovery, RecoveryResponse, Reply, Request, SnapshotChunk, SnapshotRequest, StartView, StartViewChange,
+    StateBlob,
 };
 
 #[cfg(feature = "sim-bugs")]
@@ -210,20 +211,27 @@ pub struct Replica {
     paging: bool,
     /// Smoothed ticks from a GetState to its page, times 8 (as commit_ticks_x8).
     page_ticks_x8: u64,
-    /// Entered this view by state transfer and no NewState installed yet:
-    /// the log is only our committed prefix, which may miss ops committed
-    /// before the view began. Until caught up we neither ack, nor answer
-    /// GetState, nor claim last_normal_view == view (a view change would
-    /// otherwise prefer our short log and lose committed ops).
+    /// Entered this view by state transfer and our log does not yet reach
+    /// the view's StartView prefix: it may miss ops committed before the
+    /// view began. Until caught up we neither ack, nor answer GetState, nor
+    /// claim last_normal_view == view (a view change would otherwise prefer
+    /// our short log and lose committed ops). See `catch_up_target`.
     catching_up: bool,
+    /// While catching up: our log up to this op is this view's log (pages
+    /// installed, or committed); above it, until it is replaced page by
+    /// page, we keep the suffix we held before (from an older view), so
+    /// that what we claim in a view change never shrinks: a page must not
+    /// drop ops we acked in our last normal view (see `install_page`).
+    catch_up_verified: u64,
+    /// While catching up: the op our log must reach before we are a member
+    /// of the view (the StartView's op, the leader's op at recovery, or
+    /// else the head of the first page a caught-up member sent us in this
+    /// view: its log held the StartView prefix then). None until known.
+    catch_up_target: Option<u64>,
     /// Recovered (memory lost) and not yet given the state: like VR's
     /// recovering replica, we take no part in view changes until a state
     /// transfer completes, since committed ops we held may be gone.
     amnesic: bool,
-    /// (view, leader's op) learned by recovery: while amnesic in that view,
-    /// only a state reaching that op replaces what we lost (our former self
-    /// may have acked up to it; a lagging answerer's log would lose those).
-    recovery_point: (u64, u64),
     /// New leader waiting for committed entries it lacks (view change
     /// repair: a GetState in view-change status).
     repair_pending: bool,
@@ -257,6 +265,11 @@ pub struct Replica {
     peer_nonces: Vec<Option<u64>>,
     /// The incarnations (nonces) we counted as booting when we booted.
     booted_with: Vec<Option<u64>>,
+    /// Per peer, the most state it told us it holds (answers with view > 0
+    /// or op > 0), for this incarnation: any of it forbids booting.
+    peer_state: Vec<Option<PeerState>>,
+    /// Recovering and blocked (see try_recover): the most advanced holder.
+    recovery_blocked: Option<PeerState>,
 
     // Kernel fast path.
     kernel_armed: Option<KernelArm>,
@@ -276,6 +289,15 @@ pub struct Replica {
     pub stats: ReplicaStats,
 }
 
+/// What a peer told a recovering replica about the state it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerState {
+    pub replica: u8,
+    pub view: u64,
+    pub op: u64,
+    pub commit: u64,
+}
+
 /// Counters for the runtime's status output and the simulator's totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaStats {
@@ -284,6 +306,9 @@ pub struct ReplicaStats {
     pub state_transfers: u64,
     /// View changes whose new leader fetched committed ops it lacked.
     pub view_change_repairs: u64,
+    /// View changes refused because a DoViewChange's commit exceeded the
+    /// chosen log's head (see start_view_as_leader): 0 in a correct cluster.
+    pub view_change_refusals: u64,
     /// Snapshots pulled completely, verified and installed.
     pub snapshots_installed: u64,
     /// Snapshot chunks received (duplicates included).
@@ -342,8 +367,9 @@ impl Replica {
             paging: false,
             page_ticks_x8: 0,
             catching_up: false,
+            catch_up_verified: 0,
+            catch_up_target: None,
             amnesic: false,
-            recovery_point: (0, 0),
             repair_pending: false,
             snapshot_out: None,
             snapshot_in: None,
@@ -361,6 +387,8 @@ impl Replica {
             recovering_ticks: 0,
             peer_nonces: vec![None; n],
             booted_with: vec![None; n],
+            peer_state: vec![None; n],
+            recovery_blocked: None,
             kernel_armed: None,
             kernel_disarming: false,
             holding_prepares: false,
@@ -415,6 +443,10 @@ impl Replica {
         }
         self.entry(op)
     }
+    /// The log entry at `op`, committed or not, while it is in the log.
+    pub fn log_entry(&self, op: u64) -> Option<&LogEntry> {
+        self.entry(op)
+    }
     /// (op, batch digest) of the most recently executed ops, oldest first;
     /// holds at least the last [`Replica::recent_commits_max`] ops.
     pub fn recent_commits(&self) -> impl Iterator<Item = &(u64, u64)> {
@@ -433,6 +465,13 @@ impl Replica {
     /// that formed without us): not yet a full member.
     pub fn catching_up(&self) -> bool {
         self.catching_up || self.amnesic
+    }
+    /// Recovering and blocked: more than f replicas lost their memory while
+    /// this peer (the most advanced that answered) holds state. The
+    /// cluster waits rather than boot a second history; see
+    /// `Config::accept_data_loss`.
+    pub fn recovery_blocked(&self) -> Option<PeerState> {
+        self.recovery_blocked.filter(|_| self.status == Status::Recovering)
     }
     /// Why the last change of view or status happened, and from whom.
     pub fn last_transition(&self) -> (&'static str, Option<u8>) {
@@ -776,6 +815,7 @@ impl Replica {
         let allowed = matches!(
             (self.status, to),
             (Status::Recovering, Status::Normal)
+                | (Status::Recovering, Status::ViewChange)
                 | (Status::Normal, Status::ViewChange)
                 | (Status::ViewChange, Status::ViewChange)
                 | (Status::ViewChange, Status::Normal)
@@ -850,7 +890,9 @@ impl Replica {
     /// Executes committed ops up to `target` (at most op), in order,
     /// updating the client table; the leader replies to clients.
     fn execute_through(&mut self, target: u64, reply: bool, out: &mut Vec<Action>) {
-        let target = target.min(self.op);
+        // Catching up, only the pages installed are this view's log.
+        let head = if self.catching_up { self.catch_up_verified } else { self.op };
+        let target = target.min(head);
         while self.commit < target {
             let op = self.commit + 1;
             let index = (op - self.checkpoint_op - 1) as usize;
@@ -1233,8 +1275,9 @@ impl Replica {
             return false;
         }
         if view > self.view || self.status == Status::ViewChange {
-            // The view formed without us: catch up by state transfer.
-            self.start_state_transfer(view, out);
+            // The view formed without us: catch up by state transfer (to
+            // the head of the first page, as we missed the StartView).
+            self.start_state_transfer(view, None, out);
             self.commit_seen = self.commit_seen.max(commit);
             return false;
         }
@@ -1651,7 +1694,15 @@ impl Replica {
             best = received.iter().min_by_key(|d| (d.op, d.replica)).copied();
         }
         let Some(best) = best else { return };
-        let commit = received.iter().map(|d| d.commit).max().unwrap_or(0).min(best.op);
+        let commit = received.iter().map(|d| d.commit).max().unwrap_or(0);
+        if commit > best.op {
+            // A replica committed ops beyond the chosen log's head: the log
+            // lacks committed ops (the catch-up invariant in `super` is
+            // broken). Clamping the commit would drop them for good; no
+            // view with this log (the change times out and escalates).
+            self.stats.view_change_refusals += 1;
+            return;
+        }
         let mut entries = Vec::new();
         let mut missing = false;
         for op in self.commit + 1..=best.op {
@@ -1740,7 +1791,7 @@ impl Replica {
             // Our log lacks committed ops below the blob (or we lost our
             // memory): join the view and catch up by state transfer.
             self.commit_seen = self.commit_seen.max(m.commit);
-            self.start_state_transfer(m.view, out);
+            self.start_state_transfer(m.view, Some(m.op), out);
             return;
         }
         // A replica in normal status of an older view: its uncommitted ops
@@ -1767,7 +1818,7 @@ impl Replica {
     /// Moves to `view` (normal status, catching up) and asks for the state
     /// after our commit; the NewState replaces every op above commit, since
     /// uncommitted ops of an older view may be wrong.
-    fn start_state_transfer(&mut self, view: u64, out: &mut Vec<Action>) {
+    fn start_state_transfer(&mut self, view: u64, target: Option<u64>, out: &mut Vec<Action>) {
         assert!(view >= self.view);
         self.transition = ("joined a view that formed without us: catching up", Some(self.leader_of(view)));
         // VRR truncates to commit here. We keep the old suffix (and the old
@@ -1782,6 +1833,9 @@ impl Replica {
         // last_normal_view until NewState catches us up.
         self.last_normal_view = last_normal_view;
         self.catching_up = true;
+        // Committed ops are the same in every view.
+        self.catch_up_verified = self.commit;
+        self.catch_up_target = target;
         self.leader_silent_ticks = 0;
         self.state_transfer_attempts = 0;
         self.send_get_state(out);
@@ -1828,14 +1882,14 @@ impl Replica {
     fn send_get_state_to(&mut self, to: u8, out: &mut Vec<Action>) {
         self.stats.state_transfers += 1;
         self.state_transfer_ticks = Some(0);
-        let op = if self.catching_up { self.commit } else { self.op };
+        // Catching up, our suffix above the pages installed may be from an
+        // older view: ask for what follows them.
+        let op = if self.catching_up { self.catch_up_verified } else { self.op };
         let message = Message::GetState(GetState { view: self.view, op, replica: self.config.index });
         out.push(Action::Send { to, message });
     }
 
     fn send_get_state(&mut self, out: &mut Vec<Action>) {
-        self.stats.state_transfers += 1;
-        self.state_transfer_ticks = Some(0);
         // A replica that missed a few ops asks the leader first, which
         // surely has them; one catching up (likely to need a snapshot, whose
         // encoding takes a while) asks a follower first, so the leader's
@@ -1847,10 +1901,7 @@ impl Replica {
             to = ((u64::from(to) + 1) % n) as u8;
         }
         self.state_transfer_attempts += 1;
-        // Catching up, our suffix above commit may be from an older view.
-        let op = if self.catching_up { self.commit } else { self.op };
-        let message = Message::GetState(GetState { view: self.view, op, replica: self.config.index });
-        out.push(Action::Send { to, message });
+        self.send_get_state_to(to, out);
     }
 
     fn on_get_state(&mut self, from: u8, m: GetState, out: &mut Vec<Action>) {
@@ -1870,7 +1921,14 @@ impl Replica {
         }
         let state = self.state_after(m.op);
         let op = m.op + state.entries.len() as u64;
-        let message = NewState { view: self.view, op, commit: self.commit.min(op), state };
+        let message = NewState {
+            view: self.view,
+            op,
+            commit: self.commit.min(op),
+            head: self.op,
+            kind: NewStateKind::Page,
+            state,
+        };
         out.push(Action::Send { to: from, message: Message::NewState(message) });
     }
 
@@ -1888,7 +1946,14 @@ impl Replica {
         let entries = self.log.iter().skip((m.op - self.checkpoint_op) as usize);
         let entries = entries.take((self.commit - m.op) as usize).cloned().collect();
         let state = StateBlob { checkpoint_op: m.op, snapshot: Vec::new(), entries };
-        let message = NewState { view: self.view, op: self.commit, commit: self.commit, state };
+        let message = NewState {
+            view: self.view,
+            op: self.commit,
+            commit: self.commit,
+            head: self.op,
+            kind: NewStateKind::Repair,
+            state,
+        };
         out.push(Action::Send { to, message: Message::NewState(message) });
     }
 
@@ -1897,7 +1962,11 @@ impl Replica {
             // View change repair: committed ops we lacked as new leader.
             if self.snapshot_offer(&m) {
                 self.start_snapshot_pull(from, m.op, out);
-            } else if m.commit == m.op && m.op > self.commit && self.install(&m.state, m.op, m.commit) {
+            } else if m.kind == NewStateKind::Repair
+                && m.commit == m.op
+                && m.op > self.commit
+                && self.install(&m.state, m.op, m.commit)
+            {
                 self.repair_pending = false;
                 self.try_start_view(out);
             }
@@ -1906,16 +1975,25 @@ impl Replica {
         if self.status != Status::Normal || m.view != self.view || self.is_leader() {
             return;
         }
-        if self.state_transfer_ticks.is_none() || (m.op <= self.op && !self.catching_up) {
-            return; // Not asked for, or nothing new.
+        if self.state_transfer_ticks.is_none() || m.kind == NewStateKind::Repair || m.head < m.op {
+            return; // Not asked for, not for us, or malformed.
         }
-        if self.snapshot_offer(&m) {
-            self.start_snapshot_pull(from, m.op, out);
+        if m.kind == NewStateKind::SnapshotOffer {
+            if self.snapshot_offer(&m) {
+                self.start_snapshot_pull(from, m.op, out);
+            }
             return;
+        }
+        let page_ticks = self.state_transfer_ticks.unwrap_or(0);
+        if self.catching_up {
+            self.on_catch_up_page(from, m, page_ticks, out);
+            return;
+        }
+        if m.op <= self.op {
+            return; // Nothing new.
         }
         // Prepares held past a gap are of this view's log too: those past
         // the page continue it (install would drop them).
-        let page_ticks = self.state_transfer_ticks.unwrap_or(0);
         let held = std::mem::take(&mut self.prepare_buffer);
         if !self.install(&m.state, m.op, m.commit) {
             self.prepare_buffer = held;
@@ -1925,23 +2003,60 @@ impl Replica {
         self.prepare_buffer.retain(|op, _| *op > self.op);
         self.page_ticks_x8 = self.page_ticks_x8 - self.page_ticks_x8 / 8 + page_ticks;
         self.paging = false;
-        if self.amnesic && self.recovery_point.0 == m.view && m.op < self.recovery_point.1 {
-            // A lagging answerer, or one page of several: what it had is
-            // ours now, the rest (up to what our former self may have
-            // acked) comes from the leader.
-            self.commit_seen = self.commit_seen.max(m.commit);
-            self.send_get_state_to(self.leader_of(self.view), out);
+        self.state_transfer_ticks = None;
+        self.commit_seen = self.commit_seen.max(m.commit);
+        self.append_held();
+        self.after_page(from, out);
+    }
+
+    /// A page of this view's log while catching up. We become a member of
+    /// the view only once our log reaches the catch-up target: a replica
+    /// that claimed the view after its first page (op k) would win a later
+    /// view change with (view, k) over a log holding the StartView's ops
+    /// above k, and those ops, acknowledged, would be lost.
+    fn on_catch_up_page(&mut self, from: u8, m: NewState, page_ticks: u64, out: &mut Vec<Action>) {
+        let verified = self.catch_up_verified;
+        if m.op < verified || m.state.checkpoint_op > verified {
+            return; // An answer to an older ask, or not following what we hold.
+        }
+        if !self.install_page(&m.state, m.op, m.commit) {
+            return;
+        }
+        self.page_ticks_x8 = self.page_ticks_x8 - self.page_ticks_x8 / 8 + page_ticks;
+        self.paging = false;
+        self.catch_up_verified = m.op;
+        self.commit_seen = self.commit_seen.max(m.commit);
+        // The answerer is a caught-up member (it does not answer while
+        // catching up): its log held the StartView prefix when it answered.
+        #[allow(unused_mut)]
+        let mut target = *self.catch_up_target.get_or_insert(m.head);
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bug == Some(Bug::CatchUpEndsAfterOnePage) {
+            target = m.op;
+        }
+        if m.op < target {
+            // The next page from the answerer while it has more, else from
+            // the leader, whose log holds every op of the view.
+            let to = if m.op < m.head { from } else { self.leader_of(self.view) };
+            self.send_get_state_to(to, out);
             self.paging = true;
             return;
         }
-        self.state_transfer_ticks = None;
-        // The answerer's log in this view starts with the page, so ours is
-        // a prefix of this view's log now.
+        // Our log is this view's log up to the target: drop the older
+        // suffix above it, and claim the view.
+        self.truncate_log(m.op);
         self.catching_up = false;
+        self.catch_up_target = None;
         self.amnesic = false;
         self.last_normal_view = self.view;
-        self.commit_seen = self.commit_seen.max(m.commit);
-        self.append_held();
+        self.state_transfer_ticks = None;
+        self.transition = ("caught up: a member of the view", Some(from));
+        self.after_page(from, out);
+    }
+
+    /// After a page as a member of the view: execute, ack, and ask for the
+    /// next page at once while commits are beyond our log.
+    fn after_page(&mut self, from: u8, out: &mut Vec<Action>) {
         self.execute_through(self.commit_seen, false, out);
         let gap = !self.prepare_buffer.is_empty();
         self.send_ack(gap, out);
@@ -1953,6 +2068,27 @@ impl Replica {
         }
     }
 
+    /// Installs a page of this view's log while catching up, keeping our
+    /// older suffix above the page: until the log reaches the target we
+    /// claim our old last_normal_view in view changes, and that claim must
+    /// still hold every op it held (committed ops are the same in both
+    /// logs; an op the page replaces was either committed, and so the
+    /// same, or not committed in our old view).
+    fn install_page(&mut self, state: &StateBlob, op: u64, commit: u64) -> bool {
+        let above: Vec<LogEntry> = if self.op > op {
+            self.log.iter().skip((op - self.checkpoint_op) as usize).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if !self.install(state, op, commit) {
+            return false;
+        }
+        for entry in above {
+            self.push_entry(entry);
+        }
+        true
+    }
+
     // -----------------------------------------------------------------
     // Snapshot streaming (state transfer beyond the log)
     // -----------------------------------------------------------------
@@ -1960,7 +2096,8 @@ impl Replica {
     /// A NewState that carries no state but offers snapshot `op` (our log
     /// cannot reach it otherwise).
     fn snapshot_offer(&self, m: &NewState) -> bool {
-        m.state.snapshot.is_empty()
+        m.kind == NewStateKind::SnapshotOffer
+            && m.state.snapshot.is_empty()
             && m.state.entries.is_empty()
             && m.state.checkpoint_op == m.op
             && m.commit == m.op
@@ -1985,7 +2122,14 @@ impl Replica {
         }
         let op = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op);
         let state = StateBlob { checkpoint_op: op, snapshot: Vec::new(), entries: Vec::new() };
-        let message = NewState { view: self.view, op, commit: op, state };
+        let message = NewState {
+            view: self.view,
+            op,
+            commit: op,
+            head: self.op,
+            kind: NewStateKind::SnapshotOffer,
+            state,
+        };
         out.push(Action::Send { to, message: Message::NewState(message) });
     }
 
@@ -2172,6 +2316,10 @@ impl Replica {
             self.push_entry(entry);
         }
         self.stats.snapshots_installed += 1;
+        if self.catching_up {
+            // Committed state: the same in every view.
+            self.catch_up_verified = self.catch_up_verified.max(pull.op);
+        }
         self.commit_seen = self.commit_seen.max(pull.op);
         if self.repair_pending {
             self.repair_pending = false;
@@ -2198,26 +2346,28 @@ impl Replica {
             return;
         }
         self.peer_nonces[from as usize] = Some(m.nonce);
-        // We booted counting this very incarnation of the asker as booting
-        // and nothing happened since: answer as booting, so that it boots
-        // too (it may have heard only our later "normal" answers). Any
-        // other incarnation (a restart) gets the normal answer and recovers.
-        let booted_together = self.status == Status::Normal
-            && self.view == 0
-            && self.op == 0
-            && self.booted_with[from as usize] == Some(m.nonce);
+        // We booted counting this very incarnation of the asker as booting:
+        // answer as booting, so that it boots too (it may have heard only
+        // our later answers). Whatever happened since (ops prepared, view
+        // changes while we waited for it), that incarnation never left
+        // recovery, so it never acknowledged anything: it joins view 0 as
+        // an empty follower, as if it had booted with us and heard nothing
+        // yet, and catches up from the leader. Any other incarnation (a
+        // restart) gets the normal answer and recovers.
+        let booted_together =
+            self.status != Status::Recovering && self.booted_with[from as usize] == Some(m.nonce);
         let (status, state, op, commit) = match self.status {
             _ if booted_together => (Status::Recovering, StateBlob::default(), self.nonce, 0),
-            // Only the leader sends its log; the others only their view.
             // No state travels here: the recovered replica fetches it by
-            // state transfer once it knows the view.
-            Status::Normal if self.is_leader() => {
-                (Status::Normal, StateBlob::default(), self.op, self.commit)
-            }
-            Status::Normal => (Status::Normal, StateBlob::default(), 0, 0),
+            // state transfer once it knows the view. Every answer but a
+            // booting one says how much we hold, so that a replica without
+            // memory never boots an empty cluster beside us.
+            Status::Normal => (Status::Normal, StateBlob::default(), self.op, self.commit),
+            // Counts for no recovery (the view is not formed), but tells
+            // the asker that we hold state.
+            Status::ViewChange => (Status::ViewChange, StateBlob::default(), self.op, self.commit),
             // A booting answer carries our nonce in `op` (see electrode.h).
             Status::Recovering => (Status::Recovering, StateBlob::default(), self.nonce, 0),
-            Status::ViewChange => return,
         };
         if self.status == Status::Recovering {
             // Two replicas booting: ask the peer first, then answer it, so
@@ -2246,6 +2396,15 @@ impl Replica {
             return;
         }
         let replica = from as usize;
+        if m.status != Status::Recovering.wire() && (m.view > 0 || m.op > 0) {
+            // The peer holds state. Remembered for this incarnation (a later
+            // "recovering" answer may be an older one, reordered).
+            let known = self.peer_state[replica];
+            if known.is_none_or(|k| (k.view, k.op) <= (m.view, m.op)) {
+                self.peer_state[replica] =
+                    Some(PeerState { replica: from, view: m.view, op: m.op, commit: m.commit });
+            }
+        }
         if m.status == Status::Recovering.wire() {
             self.recovering_peers[replica] = true;
             self.peer_nonces[replica] = Some(m.op);
@@ -2256,32 +2415,77 @@ impl Replica {
             if newer {
                 self.recovery_responses[replica] = Some(m);
             }
+        } else if m.status == Status::ViewChange.wire() {
+            self.recovering_peers[replica] = false;
         } else {
             return;
         }
+        self.try_recover(out);
+    }
+
+    /// The most advanced peer that told us it holds state (view > 0 or a
+    /// non-empty log), if any: booting an empty cluster beside it would
+    /// serve a second history.
+    fn state_holder(&self) -> Option<PeerState> {
+        self.peer_state.iter().flatten().copied().max_by_key(|p| (p.view, p.op, p.replica))
+    }
+
+    /// Recovers (f+1 normal answers including the leader's), boots (every
+    /// other replica answered that it is without memory), or waits.
+    ///
+    /// Booting needs every peer's word: a replica without memory cannot
+    /// tell a first start from a restart, and a peer that did not answer
+    /// (down, or cut off) may hold the cluster's history; booting beside it
+    /// would serve a second one. With f others without memory and a peer
+    /// holding state, more than f replicas lost their memory and no
+    /// protocol can tell which ops were acknowledged: the replica waits
+    /// (blocked beats wrong) until the operator decides
+    /// (`Config::accept_data_loss`).
+    fn try_recover(&mut self, out: &mut Vec<Action>) {
         let recovering = self.recovering_peers.iter().filter(|r| **r).count();
-        if recovering >= self.f() {
-            // f others without memory and us: the cluster is booting. We
-            // boot together with view 0's leader (booting too, or booted
-            // with an empty log), so that it leads whatever the start order;
-            // without it only after boot_wait_ticks (it is down: the view
-            // changes past it when its silence times out).
-            let first_leader = self.leader_of(0);
-            let leader_booted = self.recovery_responses[first_leader as usize]
-                .as_ref()
-                .is_some_and(|r| r.view == 0 && r.op == 0);
-            let with_leader = self.config.index == first_leader
-                || self.recovering_peers[first_leader as usize]
-                || leader_booted;
-            if with_leader || self.recovering_ticks >= self.config.boot_wait_ticks {
-                self.boot();
+        #[allow(unused_mut)]
+        let mut holder = self.state_holder();
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bug == Some(Bug::BootBesideStateHolder) {
+            holder = None;
+        }
+        if let Some(holder) = holder.filter(|_| recovering >= self.f()) {
+            if self.recovery_blocked.is_none() {
+                self.transition = (
+                    "recovering: waiting: more than f replicas lost their memory and a peer holds \
+                     state; not booting an empty cluster beside it (see --accept-data-loss)",
+                    Some(holder.replica),
+                );
             }
+            self.recovery_blocked = Some(holder);
+            if self.config.accept_data_loss && self.recovering_ticks >= self.config.boot_wait_ticks {
+                self.accept_data_loss(holder, out);
+            }
+            return;
+        }
+        let others = usize::from(self.config.replica_count) - 1;
+        #[allow(unused_mut)]
+        let mut boot_quorum = others;
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bug == Some(Bug::BootBesideStateHolder) {
+            // Today's rule before the fix: f others without memory.
+            boot_quorum = self.f();
+        }
+        // The operator accepted the risk: f others without memory and no
+        // holder heard of within boot_wait_ticks (a replica is down at the
+        // first start) is enough.
+        let accepted = self.config.accept_data_loss
+            && recovering >= self.f()
+            && self.recovering_ticks >= self.config.boot_wait_ticks;
+        if holder.is_none() && (recovering >= boot_quorum || accepted) {
+            self.boot();
             return;
         }
         let normal = self.recovery_responses.iter().flatten().count();
         if normal < self.f() + 1 {
             return;
         }
+        self.recovery_blocked = None;
         let Some(view) = self.recovery_responses.iter().flatten().map(|r| r.view).max() else { return };
         let leader = self.leader_of(view) as usize;
         let primary = match self.recovery_responses[leader].clone() {
@@ -2315,22 +2519,50 @@ impl Replica {
         // Join the view without state (ours is gone) and fetch it: until it
         // is installed we neither ack nor take part in view changes.
         self.amnesic = true;
-        self.recovery_point = (view, primary.op);
         self.commit_seen = primary.commit;
-        self.start_state_transfer(view, out);
+        // Only a state reaching the leader's op replaces what we lost: our
+        // former self may have acked up to it.
+        self.start_state_transfer(view, Some(primary.op), out);
         self.transition = ("recovered: in the view, fetching the state", Some(leader as u8));
+    }
+
+    /// The operator accepted losing what only the replicas without memory
+    /// held: instead of waiting for state we never get back, we take part
+    /// in a view change with an empty log (last normal view 0, op 0), as a
+    /// replica that never acknowledged anything. The holders' logs win that
+    /// view change (their last normal view or op is higher), so the cluster
+    /// continues from the most advanced survivor's history.
+    fn accept_data_loss(&mut self, holder: PeerState, out: &mut Vec<Action>) {
+        let view = self.peer_state.iter().flatten().map(|p| p.view).max().unwrap_or(0);
+        self.recovery_blocked = None;
+        self.stats.recoveries += 1;
+        self.start_view_change(
+            view + 1,
+            "recovering: accepted data loss: joining a view change with an empty log",
+            Some(holder.replica),
+            out,
+        );
     }
 
     /// View 0, normal status, empty log.
     fn boot(&mut self) {
         assert_eq!(self.op, 0);
+        #[cfg(feature = "sim-bugs")]
+        let mutated = self.config.bug == Some(Bug::BootBesideStateHolder);
+        #[cfg(not(feature = "sim-bugs"))]
+        let mutated = false;
+        assert!(mutated || self.state_holder().is_none(), "booting beside a replica that holds state");
         for (peer, booting) in self.recovering_peers.iter().enumerate() {
             self.booted_with[peer] = if *booting { self.peer_nonces[peer] } else { None };
         }
         self.set_status(Status::Normal);
         self.view_reset();
         self.last_normal_view = 0;
-        self.transition = ("booted: f+1 replicas without memory, first start", None);
+        self.transition = (
+            "booted: no replica holds state (a first start; in-memory data does not survive a restart \
+             of every replica)",
+            None,
+        );
     }
 
     // -----------------------------------------------------------------
@@ -2372,6 +2604,8 @@ impl Replica {
         if self.catching_up {
             assert!(self.status == Status::Normal && !self.is_leader());
             assert!(self.state_transfer_ticks.is_some(), "catching up without asking");
+            assert!(self.commit <= self.catch_up_verified, "executed past the pages installed");
+            assert!(self.catch_up_verified <= self.op);
         }
         if self.amnesic {
             assert!(self.status != Status::Normal || self.catching_up, "amnesic but claims its state");

@@ -85,7 +85,14 @@ pub mod layout {
     });
     mirror!(electrode_start_view { op: u64, commit: u64, chunk: electrode_chunk });
     mirror!(electrode_get_state { op: u64, replica: u8, pad: [u8; 7] });
-    mirror!(electrode_new_state { op: u64, commit: u64, chunk: electrode_chunk });
+    mirror!(electrode_new_state {
+        op: u64,
+        commit: u64,
+        head: u64,
+        kind: u8,
+        pad: [u8; 7],
+        chunk: electrode_chunk
+    });
     mirror!(electrode_recovery { nonce: u64, replica: u8, pad: [u8; 7] });
     mirror!(electrode_recovery_response {
         nonce: u64,
@@ -338,7 +345,40 @@ pub struct NewState {
     pub view: u64,
     pub op: u64,
     pub commit: u64,
+    /// The answerer's log head when it answered (ELECTRODE_NEW_STATE_*).
+    pub head: u64,
+    pub kind: NewStateKind,
     pub state: StateBlob,
+}
+
+/// What a NewState carries (ELECTRODE_NEW_STATE_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewStateKind {
+    /// Log entries after the asked op (possibly none: nothing new).
+    Page,
+    /// No entries: the asker is behind our log; pull snapshot `op`.
+    SnapshotOffer,
+    /// Committed entries for the new leader of a view change.
+    Repair,
+}
+
+impl NewStateKind {
+    pub fn wire(self) -> u8 {
+        (match self {
+            NewStateKind::Page => consts::NEW_STATE_PAGE,
+            NewStateKind::SnapshotOffer => consts::NEW_STATE_SNAPSHOT_OFFER,
+            NewStateKind::Repair => consts::NEW_STATE_REPAIR,
+        }) as u8
+    }
+
+    pub fn from_wire(kind: u8) -> Option<NewStateKind> {
+        match u32::from(kind) {
+            consts::NEW_STATE_PAGE => Some(NewStateKind::Page),
+            consts::NEW_STATE_SNAPSHOT_OFFER => Some(NewStateKind::SnapshotOffer),
+            consts::NEW_STATE_REPAIR => Some(NewStateKind::Repair),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -498,6 +538,8 @@ pub enum DecodeError {
     BadReplyStatus,
     /// Flag bits this version does not know.
     UnknownFlags,
+    /// A NewState kind other than ELECTRODE_NEW_STATE_*.
+    BadKind,
 }
 
 impl DecodeError {
@@ -518,6 +560,7 @@ impl DecodeError {
             DecodeError::BadState => "inconsistent state blob",
             DecodeError::BadReplyStatus => "bad reply status",
             DecodeError::UnknownFlags => "unknown flag bits",
+            DecodeError::BadKind => "unknown NewState kind",
         }
     }
 }
@@ -715,7 +758,7 @@ pub fn encode_state(state: &StateBlob) -> Result<Vec<u8>, EncodeError> {
 pub enum ChunkedHead {
     DoViewChange { last_normal_view: u64, op: u64, commit: u64, replica: u8 },
     StartView { op: u64, commit: u64 },
-    NewState { op: u64, commit: u64 },
+    NewState { op: u64, commit: u64, head: u64, kind: NewStateKind },
     RecoveryResponse { nonce: u64, op: u64, commit: u64, replica: u8, status: u8 },
 }
 
@@ -746,9 +789,11 @@ impl ChunkedHead {
                 f.u64(offset_of!(electrode_start_view, op), op);
                 f.u64(offset_of!(electrode_start_view, commit), commit);
             }
-            ChunkedHead::NewState { op, commit } => {
+            ChunkedHead::NewState { op, commit, head, kind } => {
                 f.u64(offset_of!(electrode_new_state, op), op);
                 f.u64(offset_of!(electrode_new_state, commit), commit);
+                f.u64(offset_of!(electrode_new_state, head), head);
+                f.u8(offset_of!(electrode_new_state, kind), kind.wire());
             }
             ChunkedHead::RecoveryResponse { nonce, op, commit, replica, status } => {
                 f.u64(offset_of!(electrode_recovery_response, nonce), nonce);
@@ -768,7 +813,9 @@ impl ChunkedHead {
             ChunkedHead::StartView { op, commit } => {
                 Message::StartView(StartView { view, op, commit, state })
             }
-            ChunkedHead::NewState { op, commit } => Message::NewState(NewState { view, op, commit, state }),
+            ChunkedHead::NewState { op, commit, head, kind } => {
+                Message::NewState(NewState { view, op, commit, head, kind, state })
+            }
             ChunkedHead::RecoveryResponse { nonce, op, commit, replica, status } => {
                 Message::RecoveryResponse(RecoveryResponse {
                     view,
@@ -813,7 +860,9 @@ impl Encoder {
                 &m.state,
             ),
             Message::StartView(m) => (ChunkedHead::StartView { op: m.op, commit: m.commit }, &m.state),
-            Message::NewState(m) => (ChunkedHead::NewState { op: m.op, commit: m.commit }, &m.state),
+            Message::NewState(m) => {
+                (ChunkedHead::NewState { op: m.op, commit: m.commit, head: m.head, kind: m.kind }, &m.state)
+            }
             Message::RecoveryResponse(m) => (
                 ChunkedHead::RecoveryResponse {
                     nonce: m.nonce,
@@ -1223,6 +1272,9 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
             let head = ChunkedHead::NewState {
                 op: body.u64(offset_of!(electrode_new_state, op))?,
                 commit: body.u64(offset_of!(electrode_new_state, commit))?,
+                head: body.u64(offset_of!(electrode_new_state, head))?,
+                kind: NewStateKind::from_wire(body.u8(offset_of!(electrode_new_state, kind))?)
+                    .ok_or(DecodeError::BadKind)?,
             };
             return Ok((env, Decoded::Chunk(read_chunk(body, head)?)));
         }

@@ -35,7 +35,7 @@ fn layout_matches_the_c_header() {
     same_layout!(electrode_do_view_change, [last_normal_view, op, commit, replica, pad, chunk]);
     same_layout!(electrode_start_view, [op, commit, chunk]);
     same_layout!(electrode_get_state, [op, replica, pad]);
-    same_layout!(electrode_new_state, [op, commit, chunk]);
+    same_layout!(electrode_new_state, [op, commit, head, kind, chunk]);
     same_layout!(electrode_recovery, [nonce, replica, pad]);
     same_layout!(electrode_recovery_response, [nonce, op, commit, replica, status, pad, chunk]);
     same_layout!(electrode_status_request, [nonce]);
@@ -137,8 +137,12 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
         ),
         (any::<u64>(), any::<u64>(), r.clone())
             .prop_map(|(view, op, s)| (s, Message::GetState(GetState { view, op, replica: s }))),
-        (any::<u64>(), any::<u64>(), any::<u64>(), state(), r.clone()).prop_map(
-            |(view, op, commit, state, s)| (s, Message::NewState(NewState { view, op, commit, state }))
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), 0u8..3, state(), r.clone()).prop_map(
+            |(view, op, commit, head, kind, state, s)| {
+                let kind =
+                    [NewStateKind::Page, NewStateKind::SnapshotOffer, NewStateKind::Repair][kind as usize];
+                (s, Message::NewState(NewState { view, op, commit, head, kind, state }))
+            }
         ),
         (any::<u64>(), r.clone())
             .prop_map(|(nonce, s)| (s, Message::Recovery(Recovery { nonce, replica: s }))),

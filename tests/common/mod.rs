@@ -191,7 +191,14 @@ pub fn sample_messages() -> Vec<Message> {
         }),
         Message::StartView(wire::StartView { view: 2, op: 3, commit: 2, state: state.clone() }),
         Message::GetState(wire::GetState { view: 2, op: 1, replica: 2 }),
-        Message::NewState(wire::NewState { view: 2, op: 3, commit: 2, state: state.clone() }),
+        Message::NewState(wire::NewState {
+            view: 2,
+            op: 3,
+            commit: 2,
+            head: 4,
+            kind: wire::NewStateKind::Page,
+            state: state.clone(),
+        }),
         Message::Recovery(wire::Recovery { nonce: 99, replica: 2 }),
         Message::RecoveryResponse(wire::RecoveryResponse {
             view: 2,
