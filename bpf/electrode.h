@@ -74,6 +74,11 @@
 #define ELECTRODE_STATUS_NORMAL 1
 #define ELECTRODE_STATUS_VIEW_CHANGE 2
 #define ELECTRODE_STATUS_RECOVERING 3
+/* RecoveryResponse only: "I booted counting your very incarnation (nonce) as
+ * booting": that incarnation never left recovery, so it never acknowledged
+ * anything, and it boots too (joins view 0 as an empty follower) whatever
+ * the others hold. `op` carries the sender's nonce, as for RECOVERING. */
+#define ELECTRODE_STATUS_BOOTED_WITH_YOU 4
 
 /* ---------------------------------------------------------------------- */
 /* Limits                                                                 */

@@ -59,6 +59,10 @@ enum Deferred {
 /// programs apply the same bound).
 pub const NETWORK_NUMBER_MAX: u64 = 1 << 62;
 
+/// RecoveryResponse status: the sender booted counting the asker's very
+/// incarnation in (ELECTRODE_STATUS_BOOTED_WITH_YOU).
+const BOOTED_WITH_YOU: u8 = wire::consts::STATUS_BOOTED_WITH_YOU as u8;
+
 /// Chunks one SnapshotRequest asks for (ELECTRODE_SNAPSHOT_WINDOW).
 const SNAPSHOT_WINDOW: u64 = wire::consts::SNAPSHOT_WINDOW as u64;
 const CHUNK: u64 = wire::SNAPSHOT_CHUNK_LEN as u64;
@@ -125,7 +129,9 @@ fn numbers_in_bounds(message: &Message) -> bool {
             Message::NewState(m) => small(m.op) && small(m.commit) && blob_ok(&m.state),
             // A booting peer's answer carries its nonce in `op`.
             Message::RecoveryResponse(m) => {
-                (m.status == Status::Recovering.wire() || small(m.op)) && small(m.commit) && blob_ok(&m.state)
+                (m.status == Status::Recovering.wire() || m.status == BOOTED_WITH_YOU || small(m.op))
+                    && small(m.commit)
+                    && blob_ok(&m.state)
             }
             Message::SnapshotRequest(m) => small(m.snapshot_op),
             Message::SnapshotChunk(m) => small(m.snapshot_op),
@@ -579,7 +585,7 @@ impl Replica {
         self.started = true;
         if self.config.replica_count == 1 {
             // No peer can answer: a single replica always boots.
-            self.boot();
+            self.boot("booted: a cluster of one (in-memory data does not survive a restart)");
         } else {
             self.send_recovery(out);
         }
@@ -2357,17 +2363,17 @@ impl Replica {
         let booted_together =
             self.status != Status::Recovering && self.booted_with[from as usize] == Some(m.nonce);
         let (status, state, op, commit) = match self.status {
-            _ if booted_together => (Status::Recovering, StateBlob::default(), self.nonce, 0),
+            _ if booted_together => (BOOTED_WITH_YOU, StateBlob::default(), self.nonce, 0),
             // No state travels here: the recovered replica fetches it by
             // state transfer once it knows the view. Every answer but a
             // booting one says how much we hold, so that a replica without
             // memory never boots an empty cluster beside us.
-            Status::Normal => (Status::Normal, StateBlob::default(), self.op, self.commit),
+            Status::Normal => (Status::Normal.wire(), StateBlob::default(), self.op, self.commit),
             // Counts for no recovery (the view is not formed), but tells
             // the asker that we hold state.
-            Status::ViewChange => (Status::ViewChange, StateBlob::default(), self.op, self.commit),
+            Status::ViewChange => (Status::ViewChange.wire(), StateBlob::default(), self.op, self.commit),
             // A booting answer carries our nonce in `op` (see electrode.h).
-            Status::Recovering => (Status::Recovering, StateBlob::default(), self.nonce, 0),
+            Status::Recovering => (Status::Recovering.wire(), StateBlob::default(), self.nonce, 0),
         };
         if self.status == Status::Recovering {
             // Two replicas booting: ask the peer first, then answer it, so
@@ -2385,7 +2391,7 @@ impl Replica {
             op,
             commit,
             replica: self.config.index,
-            status: status.wire(),
+            status,
             state,
         };
         out.push(Action::Send { to: from, message: Message::RecoveryResponse(message) });
@@ -2396,6 +2402,13 @@ impl Replica {
             return;
         }
         let replica = from as usize;
+        if m.status == BOOTED_WITH_YOU {
+            // Our incarnation was counted in a boot: join it (see electrode.h).
+            self.peer_nonces[replica] = Some(m.op);
+            self.recovering_peers[replica] = true;
+            self.boot("booted: a peer booted counting this incarnation in (first start)");
+            return;
+        }
         if m.status != Status::Recovering.wire() && (m.view > 0 || m.op > 0) {
             // The peer holds state. Remembered for this incarnation (a later
             // "recovering" answer may be an older one, reordered).
@@ -2478,7 +2491,10 @@ impl Replica {
             && recovering >= self.f()
             && self.recovering_ticks >= self.config.boot_wait_ticks;
         if holder.is_none() && (recovering >= boot_quorum || accepted) {
-            self.boot();
+            self.boot(
+                "booted: no replica holds state (a first start; in-memory data does not survive a restart \
+                 of every replica)",
+            );
             return;
         }
         let normal = self.recovery_responses.iter().flatten().count();
@@ -2545,24 +2561,15 @@ impl Replica {
     }
 
     /// View 0, normal status, empty log.
-    fn boot(&mut self) {
+    fn boot(&mut self, why: &'static str) {
         assert_eq!(self.op, 0);
-        #[cfg(feature = "sim-bugs")]
-        let mutated = self.config.bug == Some(Bug::BootBesideStateHolder);
-        #[cfg(not(feature = "sim-bugs"))]
-        let mutated = false;
-        assert!(mutated || self.state_holder().is_none(), "booting beside a replica that holds state");
         for (peer, booting) in self.recovering_peers.iter().enumerate() {
             self.booted_with[peer] = if *booting { self.peer_nonces[peer] } else { None };
         }
         self.set_status(Status::Normal);
         self.view_reset();
         self.last_normal_view = 0;
-        self.transition = (
-            "booted: no replica holds state (a first start; in-memory data does not survive a restart \
-             of every replica)",
-            None,
-        );
+        self.transition = (why, None);
     }
 
     // -----------------------------------------------------------------
