@@ -141,6 +141,13 @@ pub struct Totals {
     view_change_repairs: u64,
     snapshots_installed: u64,
     snapshot_chunks: u64,
+    pauses: u64,
+    view_change_refusals: u64,
+    beyond_f_crashes: u64,
+    /// Seeds whose cluster ended blocked (after more than f crashed).
+    blocked_seeds: u64,
+    /// Worst ticks from the end of faults to the last request completed.
+    liveness_ticks_max: u64,
 }
 
 impl Totals {
@@ -164,6 +171,11 @@ impl Totals {
         self.view_change_repairs += o.view_change_repairs;
         self.snapshots_installed += o.snapshots_installed;
         self.snapshot_chunks += o.snapshot_chunks;
+        self.pauses += o.pauses;
+        self.view_change_refusals += o.view_change_refusals;
+        self.beyond_f_crashes += o.beyond_f_crashes;
+        self.blocked_seeds += o.blocked_seeds;
+        self.liveness_ticks_max = self.liveness_ticks_max.max(o.liveness_ticks_max);
     }
 }
 
@@ -180,8 +192,74 @@ struct Options {
     bug: Option<electrode::vr::Bug>,
 }
 
+/// One seed's fault profile (swarm testing, as TigerBeetle's VOPR): every
+/// seed draws its own mix, so rare combinations (a long isolation that
+/// leaves a replica many pages behind, then two view changes; several
+/// replicas crashing together) get seeds of their own instead of being
+/// averaged away. Drawn from its own stream of the seed, so a failing
+/// seed's profile can be printed without running it.
+#[derive(Clone, Copy, Debug)]
+struct Profile {
+    drop_ppm: u64,
+    dup_ppm: u64,
+    delay_max: u64,
+    /// Chance per tick of crashing one replica (while at most f are down).
+    crash_ppm: u64,
+    /// Chance per tick of a partition while none is in force.
+    partition_ppm: u64,
+    /// Share of partitions that cut one way only.
+    one_way_percent: u64,
+    /// Share of partitions that isolate one replica from all the others.
+    isolate_percent: u64,
+    /// Longest partition, ticks (short: flapping; long: a replica falls
+    /// many pages behind).
+    partition_ticks_max: u64,
+    /// Chance per tick of pausing a replica (no ticks, its input waits).
+    pause_ppm: u64,
+    pause_ticks_max: u64,
+    /// Chance per tick, once per seed, of crashing more than f replicas
+    /// at once (at least one replica holding state survives): the cluster
+    /// must then block, never serve another history.
+    beyond_f_ppm: u64,
+    /// Bytes of each put's value (large values make pages of few entries;
+    /// a cas carries two, and an op is at most ELECTRODE_MAX_OP_SIZE).
+    value_len: usize,
+}
+
+impl Profile {
+    fn draw(seed: u64) -> Profile {
+        let mut rng = Rng(seed ^ 0x5a_a5_5a_a5_0f_f0_0f_f0);
+        let partition_ticks_max = match rng.below(4) {
+            0 => 60,
+            1 | 2 => 400,
+            _ => 1200,
+        };
+        let pause_ppm = if rng.below(3) == 0 { rng.range(500, 4_000) } else { 0 };
+        Profile {
+            drop_ppm: [0, rng.range(0, 20_000), rng.range(0, 60_000), rng.range(60_000, 150_000)]
+                [rng.below(4) as usize],
+            dup_ppm: rng.range(0, 30_000),
+            delay_max: rng.range(1, 12),
+            crash_ppm: [0, rng.range(500, 3_000), rng.range(3_000, 8_000)][rng.below(3) as usize],
+            partition_ppm: [0, rng.range(1_000, 4_000), rng.range(4_000, 12_000)][rng.below(3) as usize],
+            one_way_percent: rng.below(101),
+            isolate_percent: rng.below(101),
+            partition_ticks_max,
+            pause_ppm,
+            pause_ticks_max: rng.range(20, 300),
+            beyond_f_ppm: if rng.below(8) == 0 { rng.range(1_000, 5_000) } else { 0 },
+            value_len: if rng.below(4) == 0 { rng.range(200, 480) as usize } else { 0 },
+        }
+    }
+}
+
 struct Sim {
     rng: Rng,
+    profile: Profile,
+    /// Ticks until which each replica is paused (0: running).
+    paused_until: Vec<u64>,
+    /// More than f replicas crashed at once in this seed (see Profile).
+    beyond_f: bool,
     tick: u64,
     n: u8,
     f: usize,
@@ -262,7 +340,11 @@ impl Sim {
         let clients = (0..client_count)
             .map(|c| Client { id: 1000 + c, next_request_number: 1, outstanding: None, view_guess: 0 })
             .collect();
+        let profile = Profile::draw(seed);
         let mut sim = Sim {
+            profile,
+            paused_until: vec![0; n as usize],
+            beyond_f: false,
             tick: 0,
             n,
             f,
@@ -277,9 +359,9 @@ impl Sim {
             last_delivered: HashMap::new(),
             blocked: vec![vec![false; n as usize]; n as usize],
             heal_at: 0,
-            drop_ppm: rng.range(0, 60_000),
-            dup_ppm: rng.range(0, 30_000),
-            delay_max: rng.range(1, 12),
+            drop_ppm: profile.drop_ppm,
+            dup_ppm: profile.dup_ppm,
+            delay_max: profile.delay_max,
             faulty: true,
             boot_only: options.boot_within.is_some() || options.lossy.is_some(),
             genesis,
@@ -362,6 +444,7 @@ impl Sim {
         self.totals.view_changes += replica.stats.views_started;
         self.totals.state_transfers += replica.stats.state_transfers;
         self.totals.view_change_repairs += replica.stats.view_change_repairs;
+        self.totals.view_change_refusals += replica.stats.view_change_refusals;
         self.totals.snapshots_installed += replica.stats.snapshots_installed;
         self.totals.snapshot_chunks += replica.stats.snapshot_chunks_received;
         self.totals.recoveries += replica.stats.recoveries;
@@ -418,7 +501,15 @@ impl Sim {
 
     fn deliver_due(&mut self) {
         while self.network.peek().is_some_and(|p| p.0.at <= self.tick) {
-            let Reverse(packet) = self.network.pop().expect("peeked");
+            let Reverse(mut packet) = self.network.pop().expect("peeked");
+            if let Node::Replica(i) = packet.to {
+                if self.paused_until[i as usize] > self.tick {
+                    // A paused replica reads its input when it resumes.
+                    packet.at = self.paused_until[i as usize];
+                    self.network.push(Reverse(packet));
+                    continue;
+                }
+            }
             let last = self.last_delivered.entry((packet.from, packet.to)).or_insert(0);
             if packet.seq < *last {
                 self.totals.reordered += 1;
@@ -636,9 +727,17 @@ impl Sim {
     // Clients
     // ---------------------------------------------------------------
 
+    /// The value client `c` puts with request `number`: unique, padded to
+    /// the profile's length.
+    fn value(&self, c: usize, number: u64) -> Vec<u8> {
+        let mut value = format!("c{c}.{number}").into_bytes();
+        value.resize(value.len().max(self.profile.value_len), b'.');
+        value
+    }
+
     fn random_op(&mut self, c: usize) -> KvOp {
         let key = format!("k{}", self.rng.below(self.key_count)).into_bytes();
-        let value = format!("c{}.{}", c, self.clients[c].next_request_number).into_bytes();
+        let value = self.value(c, self.clients[c].next_request_number);
         match self.rng.below(10) {
             0..=3 => KvOp::Get { key },
             4..=6 => KvOp::Put { key, value },
@@ -647,7 +746,7 @@ impl Sim {
                 // Expect a value some put may have written.
                 let other = self.rng.below(self.clients.len() as u64);
                 let number = self.rng.range(1, self.clients[other as usize].next_request_number.max(1));
-                KvOp::Cas { key, expected: format!("c{other}.{number}").into_bytes(), value }
+                KvOp::Cas { key, expected: self.value(other as usize, number), value }
             }
         }
     }
@@ -709,16 +808,33 @@ impl Sim {
     // ---------------------------------------------------------------
 
     fn inject_faults(&mut self) {
+        let profile = self.profile;
         // Crash a replica while at most f are down or recovering.
-        if self.rng.chance(3_000) && self.down_or_recovering() < self.f {
+        if self.rng.chance(profile.crash_ppm) && self.down_or_recovering() < self.f {
             let i = self.rng.below(u64::from(self.n)) as u8;
             self.crash(i);
         }
-        // Partitions: a random group cut off, both ways or one way.
-        if self.heal_at == 0 && self.rng.chance(4_000) {
+        if !self.beyond_f && self.rng.chance(profile.beyond_f_ppm) {
+            self.crash_beyond_f();
+        }
+        if self.rng.chance(profile.pause_ppm) {
+            let i = self.rng.below(u64::from(self.n)) as usize;
+            if self.paused_until[i] <= self.tick {
+                self.totals.pauses += 1;
+                self.paused_until[i] = self.tick + self.rng.range(10, profile.pause_ticks_max);
+            }
+        }
+        // Partitions: a random group, or one replica, cut off, both ways
+        // or one way.
+        if self.heal_at == 0 && self.rng.chance(profile.partition_ppm) {
             self.totals.partitions += 1;
-            let one_way = self.rng.below(2) == 0;
-            let side: Vec<bool> = (0..self.n).map(|_| self.rng.below(2) == 0).collect();
+            let one_way = self.rng.below(100) < profile.one_way_percent;
+            let side: Vec<bool> = if self.rng.below(100) < profile.isolate_percent {
+                let lonely = self.rng.below(u64::from(self.n)) as u8;
+                (0..self.n).map(|r| r == lonely).collect()
+            } else {
+                (0..self.n).map(|_| self.rng.below(2) == 0).collect()
+            };
             for a in 0..self.n as usize {
                 for b in 0..self.n as usize {
                     if side[a] && !side[b] {
@@ -729,15 +845,42 @@ impl Sim {
                     }
                 }
             }
-            self.heal_at = self.tick + self.rng.range(20, 400);
+            self.heal_at = self.tick + self.rng.range(20, profile.partition_ticks_max);
         }
         if self.heal_at != 0 && self.tick >= self.heal_at {
             self.heal();
         }
     }
 
+    /// More than f replicas crash on one tick and restart together (up to
+    /// all but one; the one left holds state): without memory, no protocol
+    /// can tell which ops were acknowledged, so the cluster must block.
+    fn crash_beyond_f(&mut self) {
+        let holders: Vec<u8> = (0..self.n)
+            .filter(|&i| self.replicas[i as usize].as_ref().is_some_and(|r| !r.amnesic()))
+            .collect();
+        if holders.is_empty() {
+            return;
+        }
+        let survivor = holders[self.rng.below(holders.len() as u64) as usize];
+        let mut victims: Vec<u8> = (0..self.n).filter(|&i| i != survivor).collect();
+        // f+1 .. n-1 of them.
+        let count = self.rng.range(self.f as u64 + 1, u64::from(self.n) - 1) as usize;
+        while victims.len() > count {
+            victims.remove(self.rng.below(victims.len() as u64) as usize);
+        }
+        let restart_at = self.tick + self.rng.range(5, 60);
+        for &i in &victims {
+            self.crash(i);
+            self.restart_at[i as usize] = restart_at;
+        }
+        self.beyond_f = true;
+        self.totals.beyond_f_crashes += 1;
+    }
+
     fn heal(&mut self) {
         self.heal_at = 0;
+        self.paused_until.iter_mut().for_each(|p| *p = 0);
         self.blocked.iter_mut().for_each(|row| row.iter_mut().for_each(|b| *b = false));
     }
 
@@ -757,7 +900,7 @@ impl Sim {
         self.restart_due(!self.faulty);
         self.deliver_due();
         for i in 0..self.n {
-            if self.replicas[i as usize].is_none() {
+            if self.replicas[i as usize].is_none() || self.paused_until[i as usize] > self.tick {
                 continue;
             }
             self.flush_kernel(i);
@@ -787,6 +930,9 @@ fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
     sim.faulty = false;
     sim.heal();
     let healed_at = sim.tick;
+    if sim.beyond_f {
+        return finish_beyond_f(sim, healed_at);
+    }
     // (e) Once the network heals, the view settles (every replica normal
     // in one view) within VIEW_SETTLE_TICKS, state transfers included.
     let mut settled = false;
@@ -809,6 +955,13 @@ fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
         sim.step(false);
     }
     sim.totals.settle_ticks_max = sim.totals.settle_ticks_max.max(sim.tick - healed_at);
+    liveness(&mut sim, healed_at)?;
+    finish(sim)
+}
+
+/// (d) Once faults stop, every outstanding request completes within
+/// LIVENESS_TICKS.
+fn liveness(sim: &mut Sim, healed_at: u64) -> Result<(), String> {
     while sim.outstanding() > 0 {
         if sim.tick - healed_at > LIVENESS_TICKS {
             return Err(format!(
@@ -823,6 +976,34 @@ fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
         }
         sim.step(false);
     }
+    sim.totals.liveness_ticks_max = sim.totals.liveness_ticks_max.max(sim.tick - healed_at);
+    Ok(())
+}
+
+/// More than f replicas crashed at once: blocked or correct. After the
+/// faults stop, either the cluster serves (every request completes) or a
+/// replica says it is blocked; the safety checkers ran after every step
+/// either way, so it never served another history.
+fn finish_beyond_f(mut sim: Sim, healed_at: u64) -> Result<Totals, String> {
+    while sim.tick - healed_at < VIEW_SETTLE_TICKS {
+        sim.step(false);
+    }
+    let blocked = sim.replicas.iter().flatten().any(|r| r.recovery_blocked().is_some());
+    if blocked {
+        sim.totals.blocked_seeds += 1;
+        // Let the survivors settle what they can, then check.
+        for _ in 0..200 {
+            sim.step(false);
+        }
+    } else {
+        liveness(&mut sim, healed_at)?;
+    }
+    finish(sim)
+}
+
+/// Equal commits mean equal state; the history is linearizable; no view
+/// change was refused.
+fn finish(mut sim: Sim) -> Result<Totals, String> {
     // Let every replica catch up, then equal commits must mean equal state.
     for _ in 0..200 {
         sim.step(false);
@@ -838,6 +1019,12 @@ fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
     let replicas: Vec<Replica> = sim.replicas.iter_mut().filter_map(Option::take).collect();
     for replica in &replicas {
         sim.absorb_stats(replica);
+    }
+    if sim.totals.view_change_refusals > 0 {
+        return Err(format!(
+            "(f) {} view changes refused: a DoViewChange committed beyond the chosen log",
+            sim.totals.view_change_refusals
+        ));
     }
     sim.totals.ops_committed = sim.committed.len() as u64;
     Ok(sim.totals)
@@ -875,11 +1062,14 @@ fn simulator_seed_sweep() {
         match run_seed_caught(seed, Options::default()) {
             Ok(t) => totals.add(&t),
             Err(e) => panic!(
-                "seed {seed} failed: {e}\nreplay: ELECTRODE_SIM_SEED={seed} cargo test --release --test sim -- --nocapture"
+                "seed {seed} failed: {e}\nprofile: {:?}\nreplay: ELECTRODE_SIM_SEED={seed} \
+                 ELECTRODE_SIM_TRACE=1 cargo test --release --test sim -- --nocapture",
+                Profile::draw(seed)
             ),
         }
     }
     println!("sim: {} seeds in {:.1?}: {totals:?}", seeds.len(), started.elapsed());
+    print_profile_spread(&seeds);
     if seeds.len() >= 20 {
         // Faults really happened, and the protocol really worked.
         assert!(totals.ops_committed > 0 && totals.requests_completed > 0);
@@ -895,6 +1085,42 @@ fn simulator_seed_sweep() {
         assert!(totals.kernel_acks > 0, "kernel fast path never acked");
         assert!(totals.batched_prepares > 0);
     }
+}
+
+/// How the seeds' fault profiles spread (swarm testing): the range of each
+/// knob and how many seeds had each kind of fault.
+fn print_profile_spread(seeds: &[u64]) {
+    let profiles: Vec<Profile> = seeds.iter().map(|&s| Profile::draw(s)).collect();
+    let range = |f: &dyn Fn(&Profile) -> u64| {
+        let values = profiles.iter().map(f);
+        (values.clone().min().unwrap_or(0), values.max().unwrap_or(0))
+    };
+    let count = |f: &dyn Fn(&Profile) -> bool| profiles.iter().filter(|p| f(p)).count();
+    println!(
+        "profiles: loss ppm {:?}, duplicates ppm {:?}, crash ppm {:?}, partition ppm {:?}, \
+         partition ticks max {:?}, pause ppm {:?}, value bytes {:?}",
+        range(&|p| p.drop_ppm),
+        range(&|p| p.dup_ppm),
+        range(&|p| p.crash_ppm),
+        range(&|p| p.partition_ppm),
+        range(&|p| p.partition_ticks_max),
+        range(&|p| p.pause_ppm),
+        range(&|p| p.value_len as u64),
+    );
+    println!(
+        "profiles: of {} seeds, {} lossless, {} over 6% loss, {} without crashes, {} without partitions, \
+         {} with isolations up to 1200 ticks, {} with pauses, {} with large values, {} may crash more \
+         than f at once",
+        profiles.len(),
+        count(&|p| p.drop_ppm == 0),
+        count(&|p| p.drop_ppm > 60_000),
+        count(&|p| p.crash_ppm == 0),
+        count(&|p| p.partition_ppm == 0),
+        count(&|p| p.partition_ticks_max >= 1200),
+        count(&|p| p.pause_ppm > 0),
+        count(&|p| p.value_len > 0),
+        count(&|p| p.beyond_f_ppm > 0),
+    );
 }
 
 /// Boot without races: the replicas start one by one, in a random order,
@@ -1002,7 +1228,11 @@ mod mutations {
     fn finds(bug: Bug) {
         for seed in 1..=MUTATION_SEEDS_MAX {
             if let Err(e) = run_seed_caught(seed, Options { bug: Some(bug), ..Options::default() }) {
-                println!("{bug:?} found by seed {seed}: {}", e.lines().next().unwrap_or(""));
+                println!(
+                    "{bug:?} found by seed {seed} ({:?}): {}",
+                    Profile::draw(seed),
+                    e.lines().next().unwrap_or("")
+                );
                 return;
             }
         }
@@ -1017,6 +1247,20 @@ mod mutations {
     #[test]
     fn view_change_wrong_log_is_found() {
         finds(Bug::ViewChangeWrongLog);
+    }
+
+    /// Today's rule before issue 20: a replica catching up claims the view
+    /// after its first page.
+    #[test]
+    fn catch_up_ends_after_one_page_is_found() {
+        finds(Bug::CatchUpEndsAfterOnePage);
+    }
+
+    /// Today's rule before issue 20: f peers without memory are enough to
+    /// boot, whatever another peer holds.
+    #[test]
+    fn boot_beside_a_replica_with_state_is_found() {
+        finds(Bug::BootBesideStateHolder);
     }
 }
 

@@ -2351,6 +2351,7 @@ impl Replica {
         if m.replica != from {
             return;
         }
+        let new_incarnation = self.peer_nonces[from as usize] != Some(m.nonce);
         self.peer_nonces[from as usize] = Some(m.nonce);
         // We booted counting this very incarnation of the asker as booting:
         // answer as booting, so that it boots too (it may have heard only
@@ -2375,7 +2376,11 @@ impl Replica {
             // A booting answer carries our nonce in `op` (see electrode.h).
             Status::Recovering => (Status::Recovering.wire(), StateBlob::default(), self.nonce, 0),
         };
-        if self.status == Status::Recovering {
+        if self.status == Status::Recovering && new_incarnation {
+            // Once per incarnation of the peer (two replicas waiting to
+            // recover would otherwise answer each other's asks forever, and
+            // duplicated datagrams would multiply the exchange; our
+            // periodic Recovery reaches it anyway).
             // Two replicas booting: ask the peer first, then answer it, so
             // that our Recovery reaches it while it is still recovering
             // (before our answer may let it boot) and it answers ours too.
