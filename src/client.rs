@@ -1239,7 +1239,7 @@ mod tests {
         let value = vec![b'v'; value_size];
         let op = KvOp::Cas { key, expected: value.clone(), value: value.clone() }.encode();
         let mut out = Vec::new();
-        let mut encoder = Encoder::new(1, CLIENT_SENDER);
+        let encoder = Encoder::new(1, CLIENT_SENDER);
         encoder.encode(&Message::Request(Request { client_id: 1, request_number: 1, op }), &mut out)?;
         let result = KvResult::Value(Some(value)).encode();
         let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result, session_evicted: false };

@@ -25,7 +25,7 @@ const STATUS_SENDS: u32 = 3;
 pub fn query(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Option<StatusReply>>> {
     let socket = UdpSocket::bind("0.0.0.0:0").context("binding status socket")?;
     let nonce = os::random_seed();
-    let mut encoder = Encoder::new(config.cluster_id, CLIENT_SENDER);
+    let encoder = Encoder::new(config.cluster_id, CLIENT_SENDER);
     let mut datagrams = Vec::new();
     encoder.encode(&Message::StatusRequest(StatusRequest { nonce }), &mut datagrams).context("encoding")?;
     let mut replies: Vec<Option<StatusReply>> = vec![None; config.replica_count()];
