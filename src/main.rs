@@ -95,8 +95,9 @@ enum Command {
         threads: usize,
         /// Client sessions per thread: each is its own client id with one
         /// request outstanding, so a thread keeps this many requests in
-        /// flight (batched sends and receives).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=client::SESSIONS_MAX as u64))]
+        /// flight (batched sends and receives). At most 4096 per thread (the
+        /// ids the leader binds to one address) and 65536 in all.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=client::SESSIONS_PER_THREAD_MAX as u64))]
         sessions: u64,
         /// Open loop: send requests at this total rate (split across the
         /// threads) at fixed intended times, answered or not; latency counts
