@@ -170,7 +170,7 @@ mod xdp {
         let socket = UdpSocket::bind(config.replicas[LEADER]).context("bind replica 0's address")?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         socket.connect(config.replicas[FOLLOWER])?;
-        let mut encoder = Encoder::new(config.cluster_id, LEADER as u8);
+        let encoder = Encoder::new(config.cluster_id, LEADER as u8);
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
         let mut buf = [0u8; 2048];
         let mut datagrams = Vec::new();

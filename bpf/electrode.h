@@ -786,7 +786,9 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  * The flag electrode_intake_awake (.bss, written by user space through its
  * mmap, read by the kernel) decides, with a Dekker-style handshake:
  *   kernel: reserve a record (moves the producer position); full barrier
- *           (an atomic add); read awake; 0: discard the record and pass
+ *           (an atomic exchange: a fetching BPF atomic, which JITs order
+ *           fully; a non-fetching atomic add is not a barrier); read
+ *           awake; 0: discard the record and pass
  *           (INTAKE_PASS_ASLEEP); 1: fill it and submit with
  *           BPF_RB_NO_WAKEUP.
  *   user:   before it sleeps: awake = 0; full barrier; read the producer
@@ -815,8 +817,8 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  * | electrode_intake_  | user   | kernel r/o  | the "Wake-ups" handshake      |
  * |   awake (.bss)     |        |             | above; arming does not touch  |
  * |                    |        |             | it                            |
- * | electrode_intake_  | kernel | nobody      | (an atomic add's target only) |
- * |   barrier (.bss)   |        |             |                               |
+ * | electrode_intake_  | kernel | nobody      | (the atomic exchange's target |
+ * |   barrier (.bss)   |        |             | only)                         |
  *
  * Handover rule. User space writes intake_config only with BPF_F_LOCK; the
  * kernel reads it under the lock, reserves and fills a record, then

@@ -38,8 +38,9 @@ struct electrode_intake_record _btf_intake_record = {};
  * and will drain the ring before it sleeps, 0 from just before it sleeps.
  * electrode.h, "Wake-ups", has the protocol. */
 volatile __u32 electrode_intake_awake = 0;
-/* Target of the atomic add that orders our reserve before the read of
- * electrode_intake_awake (a locked instruction: a full barrier). */
+/* Target of the atomic exchange that orders our reserve before the read
+ * of electrode_intake_awake (a fetching atomic: a full barrier). Its value
+ * means nothing. */
 __u64 electrode_intake_barrier = 0;
 
 /* What user space armed, read under the lock in one piece. */
@@ -156,8 +157,13 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 	}
 	/* The reserve moved the producer position; only after a full barrier
 	 * read whether user space is awake. Either it sees our record before
-	 * it sleeps, or we see it asleep and the socket wakes it. */
-	__sync_fetch_and_add(&electrode_intake_barrier, 1);
+	 * it sleeps, or we see it asleep and the socket wakes it.
+	 * The barrier must be a fetching atomic (BPF_FETCH): JITs order those
+	 * fully, like the kernel's atomic_fetch_add(), but a plain BPF atomic
+	 * add not at all, like atomic_add() (arm64: swpal or ldaddal against
+	 * stadd). clang emits the plain add for a __sync_fetch_and_add whose
+	 * result is unused; an exchange has no non-fetching form. */
+	__atomic_exchange_n(&electrode_intake_barrier, 1, __ATOMIC_SEQ_CST);
 	if (!electrode_intake_awake) {
 		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
 		count(ELECTRODE_CNT_INTAKE_PASS_ASLEEP);

@@ -129,6 +129,12 @@ const RECV_BATCH_MAX: usize = 64;
 /// each other and fail with "session evicted".
 pub const SESSIONS_MAX: usize = 1 << 16;
 
+/// Client sessions of one thread at most: all its ids share its socket's
+/// address, and the leader keeps at most this many ids bound per address
+/// (transport::client_addresses); with more, a new id would forget the
+/// binding of a request still in flight and its reply would be dropped.
+pub const SESSIONS_PER_THREAD_MAX: usize = crate::transport::client_addresses::IDS_PER_ADDRESS_MAX;
+
 /// Largest `--rate`: one request per nanosecond, where the timetable's
 /// resolution ends.
 pub const RATE_MAX_OPS_PER_S: u64 = 1_000_000_000;
@@ -1015,6 +1021,12 @@ pub fn run_load(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     if options.sessions == 0 {
         bail!("--sessions must be at least 1");
     }
+    if options.sessions > SESSIONS_PER_THREAD_MAX {
+        bail!(
+            "--sessions {}: at most {SESSIONS_PER_THREAD_MAX} per thread, the ids the leader binds to one address",
+            options.sessions
+        );
+    }
     let sessions_total = options.threads.saturating_mul(options.sessions);
     if sessions_total > SESSIONS_MAX {
         bail!(
@@ -1239,7 +1251,7 @@ mod tests {
         let value = vec![b'v'; value_size];
         let op = KvOp::Cas { key, expected: value.clone(), value: value.clone() }.encode();
         let mut out = Vec::new();
-        let mut encoder = Encoder::new(1, CLIENT_SENDER);
+        let encoder = Encoder::new(1, CLIENT_SENDER);
         encoder.encode(&Message::Request(Request { client_id: 1, request_number: 1, op }), &mut out)?;
         let result = KvResult::Value(Some(value)).encode();
         let reply = wire::Reply { view: 0, client_id: 1, request_number: 1, result, session_evicted: false };
@@ -1367,6 +1379,9 @@ mod tests {
     #[test]
     fn sessions_max_is_the_replicas_client_table() {
         assert_eq!(SESSIONS_MAX, crate::vr::Config::new(3, 0).client_table_max);
+        // `client --help` and the README state the per-thread bound in digits.
+        assert_eq!(SESSIONS_PER_THREAD_MAX, 4096);
+        assert_eq!(SESSIONS_MAX % SESSIONS_PER_THREAD_MAX, 0);
     }
 
     #[test]

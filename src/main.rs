@@ -95,8 +95,9 @@ enum Command {
         threads: usize,
         /// Client sessions per thread: each is its own client id with one
         /// request outstanding, so a thread keeps this many requests in
-        /// flight (batched sends and receives).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=client::SESSIONS_MAX as u64))]
+        /// flight (batched sends and receives). At most 4096 per thread (the
+        /// ids the leader binds to one address) and 65536 in all.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=client::SESSIONS_PER_THREAD_MAX as u64))]
         sessions: u64,
         /// Open loop: send requests at this total rate (split across the
         /// threads) at fixed intended times, answered or not; latency counts
@@ -148,12 +149,16 @@ enum Command {
         threads: Option<u64>,
     },
     /// Show view, status, op, commit, state digest and role of every
-    /// replica; exit 1 if fewer than a quorum answer or they disagree on the view.
+    /// replica; exit 1 if fewer than a quorum answer, they disagree on the
+    /// view, or two show different histories (different digests at one
+    /// commit, or a follower committed past its leader's op).
     Status {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
         config: PathBuf,
-        /// Wait at most this long for the replicas (queried all at once).
+        /// Wait at most this long for the replicas (queried all at once);
+        /// as long again if a leader is asked once more to confirm that a
+        /// follower is ahead of it.
         #[arg(long, value_name = "MS", default_value_t = status::STATUS_TIMEOUT_DEFAULT.as_millis() as u64,
               value_parser = clap::value_parser!(u64).range(1..))]
         timeout_ms: u64,
@@ -418,8 +423,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { config, timeout_ms, json } => {
             let config = Config::load(&config)?;
             let timeout = Duration::from_millis(timeout_ms);
-            let replies = status::query(&config, timeout)?;
-            let health = status::Health::new(&config, &replies, timeout);
+            let health = status::survey(&config, timeout)?;
             if json {
                 println!("{}", serde_json::to_string(&health)?);
             } else {

@@ -1,8 +1,9 @@
 //! `electrode status`: asks every replica at once for view, status, op,
 //! commit and state digest, waits at most `--timeout-ms` for the answers
 //! (re-sending to the silent ones), and prints a table or JSON. The verdict
-//! ([`Health`]) says whether a quorum answered and whether the answering
-//! replicas agree on the view; `main` turns a bad one into exit status 1.
+//! ([`Health`]) says whether a quorum answered, whether the answering
+//! replicas agree on the view, and whether two of them show different
+//! histories; `main` turns a bad one into exit status 1.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -23,9 +24,27 @@ const STATUS_SENDS: u32 = 3;
 
 /// Queries every replica; `None` for those that did not answer in `timeout`.
 pub fn query(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Option<StatusReply>>> {
+    ask(config, &vec![true; config.replica_count()], timeout)
+}
+
+/// Queries every replica, then asks once more the leaders that a follower
+/// looks ahead of (see [`leaders_to_recheck`]), within another `timeout`
+/// if there are any, and judges the answers.
+pub fn survey(config: &Config, timeout: Duration) -> anyhow::Result<Health> {
+    let replies = query(config, timeout)?;
+    let recheck = leaders_to_recheck(&replies);
+    let later =
+        if recheck.iter().any(|r| *r) { ask(config, &recheck, timeout)? } else { vec![None; replies.len()] };
+    Ok(Health::new(config, &replies, &later, timeout))
+}
+
+/// Queries the replicas `which` marks (with a fresh nonce, so answers to
+/// an earlier query are ignored); `None` for the others and the silent.
+fn ask(config: &Config, which: &[bool], timeout: Duration) -> anyhow::Result<Vec<Option<StatusReply>>> {
+    assert_eq!(which.len(), config.replica_count());
     let socket = UdpSocket::bind("0.0.0.0:0").context("binding status socket")?;
     let nonce = os::random_seed();
-    let mut encoder = Encoder::new(config.cluster_id, CLIENT_SENDER);
+    let encoder = Encoder::new(config.cluster_id, CLIENT_SENDER);
     let mut datagrams = Vec::new();
     encoder.encode(&Message::StatusRequest(StatusRequest { nonce }), &mut datagrams).context("encoding")?;
     let mut replies: Vec<Option<StatusReply>> = vec![None; config.replica_count()];
@@ -34,14 +53,14 @@ pub fn query(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Option<St
     let resend_interval = (timeout / STATUS_SENDS).max(Duration::from_millis(1));
     let mut resend_at = start;
     let mut buf = vec![0u8; wire::MAX_DATAGRAM_LEN + 1];
-    while replies.iter().any(Option::is_none) {
+    while replies.iter().zip(which).any(|(reply, asked)| *asked && reply.is_none()) {
         let now = Instant::now();
         if now >= deadline {
             break;
         }
         if now >= resend_at {
             for (i, address) in config.replicas.iter().enumerate() {
-                if replies[i].is_none() {
+                if which[i] && replies[i].is_none() {
                     for d in &datagrams {
                         let _ = socket.send_to(d, SocketAddr::V4(*address));
                     }
@@ -58,7 +77,7 @@ pub fn query(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Option<St
         {
             let index = reply.replica as usize;
             let expected = config.replicas.get(index).map(|a| SocketAddr::V4(*a));
-            if reply.nonce == nonce && expected == Some(from) {
+            if reply.nonce == nonce && expected == Some(from) && which[index] {
                 replies[index] = Some(reply);
             }
         }
@@ -85,6 +104,70 @@ pub fn role(reply: &StatusReply, index: usize, replica_count: usize) -> &'static
         consts::STATUS_RECOVERING => "recovering",
         _ => "unknown",
     }
+}
+
+/// The leader replica `follower`'s answer names: normal status in the
+/// same view, `None` if the leader did not answer so.
+fn leader_of<'a>(replies: &'a [Option<StatusReply>], follower: &StatusReply) -> Option<&'a StatusReply> {
+    let leader = (follower.view % replies.len() as u64) as usize;
+    replies[leader]
+        .as_ref()
+        .filter(|l| u32::from(l.status) == consts::STATUS_NORMAL && l.view == follower.view)
+}
+
+/// Normal followers whose commit is above the op of their normal leader
+/// (same view) in `replies`: which leaders to ask again before calling it
+/// divergence. A leader's op never decreases in a view and a follower
+/// commits only what its leader prepared, so a follower's commit is at
+/// most its leader's op at the moment the follower answered; but the
+/// replicas answer at different moments (a lost query is re-sent a third
+/// of the timeout later), and a leader that answered earlier may have
+/// prepared and committed more since. A leader's answer to a query sent
+/// after the follower's answer arrived has no such excuse.
+pub fn leaders_to_recheck(replies: &[Option<StatusReply>]) -> Vec<bool> {
+    let mut recheck = vec![false; replies.len()];
+    for follower in replies.iter().flatten() {
+        if u32::from(follower.status) != consts::STATUS_NORMAL {
+            continue;
+        }
+        if let Some(leader) = leader_of(replies, follower) {
+            if leader.replica != follower.replica && follower.commit > leader.op {
+                recheck[leader.replica as usize] = true;
+            }
+        }
+    }
+    recheck
+}
+
+/// Evidence that the replicas hold two histories, as one line; None if
+/// none. `later` holds answers to queries sent after every answer of
+/// `replies` arrived (see [`leaders_to_recheck`]).
+fn divergence(replies: &[Option<StatusReply>], later: &[Option<StatusReply>]) -> Option<String> {
+    let normal: Vec<&StatusReply> =
+        replies.iter().flatten().filter(|r| u32::from(r.status) == consts::STATUS_NORMAL).collect();
+    // The state at a commit is the same on every replica, whatever view
+    // each is in: committed ops survive view changes. Different digests at
+    // different commits are normal (one replica is behind).
+    for (k, a) in normal.iter().enumerate() {
+        for b in &normal[k + 1..] {
+            if a.commit == b.commit && a.digest != b.digest {
+                return Some(format!(
+                    "replicas {} and {} disagree at commit {}: state digests {:016x} and {:016x} (two histories)",
+                    a.replica, b.replica, a.commit, a.digest, b.digest
+                ));
+            }
+        }
+    }
+    for follower in &normal {
+        let Some(leader) = leader_of(later, follower) else { continue };
+        if leader.replica != follower.replica && follower.commit > leader.op {
+            return Some(format!(
+                "replica {} (follower, commit {}) is ahead of its leader replica {} (op {}) in view {}: two histories",
+                follower.replica, follower.commit, leader.replica, leader.op, follower.view
+            ));
+        }
+    }
+    None
 }
 
 /// One replica in `--json` output.
@@ -117,14 +200,31 @@ pub struct Health {
     pub quorum_answered: bool,
     /// Every answering replica reports the same view.
     pub views_agree: bool,
+    /// Two replicas in normal status show different histories: different
+    /// state digests at the same commit, or a follower that committed past
+    /// what its leader holds (confirmed by asking the leader again).
+    pub diverged: bool,
     pub timeout_ms: u64,
-    /// quorum_answered && views_agree.
+    /// quorum_answered && views_agree && !diverged.
     pub healthy: bool,
+    /// Why `diverged`, for problem(); not in the JSON (diverged is).
+    #[serde(skip)]
+    divergence: Option<String>,
 }
 
 impl Health {
-    pub fn new(config: &Config, replies: &[Option<StatusReply>], timeout: Duration) -> Health {
+    /// Judges `replies` (one per replica); `later` holds the answers of
+    /// the leaders asked again after all of `replies` arrived (see
+    /// [`survey`]), `None` for the others.
+    pub fn new(
+        config: &Config,
+        replies: &[Option<StatusReply>],
+        later: &[Option<StatusReply>],
+        timeout: Duration,
+    ) -> Health {
         let n = config.replica_count();
+        assert_eq!(replies.len(), n);
+        assert_eq!(later.len(), n);
         let replicas: Vec<ReplicaStatus> = replies
             .iter()
             .enumerate()
@@ -145,19 +245,27 @@ impl Health {
         let mut views = replies.iter().flatten().map(|r| r.view);
         let first = views.next();
         let views_agree = views.all(|v| Some(v) == first);
+        let divergence = divergence(replies, later);
+        let diverged = divergence.is_some();
         Health {
             replicas,
             answered,
             quorum,
             quorum_answered: answered >= quorum,
             views_agree,
+            diverged,
             timeout_ms: timeout.as_millis() as u64,
-            healthy: answered >= quorum && views_agree,
+            healthy: answered >= quorum && views_agree && !diverged,
+            divergence,
         }
     }
 
-    /// One line naming what is wrong, None if healthy.
+    /// One line naming what is wrong, None if healthy. Divergence comes
+    /// first: it is a safety violation, the others cost only progress.
     pub fn problem(&self) -> Option<String> {
+        if let Some(divergence) = &self.divergence {
+            return Some(divergence.clone());
+        }
         if !self.quorum_answered {
             return Some(format!(
                 "only {} of {} replicas answered within {} ms, fewer than a quorum of {}",
@@ -206,13 +314,10 @@ mod tests {
         StatusReply { view, nonce: 1, op: 10, commit: 9, digest: 0xab, status: status as u8, replica }
     }
 
+    /// Parsed from text: the tests run in parallel, so no shared file.
     fn config() -> Config {
-        let path = std::env::temp_dir().join(format!("electrode-status-{}.txt", std::process::id()));
-        std::fs::write(&path, "f 1\nreplica 10.0.0.1:7001\nreplica 10.0.0.2:7001\nreplica 10.0.0.3:7001\n")
-            .unwrap();
-        let config = Config::load(&path).unwrap();
-        let _ = std::fs::remove_file(&path);
-        config
+        let text = "f 1\nreplica 10.0.0.1:7001\nreplica 10.0.0.2:7001\nreplica 10.0.0.3:7001\n";
+        Config::parse(std::path::Path::new("status-test.txt"), text).unwrap()
     }
 
     #[test]
@@ -229,16 +334,25 @@ mod tests {
         let config = config();
         let timeout = Duration::from_millis(300);
         let normal = consts::STATUS_NORMAL;
-        let healthy =
-            Health::new(&config, &[Some(reply(0, 3, normal)), None, Some(reply(2, 3, normal))], timeout);
+        let none = [None, None, None];
+        let healthy = Health::new(
+            &config,
+            &[Some(reply(0, 3, normal)), None, Some(reply(2, 3, normal))],
+            &none,
+            timeout,
+        );
         assert!(healthy.healthy && healthy.problem().is_none());
-        let lonely = Health::new(&config, &[Some(reply(0, 3, normal)), None, None], timeout);
+        let lonely = Health::new(&config, &[Some(reply(0, 3, normal)), None, None], &none, timeout);
         assert_eq!(
             lonely.problem().unwrap(),
             "only 1 of 3 replicas answered within 300 ms, fewer than a quorum of 2"
         );
-        let split =
-            Health::new(&config, &[Some(reply(0, 3, normal)), Some(reply(1, 4, normal)), None], timeout);
+        let split = Health::new(
+            &config,
+            &[Some(reply(0, 3, normal)), Some(reply(1, 4, normal)), None],
+            &none,
+            timeout,
+        );
         assert_eq!(
             split.problem().unwrap(),
             "replicas disagree on the view: replica 0 view 3, replica 1 view 4"
@@ -249,5 +363,98 @@ mod tests {
         assert!(json["replicas"][2].get("view").is_none());
         assert_eq!(json["replicas"][1]["role"], "leader");
         assert_eq!(json["replicas"][0]["digest"], "00000000000000ab");
+        assert_eq!(json["diverged"], false);
+        assert!(json.get("divergence").is_none());
+    }
+
+    /// A normal replica of view 3 (replica 0 leads it) at `op`, `commit`.
+    fn at(replica: u8, op: u64, commit: u64, digest: u64) -> Option<StatusReply> {
+        Some(StatusReply {
+            view: 3,
+            nonce: 1,
+            op,
+            commit,
+            digest,
+            status: consts::STATUS_NORMAL as u8,
+            replica,
+        })
+    }
+
+    #[test]
+    fn different_digests_at_the_same_commit_are_two_histories() {
+        let config = config();
+        let timeout = Duration::from_millis(300);
+        let none = [None, None, None];
+        let replies =
+            [at(0, 15_400, 15_376, 0xa400), at(1, 15_376, 15_376, 0x4ee0), at(2, 15_380, 15_370, 7)];
+        let health = Health::new(&config, &replies, &none, timeout);
+        assert!(health.quorum_answered && health.views_agree);
+        assert!(health.diverged && !health.healthy);
+        assert_eq!(
+            health.problem().unwrap(),
+            "replicas 0 and 1 disagree at commit 15376: state digests 000000000000a400 and \
+             0000000000004ee0 (two histories)"
+        );
+        let json = serde_json::to_value(&health).unwrap();
+        assert_eq!((json["diverged"].clone(), json["healthy"].clone()), (true.into(), false.into()));
+        // Views do not matter: a committed op's state is the same in all.
+        let mut other_view = replies.clone();
+        other_view[1].as_mut().unwrap().view = 4;
+        let health = Health::new(&config, &other_view, &none, timeout);
+        assert!(health.diverged && health.problem().unwrap().starts_with("replicas 0 and 1 disagree"));
+        // A replica not in normal status is not compared (its numbers are
+        // those of a state it is leaving or has not reached).
+        let mut recovering = replies.clone();
+        recovering[1].as_mut().unwrap().status = consts::STATUS_RECOVERING as u8;
+        assert!(!Health::new(&config, &recovering, &none, timeout).diverged);
+    }
+
+    #[test]
+    fn different_digests_at_different_commits_are_healthy() {
+        let config = config();
+        let timeout = Duration::from_millis(300);
+        // Followers behind their leader, each at its own commit: normal.
+        let replies = [at(0, 2001, 2000, 1), at(1, 2001, 1999, 2), at(2, 1990, 1985, 3)];
+        assert_eq!(leaders_to_recheck(&replies), vec![false; 3]);
+        let health = Health::new(&config, &replies, &[None, None, None], timeout);
+        assert!(health.healthy && !health.diverged);
+        assert_eq!(health.problem(), None);
+    }
+
+    #[test]
+    fn a_follower_ahead_of_its_leader_is_two_histories_once_the_leader_confirms() {
+        let config = config();
+        let timeout = Duration::from_millis(300);
+        let replies = [at(0, 2001, 2000, 1), at(1, 15_376, 15_376, 2), at(2, 2001, 1990, 3)];
+        // Only the leader of the follower's view is asked again.
+        assert_eq!(leaders_to_recheck(&replies), vec![true, false, false]);
+        // Unconfirmed (the leader did not answer again), no verdict.
+        let unconfirmed = Health::new(&config, &replies, &[None, None, None], timeout);
+        assert!(unconfirmed.healthy && !unconfirmed.diverged);
+        // The leader moved on in the meantime: it answered first and was
+        // busy. Normal.
+        let moved_on = [at(0, 15_400, 15_390, 9), None, None];
+        assert!(Health::new(&config, &replies, &moved_on, timeout).healthy);
+        // The leader changed view since: not comparable.
+        let mut next_view = moved_on.clone();
+        next_view[0] = at(0, 2001, 2000, 1);
+        next_view[0].as_mut().unwrap().view = 6;
+        assert!(!Health::new(&config, &replies, &next_view, timeout).diverged);
+        // Asked after the follower answered, the leader still holds less
+        // than the follower committed.
+        let confirmed = [at(0, 2001, 2000, 1), None, None];
+        let health = Health::new(&config, &replies, &confirmed, timeout);
+        assert!(health.diverged && !health.healthy);
+        assert_eq!(
+            health.problem().unwrap(),
+            "replica 1 (follower, commit 15376) is ahead of its leader replica 0 (op 2001) in view 3: two \
+             histories"
+        );
+        // Divergence is named before views that disagree.
+        let mut split = replies.clone();
+        split[2].as_mut().unwrap().view = 4;
+        let health = Health::new(&config, &split, &confirmed, timeout);
+        assert!(!health.views_agree);
+        assert!(health.problem().unwrap().starts_with("replica 1 (follower, commit 15376) is ahead"));
     }
 }

@@ -565,8 +565,8 @@ fn the_same_hostile_stream_gives_the_core_the_same_input_by_socket_and_by_intake
     let mut path = armed(&loaded);
     // Two cores, one per path, and their client bindings.
     let (mut core_socket, mut core_intake) = (leader_core(), leader_core());
-    let mut clients_socket = ClientAddresses::new(8);
-    let mut clients_intake = ClientAddresses::new(8);
+    let mut clients_socket = ClientAddresses::new(8, 8);
+    let mut clients_intake = ClientAddresses::new(8, 8);
     let mut next_number = [1u64; 6];
     let (mut by_intake, mut by_socket, mut replies) = (0u64, 0u64, 0u64);
     for n in 0..frames {

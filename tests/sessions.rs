@@ -110,7 +110,7 @@ use electrode::wire::{Decoded, Encoder, Message, CLIENT_SENDER};
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn encode_request(cluster: &Cluster, client_id: u64, request_number: u64, op: &KvOp) -> Vec<u8> {
-    let mut encoder = Encoder::new(cluster.config.cluster_id, CLIENT_SENDER);
+    let encoder = Encoder::new(cluster.config.cluster_id, CLIENT_SENDER);
     let mut out = Vec::new();
     let request = Request { client_id, request_number, op: op.encode() };
     encoder.encode(&Message::Request(request), &mut out).unwrap();

@@ -30,8 +30,11 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// ticks. Also the socket's read timeout, a backstop only.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1);
 /// Most client addresses remembered for replies (one per client id; the
-/// least recently used goes first, see client_addresses).
+/// least recently used goes first, see client_addresses; at most
+/// IDS_PER_ADDRESS_MAX of them per source address).
 const CLIENT_ADDRESSES_MAX: usize = 1 << 16;
+// One socket's quota is a small share of the bindings (client_addresses).
+const _: () = assert!(CLIENT_ADDRESSES_MAX / super::client_addresses::IDS_PER_ADDRESS_MAX >= 16);
 /// Bytes of partial large messages held at once (view change, state
 /// transfer): a few full transfers of a checkpoint plus log.
 const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
@@ -225,7 +228,10 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         encoder: Encoder::new(config.cluster_id, index),
         reassembler: Reassembler::new(REASSEMBLY_BYTES_MAX),
         core,
-        clients: super::client_addresses::ClientAddresses::new(CLIENT_ADDRESSES_MAX),
+        clients: super::client_addresses::ClientAddresses::new(
+            CLIENT_ADDRESSES_MAX,
+            super::client_addresses::IDS_PER_ADDRESS_MAX,
+        ),
         counters: Counters::default(),
         actions: Vec::with_capacity(64),
         datagrams: Vec::with_capacity(8),

@@ -650,7 +650,6 @@ fn put_fixed(out: &mut Vec<u8>, len: usize, fill: impl FnOnce(&mut Fixed<'_>)) {
 pub struct Encoder {
     pub cluster_id: u32,
     pub sender: u8,
-    next_transfer_id: u32,
 }
 
 /// An encoding request that cannot be met (our own bug or a caller's
@@ -831,24 +830,54 @@ impl ChunkedHead {
     }
 }
 
+/// The transfer id of a chunked message: a 32-bit hash of everything the
+/// receiver's reassembly keys and checks on (type, view, fixed head fields)
+/// and of the encoded payload.
+///
+/// Why content and not a counter: a sender re-sends a large DoViewChange or
+/// StartView until it is answered, and the Reassembler only combines chunks
+/// of one (sender, type, transfer id). With a fresh id per send, a message of
+/// n chunks arrives only if one send loses none of them (0.9^100 ~ 3e-5 at
+/// 10% loss for 100 chunks); with the same id, every resend fills in the
+/// chunks the earlier ones lost. Header flags are left out: a broadcast copy
+/// (ELECTRODE_FLAG_BROADCAST) and a unicast resend carry the same message.
+///
+/// Residual risk: two different messages of one sender and type that are
+/// being reassembled at once, with the same view, head and total length
+/// (the Reassembler's `stale` check starts over on any of those), share an
+/// id with probability 2^-32; their chunks would then mix. A mixed blob
+/// usually fails `decode_state`; one that decodes delivers wrong state. A
+/// counter had the same hazard only after 2^32 sends. The wire has no room
+/// for a whole-message checksum without a format change.
+fn transfer_id(head: &ChunkedHead, view: u64, payload: &[u8]) -> u32 {
+    let mut fixed = vec![0u8; head.fixed_len()];
+    head.put(&mut Fixed { buf: &mut fixed });
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&[head.msg_type() as u8]);
+    hasher.update(&view.to_be_bytes());
+    // The fixed part with its chunk descriptor still zero: only head fields.
+    hasher.update(&fixed);
+    hasher.update(payload);
+    let hash = hasher.digest();
+    // Fold both halves in; 0 has no special meaning to any reader (checked:
+    // the Reassembler, decode and the BPF programs never test it).
+    (hash ^ (hash >> 32)) as u32
+}
+
 impl Encoder {
     pub fn new(cluster_id: u32, sender: u8) -> Encoder {
-        Encoder { cluster_id, sender, next_transfer_id: 1 }
+        Encoder { cluster_id, sender }
     }
 
     /// Encodes `msg` into one or more datagrams appended to `out`. Only the
-    /// four chunked types can take more than one.
-    pub fn encode(&mut self, msg: &Message, out: &mut Vec<Vec<u8>>) -> Result<(), EncodeError> {
+    /// four chunked types can take more than one. The same message always
+    /// gives the same datagrams (see `transfer_id`).
+    pub fn encode(&self, msg: &Message, out: &mut Vec<Vec<u8>>) -> Result<(), EncodeError> {
         self.encode_flags(msg, 0, out)
     }
 
     /// As `encode`, with header flags (ELECTRODE_FLAG_*).
-    pub fn encode_flags(
-        &mut self,
-        msg: &Message,
-        flags: u8,
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<(), EncodeError> {
+    pub fn encode_flags(&self, msg: &Message, flags: u8, out: &mut Vec<Vec<u8>>) -> Result<(), EncodeError> {
         let (head, state) = match msg {
             Message::DoViewChange(m) => (
                 ChunkedHead::DoViewChange {
@@ -881,10 +910,9 @@ impl Encoder {
             }
         };
         let payload = encode_state(state)?;
-        let transfer_id = self.next_transfer_id;
-        self.next_transfer_id = self.next_transfer_id.wrapping_add(1);
         let fixed_len = head.fixed_len();
         let chunk_at = fixed_len - CHUNK_HDR_LEN;
+        let transfer_id = transfer_id(&head, msg.view(), &payload);
         let mut offset = 0usize;
         loop {
             let len = (payload.len() - offset).min(CHUNK_LEN);

@@ -195,7 +195,7 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
 
 /// Encodes, decodes every datagram, reassembles; returns the message.
 fn round_trip(sender: u8, msg: &Message, shuffle_seed: u64) -> Message {
-    let mut encoder = Encoder::new(CLUSTER, sender);
+    let encoder = Encoder::new(CLUSTER, sender);
     let mut datagrams = Vec::new();
     encoder.encode(msg, &mut datagrams).unwrap();
     // Deliver chunks in a seed-dependent order, with a duplicate.
@@ -260,7 +260,7 @@ fn large_state_is_chunked_within_the_datagram_limit() {
 fn oversize_single_datagram_messages_are_refused_by_the_encoder() {
     let big = Request { client_id: 1, request_number: 1, op: vec![0; MAX_OP_LEN + 1] };
     let mut out = Vec::new();
-    let mut enc = Encoder::new(CLUSTER, CLIENT_SENDER);
+    let enc = Encoder::new(CLUSTER, CLIENT_SENDER);
     assert_eq!(enc.encode(&Message::Request(big), &mut out), Err(EncodeError::OverLimit));
     let batch = vec![Request { client_id: 1, request_number: 1, op: vec![0; 500] }; 3];
     let prepare = Message::Prepare(Prepare { view: 0, op: 1, commit: 0, batch });
@@ -285,7 +285,7 @@ fn valid_datagrams() -> Vec<Vec<u8>> {
 
 #[test]
 fn decode_rejects_each_broken_check_by_name() {
-    let mut enc = Encoder::new(CLUSTER, 1);
+    let enc = Encoder::new(CLUSTER, 1);
     let mut out = Vec::new();
     enc.encode(&Message::Commit(Commit { view: 1, commit: 2 }), &mut out).unwrap();
     let good = out.pop().unwrap();
@@ -316,7 +316,7 @@ fn decode_rejects_each_broken_check_by_name() {
     assert_eq!(decode(&ok, CLUSTER).unwrap_err(), DecodeError::BadReplica);
     // Flag bits other than GAP are refused, as the kernel refuses to credit them.
     for flags in [2u8, 0x80, 3] {
-        let mut ok = out_flags(&mut enc, flags);
+        let mut ok = out_flags(&enc, flags);
         assert_eq!(decode(&ok, CLUSTER).unwrap_err(), DecodeError::UnknownFlags, "flags {flags:#x}");
         ok[HDR_LEN + 9] = 1;
         assert!(matches!(
@@ -441,10 +441,136 @@ fn reassembly_is_bounded_and_rejects_forged_chunks() {
 }
 
 /// A PrepareOk from replica 1 with its flags byte set to `flags`.
-fn out_flags(enc: &mut Encoder, flags: u8) -> Vec<u8> {
+fn out_flags(enc: &Encoder, flags: u8) -> Vec<u8> {
     let mut out = Vec::new();
     enc.encode(&Message::PrepareOk(PrepareOk { view: 1, op: 2, replica: 1, gap: false }), &mut out).unwrap();
     let mut ok = out.pop().unwrap();
     ok[HDR_LEN + 9] = flags;
     ok
+}
+
+// ---------------------------------------------------------------------------
+// Transfer ids: a function of the message, so resends fill each other's gaps.
+// ---------------------------------------------------------------------------
+
+/// A StartView whose state takes `chunks` chunks, the snapshot filled from
+/// `fill` so two calls with different fills differ only in payload bytes.
+fn chunked_start_view(chunks: usize, fill: u8) -> Message {
+    // The state blob's fixed part is 16 bytes; the snapshot makes up the rest.
+    let snapshot = (0..chunks * CHUNK_LEN - 16).map(|i| (i as u8).wrapping_mul(31) ^ fill).collect();
+    let state = StateBlob { checkpoint_op: 40, snapshot, entries: Vec::new() };
+    Message::StartView(StartView { view: 6, op: 40, commit: 40, state })
+}
+
+/// The transfer id every chunk of `datagrams` carries (asserted equal).
+fn transfer_id_of(datagrams: &[Vec<u8>]) -> u32 {
+    let ids: Vec<u32> = datagrams
+        .iter()
+        .map(|d| match decode(d, CLUSTER).unwrap().1 {
+            Decoded::Chunk(chunk) => chunk.transfer_id,
+            Decoded::Message(m) => panic!("expected a chunk, got {m:?}"),
+        })
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "one transfer, one id: {ids:?}");
+    ids[0]
+}
+
+#[test]
+fn encoding_a_message_twice_gives_the_same_datagrams() {
+    let msg = chunked_start_view(5, 0);
+    let encoder = Encoder::new(CLUSTER, 1);
+    let (mut first, mut second, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
+    encoder.encode(&msg, &mut first).unwrap();
+    encoder.encode(&msg, &mut second).unwrap();
+    // A new encoder (a restarted process) too: nothing depends on history.
+    Encoder::new(CLUSTER, 1).encode(&msg, &mut restarted).unwrap();
+    assert_eq!(first.len(), 5);
+    assert_eq!(first, second);
+    assert_eq!(first, restarted);
+    assert_eq!(transfer_id_of(&first), transfer_id_of(&second));
+}
+
+#[test]
+fn a_lossy_message_reassembles_from_the_chunks_of_two_sends() {
+    let msg = chunked_start_view(24, 0);
+    let encoder = Encoder::new(CLUSTER, 1);
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    encoder.encode(&msg, &mut first).unwrap();
+    encoder.encode(&msg, &mut second).unwrap();
+    let n = first.len();
+    assert_eq!(n, 24);
+    // Seeded xorshift: the first send loses a random half of the chunks; the
+    // second loses a random half too, but only among those the first
+    // delivered, so neither send is whole and together they are.
+    let mut x: u64 = 0x0DDC_0FFE_E15E_ED01;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    let lost_first = &order[..n / 2];
+    let delivered_first = &order[n / 2..];
+    let mut lost_second: Vec<usize> = delivered_first.to_vec();
+    for i in (1..lost_second.len()).rev() {
+        lost_second.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    lost_second.truncate(n / 2);
+    assert!(lost_first.iter().all(|i| !lost_second.contains(i)));
+
+    let mut reassembler = Reassembler::new(MAX_TRANSFER_LEN);
+    let mut push = |d: &Vec<u8>| {
+        let (env, decoded) = decode(d, CLUSTER).unwrap();
+        match decoded {
+            Decoded::Chunk(chunk) => reassembler.push(&env, chunk).unwrap(),
+            Decoded::Message(m) => panic!("expected a chunk, got {m:?}"),
+        }
+    };
+    for (i, d) in first.iter().enumerate() {
+        if !lost_first.contains(&i) {
+            assert_eq!(push(d), None, "the first send lost half its chunks");
+        }
+    }
+    let mut result = None;
+    let mut delivered_second = 0;
+    for (i, d) in second.iter().enumerate() {
+        if lost_second.contains(&i) {
+            continue;
+        }
+        delivered_second += 1;
+        if let Some(m) = push(d) {
+            assert!(result.is_none(), "completed twice");
+            result = Some(m);
+        }
+    }
+    assert_eq!(delivered_second, n - n / 2);
+    assert_eq!(result, Some(msg), "the union of both sends' chunks is the message");
+}
+
+#[test]
+fn different_messages_of_the_same_length_get_different_transfer_ids() {
+    let encoder = Encoder::new(CLUSTER, 1);
+    let id = |msg: &Message| {
+        let mut out = Vec::new();
+        encoder.encode(msg, &mut out).unwrap();
+        (out.iter().map(Vec::len).collect::<Vec<_>>(), transfer_id_of(&out))
+    };
+    let base = chunked_start_view(3, 0);
+    let (base_lens, base_id) = id(&base);
+    // Same length, same head: only the payload differs.
+    let payload = chunked_start_view(3, 1);
+    // Same payload, another view; same payload, another head field.
+    let Message::StartView(mut view) = base.clone() else { unreachable!() };
+    view.view += 1;
+    let Message::StartView(mut head) = base.clone() else { unreachable!() };
+    head.commit -= 1;
+    for other in [payload, Message::StartView(view), Message::StartView(head)] {
+        let (lens, other_id) = id(&other);
+        assert_eq!(lens, base_lens, "same datagram lengths");
+        assert_ne!(other_id, base_id, "{other:?}");
+    }
 }

@@ -195,7 +195,7 @@ impl Cluster {
     /// `electrode status` rows: (view, status, op, commit, digest) or None.
     pub fn status(&self) -> Vec<Option<StatusRow>> {
         let out = self.client(&["status"], Duration::from_secs(10));
-        // Exit 1 is a verdict (no quorum, views differ), not a failure.
+        // Exit 1 is a verdict (no quorum, views differ, two histories), not a failure.
         assert!(
             matches!(out.status.code(), Some(0 | 1)) && !out.stdout.is_empty(),
             "status failed: {}",
