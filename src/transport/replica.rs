@@ -68,6 +68,9 @@ pub struct ReplicaOptions {
     /// Leader with ops in flight: poll for this long before sleeping
     /// (zero: always sleep).
     pub spin: Duration,
+    /// `--accept-data-loss`: the operator's decision for a blocked
+    /// recovery (vr::Config::accept_data_loss).
+    pub accept_data_loss: bool,
 }
 
 /// Whether any eBPF fast path is compiled into this binary.
@@ -200,12 +203,14 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
     vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
     vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
+    vr_config.accept_data_loss = options.accept_data_loss;
     // Tests evict with a small client table instead of 65,536 fresh ids.
     #[cfg(feature = "test-faults")]
     if let Some(max) = std::env::var("ELECTRODE_TEST_CLIENT_TABLE_MAX").ok().and_then(|v| v.parse().ok()) {
         vr_config.client_table_max = max;
     }
     let nonce = os::random_seed();
+    let boot_wait = TICK.saturating_mul(vr_config.boot_wait_ticks.try_into().unwrap_or(u32::MAX));
     let core = Replica::new(vr_config, options.app.build(), nonce);
     log::info!(
         "electrode replica {index} on {address} (cpu {cpu}, app {:?}, f {}, cluster {:#010x}, fast paths: {}): recovering",
@@ -214,6 +219,13 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         config.cluster_id,
         crate::compiled_fast_paths()
     );
+    if options.accept_data_loss {
+        log::warn!(
+            "electrode replica {index}: --accept-data-loss: if more than f replicas lost their memory while a \
+             peer holds state, this replica joins a view change with an empty log after {boot_wait:?} of \
+             recovering; acknowledged writes held only by the replicas without memory are lost"
+        );
+    }
 
     let mut runtime = Runtime {
         kernel: kernel_paths,
