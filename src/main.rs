@@ -170,7 +170,8 @@ enum Command {
         threads: Option<u64>,
     },
     /// Show view, status, op, commit, state digest and role of every
-    /// replica; exit 1 if fewer than a quorum answer or they disagree on the view.
+    /// replica; exit 1 if fewer than a quorum answer, they disagree on the
+    /// view, or a replica's recovery is blocked (see replica --accept-data-loss).
     Status {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]

@@ -724,6 +724,12 @@ impl Runtime<'_> {
                     digest: self.core.digest(),
                     status: self.core.status().wire(),
                     replica: self.index,
+                    catching_up: self.core.catching_up() && self.core.status() == vr::Status::Normal,
+                    waiting_for: self.core.recovery_blocked().map(|holder| wire::StateHolder {
+                        replica: holder.replica,
+                        view: holder.view,
+                        op: holder.op,
+                    }),
                 });
                 self.send_to(from, &reply);
             }
