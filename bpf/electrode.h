@@ -330,7 +330,10 @@ struct electrode_status_request {
 _Static_assert(sizeof(struct electrode_status_request) == 8,
 	       "electrode_status_request size");
 
-/* StatusReply (replica -> operator). */
+/* StatusReply (replica -> operator). A replica that is not normal says why
+ * it cannot serve yet: `waiting` when its recovery is blocked (more than f
+ * replicas lost their memory while replica `holder` holds state, so it
+ * waits for the operator instead of booting an empty cluster beside it). */
 struct electrode_status_reply {
 	__be64 nonce;
 	__be64 op;
@@ -338,9 +341,14 @@ struct electrode_status_reply {
 	__be64 digest;      /* digest of the application state at `commit` */
 	__u8 status;        /* ELECTRODE_STATUS_* */
 	__u8 replica;
-	__u8 pad[6];
+	__u8 catching_up;   /* 1: normal but still fetching the state; else 0 */
+	__u8 waiting;       /* 1: recovering and blocked (holder fields set); else 0 */
+	__u8 holder;        /* waiting: the most advanced replica holding state */
+	__u8 pad[3];
+	__be64 holder_view; /* waiting: the view and log head the holder reported */
+	__be64 holder_op;
 };
-_Static_assert(sizeof(struct electrode_status_reply) == 40,
+_Static_assert(sizeof(struct electrode_status_reply) == 56,
 	       "electrode_status_reply size");
 
 /* A state blob is the payload of a chunked message once reassembled: the

@@ -67,6 +67,28 @@ enum Command {
         /// Least severe log lines printed (to stderr, timestamped).
         #[arg(long, value_enum, default_value = "info")]
         log_level: LogLevel,
+        /// Continue from the survivors' history after more than f replicas
+        /// lost their memory; acknowledged writes held only by the replicas
+        /// that lost it are LOST.
+        ///
+        /// Every replica starts without memory. When more than f of them
+        /// lost it at once (killed or restarted together) while another
+        /// replica still holds state, no protocol can tell which writes were
+        /// acknowledged, so the restarted replicas wait and log why
+        /// (`electrode status` shows them blocked) instead of booting an
+        /// empty cluster beside the survivors. With this flag, after 1 s of
+        /// recovering this replica joins a view change with an empty log and
+        /// the cluster continues from the most advanced survivor's history:
+        /// writes that only the replicas without memory held are gone.
+        /// Restart with it as few replicas as needed for a quorum with the
+        /// replicas that still hold state: f+1 minus the holders (f = 1 with
+        /// one survivor: one replica); the others then recover normally.
+        /// With no replica holding state (one was down at the first start)
+        /// it also lets this replica boot once f others answered without
+        /// memory. Do not keep it in a replica's standing configuration: it
+        /// stops the replica from waiting for replicas it cannot hear.
+        #[arg(long)]
+        accept_data_loss: bool,
     },
     /// Run a KV load against the cluster (closed loop, or open loop at
     /// --rate), or one KV command.
@@ -150,8 +172,9 @@ enum Command {
     },
     /// Show view, status, op, commit, state digest and role of every
     /// replica; exit 1 if fewer than a quorum answer, they disagree on the
-    /// view, or two show different histories (different digests at one
-    /// commit, or a follower committed past its leader's op).
+    /// view, two show different histories (different digests at one
+    /// commit, or a follower committed past its leader's op), or a
+    /// replica's recovery is blocked (see replica --accept-data-loss).
     Status {
         /// Cluster configuration.
         #[arg(short, long, default_value = "config.txt")]
@@ -321,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spin_us,
             metrics,
             log_level,
+            accept_data_loss,
         } => {
             init_logging(log_level);
             let config = Config::load(&config)?;
@@ -335,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 burst_batching: !no_burst_batching,
                 metrics,
                 spin: Duration::from_micros(spin_us),
+                accept_data_loss,
             })
         }
         Command::Client { config, op: Some(op), unreachable_ms, .. } => {

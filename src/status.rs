@@ -2,8 +2,10 @@
 //! commit and state digest, waits at most `--timeout-ms` for the answers
 //! (re-sending to the silent ones), and prints a table or JSON. The verdict
 //! ([`Health`]) says whether a quorum answered, whether the answering
-//! replicas agree on the view, and whether two of them show different
-//! histories; `main` turns a bad one into exit status 1.
+//! replicas agree on the view, whether two of them show different
+//! histories, and whether any recovery is blocked (more than f replicas
+//! lost their memory beside a replica holding state); `main` turns a bad
+//! one into exit status 1.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -188,6 +190,36 @@ pub struct ReplicaStatus {
     pub commit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Normal but still fetching the state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catching_up: Option<bool>,
+    /// Recovering and waiting: more than f replicas lost their memory
+    /// while `state_holder` holds state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_blocked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_holder: Option<HolderStatus>,
+}
+
+/// The replica holding state that a blocked recovery reported.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct HolderStatus {
+    pub replica: usize,
+    pub view: u64,
+    pub op: u64,
+}
+
+impl ReplicaStatus {
+    /// The last column of the table: the role, and for a replica that
+    /// cannot serve yet what it waits for.
+    fn role_detail(&self) -> Option<String> {
+        let role = self.role?;
+        Some(match (self.state_holder, self.catching_up) {
+            (Some(h), _) => format!("{role}: waiting, replica {} holds op {}", h.replica, h.op),
+            (None, Some(true)) => format!("{role}, catching up"),
+            _ => role.to_string(),
+        })
+    }
 }
 
 /// The cluster as seen by one status query.
@@ -205,11 +237,15 @@ pub struct Health {
     /// what its leader holds (confirmed by asking the leader again).
     pub diverged: bool,
     pub timeout_ms: u64,
-    /// quorum_answered && views_agree && !diverged.
+    /// quorum_answered && views_agree && !diverged && recovery_blocked is
+    /// empty.
     pub healthy: bool,
     /// Why `diverged`, for problem(); not in the JSON (diverged is).
     #[serde(skip)]
     divergence: Option<String>,
+    /// Replicas whose recovery is blocked (they wait for the operator:
+    /// `electrode replica --accept-data-loss`).
+    pub recovery_blocked: Vec<usize>,
 }
 
 impl Health {
@@ -238,8 +274,17 @@ impl Health {
                 op: reply.as_ref().map(|r| r.op),
                 commit: reply.as_ref().map(|r| r.commit),
                 digest: reply.as_ref().map(|r| format!("{:016x}", r.digest)),
+                catching_up: reply.as_ref().map(|r| r.catching_up),
+                recovery_blocked: reply.as_ref().map(|r| r.waiting_for.is_some()),
+                state_holder: reply.as_ref().and_then(|r| r.waiting_for).map(|h| HolderStatus {
+                    replica: h.replica.into(),
+                    view: h.view,
+                    op: h.op,
+                }),
             })
             .collect();
+        let recovery_blocked: Vec<usize> =
+            replicas.iter().filter(|r| r.recovery_blocked == Some(true)).map(|r| r.replica).collect();
         let answered = replies.iter().flatten().count();
         let quorum = config.f + 1;
         let mut views = replies.iter().flatten().map(|r| r.view);
@@ -255,8 +300,9 @@ impl Health {
             views_agree,
             diverged,
             timeout_ms: timeout.as_millis() as u64,
-            healthy: answered >= quorum && views_agree && !diverged,
+            healthy: answered >= quorum && views_agree && !diverged && recovery_blocked.is_empty(),
             divergence,
+            recovery_blocked,
         }
     }
 
@@ -265,6 +311,11 @@ impl Health {
     pub fn problem(&self) -> Option<String> {
         if let Some(divergence) = &self.divergence {
             return Some(divergence.clone());
+        }
+        // Next: blocked replicas also report view 0 beside the holder's
+        // view, and the view disagreement would hide the reason.
+        if let Some(blocked) = self.blocked_problem() {
+            return Some(blocked);
         }
         if !self.quorum_answered {
             return Some(format!(
@@ -286,13 +337,35 @@ impl Health {
         None
     }
 
+    /// The line for blocked recoveries: who waits, beside whom.
+    fn blocked_problem(&self) -> Option<String> {
+        let who = match self.recovery_blocked.as_slice() {
+            [] => return None,
+            [one] => format!("replica {one} is"),
+            [first @ .., last] => {
+                let first: Vec<String> = first.iter().map(usize::to_string).collect();
+                format!("replicas {} and {last} are", first.join(", "))
+            }
+        };
+        // Blocked replicas may have heard different holders: name the
+        // most advanced, the one the cluster would continue from.
+        let holder = match self.replicas.iter().filter_map(|r| r.state_holder).max_by_key(|h| (h.view, h.op))
+        {
+            Some(h) => format!("replica {} holds op {}", h.replica, h.op),
+            None => "a peer holds state".to_string(),
+        };
+        Some(format!(
+            "{who} blocked: more than f replicas lost their memory; {holder} (see --accept-data-loss)"
+        ))
+    }
+
     /// Prints the table.
     pub fn print(&self) {
         println!(
             "replica  address                  view status               op     commit digest             role"
         );
         for r in &self.replicas {
-            match (r.view, r.status, r.op, r.commit, &r.digest, r.role) {
+            match (r.view, r.status, r.op, r.commit, &r.digest, r.role_detail()) {
                 (Some(view), Some(status), Some(op), Some(commit), Some(digest), Some(role)) => println!(
                     "{:<8} {:<22} {:>6} {:<12} {:>10} {:>10} {:<18} {}",
                     r.replica, r.address, view, status, op, commit, digest, role
@@ -311,13 +384,24 @@ mod tests {
     use super::*;
 
     fn reply(replica: u8, view: u64, status: u32) -> StatusReply {
-        StatusReply { view, nonce: 1, op: 10, commit: 9, digest: 0xab, status: status as u8, replica }
+        StatusReply {
+            view,
+            nonce: 1,
+            op: 10,
+            commit: 9,
+            digest: 0xab,
+            status: status as u8,
+            replica,
+            catching_up: false,
+            waiting_for: None,
+        }
     }
 
-    /// Parsed from text: the tests run in parallel, so no shared file.
+    /// Parsed in memory: tests run in parallel, and a file shared by them
+    /// was removed under another's feet.
     fn config() -> Config {
         let text = "f 1\nreplica 10.0.0.1:7001\nreplica 10.0.0.2:7001\nreplica 10.0.0.3:7001\n";
-        Config::parse(std::path::Path::new("status-test.txt"), text).unwrap()
+        Config::parse(std::path::Path::new("config.txt"), text).unwrap()
     }
 
     #[test]
@@ -377,6 +461,8 @@ mod tests {
             digest,
             status: consts::STATUS_NORMAL as u8,
             replica,
+            catching_up: false,
+            waiting_for: None,
         })
     }
 
@@ -456,5 +542,89 @@ mod tests {
         let health = Health::new(&config, &split, &confirmed, timeout);
         assert!(!health.views_agree);
         assert!(health.problem().unwrap().starts_with("replica 1 (follower, commit 15376) is ahead"));
+    }
+
+    fn blocked(replica: u8, holder: u8, view: u64, op: u64) -> StatusReply {
+        StatusReply {
+            view: 0,
+            op: 0,
+            commit: 0,
+            waiting_for: Some(wire::StateHolder { replica: holder, view, op }),
+            ..reply(replica, 0, consts::STATUS_RECOVERING)
+        }
+    }
+
+    #[test]
+    fn blocked_recoveries_are_named_with_the_holder_and_unhealthy() {
+        let config = config();
+        let timeout = Duration::from_millis(300);
+        let holder = StatusReply { op: 15376, commit: 15370, ..reply(1, 4, consts::STATUS_NORMAL) };
+        // Replicas 0 and 2 lost their memory beside replica 1: one line
+        // naming both and the holder, before the views (0 vs 4) disagree.
+        let health = Health::new(
+            &config,
+            &[Some(blocked(0, 1, 4, 15376)), Some(holder), Some(blocked(2, 1, 4, 15376))],
+            &[None, None, None],
+            timeout,
+        );
+        assert!(!health.healthy);
+        assert_eq!(health.recovery_blocked, vec![0, 2]);
+        assert_eq!(
+            health.problem().unwrap(),
+            "replicas 0 and 2 are blocked: more than f replicas lost their memory; replica 1 holds op 15376 \
+             (see --accept-data-loss)"
+        );
+        assert_eq!(
+            health.replicas[0].role_detail().unwrap(),
+            "recovering: waiting, replica 1 holds op 15376"
+        );
+        assert_eq!(health.replicas[1].role_detail().unwrap(), "leader");
+        let json = serde_json::to_value(&health).unwrap();
+        assert_eq!(json["recovery_blocked"], serde_json::json!([0, 2]));
+        assert_eq!(json["replicas"][2]["recovery_blocked"], true);
+        assert_eq!(
+            json["replicas"][2]["state_holder"],
+            serde_json::json!({"replica": 1, "view": 4, "op": 15376})
+        );
+        assert_eq!(json["replicas"][1]["recovery_blocked"], false);
+        assert!(json["replicas"][1].get("state_holder").is_none());
+
+        // One blocked replica, the holder unreachable, and two holders
+        // heard: the most advanced one is named, even without a quorum.
+        let health =
+            Health::new(&config, &[None, None, Some(blocked(2, 0, 2, 900))], &[None, None, None], timeout);
+        assert_eq!(
+            health.problem().unwrap(),
+            "replica 2 is blocked: more than f replicas lost their memory; replica 0 holds op 900 \
+             (see --accept-data-loss)"
+        );
+        let health = Health::new(
+            &config,
+            &[None, Some(blocked(1, 0, 2, 900)), Some(blocked(2, 1, 3, 15))],
+            &[None, None, None],
+            timeout,
+        );
+        assert!(health.problem().unwrap().contains("replica 1 holds op 15 "), "{:?}", health.problem());
+    }
+
+    #[test]
+    fn a_catching_up_follower_says_so_and_stays_healthy() {
+        let config = config();
+        let timeout = Duration::from_millis(300);
+        let normal = consts::STATUS_NORMAL;
+        let catching_up = StatusReply { catching_up: true, ..reply(2, 3, normal) };
+        let health = Health::new(
+            &config,
+            &[Some(reply(0, 3, normal)), None, Some(catching_up)],
+            &[None, None, None],
+            timeout,
+        );
+        assert!(health.healthy && health.problem().is_none());
+        assert_eq!(health.replicas[2].role_detail().unwrap(), "follower, catching up");
+        assert_eq!(health.replicas[0].role_detail().unwrap(), "leader");
+        let json = serde_json::to_value(&health).unwrap();
+        assert_eq!(json["replicas"][2]["catching_up"], true);
+        assert_eq!(json["replicas"][0]["catching_up"], false);
+        assert!(json["replicas"][1].get("catching_up").is_none());
     }
 }

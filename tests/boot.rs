@@ -1,8 +1,9 @@
 //! Boot without races (root, namespaces): the three replicas of a cluster
 //! are started 20 times, each time in a random order with random delays
-//! between them. Every boot must end with all three normal in one view
-//! within 2 s of the last start; when all start within the view-change
-//! timeout (200 ms), replica 0 leads view 0 every time.
+//! between them. Every boot must end with all three normal in view 0 under
+//! replica 0 within 2 s of the last start: a cluster boots only once every
+//! replica answered that it is without memory, so the ones up early wait
+//! (recovering) for the last, however late it starts.
 //!
 //! CI runs it for the userspace build and for `fast_paths` (scripts/test.sh).
 
@@ -62,15 +63,17 @@ fn boots_in_random_orders_all_end_normal_in_one_view() {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let within_timeout = delays.iter().sum::<u64>() < 200;
         eprintln!(
             "boot {boot}: order {order:?}, delays {delays:?} ms: view {view} (leader {}) after {:.0?}",
             view % 3,
             started.elapsed()
         );
-        if within_timeout {
-            assert_eq!(view, 0, "boot {boot}: started within the view-change timeout, yet view {view}");
-        }
+        assert_eq!(
+            view,
+            0,
+            "boot {boot} (order {order:?}, delays {delays:?} ms): view {view}\n{}",
+            cluster.logs()
+        );
         leaders.push(view % 3);
         for i in 0..3 {
             cluster.kill_replica(i);

@@ -220,3 +220,20 @@ fn output_into_a_closed_pipe_ends_quietly_not_in_a_panic() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by {:?}, stderr: {stderr}", out.status);
 }
+
+#[test]
+fn accept_data_loss_is_a_replica_flag_whose_help_says_what_is_lost() {
+    let out = Command::new(BIN).args(["replica", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = help.split_once("--accept-data-loss").unwrap_or_else(|| panic!("{help}"));
+    let text = text.split("\n  -").next().unwrap_or("");
+    for words in
+        ["acknowledged writes", "LOST", "as few replicas as needed for a quorum", "f+1 minus the holders"]
+    {
+        assert!(text.contains(words), "--accept-data-loss help lacks {words:?}: {text}");
+    }
+    // Only the replica takes it.
+    let out = Command::new(BIN).args(["status", "--accept-data-loss"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

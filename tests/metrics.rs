@@ -119,6 +119,7 @@ fn metrics_parse_and_move_under_load() {
     assert_eq!(get(&before, "electrode_status{status=\"normal\"}"), 1.0);
     assert_eq!(get(&before, "electrode_role{role=\"leader\"}"), 1.0);
     assert_eq!(get(&before, "electrode_catching_up"), 0.0);
+    assert_eq!(get(&before, "electrode_recovery_blocked"), 0.0);
     let (_, follower) = scrape(&cluster, 1);
     assert_eq!(get(&follower, "electrode_role{role=\"follower\"}"), 1.0);
     let (status, _) = http_get(

@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub commit: u64,
     pub checkpoint_op: u64,
     pub catching_up: bool,
+    /// Recovering and blocked (vr::Replica::recovery_blocked).
+    pub recovery_blocked: bool,
     pub client_table_entries: usize,
     pub counters: Counters,
     pub stats: ReplicaStats,
@@ -154,6 +156,7 @@ impl Snapshot {
         self.commit = core.commit();
         self.checkpoint_op = core.checkpoint_op();
         self.catching_up = core.catching_up();
+        self.recovery_blocked = core.recovery_blocked().is_some();
         self.client_table_entries = core.client_table_len();
         self.counters.clone_from(counters);
         self.stats.clone_from(&core.stats);
@@ -253,6 +256,13 @@ pub fn encode(snapshot: &Snapshot) -> String {
         "catching_up",
         "1 while normal but still fetching the state (after recovery or joining a view)",
         i64::from(s.catching_up),
+    );
+    gauge(
+        &mut registry,
+        "recovery_blocked",
+        "1 while recovering and waiting: more than f replicas lost their memory and a peer holds state \
+         (see --accept-data-loss)",
+        i64::from(s.recovery_blocked),
     );
     gauge(
         &mut registry,
@@ -466,6 +476,9 @@ mod tests {
         assert!(text.contains("electrode_prepare_commit_latency_seconds_bucket{le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("electrode_datagrams_dropped_total{reason=\"bad magic\"} 2"), "{text}");
         assert!(text.contains("electrode_status{status=\"recovering\"} 1"), "{text}");
+        assert!(text.contains("electrode_recovery_blocked 0"), "{text}");
+        snapshot.recovery_blocked = true;
+        assert!(encode(&snapshot).contains("electrode_recovery_blocked 1"));
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

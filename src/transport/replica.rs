@@ -71,6 +71,9 @@ pub struct ReplicaOptions {
     /// Leader with ops in flight: poll for this long before sleeping
     /// (zero: always sleep).
     pub spin: Duration,
+    /// `--accept-data-loss`: the operator's decision for a blocked
+    /// recovery (vr::Config::accept_data_loss).
+    pub accept_data_loss: bool,
 }
 
 /// Whether any eBPF fast path is compiled into this binary.
@@ -203,12 +206,14 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
     vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
     vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
+    vr_config.accept_data_loss = options.accept_data_loss;
     // Tests evict with a small client table instead of 65,536 fresh ids.
     #[cfg(feature = "test-faults")]
     if let Some(max) = std::env::var("ELECTRODE_TEST_CLIENT_TABLE_MAX").ok().and_then(|v| v.parse().ok()) {
         vr_config.client_table_max = max;
     }
     let nonce = os::random_seed();
+    let boot_wait = boot_wait(&vr_config);
     let core = Replica::new(vr_config, options.app.build(), nonce);
     log::info!(
         "electrode replica {index} on {address} (cpu {cpu}, app {:?}, f {}, cluster {:#010x}, fast paths: {}): recovering",
@@ -217,6 +222,13 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
         config.cluster_id,
         crate::compiled_fast_paths()
     );
+    if options.accept_data_loss {
+        log::warn!(
+            "electrode replica {index}: --accept-data-loss: if more than f replicas lost their memory while a \
+             peer holds state, this replica joins a view change with an empty log after {boot_wait:?} of \
+             recovering; acknowledged writes held only by the replicas without memory are lost"
+        );
+    }
 
     let mut runtime = Runtime {
         kernel: kernel_paths,
@@ -320,6 +332,12 @@ pub fn admit_request(
     Ok(())
 }
 
+/// How long a recovery waits before `--accept-data-loss` acts (and before
+/// a boot goes on without view 0's leader).
+fn boot_wait(config: &vr::Config) -> Duration {
+    TICK.saturating_mul(config.boot_wait_ticks.try_into().unwrap_or(u32::MAX))
+}
+
 /// CLOCK_MONOTONIC in milliseconds, as log lines show it: the same clock in
 /// every process of the machine, so lines of different replicas compare.
 fn clock_ms() -> String {
@@ -338,6 +356,10 @@ impl Runtime<'_> {
         // view has been reported.
         let mut commit_in_view = u64::MAX;
         let mut catching_up = false;
+        // The holder a blocked recovery waits for, as last logged: the
+        // status stays (view 0, recovering) while blocked, so the line
+        // above never says why.
+        let mut blocked_by = None;
         let mut next_publish = Instant::now();
         let mut next_kernel_read = Instant::now();
         let waiter = os::Waiter::new(&self.socket)?;
@@ -481,6 +503,13 @@ impl Runtime<'_> {
                     self.core.commit()
                 );
             }
+            let blocked = self.core.recovery_blocked();
+            if blocked.map(|h| h.replica) != blocked_by {
+                blocked_by = blocked.map(|h| h.replica);
+                if let Some(holder) = blocked {
+                    self.log_blocked(holder);
+                }
+            }
             if status.1 == vr::Status::Normal
                 && commit_in_view != u64::MAX
                 && self.core.commit() > commit_in_view
@@ -504,6 +533,32 @@ impl Runtime<'_> {
             }
         }
         Ok(())
+    }
+
+    /// One line for an operator: the cluster waits for them, and this says
+    /// why and what their choices are.
+    fn log_blocked(&self, holder: vr::PeerState) {
+        let next = if self.core.config().accept_data_loss {
+            format!(
+                "--accept-data-loss is set: after {:?} of recovering this replica joins a view change with an \
+                 empty log and the cluster continues from the survivors' history",
+                boot_wait(self.core.config())
+            )
+        } else {
+            "restart as few replicas as needed for a quorum with --accept-data-loss to continue from the \
+             survivors' history"
+                .to_string()
+        };
+        log::warn!(
+            "electrode replica {}: [{}] recovering: waiting: more than f replicas lost their memory; replica {} \
+             holds view {} op {} commit {}; not booting an empty cluster beside it ({next})",
+            self.index,
+            clock_ms(),
+            holder.replica,
+            holder.view,
+            holder.op,
+            holder.commit
+        );
     }
 
     /// Copies the numbers for scrapes; skipped (until the next interval) if
@@ -675,6 +730,12 @@ impl Runtime<'_> {
                     digest: self.core.digest(),
                     status: self.core.status().wire(),
                     replica: self.index,
+                    catching_up: self.core.catching_up() && self.core.status() == vr::Status::Normal,
+                    waiting_for: self.core.recovery_blocked().map(|holder| wire::StateHolder {
+                        replica: holder.replica,
+                        view: holder.view,
+                        op: holder.op,
+                    }),
                 });
                 self.send_to(from, &reply);
             }

@@ -13,19 +13,21 @@
 //!   with `nonce` (a fresh random value from the runtime/sim) and
 //!   - recovers from the RecoveryResponses of f+1 replicas including the
 //!     leader of the highest view among them (VRR section 4.3), or
-//!   - if f other replicas answer ITS nonce saying that they are Recovering
-//!     too (`status == ELECTRODE_STATUS_RECOVERING` in the response), the
-//!     cluster is booting: f+1 replicas without memory, which VR's
-//!     assumption (at most f failed at once) only allows at first start; it
-//!     enters view 0, normal status, empty log. Deterministic leader: a
-//!     replica boots only together with view 0's leader (replica 0: among
-//!     the booting peers, or answering normal in view 0 with an empty log),
-//!     so replica 0 leads whatever the start order; only after
-//!     `boot_wait_ticks` of recovering does it boot without it (replica 0
-//!     is down; the followers' silence timeout then moves past view 0).
-//!     A replica in view 0 with an empty log answers the very incarnation
-//!     (nonce) it booted with as still booting, so replicas whose messages
-//!     crossed all boot; a restarted incarnation gets the normal answer.
+//!   - if every other replica answers ITS nonce saying that it is
+//!     Recovering too (`status == ELECTRODE_STATUS_RECOVERING` in the
+//!     response) and none said it holds state, the cluster is booting (a
+//!     first start, or a restart of every replica: in-memory state is gone
+//!     either way); it enters view 0, normal status, empty log. Replica 0
+//!     is among them, so it leads whatever the start order. A replica in
+//!     view 0 with an empty log answers the very incarnation (nonce) it
+//!     booted with as still booting, so replicas whose messages crossed all
+//!     boot; a restarted incarnation gets the normal answer.
+//!   - if f others answer that they are Recovering while a peer holds state
+//!     (view > 0 or op > 0), more than f replicas lost their memory: it
+//!     waits (`recovery_blocked`) rather than boot a second history. Only
+//!     `Config::accept_data_loss` moves it on, after `boot_wait_ticks`: it
+//!     joins a view change with an empty log beside the holder, or, with no
+//!     holder heard, boots with f others without memory.
 //! - `on_request(request, out)`: a client request arrived (runtime keeps the
 //!   client address by client_id for `Action::Reply`).
 //! - `on_message(from, message, out)`: `from` is the sender replica id,
@@ -120,9 +122,9 @@ pub struct Config {
     pub prepare_retransmit_ticks: u64,
     /// Re-send interval of StartViewChange/DoViewChange, Recovery, GetState.
     pub resend_interval_ticks: u64,
-    /// First boot: a replica other than view 0's leader boots only together
-    /// with it (so who leads view 0 does not depend on start order), unless
-    /// it has been recovering this long (view 0's leader is down at boot).
+    /// With `accept_data_loss`: how long a replica recovers before it acts
+    /// on it (joins a view change beside a holder, or boots with f others
+    /// when no holder answered), so that peers up within this time are heard.
     pub boot_wait_ticks: u64,
     /// Most client requests queued at the leader waiting for a Prepare.
     pub request_queue_max: usize,

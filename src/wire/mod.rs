@@ -111,7 +111,12 @@ pub mod layout {
         digest: u64,
         status: u8,
         replica: u8,
-        pad: [u8; 6]
+        catching_up: u8,
+        waiting: u8,
+        holder: u8,
+        pad: [u8; 3],
+        holder_view: u64,
+        holder_op: u64
     });
     mirror!(electrode_snapshot_request { snapshot_op: u64, offset: u64, replica: u8, pad: [u8; 7] });
     mirror!(electrode_snapshot_chunk {
@@ -414,6 +419,19 @@ pub struct StatusReply {
     pub digest: u64,
     pub status: u8,
     pub replica: u8,
+    /// Normal but still fetching the state (not yet a full member).
+    pub catching_up: bool,
+    /// Recovering and blocked: more than f replicas lost their memory
+    /// while this replica holds state (the most advanced one heard).
+    pub waiting_for: Option<StateHolder>,
+}
+
+/// What a replica holding state told a blocked recoverer it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateHolder {
+    pub replica: u8,
+    pub view: u64,
+    pub op: u64,
 }
 
 /// Asks the peer that offered snapshot `snapshot_op` for the chunks from
@@ -997,6 +1015,13 @@ impl Encoder {
                 f.u64(offset_of!(electrode_status_reply, digest), m.digest);
                 f.u8(offset_of!(electrode_status_reply, status), m.status);
                 f.u8(offset_of!(electrode_status_reply, replica), m.replica);
+                f.u8(offset_of!(electrode_status_reply, catching_up), m.catching_up.into());
+                if let Some(holder) = m.waiting_for {
+                    f.u8(offset_of!(electrode_status_reply, waiting), 1);
+                    f.u8(offset_of!(electrode_status_reply, holder), holder.replica);
+                    f.u64(offset_of!(electrode_status_reply, holder_view), holder.view);
+                    f.u64(offset_of!(electrode_status_reply, holder_op), holder.op);
+                }
             }),
             Message::SnapshotRequest(m) => put_fixed(buf, size_of::<electrode_snapshot_request>(), |f| {
                 f.u64(offset_of!(electrode_snapshot_request, snapshot_op), m.snapshot_op);
@@ -1237,6 +1262,26 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
         }
         MsgType::StatusReply => {
             exact(size_of::<electrode_status_reply>())?;
+            let flag = |offset| match body.u8(offset)? {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(DecodeError::UnknownFlags),
+            };
+            let catching_up = flag(offset_of!(electrode_status_reply, catching_up))?;
+            // Without `waiting` the holder fields mean nothing (zero).
+            let waiting_for = if flag(offset_of!(electrode_status_reply, waiting))? {
+                let replica = body.u8(offset_of!(electrode_status_reply, holder))?;
+                if replica as usize >= MAX_REPLICA_COUNT {
+                    return Err(DecodeError::BadReplica);
+                }
+                Some(StateHolder {
+                    replica,
+                    view: body.u64(offset_of!(electrode_status_reply, holder_view))?,
+                    op: body.u64(offset_of!(electrode_status_reply, holder_op))?,
+                })
+            } else {
+                None
+            };
             Message::StatusReply(StatusReply {
                 view,
                 nonce: body.u64(offset_of!(electrode_status_reply, nonce))?,
@@ -1245,6 +1290,8 @@ pub fn decode(buf: &[u8], cluster_id: u32) -> Result<(Envelope, Decoded), Decode
                 digest: body.u64(offset_of!(electrode_status_reply, digest))?,
                 status: body.u8(offset_of!(electrode_status_reply, status))?,
                 replica: check_replica(body.u8(offset_of!(electrode_status_reply, replica))?, &env)?,
+                catching_up,
+                waiting_for,
             })
         }
         MsgType::SnapshotRequest => {

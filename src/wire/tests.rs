@@ -39,7 +39,23 @@ fn layout_matches_the_c_header() {
     same_layout!(electrode_recovery, [nonce, replica, pad]);
     same_layout!(electrode_recovery_response, [nonce, op, commit, replica, status, pad, chunk]);
     same_layout!(electrode_status_request, [nonce]);
-    same_layout!(electrode_status_reply, [nonce, op, commit, digest, status, replica, pad]);
+    same_layout!(
+        electrode_status_reply,
+        [
+            nonce,
+            op,
+            commit,
+            digest,
+            status,
+            replica,
+            catching_up,
+            waiting,
+            holder,
+            pad,
+            holder_view,
+            holder_op
+        ]
+    );
     same_layout!(electrode_snapshot_request, [snapshot_op, offset, replica, pad]);
     same_layout!(electrode_snapshot_chunk, [snapshot_op, total_len, digest, offset, len, replica, pad]);
     same_layout!(electrode_state_blob, [checkpoint_op, snapshot_len, entry_count]);
@@ -163,11 +179,26 @@ fn message() -> impl Strategy<Value = (u8, Message)> {
             }
         ),
         any::<u64>().prop_map(|nonce| (CLIENT_SENDER, Message::StatusRequest(StatusRequest { nonce }))),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), 1u8..=3, r.clone()).prop_map(
-            |(view, nonce, op, commit, digest, status, s)| {
-                (s, Message::StatusReply(StatusReply { view, nonce, op, commit, digest, status, replica: s }))
-            }
-        ),
+        (
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), 1u8..=3, r.clone()),
+            any::<bool>(),
+            proptest::option::of((r.clone(), any::<u64>(), any::<u64>())),
+        )
+            .prop_map(|((view, nonce, op, commit, digest, status, s), catching_up, holder)| {
+                let waiting_for = holder.map(|(replica, view, op)| StateHolder { replica, view, op });
+                let reply = StatusReply {
+                    view,
+                    nonce,
+                    op,
+                    commit,
+                    digest,
+                    status,
+                    replica: s,
+                    catching_up,
+                    waiting_for,
+                };
+                (s, Message::StatusReply(reply))
+            }),
         (any::<u64>(), any::<u64>(), any::<u64>(), r.clone()).prop_map(|(view, snapshot_op, offset, s)| {
             (s, Message::SnapshotRequest(SnapshotRequest { view, snapshot_op, offset, replica: s }))
         }),
@@ -357,6 +388,37 @@ fn decode_rejects_each_broken_check_by_name() {
     let evicted_with_result =
         Reply { view: 1, client_id: 8, request_number: 4, result: b"x".to_vec(), session_evicted: true };
     assert!(enc.encode(&Message::Reply(evicted_with_result), &mut out).is_err());
+
+    // StatusReply: its two flags are 0 or 1, a holder is a replica id.
+    let holder = StateHolder { replica: 1, view: 3, op: 15376 };
+    let blocked = StatusReply {
+        view: 0,
+        nonce: 7,
+        op: 0,
+        commit: 0,
+        digest: 0,
+        status: STATUS_RECOVERING as u8,
+        replica: 1,
+        catching_up: false,
+        waiting_for: Some(holder),
+    };
+    enc.encode(&Message::StatusReply(blocked.clone()), &mut out).unwrap();
+    let good = out.pop().unwrap();
+    assert_eq!(decode(&good, CLUSTER).unwrap().1, Decoded::Message(Message::StatusReply(blocked)));
+    let at = |field| HDR_LEN + field;
+    for (field, value, error) in [
+        (std::mem::offset_of!(layout::electrode_status_reply, catching_up), 2, DecodeError::UnknownFlags),
+        (std::mem::offset_of!(layout::electrode_status_reply, waiting), 2, DecodeError::UnknownFlags),
+        (
+            std::mem::offset_of!(layout::electrode_status_reply, holder),
+            MAX_REPLICAS as u8,
+            DecodeError::BadReplica,
+        ),
+    ] {
+        let mut bad = good.clone();
+        bad[at(field)] = value;
+        assert_eq!(decode(&bad, CLUSTER).unwrap_err(), error, "field at {field}");
+    }
 }
 
 #[test]

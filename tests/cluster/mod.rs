@@ -156,11 +156,32 @@ impl Cluster {
 
     /// Runs the binary in the client namespace, bounded by `timeout`.
     pub fn client(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut full: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        full.extend([std::ffi::OsStr::new("-c"), self.config_path.as_os_str()]);
+        self.run_in_client_namespace(&full, timeout)
+    }
+
+    /// One KV command of `electrode client` (`put K V`, `get K`, `del K`):
+    /// it gives up after `unreachable` without an answer, and is killed
+    /// after `timeout`. (`-c` goes before the command: `client` puts it
+    /// last, where the KV subcommand does not take it.)
+    pub fn kv(&self, command: &[&str], unreachable: Duration, timeout: Duration) -> Output {
+        let unreachable_ms = unreachable.as_millis().to_string();
+        let mut full: Vec<&std::ffi::OsStr> = vec![
+            "client".as_ref(),
+            "-c".as_ref(),
+            self.config_path.as_os_str(),
+            "--unreachable-ms".as_ref(),
+            unreachable_ms.as_ref(),
+        ];
+        full.extend(command.iter().map(std::ffi::OsStr::new));
+        self.run_in_client_namespace(&full, timeout)
+    }
+
+    fn run_in_client_namespace(&self, args: &[&std::ffi::OsStr], timeout: Duration) -> Output {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns_client(), BIN])
             .args(args)
-            .arg("-c")
-            .arg(&self.config_path)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -218,6 +218,8 @@ pub fn sample_messages() -> Vec<Message> {
             digest: 0xfeed,
             status: 1,
             replica: 0,
+            catching_up: false,
+            waiting_for: None,
         }),
         Message::SnapshotRequest(wire::SnapshotRequest { view: 2, snapshot_op: 8, offset: 2048, replica: 1 }),
         Message::SnapshotChunk(wire::SnapshotChunk {
