@@ -18,10 +18,12 @@
 //!     response) and none said it holds state, the cluster is booting (a
 //!     first start, or a restart of every replica: in-memory state is gone
 //!     either way); it enters view 0, normal status, empty log. Replica 0
-//!     is among them, so it leads whatever the start order. A replica in
-//!     view 0 with an empty log answers the very incarnation (nonce) it
-//!     booted with as still booting, so replicas whose messages crossed all
-//!     boot; a restarted incarnation gets the normal answer.
+//!     is among them, so it leads whatever the start order. A replica that
+//!     booted answers the very incarnation (nonce) it booted with
+//!     `ELECTRODE_STATUS_BOOTED_WITH_YOU`, and that incarnation boots on
+//!     that one answer (it never left recovery, so it never acknowledged
+//!     anything: it joins as an empty follower); a restarted incarnation
+//!     gets the normal answer.
 //!   - if f others answer that they are Recovering while a peer holds state
 //!     (view > 0 or op > 0), more than f replicas lost their memory: it
 //!     waits (`recovery_blocked`) rather than boot a second history. Only
@@ -42,6 +44,37 @@
 //!   `on_kernel_disarmed(acked_prepares, out)`, which appends those entries
 //!   (they were acked, so they must be in the log) and then re-processes the
 //!   deferred input. When false, these actions never appear.
+
+//!
+//! THE VIEW-CHANGE ARGUMENT AND THE INVARIANT IT RESTS ON.
+//! A new leader takes the log with the largest (last_normal_view, op) among
+//! f+1 DoViewChanges and the largest commit among them. Every committed op
+//! is in that log because:
+//! - (membership) a replica claims `last_normal_view == v` only while its
+//!   log holds the log view v started with (its StartView prefix): the new
+//!   leader of v holds it by choice, a follower by installing the
+//!   StartView, and a replica that joined v by state transfer only once its
+//!   log reaches the catch-up target (the StartView's op, the leader's op
+//!   at recovery, or the head of the first page a member sent it: that
+//!   member held the prefix then). Until then it keeps its older
+//!   last_normal_view, acks nothing, answers no GetState, and its pages
+//!   replace its log from the point verified so far, keeping its older
+//!   suffix above it, so its claim never shrinks;
+//! - (quorum) an op committed in view v was acked by f+1 members of v; an
+//!   op committed before v is in v's StartView prefix (by induction);
+//! - so any f+1 DoViewChanges include a claim (v' >= v, op' >= the op)
+//!   whose log holds it, and the largest claim's log holds every op any
+//!   claim of a lower view held as committed.
+//! Consequence checked in code: no DoViewChange's commit exceeds the chosen
+//! log's head; `start_view_as_leader` refuses the view otherwise (counted
+//! in `view_change_refusals`) rather than clamp the commit and drop
+//! acknowledged ops. The simulator checks the membership invariant after
+//! every step (tests/sim.rs, checker (f)), and its mutation
+//! `CatchUpEndsAfterOnePage` (the rule before issue 20: a member after one
+//! page) is found by the sweep.
+//! Amnesic replicas (recovered, state not yet installed) take no part in
+//! view changes; more than f of them at once block the cluster (see the
+//! boot rule above) instead of serving another history.
 
 pub mod client_table;
 pub mod replica;
