@@ -1386,13 +1386,26 @@ mod tests {
 
     #[test]
     fn process_cpu_time_counts_this_process() {
+        // Spin for 30 ms of this thread's CPU time (another clock than
+        // getrusage's), not of wall time: on a loaded machine a wall-clock
+        // spin may get a fraction of a CPU. Bounded by 10 s of wall time.
+        let thread_cpu = || {
+            let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: a valid clock id and pointer.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+        };
         let before = process_cpu_time();
-        let start = Instant::now();
+        let (start, start_cpu) = (Instant::now(), thread_cpu());
         let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(30) {
+        while thread_cpu() - start_cpu < Duration::from_millis(30)
+            && start.elapsed() < Duration::from_secs(10)
+        {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
+        let spun = thread_cpu() - start_cpu;
         let spent = process_cpu_time().saturating_sub(before);
+        assert!(spun >= Duration::from_millis(30), "no 30 ms of CPU in 10 s: {spun:?}");
         assert!(spent >= Duration::from_millis(20), "30 ms of spinning counted as {spent:?}");
     }
 
