@@ -185,15 +185,7 @@ fn leader_crash_view_change_and_recovery() {
     // The survivors form view 1; the client follows the new leader.
     std::thread::sleep(Duration::from_millis(1500));
     cluster.start_replica(0);
-    let out = load.join().unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
-    assert_eq!(r["failed"], 0);
+    let r = cluster.finish_load(load);
     assert_linearizable(&history);
     let commit = cluster.wait_converged(SETTLE);
     let status = cluster.status();
@@ -443,15 +435,7 @@ fn forged_acks_cannot_commit_for_an_isolated_leader() {
     assert_eq!(after.3, commit_before, "the isolated leader committed with forged acks");
     assert!(cut_dropped > 0, "the bridge rules dropped nothing: the leader was not isolated");
 
-    let out = load.join().unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
-    assert_eq!(r["failed"], 0);
+    let r = cluster.finish_load(load);
     assert_linearizable(&history);
     let commit = cluster.wait_converged(SETTLE);
     for i in 0..3 {

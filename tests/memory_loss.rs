@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cluster::{assert_linearizable_together, report, Cluster};
+use cluster::{assert_linearizable_together, Cluster};
 use common::require_root;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -47,15 +47,7 @@ fn latest_start(log: &str, i: usize) -> &str {
 }
 
 fn load(cluster: &Cluster, n: u64, history: &std::path::Path) -> serde_json::Value {
-    let out = cluster.start_load(n, 4, history).join().unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
-    assert_eq!(r["failed"], 0, "operations failed: {r}");
+    let r = cluster.finish_load(cluster.start_load(n, 4, history));
     assert_eq!(r["ops"], n, "{r}");
     r
 }

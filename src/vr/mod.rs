@@ -65,6 +65,7 @@
 //! - so any f+1 DoViewChanges include a claim (v' >= v, op' >= the op)
 //!   whose log holds it, and the largest claim's log holds every op any
 //!   claim of a lower view held as committed.
+//!
 //! Consequence checked in code: no DoViewChange's commit exceeds the chosen
 //! log's head; `start_view_as_leader` refuses the view otherwise (counted
 //! in `view_change_refusals`) rather than clamp the commit and drop
@@ -72,6 +73,7 @@
 //! every step (tests/sim.rs, checker (f)), and its mutation
 //! `CatchUpEndsAfterOnePage` (the rule before issue 20: a member after one
 //! page) is found by the sweep.
+//!
 //! Amnesic replicas (recovered, state not yet installed) take no part in
 //! view changes; more than f of them at once block the cluster (see the
 //! boot rule above) instead of serving another history.

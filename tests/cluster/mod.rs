@@ -399,6 +399,21 @@ impl Cluster {
         dropped
     }
 
+    /// Joins a load of `start_load`: the client exited 0 and no operation
+    /// failed. Returns its report.
+    pub fn finish_load(&self, load: std::thread::JoinHandle<Output>) -> serde_json::Value {
+        let out = load.join().expect("the load thread");
+        assert!(
+            out.status.success(),
+            "client failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        let r = report(&out);
+        assert_eq!(r["failed"], 0, "operations failed: {r}");
+        r
+    }
+
     /// Starts a closed-loop KV load from the client namespace in its own
     /// thread (so a test can act while it is in flight); join for the
     /// output. Bounded: the client gives up an operation after its own
