@@ -104,6 +104,18 @@ status_json() { scripts/cluster.sh exec client -- "$BIN" status -c "$CONFIG" --j
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 sub() { python3 -c "a='$1'; b='$2'; print(f'{float(a) - float(b):.1f}' if a and b else 'null')"; }
 
+# bridge_loss PERCENT: drops PERCENT% of the datagrams the bridge forwards
+# (every link of every replica, and the client's, each direction drawn on
+# its own) with nftables numgen in the bridge namespace, where it comes
+# before any XDP program of a replica; 0 removes it.
+BR="${ELECTRODE_NS_PREFIX:-el-}br"
+bridge_loss() {
+    ip netns exec "$BR" nft delete table bridge electrode_loss 2>/dev/null || true
+    [ "$1" -gt 0 ] || return 0
+    printf 'table bridge electrode_loss {\n chain forward {\n  type filter hook forward priority 0;\n  numgen random mod 100 < %d counter drop\n }\n}\n' "$1" |
+        ip netns exec "$BR" nft -f -
+}
+
 scripts/cluster.sh up "$CONFIG" >/dev/null
 for entry in "${CONFIGURATIONS[@]}"; do
     name="${entry%%|*}"
@@ -192,13 +204,8 @@ PY
     run="$name-loss"
     start_replicas "$BIN" "$run"
     client --fill --keys 2000 --value-size "$VALUE_SIZE" -t 8 --json >/dev/null
-    BR="${ELECTRODE_NS_PREFIX:-el-}br"
     for loss in 0 1 10; do
-        ip netns exec "$BR" nft delete table bridge electrode_loss 2>/dev/null || true
-        if [ "$loss" -gt 0 ]; then
-            printf 'table bridge electrode_loss {\n chain forward {\n  type filter hook forward priority 0;\n  numgen random mod 100 < %d counter drop\n }\n}\n' "$loss" |
-                ip netns exec "$BR" nft -f -
-        fi
+        bridge_loss "$loss"
         client --duration 5 -t 8 --keys 1000 --json >"$WORK/$run.$loss.json"
         python3 - "$name" "$loss" "$WORK/$run.$loss.json" >>"$ROWS" <<'PY'
 import json, sys
@@ -210,7 +217,7 @@ print(json.dumps({"kind": "loss", "configuration": name, "loss_percent": int(los
 PY
         tail -1 "$ROWS"
     done
-    ip netns exec "$BR" nft delete table bridge electrode_loss 2>/dev/null || true
+    bridge_loss 0
     stop_replicas
 done
 scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
