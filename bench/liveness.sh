@@ -140,13 +140,14 @@ LOSS_KILL_NORMAL_MAX_S=30
 # A killed replica's restart, to its "caught up" line (as in (b)).
 CATCH_UP_MAX_S=300
 
-# new_view_stamp LOG AFTER_MS VIEW WORDS: the stamp of the first line
+# new_view_stamp LOG AFTER_MS VIEW WORDS [I N]: the stamp of the first line
 # "[ms] view V WORDS" of LOG with V above VIEW and a stamp after AFTER_MS
-# (empty if none).
+# (empty if none); with I and N, only of views that replica I of N leads.
 new_view_stamp() {
     { grep -E "\] view [0-9]+ $4" "$1" 2>/dev/null || true; } |
         sed -nE "s/.*: \[([0-9.]+)\] view ([0-9]+) $4.*/\1 \2/p" |
-        awk -v after="$2" -v view="$3" '$1 > after && $2 > view { print $1; exit }'
+        awk -v after="$2" -v view="$3" -v i="${5:--1}" -v n="${6:-1}" \
+            '$1 > after && $2 > view && (i < 0 || $2 % n == i) { print $1; exit }'
 }
 
 # earliest A B: the earlier of two stamps, either of which may be empty.
@@ -206,18 +207,28 @@ stop_load() {
 # LOSS_KILL_PERCENT loss on the bridge and a 4-thread load, LOSS_KILL_TRIES
 # times: SIGKILL the current leader, time detection (kill -> a survivor's
 # first view-change line of a later view) and the new view's first commit
-# (-> a survivor's "first commit" line), restart the killed replica and
+# (-> its leader's "first commit" line), restart the killed replica and
 # wait until it has caught up and every replica is normal. Appends a row to
 # $ROWS and prints the tries.
 loss_kill() {
     local name="$1" size="$2" run="$1-$2-losskill" keys try answer view leader killed detected committed
-    local stamp i polls end restarted caught tries=()
+    local stamp i polls end restarted caught tries=() n attempt voided=0
     keys=$((size * 1048576 / VALUE_SIZE))
+    n="$(replica_count)"
     echo "==> $name, $size MiB: leader kill under $LOSS_KILL_PERCENT% loss, $LOSS_KILL_TRIES tries"
     start_replicas "$BIN" "$run"
     client --fill --keys "$keys" --value-size "$VALUE_SIZE" -t 8 --json >/dev/null
     bridge_loss "$LOSS_KILL_PERCENT"
-    for ((try = 1; try <= LOSS_KILL_TRIES; try++)); do
+    # An attempt whose status answer was stale (the view changed on its
+    # own between it and the kill: a follower died, no leader) is void and
+    # repeated, at most LOSS_KILL_TRIES times in all.
+    try=1
+    for ((attempt = 1; try <= LOSS_KILL_TRIES; attempt++)); do
+        if ((attempt > 2 * LOSS_KILL_TRIES)); then
+            echo "  $((attempt - 1)) attempts made for $((try - 1)) tries; the remaining tries failed" >&2
+            for (( ; try <= LOSS_KILL_TRIES; try++)); do tries+=("$try - - - - - no-valid-kill"); done
+            break
+        fi
         ensure_load "$run"
         answer="$(wait_normal_leader "$LOSS_KILL_NORMAL_MAX_S")"
         if [ -z "$answer" ]; then
@@ -225,19 +236,39 @@ loss_kill() {
             for (( ; try <= LOSS_KILL_TRIES; try++)); do tries+=("$try - - - - - no-leader"); done
             break
         fi
-        view="${answer% *}" leader="${answer#* }"
         # Under load in this view for a while, so the DoViewChanges carry
-        # a log window as in (a).
+        # a log window as in (a); then the leader asked again just before
+        # the kill, so the answer is at most one status query old.
         sleep 1
+        answer="$(wait_normal_leader 1)"
+        [ -n "$answer" ] || continue
+        view="${answer% *}" leader="${answer#* }"
         killed=$(now_ms)
         kill -KILL "${PIDS[$leader]}"
         wait "${PIDS[$leader]}" 2>/dev/null || true
+        # Any line of a later view stamped before the kill: it was not a
+        # leader kill.
+        stamp=""
+        for ((i = 0; i < n; i++)); do
+            stamp="$(earliest "$stamp" "$(new_view_stamp "$WORK/$run.replica$i.log" 0 "$view" '')")"
+        done
+        if [ -n "$stamp" ] && awk -v s="$stamp" -v k="$killed" 'BEGIN { exit !(s < k) }'; then
+            voided=$((voided + 1))
+            echo "  (attempt $attempt: view $view ended on its own $(sub "$killed" "$stamp") ms before the kill of" \
+                "replica $leader; restarted, try $try repeated)"
+            restarted=$(now_ms)
+            start_one "$BIN" "$run" "$leader"
+            wait_log "$WORK/$run.replica$leader.log" "$restarted" 'caught up' "$CATCH_UP_MAX_S" >/dev/null
+            continue
+        fi
         committed=""
         end=$((SECONDS + LOSS_KILL_COMMIT_MAX_S + 1))
         for ((polls = 0; polls < LOSS_KILL_COMMIT_MAX_S * 10 && SECONDS < end; polls++)); do
-            for ((i = 0; i < ${#PIDS[@]}; i++)); do
+            for ((i = 0; i < n; i++)); do
                 [ "$i" -eq "$leader" ] && continue
-                stamp="$(new_view_stamp "$WORK/$run.replica$i.log" "$killed" "$view" 'first commit')"
+                # The new leader's line: a follower still catching up logs
+                # "first commit" when it learns ops the old view committed.
+                stamp="$(new_view_stamp "$WORK/$run.replica$i.log" "$killed" "$view" 'first commit' "$i" "$n")"
                 committed="$(earliest "$committed" "$stamp")"
             done
             [ -n "$committed" ] && break
@@ -250,7 +281,7 @@ loss_kill() {
             committed=""
         fi
         detected=""
-        for ((i = 0; i < ${#PIDS[@]}; i++)); do
+        for ((i = 0; i < n; i++)); do
             [ "$i" -eq "$leader" ] && continue
             stamp="$(new_view_stamp "$WORK/$run.replica$i.log" "$killed" "$view" 'view-change')"
             detected="$(earliest "$detected" "$stamp")"
@@ -259,17 +290,19 @@ loss_kill() {
         start_one "$BIN" "$run" "$leader"
         caught=$(wait_log "$WORK/$run.replica$leader.log" "$restarted" 'caught up' "$CATCH_UP_MAX_S")
         tries+=("$try $leader $killed ${detected:--} ${committed:--} $(sub "$caught" "$restarted" | sed 's/^null$/-/') killed")
+        # (null: no such line within the bound.)
         echo "  try $try: replica $leader killed in view $view; detection $(sub "$detected" "$killed") ms," \
             "first commit $(sub "$committed" "${detected:-$killed}") ms after it, restart caught up in" \
-            "$(sub "$caught" "$restarted") ms (null: none within the bound)"
+            "$(sub "$caught" "$restarted") ms"
+        try=$((try + 1))
     done
     stop_load
     bridge_loss 0
     stop_replicas
     python3 - "$name" "$size" "$keys" "$LOSS_KILL_PERCENT" "$LOSS_KILL_COMMIT_MAX_S" "$LOSS_KILL_GOAL_MS" \
-        "${tries[@]}" >>"$ROWS" <<'PY'
+        "$voided" "${tries[@]}" >>"$ROWS" <<'PY'
 import json, sys
-name, size, keys, loss, commit_max_s, goal_ms, *tries = sys.argv[1:]
+name, size, keys, loss, commit_max_s, goal_ms, voided, *tries = sys.argv[1:]
 rows = []
 for t in tries:
     number, leader, killed, detected, committed, caught, outcome = t.split()
@@ -290,6 +323,7 @@ print(json.dumps({
     "kind": "loss_kill", "configuration": name, "state_mib": int(size), "keys": int(keys),
     "loss_percent": int(loss), "commit_max_s": int(commit_max_s), "goal_ms": int(goal_ms), "tries": rows,
     "worst_first_commit_after_detection_ms": max(values) if values else None,
+    "views_ended_before_the_kill": int(voided),
     "committed_within_goal": sum(1 for r in rows if r["committed"] and r["first_commit_after_detection_ms"] <= int(goal_ms)),
 }))
 PY
@@ -303,7 +337,8 @@ for t in r["tries"]:
     commit = t["first_commit_after_detection_ms"] if t["committed"] else f"timeout ({t['first_commit_after_detection_ms']:.0f})"
     print(f"{t['try']:>4} {cell(t['killed_replica']):>6} {cell(t['detection_ms']):>13} {commit:>32} {cell(t['restarted_caught_up_ms']):>23}")
 print(f"worst {r['worst_first_commit_after_detection_ms']} ms; committed within {r['goal_ms']} ms of detection: "
-      f"{r['committed_within_goal']} of {len(r['tries'])}")
+      f"{r['committed_within_goal']} of {len(r['tries'])}; attempts repeated because the view had ended on its own "
+      f"before the kill: {r['views_ended_before_the_kill']}")
 PY
 }
 
@@ -493,7 +528,9 @@ for r in rows:
                   f"{r['commit_max_s']} s of the kill counts as {r['commit_max_s'] * 1000}):", "",
                   ", ".join(str(t["first_commit_after_detection_ms"]) + ("" if t["committed"] else " (timeout)") for t in tries),
                   "", f"Worst {r['worst_first_commit_after_detection_ms']} ms; committed within {r['goal_ms']} ms of "
-                  f"detection: {r['committed_within_goal']} of {len(tries)}.", "",
+                  f"detection: {r['committed_within_goal']} of {len(tries)}. Attempts repeated because the view "
+                  f"had ended on its own before the kill (the replica killed was not leading): "
+                  f"{r['views_ended_before_the_kill']}.", "",
                   "| try | killed replica | detection ms | first commit after detection ms | restarted replica caught up ms |",
                   "|---|---|---|---|---|"]
         for t in tries:
