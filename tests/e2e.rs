@@ -312,31 +312,46 @@ fn leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits() {
     }
     cluster.start_all();
     cluster.wait_normal(SETTLE);
-    let old_view = cluster.status().iter().flatten().map(|r| r.0).max().expect("a replica answers");
-    let leader = (old_view % 3) as usize;
-    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let history = cluster.dir.join("history.jsonl");
     let load = cluster.start_load(OPS, 4, &history);
     // Let the load grow the log window the DoViewChanges carry.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!load.is_finished(), "the load of {OPS} ops finished before the leader was killed");
+    // The leader just before the kill: under loss a view may also change
+    // on its own (checked below). Client datagrams are not dropped, so
+    // every replica answers.
+    let old_view = cluster.status().iter().flatten().filter(|r| r.1 == "normal").map(|r| r.0).max();
+    let old_view = old_view.expect("a normal replica answers");
+    let leader = (old_view % 3) as usize;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     // Where each survivor's log stood at the kill: a stall is reported
     // with what they logged after it.
     let log_at_kill: Vec<usize> = survivors.iter().map(|i| cluster.log(*i).len()).collect();
     let killed_ms = cluster::monotonic_ms();
     cluster.kill_replica(leader);
+    let view_of =
+        |line: &str| line.split(" view ").nth(1).and_then(|v| v.split(' ').next()?.parse::<u64>().ok());
+    let ended_before_the_kill: Vec<String> = (0..3)
+        .flat_map(|i| cluster.log_stamps(i, " view ", 0.0))
+        .filter(|(t, line)| *t < killed_ms && view_of(line).is_some_and(|v| v > old_view))
+        .map(|(_, line)| line)
+        .collect();
+    assert!(
+        ended_before_the_kill.is_empty(),
+        "view {old_view} ended on its own between the status query and the kill of replica {leader} (a follower \
+         would have been killed): {ended_before_the_kill:#?}"
+    );
 
-    // The first commit of a later view on a survivor, polled (bounded).
+    // The first commit of a later view by that view's leader, polled
+    // (bounded). Only the leader's line: a follower still catching up logs
+    // "first commit" when it learns ops the old view committed.
     let new_view_commit = |cluster: &Cluster| -> Option<(f64, usize, String)> {
         survivors
             .iter()
             .flat_map(|i| {
                 cluster.log_stamps(*i, " first commit ", killed_ms).into_iter().map(move |(t, l)| (t, *i, l))
             })
-            .filter(|(_, _, line)| {
-                let view = line.split(" view ").nth(1).and_then(|v| v.split(' ').next()?.parse::<u64>().ok());
-                view.is_some_and(|v| v > old_view)
-            })
+            .filter(|(_, i, line)| view_of(line).is_some_and(|v| v > old_view && v % 3 == *i as u64))
             .min_by(|a, b| a.0.total_cmp(&b.0))
     };
     let deadline = std::time::Instant::now() + NEW_VIEW_COMMIT_MAX;
