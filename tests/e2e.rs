@@ -272,6 +272,165 @@ fn loss_duplicates_and_reordering_do_not_lose_operations() {
     }
 }
 
+/// A leader SIGKILLed under 10% loss on every replica-to-replica link, each
+/// direction: the survivors' DoViewChange and StartView, chunked messages
+/// of the log window, must get through the loss, so a new view forms and
+/// commits within NEW_VIEW_COMMIT_MAX of the kill. The killed replica then
+/// rejoins, the load completes with nothing failed, its history is
+/// linearizable and the replicas converge. Times (kill -> the survivors'
+/// first view-change line -> the first commit of the new view) come from
+/// the replicas' CLOCK_MONOTONIC stamps and are printed.
+#[test]
+fn leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits() {
+    if !require_root("leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits") {
+        return;
+    }
+    const LOSS_PERCENT: u32 = 10;
+    // Detection takes ~0.2 s and the view change ~1 ms without loss
+    // (bench/README.md); each lost chunk of a DoViewChange or StartView
+    // costs a re-send timeout. 10 s leaves room for debug-build replicas
+    // sharing 2 CPUs with the client and other tests, and no more.
+    const NEW_VIEW_COMMIT_MAX: Duration = Duration::from_secs(10);
+    // Enough for the load to be running when the leader dies and for a
+    // while after the new view forms: about 6 s here (debug build, 10%
+    // loss: ~5,000 ops/s).
+    const OPS: u64 = 30_000;
+    let mut cluster = Cluster::up("vl", 1, 7);
+    cluster.lossy_replica_links(LOSS_PERCENT);
+    for i in 0..3 {
+        // Counters every second in the logs: where a stalled view change
+        // stops shows in which messages kept arriving.
+        cluster.set_replica_args(i, &["--report-s", "1"]);
+    }
+    cluster.start_all();
+    cluster.wait_normal(SETTLE);
+    let history = cluster.dir.join("history.jsonl");
+    let load = cluster.start_load(OPS, 4, &history);
+    // Let the load grow the log window the DoViewChanges carry.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!load.is_finished(), "the load of {OPS} ops finished before the leader was killed");
+    // The leader just before the kill: under loss a view may also change
+    // on its own (checked below). Client datagrams are not dropped, so
+    // every replica answers.
+    let old_view = cluster.status().iter().flatten().filter(|r| r.1 == "normal").map(|r| r.0).max();
+    let old_view = old_view.expect("a normal replica answers");
+    let leader = (old_view % 3) as usize;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // Where each survivor's log stood at the kill: a stall is reported
+    // with what they logged after it.
+    let log_at_kill: Vec<usize> = survivors.iter().map(|i| cluster.log(*i).len()).collect();
+    let killed_ms = cluster::monotonic_ms();
+    cluster.kill_replica(leader);
+    let view_of =
+        |line: &str| line.split(" view ").nth(1).and_then(|v| v.split(' ').next()?.parse::<u64>().ok());
+    let ended_before_the_kill: Vec<String> = (0..3)
+        .flat_map(|i| cluster.log_stamps(i, " view ", 0.0))
+        .filter(|(t, line)| *t < killed_ms && view_of(line).is_some_and(|v| v > old_view))
+        .map(|(_, line)| line)
+        .collect();
+    assert!(
+        ended_before_the_kill.is_empty(),
+        "view {old_view} ended on its own between the status query and the kill of replica {leader} (a follower \
+         would have been killed): {ended_before_the_kill:#?}"
+    );
+
+    // The first commit of a later view by that view's leader, polled
+    // (bounded). Only the leader's line: a follower still catching up logs
+    // "first commit" when it learns ops the old view committed.
+    let new_view_commit = |cluster: &Cluster| -> Option<(f64, usize, String)> {
+        survivors
+            .iter()
+            .flat_map(|i| {
+                cluster.log_stamps(*i, " first commit ", killed_ms).into_iter().map(move |(t, l)| (t, *i, l))
+            })
+            .filter(|(_, i, line)| view_of(line).is_some_and(|v| v > old_view && v % 3 == *i as u64))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let deadline = std::time::Instant::now() + NEW_VIEW_COMMIT_MAX;
+    let committed = loop {
+        if let Some(found) = new_view_commit(&cluster) {
+            break Some(found);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let detected = survivors
+        .iter()
+        .filter_map(|i| cluster.log_stamps(*i, " view-change ", killed_ms).first().map(|(t, _)| *t))
+        .min_by(f64::total_cmp);
+    let Some((committed_ms, by, line)) = committed else {
+        // Where it stalled: the survivors' status and counter lines since
+        // the kill, and their final counters (SIGTERM prints them; the
+        // load is still running and fails on its own, unjoined).
+        let status = cluster.status();
+        for i in survivors.iter().copied() {
+            let _ = cluster.stop_replica(i);
+        }
+        let excerpts: String = survivors
+            .iter()
+            .zip(&log_at_kill)
+            .map(|(i, at)| format!("--- replica {i} after the kill ---\n{}", &cluster.log(*i)[*at..]))
+            .collect();
+        panic!(
+            "no commit in a view after {old_view} within {NEW_VIEW_COMMIT_MAX:?} of killing leader {leader} \
+             (first view-change line {:?} ms after the kill); status {status:?}\n{excerpts}",
+            detected.map(|d| d - killed_ms)
+        );
+    };
+    let detection_ms = detected.map_or(f64::NAN, |d| d - killed_ms);
+    let view_change_ms = detected.map_or(f64::NAN, |d| committed_ms - d);
+    eprintln!(
+        "leader kill under {LOSS_PERCENT}% replica link loss: leader {leader} killed; detection {detection_ms:.1} ms, \
+         first commit of the new view {view_change_ms:.1} ms after detection ({:.1} ms after the kill), \
+         on replica {by}: {line}",
+        committed_ms - killed_ms
+    );
+    for i in survivors.iter().copied() {
+        // The survivors' status lines of the view change, to read where
+        // the time went.
+        for (_, line) in cluster.log_stamps(i, "", killed_ms).iter().filter(|(t, _)| *t <= committed_ms) {
+            eprintln!("  {}", line.split_once("electrode replica ").map_or(line.as_str(), |(_, l)| l));
+        }
+    }
+    assert!(detected.is_some_and(|d| d <= committed_ms), "a commit of a new view without a view-change line");
+    // (The last poll may come up to one sleep past the deadline.)
+    assert!(
+        committed_ms - killed_ms <= NEW_VIEW_COMMIT_MAX.as_secs_f64() * 1e3,
+        "the new view committed {:.1} ms after the kill, over {NEW_VIEW_COMMIT_MAX:?}",
+        committed_ms - killed_ms
+    );
+
+    cluster.start_replica(leader);
+    let out = load.join().unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    let r = report(&out);
+    assert_eq!(r["ops"], OPS);
+    assert_eq!(r["failed"], 0);
+    assert_linearizable(&history);
+    let commit = cluster.wait_converged(SETTLE);
+    let dropped = cluster.lossless();
+    assert!(dropped > 100, "nftables dropped only {dropped} replica datagrams");
+    let caught_up =
+        cluster.log_stamps(leader, "caught up", killed_ms).first().map(|(t, _)| *t - committed_ms);
+    eprintln!(
+        "leader kill under loss: commit {commit}, {} ops/s, client retries {}, nftables dropped {dropped} \
+         replica datagrams; restarted replica {leader} caught up {caught_up:?} ms after the new view's first commit",
+        r["throughput_ops_per_s"].as_f64().unwrap_or(0.0).round(),
+        r["retries"]
+    );
+    for i in 0..3 {
+        assert!(cluster.stop_replica(i).success(), "replica {i} did not exit cleanly");
+    }
+    cluster.assert_no_panic();
+}
+
 #[test]
 fn hostile_datagrams_are_counted_and_change_nothing() {
     if !require_root("hostile_datagrams_are_counted_and_change_nothing") {

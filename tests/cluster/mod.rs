@@ -346,7 +346,13 @@ impl Cluster {
 
     /// Packets the nft `counter drop` rules of namespace `ns` dropped.
     pub fn nft_dropped(&self, ns: &str) -> u64 {
-        let out = Command::new("ip").args(["netns", "exec", ns, "nft", "list", "ruleset"]).output().unwrap();
+        self.nft_counted(ns, &["list", "ruleset"])
+    }
+
+    /// The packet counts summed over what `nft ARGS` lists in `ns`.
+    fn nft_counted(&self, ns: &str, args: &[&str]) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args).output().unwrap();
+        assert!(out.status.success(), "nft {args:?} failed in {ns}");
         let text = String::from_utf8_lossy(&out.stdout);
         text.split("packets ")
             .skip(1)
@@ -412,6 +418,32 @@ impl Cluster {
         let r = report(&out);
         assert_eq!(r["failed"], 0, "operations failed: {r}");
         r
+    }
+
+    /// Drops `percent`% of the datagrams between any two replicas, each
+    /// direction drawn on its own (nftables `numgen random`), in the BRIDGE
+    /// namespace for the same reason as `cut_off`: a rule inside a
+    /// replica's namespace runs after its XDP program and would spare the
+    /// Prepares and PrepareOKs the kernel fast paths answer. Client
+    /// datagrams pass untouched. `lossless` removes the rule.
+    pub fn lossy_replica_links(&self, percent: u32) {
+        assert!(percent < 100, "loss of {percent}% leaves no link");
+        let replicas: Vec<String> =
+            (0..self.replicas.len()).map(|i| self.replica_address(i).ip().to_string()).collect();
+        let set = replicas.join(", ");
+        let rules = format!(
+            "table bridge lossy {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
+             ip saddr {{ {set} }} ip daddr {{ {set} }} numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+        );
+        self.nft(&self.ns_bridge(), &rules);
+    }
+
+    /// Removes the rule of `lossy_replica_links`; returns the datagrams it
+    /// dropped.
+    pub fn lossless(&self) -> u64 {
+        let dropped = self.nft_counted(&self.ns_bridge(), &["list", "table", "bridge", "lossy"]);
+        self.nft(&self.ns_bridge(), "delete table bridge lossy\n");
+        dropped
     }
 
     /// Starts a closed-loop KV load from the client namespace in its own
@@ -498,7 +530,31 @@ pub fn send_spoofed(socket: &socket2::Socket, from: SocketAddrV4, to: SocketAddr
     let _ = socket.send_to(&packet, &socket2::SockAddr::from(to));
 }
 
+/// CLOCK_MONOTONIC in milliseconds: the clock of the `[ms]` stamps the
+/// replicas write on their status lines (one clock for every process of
+/// the machine, so a test's instants and a replica's lines compare).
+pub fn monotonic_ms() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as f64 * 1e3 + t.tv_nsec() as f64 / 1e6
+}
+
 impl Cluster {
+    /// The `[ms]` stamps of replica `i`'s log lines that contain `needle`
+    /// and are stamped after `after_ms` (lines without a stamp are skipped),
+    /// with the line, in log order.
+    pub fn log_stamps(&self, i: usize, needle: &str, after_ms: f64) -> Vec<(f64, String)> {
+        let tag = format!("electrode replica {i}: [");
+        self.log(i)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .filter_map(|line| {
+                let rest = &line[line.find(&tag)? + tag.len()..];
+                let stamp: f64 = rest[..rest.find(']')?].parse().ok()?;
+                (stamp > after_ms).then(|| (stamp, line.to_string()))
+            })
+            .collect()
+    }
+
     /// The replicas' logs hold no panic (a replica that panicked in a
     /// thread may still exit through its signal handler).
     pub fn assert_no_panic(&self) {
