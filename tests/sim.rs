@@ -1384,6 +1384,57 @@ fn scripted_catch_up_then_two_view_changes_keeps_acknowledged_ops() {
     }
 }
 
+/// Beyond f, scripted: two of three replicas crash on one tick and restart
+/// together beside the third, which holds every committed op: they wait
+/// (blocked, naming it) and the cluster serves nothing else; every replica
+/// restarted: in memory nothing survives, and each replica says so when it
+/// boots (the durable log is a separate issue).
+#[test]
+fn two_of_three_restarted_block_and_a_full_restart_says_it_lost_everything() {
+    let mut sim = Sim::new(2, Options { scripted: true, ..Options::default() });
+    step_until(&mut sim, true, 5_000, "50 ops committed everywhere", |sim| {
+        (0..3).all(|i| live(sim, i).commit() >= 50)
+    })
+    .unwrap();
+    for i in [0, 2] {
+        sim.crash(i);
+        sim.restart_at[i as usize] = sim.tick + 20;
+    }
+    for _ in 0..3_000 {
+        sim.step(true);
+    }
+    let holder = live(&sim, 1);
+    assert!(holder.commit() >= 50);
+    for i in [0, 2] {
+        let replica = live(&sim, i);
+        assert_eq!(replica.status(), Status::Recovering, "replica {i} did not wait");
+        let blocked = replica.recovery_blocked().unwrap_or_else(|| panic!("replica {i} is not blocked"));
+        assert_eq!((blocked.replica, blocked.op), (1, holder.op()), "replica {i} names the wrong holder");
+        assert!(replica.last_transition().0.starts_with("recovering: waiting"));
+    }
+    println!(
+        "two of three restarted: both blocked on replica 1 (op {}, commit {})",
+        holder.op(),
+        holder.commit()
+    );
+    // Every replica restarted: a new cluster, said so.
+    for i in 0..3 {
+        sim.crash(i);
+        sim.restart_at[i as usize] = sim.tick + 20;
+    }
+    sim.committed.clear();
+    sim.start_views.clear();
+    sim.leaders.clear();
+    step_until(&mut sim, true, 5_000, "every replica normal after the full restart", |sim| {
+        (0..3).all(|i| sim.replicas[i].as_ref().is_some_and(|r| r.status() == Status::Normal))
+    })
+    .unwrap();
+    for i in 0..3 {
+        let why = live(&sim, i).last_transition().0;
+        assert!(why.contains("in-memory data does not survive"), "replica {i}: {why}");
+    }
+}
+
 #[test]
 fn rng_is_deterministic() {
     let a: Vec<u64> = (0..4).scan(Rng(9), |r, _| Some(r.next())).collect();
