@@ -597,17 +597,20 @@ fn booted_follower(kernel_fast_reply: bool) -> (electrode::vr::Replica, Vec<elec
     let mut core = Replica::new(config, Box::new(electrode::app::kv::KvStore::default()), nonce);
     let mut out = Vec::new();
     core.start(&mut out);
-    // A peer without memory answers our nonce: the cluster is booting.
-    let answer = wire::RecoveryResponse {
-        view: 0,
-        nonce,
-        op: 0,
-        commit: 0,
-        replica: LEADER_INDEX,
-        status: consts::STATUS_RECOVERING as u8,
-        state: wire::StateBlob::default(),
-    };
-    core.on_message(LEADER_INDEX, Message::RecoveryResponse(answer), &mut out);
+    // Every other replica answers our nonce without memory: the cluster
+    // is booting.
+    for peer in (0..3).filter(|r| *r != SELF_INDEX) {
+        let answer = wire::RecoveryResponse {
+            view: 0,
+            nonce,
+            op: u64::from(peer) + 100,
+            commit: 0,
+            replica: peer,
+            status: consts::STATUS_RECOVERING as u8,
+            state: wire::StateBlob::default(),
+        };
+        core.on_message(peer, Message::RecoveryResponse(answer), &mut out);
+    }
     assert_eq!(core.status(), Status::Normal);
     assert_eq!(core.view(), 0);
     (core, out)
