@@ -2042,10 +2042,16 @@ impl Replica {
         }
         if m.op < target {
             // The next page from the answerer while it has more, else from
-            // the leader, whose log holds every op of the view.
-            let to = if m.op < m.head { from } else { self.leader_of(self.view) };
-            self.send_get_state_to(to, out);
-            self.paging = true;
+            // the leader, whose log holds every op of the view. (The leader
+            // itself with nothing more: its log cannot be shorter than a
+            // target of this view unless a datagram lied; the state
+            // transfer timer asks again, no ping-pong of empty pages.)
+            let leader = self.leader_of(self.view);
+            if m.op < m.head || from != leader {
+                let to = if m.op < m.head { from } else { leader };
+                self.send_get_state_to(to, out);
+                self.paging = true;
+            }
             return;
         }
         // Our log is this view's log up to the target: drop the older
