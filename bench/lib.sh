@@ -85,7 +85,7 @@ build_variants() {
 build_then_rerun_as_root() {
     local extra
     if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
-        echo "==> building (release) ${#CONFIGURATIONS[@]} configuration(s) in $TARGET_DIR"
+        echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s) in $TARGET_DIR"
         build_variants
         for extra in "$@"; do
             # shellcheck disable=SC2086 # cargo arguments, split on purpose
