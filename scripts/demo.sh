@@ -73,8 +73,10 @@ sys.path.insert(0, "bench")
 from exit_counters import count, exit_counters
 work, ops, n, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 
+counters = {(name, i): exit_counters(f"{work}/{name}.replica{i}.log") for name in names for i in range(n)}
+
 def summary(name, replica, key):
-    return count(exit_counters(f"{work}/{name}.replica{replica}.log"), key)
+    return count(counters[(name, replica)], key)
 
 rows = [("throughput (ops/s)", lambda n_, d: f"{d['throughput_ops_per_s']:.0f}"),
         ("p50 latency (us)", lambda n_, d: f"{d['p50_us']:.0f}"),
