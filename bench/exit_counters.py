@@ -37,8 +37,8 @@ def exit_counters(path):
             if MARKER in candidate:
                 line = candidate
     if line is None:
-        print(f"exit_counters: no exit counters line in {path} (replica killed, not stopped?); counted as 0",
-              file=sys.stderr)
+        print(f"exit_counters: no exit counters line in {path} (a replica killed rather than stopped, or a binary "
+              "older than that line); counted as 0", file=sys.stderr)
         return json.loads(json.dumps(ZERO))
     try:
         counters = json.loads(line.split(MARKER, 1)[1])
