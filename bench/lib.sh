@@ -7,7 +7,7 @@
 # rerun_as_root, resolve_path, TARGET_DIR). A script reads
 #
 #   set -euo pipefail
-#   . "$(dirname "$0")/lib.sh"                # scripts/demo.sh: /../bench/lib.sh
+#   . "$(dirname "$0")/lib.sh"                # scripts/demo.sh: "$(dirname "$0")/../bench/lib.sh"
 #   select_configurations ["DEFAULT"]         # CONFIGURATIONS, CONFIGURATION_NAMES
 #   USAGE="[-n OPS] [-c CONFIG]"
 #   OPS=20000 CONFIG=config.txt               # the defaults
