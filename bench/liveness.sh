@@ -28,15 +28,13 @@
 # losskill loss sigstop" (default all four; failover is (a)-(c), losskill
 # (f), per state size like failover). ELECTRODE_LIVENESS_LOSS_KILL_TRIES:
 # tries of (f) (default 20); ELECTRODE_LIVENESS_LOSS_KILL_PERCENT: its loss
-# (default 10). Run as root, or as a user with sudo (builds
-# as the user).
+# (default 10). ELECTRODE_REPLICA_ARGS: extra replica flags (bench/lib.sh).
+# Run as root, or as a user with sudo (builds as the user).
 set -euo pipefail
-CALLER_DIR="$PWD"
-cd "$(dirname "$0")/.."
-: "${ELECTRODE_BENCH_CONFIGURATIONS:=userspace| all|fast_paths}"
-export ELECTRODE_BENCH_CONFIGURATIONS
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+select_configurations "userspace| all|fast_paths"
 : "${ELECTRODE_LIVENESS_PARTS:=failover losskill loss sigstop}"
-export ELECTRODE_LIVENESS_PARTS
 for part in $ELECTRODE_LIVENESS_PARTS; do
     case "$part" in
     failover | losskill | loss | sigstop) ;;
@@ -44,33 +42,16 @@ for part in $ELECTRODE_LIVENESS_PARTS; do
     esac
 done
 part() { [[ " $ELECTRODE_LIVENESS_PARTS " == *" $1 "* ]]; }
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
 
 SIZES="1 64 256 1024"
 CONFIG=config.txt
 CONFIG_F2=bench/config-f2.txt
 VALUE_SIZE=500
-while getopts "s:c:f:h" opt; do
-    case "$opt" in
-    s) SIZES="$OPTARG" ;;
-    c) CONFIG="$(resolve_path "$OPTARG")" ;;
-    f) CONFIG_F2="$(resolve_path "$OPTARG")" ;;
-    *) echo "usage: $0 [-s \"1 64 256 1024\"] [-c CONFIG] [-f CONFIG_F2]" >&2; exit 2 ;;
-    esac
-done
+USAGE='[-s "1 64 256 1024"] [-c CONFIG] [-f CONFIG_F2]'
+parse_options "s:SIZES c:@CONFIG f:@CONFIG_F2"
 
-if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
-    echo "==> building in $TARGET_DIR"
-    build_variants
-fi
-if [ "$(id -u)" -ne 0 ]; then
-    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" \
-        ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" ELECTRODE_LIVENESS_PARTS="$ELECTRODE_LIVENESS_PARTS" \
-        ELECTRODE_LIVENESS_LOSS_KILL_TRIES="${ELECTRODE_LIVENESS_LOSS_KILL_TRIES:-20}" \
-        ELECTRODE_LIVENESS_LOSS_KILL_PERCENT="${ELECTRODE_LIVENESS_LOSS_KILL_PERCENT:-10}" "$0" -s "$SIZES" -c "$CONFIG" -f "$CONFIG_F2"
-    exit
-fi
+# shellcheck disable=SC2119 # no extra builds
+build_then_rerun_as_root
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/liveness-$STAMP"
@@ -90,14 +71,25 @@ first_stamp() {
         awk -v after="$2" '$1 > after { print; exit }'
 }
 
-# start_one BIN RUN I: starts replica I (appending to its log).
-start_one() {
-    local cpu=$FOLLOWER_CPU
-    [ "$3" -eq 0 ] && cpu=$LEADER_CPU
-    scripts/cluster.sh exec replica "$3" -- "$1" replica -c "$CONFIG" -i "$3" --cpu "$cpu" \
-        2>>"$WORK/$2.replica$3.log" &
-    PIDS[$3]=$!
+# kill_replica I: SIGKILL replica I and reap it.
+kill_replica() {
+    kill -KILL "${PIDS[$1]}"
+    wait "${PIDS[$1]}" 2>/dev/null || true
 }
+
+# kill_under_load SECONDS NAME I: a 4-thread client load of SECONDS in the
+# background (its report $WORK/$run.NAME.json, its PID in LOAD); 1.5 s
+# into it, replica I SIGKILLed, the kill's stamp in KILLED.
+kill_under_load() {
+    client --duration "$1" -t 4 --keys 100 --json >"$WORK/$run.$2.json" &
+    LOAD=$!
+    sleep 1.5
+    KILLED=$(now_ms)
+    kill_replica "$3"
+}
+
+# max_wait_ms REPORT: the longest client wait of a client report, ms.
+max_wait_ms() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['max_us'] / 1000)" "$1"; }
 
 # wait_log LOG AFTER_MS PATTERN SECONDS: the stamp once it appears.
 wait_log() {
@@ -244,8 +236,7 @@ loss_kill() {
         [ -n "$answer" ] || continue
         view="${answer% *}" leader="${answer#* }"
         killed=$(now_ms)
-        kill -KILL "${PIDS[$leader]}"
-        wait "${PIDS[$leader]}" 2>/dev/null || true
+        kill_replica "$leader"
         # Any line of a later view stamped before the kill: it was not a
         # leader kill.
         stamp=""
@@ -257,7 +248,7 @@ loss_kill() {
             echo "  (attempt $attempt: view $view ended on its own $(sub "$killed" "$stamp") ms before the kill of" \
                 "replica $leader; restarted, try $try repeated)"
             restarted=$(now_ms)
-            start_one "$BIN" "$run" "$leader"
+            start_replica "$BIN" "$run" "$leader"
             wait_log "$WORK/$run.replica$leader.log" "$restarted" 'caught up' "$CATCH_UP_MAX_S" >/dev/null
             continue
         fi
@@ -287,7 +278,7 @@ loss_kill() {
             detected="$(earliest "$detected" "$stamp")"
         done
         restarted=$(now_ms)
-        start_one "$BIN" "$run" "$leader"
+        start_replica "$BIN" "$run" "$leader"
         caught=$(wait_log "$WORK/$run.replica$leader.log" "$restarted" 'caught up' "$CATCH_UP_MAX_S")
         tries+=("$try $leader $killed ${detected:--} ${committed:--} $(sub "$caught" "$restarted" | sed 's/^null$/-/') killed")
         # (null: no such line within the bound.)
@@ -343,9 +334,8 @@ PY
 }
 
 scripts/cluster.sh up "$CONFIG" >/dev/null
-for entry in "${CONFIGURATIONS[@]}"; do
-    name="${entry%%|*}"
-    BIN="$TARGET_DIR/variants/$name/electrode"
+for name in "${CONFIGURATION_NAMES[@]}"; do
+    BIN="$(variant_bin "$name")"
     part failover || part losskill || SIZES=""
     for size in $SIZES; do
         if part losskill; then
@@ -361,50 +351,33 @@ for entry in "${CONFIGURATIONS[@]}"; do
         fill_s=$(sub "$(now_ms)" "$t0")
 
         # (a) leader SIGKILL under load.
-        client --duration 5 -t 4 --keys 100 --json >"$WORK/$run.kill.json" &
-        load=$!
-        sleep 1.5
-        killed=$(now_ms)
-        kill -KILL "${PIDS[0]}"
-        wait "${PIDS[0]}" 2>/dev/null || true
-        wait "$load"
+        kill_under_load 5 kill 0
+        killed=$KILLED
+        wait "$LOAD"
         detected=""
         committed=""
         started=""
         for i in 1 2; do
-            d="$(first_stamp "$WORK/$run.replica$i.log" "$killed" 'view-change')"
-            [ -n "$d" ] || continue
-            if [ -z "$detected" ] || python3 -c "import sys; sys.exit(0 if float('$d') < float('$detected') else 1)"; then
-                detected="$d"
-            fi
-        done
-        for i in 1 2; do
+            detected="$(earliest "$detected" "$(first_stamp "$WORK/$run.replica$i.log" "$killed" 'view-change')")"
             # The new leader's normal line, and the first commit in the new view.
             s="$(first_stamp "$WORK/$run.replica$i.log" "$killed" 'DoViewChanges: new leader')"
             [ -n "$s" ] && started="$s"
-            c="$(first_stamp "$WORK/$run.replica$i.log" "$killed" 'first commit')"
-            if [ -n "$c" ] && { [ -z "$committed" ] || python3 -c "import sys; sys.exit(0 if float('$c') < float('$committed') else 1)"; }; then
-                committed="$c"
-            fi
+            committed="$(earliest "$committed" "$(first_stamp "$WORK/$run.replica$i.log" "$killed" 'first commit')")"
         done
-        kill_max_ms=$(python3 -c "import json; print(json.load(open('$WORK/$run.kill.json'))['max_us'] / 1000)")
+        kill_max_ms=$(max_wait_ms "$WORK/$run.kill.json")
 
         # (b) the killed leader restarts and catches up.
         restarted=$(now_ms)
-        start_one "$BIN" "$run" 0
+        start_replica "$BIN" "$run" 0
         caught=$(wait_log "$WORK/$run.replica0.log" "$restarted" 'caught up' 300)
 
         # (c) a follower (not the new leader, replica 1) killed and restarted at once.
-        client --duration 6 -t 4 --keys 100 --json >"$WORK/$run.restart.json" &
-        load=$!
-        sleep 1.5
-        frestart=$(now_ms)
-        kill -KILL "${PIDS[2]}"
-        wait "${PIDS[2]}" 2>/dev/null || true
-        start_one "$BIN" "$run" 2
-        wait "$load"
+        kill_under_load 6 restart 2
+        frestart=$KILLED
+        start_replica "$BIN" "$run" 2
+        wait "$LOAD"
         fcaught=$(wait_log "$WORK/$run.replica2.log" "$frestart" 'caught up' 300)
-        restart_max_ms=$(python3 -c "import json; print(json.load(open('$WORK/$run.restart.json'))['max_us'] / 1000)")
+        restart_max_ms=$(max_wait_ms "$WORK/$run.restart.json")
         stop_replicas
 
         python3 - "$name" "$size" "$keys" "$fill_s" "$killed" "$detected" "$started" "$committed" "$kill_max_ms" \
@@ -455,10 +428,9 @@ scripts/cluster.sh down "$CONFIG" >/dev/null 2>&1 || true
 # (e) 5 replicas, the leader SIGSTOPped for 2 s, three times.
 CONFIG="$CONFIG_F2"
 part sigstop && scripts/cluster.sh up "$CONFIG" >/dev/null
-for entry in "${CONFIGURATIONS[@]}"; do
+for name in "${CONFIGURATION_NAMES[@]}"; do
     part sigstop || break
-    name="${entry%%|*}"
-    BIN="$TARGET_DIR/variants/$name/electrode"
+    BIN="$(variant_bin "$name")"
     run="$name-sigstop"
     start_replicas "$BIN" "$run"
     client --fill --keys 20000 --value-size "$VALUE_SIZE" -t 8 --json >/dev/null
@@ -466,7 +438,7 @@ for entry in "${CONFIGURATIONS[@]}"; do
     load=$!
     sleep 1
     views=()
-    for stop in 1 2 3; do
+    for _ in 1 2 3; do
         view_before=$(status_json |
             python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin)["replicas"] if x.get("role")=="leader"]; print(r[0]["view"], r[0]["replica"])')
         leader="${view_before#* }"

@@ -6,22 +6,20 @@
 # task-clock, context switches and migrations. Also every CPU's busy time
 # per op (/proc/stat), since on veth part of the leader's network work runs
 # in the client's softirqs and part of the client's in the leader's sends
-# (PLATFORM.md, "Where kernel fast-path work runs").
+# (docs/PLATFORM.md, "Where kernel work runs").
 #
 #   bench/profile.sh [-c CONFIG] [-d 3] [-t 2] [-S 16] [-a null] [-N 25]
 #
 # -N: functions listed per configuration. Configurations: as bench/run.sh
-# (ELECTRODE_BENCH_CONFIGURATIONS, default here "userspace| all|fast_paths").
+# (ELECTRODE_BENCH_CONFIGURATIONS, default here "userspace| all|fast_paths";
+# ELECTRODE_REPLICA_ARGS, extra replica flags: bench/lib.sh).
 # Results: bench/results/profile-<stamp>.md (the top functions by share of
 # the leader's samples, grouped by user space, kernel network stack, BPF and
 # the rest) and .json. Run as root, or as a user with sudo.
 set -euo pipefail
-CALLER_DIR="$PWD"
-cd "$(dirname "$0")/.."
-: "${ELECTRODE_BENCH_CONFIGURATIONS:=userspace| all|fast_paths}"
-export ELECTRODE_BENCH_CONFIGURATIONS
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+select_configurations "userspace| all|fast_paths"
 
 CONFIG=config.txt
 SECONDS_RUN=3
@@ -29,29 +27,13 @@ THREADS=2
 SESSIONS=16
 APP=null
 TOP=25
-while getopts "c:d:t:S:a:N:" opt; do
-    case "$opt" in
-    c) CONFIG="$(resolve_path "$OPTARG")" ;;
-    d) SECONDS_RUN="$OPTARG" ;;
-    t) THREADS="$OPTARG" ;;
-    S) SESSIONS="$OPTARG" ;;
-    a) APP="$OPTARG" ;;
-    N) TOP="$OPTARG" ;;
-    *) echo "usage: $0 [-c CONFIG] [-d SECONDS] [-t THREADS] [-S SESSIONS] [-a APP] [-N TOP]" >&2; exit 2 ;;
-    esac
-done
+USAGE="[-c CONFIG] [-d SECONDS] [-t THREADS] [-S SESSIONS] [-a APP] [-N TOP]"
+parse_options "c:@CONFIG d:SECONDS_RUN t:THREADS S:SESSIONS a:APP N:TOP"
 [ -f "$CONFIG" ] || { echo "$0: no config file $CONFIG" >&2; exit 2; }
 command -v perf >/dev/null || { echo "$0: perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
 
-if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
-    build_variants
-fi
-if [ "$(id -u)" -ne 0 ]; then
-    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" \
-        ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" \
-        "$0" -c "$CONFIG" -d "$SECONDS_RUN" -t "$THREADS" -S "$SESSIONS" -a "$APP" -N "$TOP"
-    exit
-fi
+# shellcheck disable=SC2119 # no extra builds
+build_then_rerun_as_root
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/profile-$STAMP"
@@ -71,13 +53,11 @@ scripts/cluster.sh up "$CONFIG" >/dev/null
 cpu_busy() { awk '/^cpu[0-9]/ {print $1, $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 
 RUNS=()
-for entry in "${CONFIGURATIONS[@]}"; do
-    name="${entry%%|*}"
-    bin="target/variants/$name/electrode"
+for name in "${CONFIGURATION_NAMES[@]}"; do
+    bin="$(variant_bin "$name")"
     run="$name-$APP"
     echo "==> $run: ${SECONDS_RUN} s, $THREADS threads x $SESSIONS sessions"
-    # shellcheck disable=SC2086 # extra replica flags, split on purpose
-    start_replicas "$bin" "$run" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+    start_replicas "$bin" "$run" --app "$APP"
     leader="${PIDS[0]}"
     # perf stops at SIGINT, which it gets when the client is done.
     perf record -q -g -e cpu-clock -F 4999 -p "$leader" -o "$WORK/$run.data" 2>"$WORK/$run.record.err" &

@@ -15,45 +15,28 @@
 #
 # Run as root, or as a user with sudo: it builds as the user and runs the
 # cluster through sudo. CONFIG is relative to the caller's directory;
-# binaries go to CARGO_TARGET_DIR if set.
+# binaries go to CARGO_TARGET_DIR if set. ELECTRODE_BENCH_CONFIGURATIONS
+# chooses the configurations, ELECTRODE_REPLICA_ARGS passes extra replica
+# flags (bench/lib.sh).
 #
-# Configurations and CPU placement: scripts/lib.sh (the same as the demo);
+# Configurations and CPU placement: bench/lib.sh (the same as the demo);
 # the floor's server and client are placed like the leader and the client.
 set -euo pipefail
-CALLER_DIR="$PWD"
-cd "$(dirname "$0")/.."
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 OPS=20000
 THREAD_COUNTS="1 2 4 8"
 SESSIONS=1
 APPS="null kv"
 CONFIG=config.txt
-while getopts "n:t:s:a:c:h" opt; do
-    case "$opt" in
-    n) OPS="$OPTARG" ;;
-    t) THREAD_COUNTS="$OPTARG" ;;
-    s) SESSIONS="$OPTARG" ;;
-    a) APPS="$OPTARG" ;;
-    c) CONFIG="$(resolve_path "$OPTARG")" ;;
-    *) echo "usage: $0 [-n OPS] [-t \"1 2 4 8\"] [-s SESSIONS] [-a \"null kv\"] [-c CONFIG]" >&2; exit 2 ;;
-    esac
-done
+USAGE='[-n OPS] [-t "1 2 4 8"] [-s SESSIONS] [-a "null kv"] [-c CONFIG]'
+parse_options "n:OPS t:THREAD_COUNTS s:SESSIONS a:APPS c:@CONFIG"
 WARMUP=$((OPS / 10))
 
-if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
-    echo "==> building in $TARGET_DIR"
-    build_variants
-    # fast_reply for the XDP_TX floor (pingpong xdp-*); the variants are
-    # already copied out, so this rebuild of the library touches none.
-    cargo build --release --quiet --example pingpong --features fast_reply
-fi
-# The rest needs root (namespaces, BPF); cargo does not run as root.
-if [ "$(id -u)" -ne 0 ]; then
-    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" "$0" -n "$OPS" -t "$THREAD_COUNTS" -s "$SESSIONS" -a "$APPS" -c "$CONFIG"
-    exit
-fi
+# fast_reply for the XDP_TX floor (pingpong xdp-*); the variants are
+# already copied out, so this rebuild of the library touches none.
+build_then_rerun_as_root "--example pingpong --features fast_reply"
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/$STAMP"
@@ -61,29 +44,16 @@ WORK="$(mktemp -d /tmp/electrode-bench.XXXXXX)"
 trap cleanup_replicas EXIT
 trap 'exit 130' INT TERM
 N_REPLICAS="$(replica_count)"
-LEADER_ADDR="$(grep -E '^[[:space:]]*replica[[:space:]]' "$CONFIG" | head -1 | awk '{print $2}')"
 
 scripts/cluster.sh up "$CONFIG" >/dev/null
 
 # proc_stats PID -> "cpu_ticks voluntary_switches"
 proc_stats() {
-    local stat cpu vol
-    stat="$(cat "/proc/$1/stat")"
-    stat="${stat##*) }"
-    # fields after the command: state(1) ... utime(12) stime(13)
-    cpu="$(echo "$stat" | awk '{print $12 + $13}')"
-    vol="$(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status")"
-    echo "$cpu $vol"
+    echo "$(proc_cpu_ticks "$1") $(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status")"
 }
 
 echo "==> floor: UDP ping-pong client -> replica 0 namespace"
-PP="$TARGET_DIR/release/examples/pingpong"
-scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$PP" server "$LEADER_ADDR" &
-PIDS+=("$!")
-sleep 0.3
-scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$PP" client "$LEADER_ADDR" -n "$OPS" -w "$WARMUP" \
-    >"$WORK/floor.json"
-stop_replicas # the ping-pong server: same stop by PID
+floor_udp "$OPS" "$WARMUP" "$WORK/floor.json"
 cat "$WORK/floor.json"
 
 # The other half of the p50 bound at one outstanding request: one XDP_TX
@@ -91,24 +61,17 @@ cat "$WORK/floor.json"
 # answered by the fast_reply program (pingpong xdp-*), pinned as the leader
 # and a follower are.
 echo "==> floor: XDP_TX round trip replica 0 -> replica 1 (fast_reply Prepare -> PrepareOK)"
-scripts/cluster.sh exec replica 1 -- taskset -c "$FOLLOWER_CPU" "$PP" xdp-follower "$CONFIG" &
-PIDS+=("$!")
-sleep 0.5
-scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$PP" xdp-leader "$CONFIG" -n "$OPS" -w "$WARMUP" \
-    >"$WORK/xdp_floor.json"
-stop_replicas
+floor_xdp "$OPS" "$WARMUP" "$WORK/xdp_floor.json"
 cat "$WORK/xdp_floor.json"
 
 RUNS=()
-for entry in "${CONFIGURATIONS[@]}"; do
-    name="${entry%%|*}"
-    bin="target/variants/$name/electrode"
+for name in "${CONFIGURATION_NAMES[@]}"; do
+    bin="$(variant_bin "$name")"
     for app in $APPS; do
         for t in $THREAD_COUNTS; do
             run="$name-$app-t$t"
             echo "==> $run: $OPS ops, $SESSIONS session(s) per client thread"
-            # shellcheck disable=SC2086 # extra replica flags, split on purpose
-            start_replicas "$bin" "$run" --app "$app" ${ELECTRODE_REPLICA_ARGS:-}
+            start_replicas "$bin" "$run" --app "$app"
             for ((i = 0; i < N_REPLICAS; i++)); do proc_stats "${PIDS[$i]}" >"$WORK/$run.before$i"; done
             scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" -n "$OPS" \
                 -w "$WARMUP" -t "$t" --sessions "$SESSIONS" --app "$app" --json >"$WORK/$run.json"
@@ -120,7 +83,9 @@ for entry in "${CONFIGURATIONS[@]}"; do
 done
 
 python3 - "$WORK" "$OUT" "$OPS" "$N_REPLICAS" "$(getconf CLK_TCK)" "$SESSIONS" "${RUNS[@]}" <<'PY'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "bench")
+from exit_counters import count, exit_counters
 work, out, ops, n, hz, sessions, runs = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                                          int(sys.argv[5]), int(sys.argv[6]), sys.argv[7:])
 floor = json.load(open(f"{work}/floor.json"))
@@ -128,28 +93,20 @@ xdp_floor = json.load(open(f"{work}/xdp_floor.json"))
 result = {"ops_per_run": ops, "replicas": n, "sessions_per_client_thread": sessions, "floor": floor,
           "xdp_floor": xdp_floor, "runs": []}
 
-def summary(log, name):
-    line = next((l for l in reversed(log.splitlines()) if "stopped;" in l), "")
-    for part in line.split("; ", 1)[-1].split(", "):
-        key, _, value = part.rpartition(" ")
-        if key == name:
-            return int(value)
-    return 0
-
 for run in runs:
     client = json.load(open(f"{work}/{run}.json"))
     replicas = []
     for i in range(n):
         b = [int(x) for x in open(f"{work}/{run}.before{i}").read().split()]
         a = [int(x) for x in open(f"{work}/{run}.after{i}").read().split()]
-        log = open(f"{work}/{run}.replica{i}.log").read()
+        counters = exit_counters(f"{work}/{run}.replica{i}.log")
         replicas.append({
             "replica": i,
             "cpu_us_per_op": (a[0] - b[0]) * 1e6 / hz / ops,
             "wakeups_per_op": (a[1] - b[1]) / ops,
-            "datagrams_per_op": summary(log, "received") / ops,
-            "acks_per_op": summary(log, "prepare_ok") / ops,
-            "sendto_per_op": summary(log, "sent") / ops,
+            "datagrams_per_op": count(counters, "received") / ops,
+            "acks_per_op": count(counters, "prepare_ok") / ops,
+            "sendto_per_op": count(counters, "sent") / ops,
         })
     config, app, threads = run.rsplit("-", 2)
     result["runs"].append({"run": run, "configuration": config, "app": app, "threads": int(threads[1:]),

@@ -4,7 +4,7 @@
 # fast paths), on a fresh namespace cluster (scripts/cluster.sh), in each
 # CPU placement:
 #   "shared": the client next to the leader on CPU 0, followers on CPU 1
-#             (scripts/lib.sh, the placement of every other bench);
+#             (bench/lib.sh, the placement of every other bench);
 #   "split":  the leader alone on CPU 0, the client with the followers on
 #             CPU 1, closer to the paper's clients on their own machines;
 # (a) saturation: a closed loop (-T threads x -S sessions outstanding) for
@@ -40,24 +40,20 @@
 # The leader's CPU: utime + stime of replica 0's process (/proc/PID/stat,
 # all its threads) over the whole client run, warm-up included, divided by
 # the operations the client completed (ops + warm-up - failed). On veth the
-# sender's CPU runs the receiver's network stack (PLATFORM.md), so part of
-# the leader's receive path is charged to the client; each run also records
-# every CPU's busy time per op (/proc/stat; it includes whatever else runs
-# on the machine).
+# sender's CPU runs the receiver's network stack (docs/PLATFORM.md, "Where
+# kernel work runs"), so part of the leader's receive path is charged to
+# the client; each run also records every CPU's busy time per op
+# (/proc/stat; it includes whatever else runs on the machine).
 #
 # Run as root, or as a user with sudo (builds as the user, runs the cluster
 # through sudo). Configurations: ELECTRODE_BENCH_CONFIGURATIONS as in
-# scripts/lib.sh, default here "userspace| all|fast_paths"; the ratios need
+# bench/lib.sh, default here "userspace| all|fast_paths"; the ratios need
 # both of those. ELECTRODE_REPLICA_ARGS passes extra replica flags.
 set -euo pipefail
-CALLER_DIR="$PWD"
-cd "$(dirname "$0")/.."
-: "${ELECTRODE_BENCH_CONFIGURATIONS:=userspace| all|fast_paths}"
-export ELECTRODE_BENCH_CONFIGURATIONS
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+select_configurations "userspace| all|fast_paths"
 
-ARGS=("$@")
 REPLICA_COUNTS="3 5 7"
 PERCENTS="10 25 50 70 85 95 100 110"
 POINT_S=2
@@ -70,28 +66,10 @@ PLACEMENTS="shared split"
 THREADS=2
 SESSIONS=16
 SINGLE_OPS=20000
-usage() {
-    echo "usage: $0 [-r \"3 5 7\"] [-p \"10 25 ...\"] [-d SECONDS] [-w SECONDS] [-s SECONDS] [-R ROUNDS] [-a \"null\"]" \
-        "[-k \"null kv\"] [-P \"shared split\"] [-T THREADS] [-S SESSIONS] [-1 OPS]" >&2
-    exit 2
-}
-while getopts "r:p:d:w:s:R:a:k:P:T:S:1:h" opt; do
-    case "$opt" in
-    r) REPLICA_COUNTS="$OPTARG" ;;
-    p) PERCENTS="$OPTARG" ;;
-    d) POINT_S="$OPTARG" ;;
-    w) WARMUP_S="$OPTARG" ;;
-    s) SATURATION_S="$OPTARG" ;;
-    R) ROUNDS="$OPTARG" ;;
-    a) CURVE_APPS="$OPTARG" ;;
-    k) SATURATION_APPS="$OPTARG" ;;
-    P) PLACEMENTS="$OPTARG" ;;
-    T) THREADS="$OPTARG" ;;
-    S) SESSIONS="$OPTARG" ;;
-    1) SINGLE_OPS="$OPTARG" ;;
-    *) usage ;;
-    esac
-done
+USAGE='[-r "3 5 7"] [-p "10 25 ..."] [-d SECONDS] [-w SECONDS] [-s SECONDS] [-R ROUNDS] [-a "null"]'
+USAGE+=' [-k "null kv"] [-P "shared split"] [-T THREADS] [-S SESSIONS] [-1 OPS]'
+parse_options "r:REPLICA_COUNTS p:PERCENTS d:POINT_S w:WARMUP_S s:SATURATION_S R:ROUNDS a:CURVE_APPS
+    k:SATURATION_APPS P:PLACEMENTS T:THREADS S:SESSIONS 1:SINGLE_OPS"
 # 2f+1 replicas, at most ELECTRODE_MAX_REPLICAS (9, bpf/electrode.h).
 for n in $REPLICA_COUNTS; do
     if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 3 ] || [ "$n" -gt 9 ] || [ $((n % 2)) -ne 1 ]; then
@@ -128,21 +106,9 @@ for app in $CURVE_APPS $SATURATION_APPS; do
 done
 [ -n "$APPS" ] || { echo "$0: -a and -k name no application" >&2; exit 2; }
 
-if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
-    echo "==> building in $TARGET_DIR"
-    build_variants
-    cargo build --release --quiet --example plot_sweep
-    # fast_reply for the XDP_TX floor (pingpong xdp-*); the variants are
-    # already copied out.
-    cargo build --release --quiet --example pingpong --features fast_reply
-fi
-if [ "$(id -u)" -ne 0 ]; then
-    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" \
-        ELECTRODE_BENCH_CONFIGURATIONS="$ELECTRODE_BENCH_CONFIGURATIONS" \
-        ELECTRODE_ARTIFACT_PEAK_OPS="$ARTIFACT_PEAK" \
-        ELECTRODE_REPLICA_ARGS="${ELECTRODE_REPLICA_ARGS:-}" "$0" "${ARGS[@]}"
-    exit
-fi
+# plot_sweep draws the figure; pingpong, built with fast_reply for the
+# XDP_TX floor (pingpong xdp-*), after the variants are copied out.
+build_then_rerun_as_root "--example plot_sweep" "--example pingpong --features fast_reply"
 
 STARTED=$SECONDS
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -160,10 +126,7 @@ mkdir -p bench/results
 cpu_sample() {
     local pid stat followers=0 leader=0 i=0
     for pid in "${PIDS[@]}"; do
-        stat="$(cat "/proc/$pid/stat")"
-        stat="${stat##*) }"
-        # fields after the command: state(1) ... utime(12) stime(13)
-        stat="$(echo "$stat" | awk '{print $12 + $13}')"
+        stat="$(proc_cpu_ticks "$pid")"
         if [ "$i" -eq 0 ]; then leader="$stat"; else followers=$((followers + stat)); fi
         i=$((i + 1))
     done
@@ -227,28 +190,16 @@ curve() {
 # trip replica 0 -> replica 1 through fast_reply's program), then per
 # configuration one thread with one session, shared placement, null app.
 single() {
-    local pp="$TARGET_DIR/release/examples/pingpong" leader_addr entry id
-    leader_addr="$(grep -E '^replica ' "$CONFIG" | head -1 | awk '{print $2}')"
+    local id
     echo "==> $N replicas: floors, then one outstanding request per configuration"
-    scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$pp" server "$leader_addr" &
-    PIDS=("$!")
-    sleep 0.3
-    scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$pp" client "$leader_addr" -n "$SINGLE_OPS" \
-        -w "$((SINGLE_OPS / 10))" >"$WORK/floor.json"
-    stop_replicas
-    scripts/cluster.sh exec replica 1 -- taskset -c "$FOLLOWER_CPU" "$pp" xdp-follower "$CONFIG" &
-    PIDS=("$!")
-    sleep 0.5
-    scripts/cluster.sh exec replica 0 -- taskset -c "$LEADER_CPU" "$pp" xdp-leader "$CONFIG" -n "$SINGLE_OPS" \
-        -w "$((SINGLE_OPS / 10))" >"$WORK/xdp_floor.json"
-    stop_replicas
-    for entry in "${CONFIGURATIONS[@]}"; do
-        NAME="${entry%%|*}"
-        BIN="$TARGET_DIR/variants/$NAME/electrode"
+    floor_udp "$SINGLE_OPS" "$((SINGLE_OPS / 10))" "$WORK/floor.json"
+    floor_xdp "$SINGLE_OPS" "$((SINGLE_OPS / 10))" "$WORK/xdp_floor.json"
+    for NAME in "${CONFIGURATION_NAMES[@]}"; do
+        BIN="$(variant_bin "$NAME")"
         APP=null
         RUN="n$N-single-$NAME-$APP"
         id="$RUN-single-shared"
-        start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+        start_replicas "$BIN" "$RUN" --app "$APP"
         THREADS=1 SESSIONS=1 client "$id" "$CLIENT_CPU" -n "$SINGLE_OPS" -w "$((SINGLE_OPS / 10))"
         stop_replicas
         echo "$id $N 0 $NAME $APP single shared -" >>"$WORK/manifest"
@@ -276,18 +227,16 @@ for n in $REPLICA_COUNTS; do
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         # The configurations in reverse order every other round, so that a
         # drift in the machine's other load does not favour one of them.
-        order=("${CONFIGURATIONS[@]}")
+        order=("${CONFIGURATION_NAMES[@]}")
         if [ $((ROUND % 2)) -eq 0 ]; then
             order=()
-            for ((i = ${#CONFIGURATIONS[@]} - 1; i >= 0; i--)); do order+=("${CONFIGURATIONS[$i]}"); done
+            for ((i = ${#CONFIGURATION_NAMES[@]} - 1; i >= 0; i--)); do order+=("${CONFIGURATION_NAMES[$i]}"); done
         fi
-        for entry in "${order[@]}"; do
-            NAME="${entry%%|*}"
-            BIN="$TARGET_DIR/variants/$NAME/electrode"
+        for NAME in "${order[@]}"; do
+            BIN="$(variant_bin "$NAME")"
             for APP in $APPS; do
                 RUN="n$n-r$ROUND-$NAME-$APP"
-                # shellcheck disable=SC2086 # extra replica flags, split on purpose
-                start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+                start_replicas "$BIN" "$RUN" --app "$APP"
                 for placement in $PLACEMENTS; do
                     saturation "$placement"
                     echo "==> $n replicas, round $ROUND, $NAME, $APP, $placement: saturated closed loop" \
@@ -301,14 +250,12 @@ for n in $REPLICA_COUNTS; do
     # The curves, at percents of the highest saturated rate of the rounds:
     # other load on the machine only ever lowers a round's rate (one round
     # measured next to a compile gave a quarter of the next one's).
-    for entry in "${CONFIGURATIONS[@]}"; do
-        NAME="${entry%%|*}"
-        BIN="$TARGET_DIR/variants/$NAME/electrode"
+    for NAME in "${CONFIGURATION_NAMES[@]}"; do
+        BIN="$(variant_bin "$NAME")"
         for APP in $CURVE_APPS; do
             RUN="n$n-curve-$NAME-$APP"
             ROUND=0 # not a saturation round
-            # shellcheck disable=SC2086 # extra replica flags, split on purpose
-            start_replicas "$BIN" "$RUN" --app "$APP" ${ELECTRODE_REPLICA_ARGS:-}
+            start_replicas "$BIN" "$RUN" --app "$APP"
             for placement in $PLACEMENTS; do
                 rates="${SATURATED["$NAME|$APP|$placement"]}"
                 best="$(echo "$rates" | awk '{ for (i = 1; i <= NF; i++) if ($i > m) m = $i; printf "%.0f", m }')"
@@ -437,6 +384,14 @@ f0 = lambda x: "-" if x is None else f"{x:.0f}"
 f1 = lambda x: "-" if x is None else f"{x:.1f}"
 f2 = lambda x: "-" if x is None else f"{x:.2f}"
 each = lambda xs, f: " / ".join(f(x) for x in xs)
+
+
+def table_rows(kind, cells):
+    """A markdown row per run of KIND, its cells from cells(run, run's client report)."""
+    return ["| " + " | ".join(str(x) for x in cells(r, r["client"])) + " |" for r in result["runs"]
+            if r["kind"] == kind]
+
+
 name = out.rsplit("/", 1)[-1]
 lines = [
     f"Sweep {stamp}: kernel {kernel}, {cpus} CPUs, load average {loadavg_before} before and {loadavg_after} "
@@ -496,30 +451,21 @@ lines += ["", "## Saturation (closed loop)", "",
           "| replicas | round | configuration | app | placement | ops/s | p50 us | p99 us | leader CPU us/op | "
           "followers CPU us/op |" + cpu_cols + " client CPU us/op | other CPUs busy | failed |",
           "|---|---|---|---|---|---|---|---|---|---|" + "---|" * ncpu + "---|---|---|"]
-for r in result["runs"]:
-    if r["kind"] != "saturation":
-        continue
-    c = r["client"]
-    lines.append(f"| {r['replicas']} | {r['round']} | {r['configuration']} | {r['app']} | {r['placement']} | "
-                 f"{c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | {c['p99_us']:.0f} | "
-                 f"{f1(r['leader_cpu_us_per_op'])} | {f1(r['followers_cpu_us_per_op'])} |"
-                 + "".join(f" {f1(x)} |" for x in r["cpu_busy_us_per_op"])
-                 + f" {f1(c['client_cpu_us_per_op'])} | {f2(r['other_cpus_busy'])} | {c['failed']} |")
+lines += table_rows("saturation", lambda r, c: [
+    r["replicas"], r["round"], r["configuration"], r["app"], r["placement"], f0(c["throughput_ops_per_s"]),
+    f0(c["p50_us"]), f0(c["p99_us"]), f1(r["leader_cpu_us_per_op"]), f1(r["followers_cpu_us_per_op"]),
+    *(f1(x) for x in r["cpu_busy_us_per_op"]), f1(c["client_cpu_us_per_op"]), f2(r["other_cpus_busy"]), c["failed"]])
 lines += ["", "## Curves (open loop)", "",
           "late: sent over 1 ms after the intended time (of those, client behind: a session was free, the client "
           "was not scheduled in time; the others waited for a session); unsent: due before the end, never sent.", "",
           "| replicas | placement | configuration | app | % of saturated | offered ops/s | achieved ops/s | p50 us | "
           "p99 us | leader CPU us/op | client CPU us/op | other CPUs busy | late | client behind | unsent | failed |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-for r in result["runs"]:
-    if r["kind"] != "open":
-        continue
-    c = r["client"]
-    lines.append(f"| {r['replicas']} | {r['placement']} | {r['configuration']} | {r['app']} | {r['percent']} | "
-                 f"{c['offered_ops_per_s']:.0f} | {c['throughput_ops_per_s']:.0f} | {c['p50_us']:.0f} | "
-                 f"{c['p99_us']:.0f} | {f1(r['leader_cpu_us_per_op'])} | {f1(c['client_cpu_us_per_op'])} | "
-                 f"{f2(r['other_cpus_busy'])} | "
-                 f"{c['late_sends']} | {c['late_sends_client_behind']} | {c['unsent']} | {c['failed']} |")
+lines += table_rows("open", lambda r, c: [
+    r["replicas"], r["placement"], r["configuration"], r["app"], r["percent"], f0(c["offered_ops_per_s"]),
+    f0(c["throughput_ops_per_s"]), f0(c["p50_us"]), f0(c["p99_us"]), f1(r["leader_cpu_us_per_op"]),
+    f1(c["client_cpu_us_per_op"]), f2(r["other_cpus_busy"]), c["late_sends"], c["late_sends_client_behind"],
+    c["unsent"], c["failed"]])
 open(f"{out}.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(l for l in lines if not l.startswith("![")))
 PY

@@ -9,19 +9,18 @@
 # Namespaces: ${PREFIX}br (bridge br0), ${PREFIX}r0..r<n-1> (replica i, its
 # config address on eth0), ${PREFIX}cl (clients, CLIENT_IP on eth0).
 # Every interface has a fixed MAC and every namespace static neighbours for
-# every other host, because an XDP_TX reply never answers ARP (PLATFORM.md
-# gotcha 9). Each bridge-side veth peer carries a trivial XDP_PASS program,
-# since native XDP_TX on a veth is delivered only if the peer has an XDP
-# program (gotcha 4). MTU 1500. Nothing outside these namespaces is ever
-# addressed: the replica subnet exists only here.
+# every other host, because an XDP_TX reply never answers ARP
+# (docs/PLATFORM.md, gotcha 9). Each bridge-side veth peer carries a
+# trivial XDP_PASS program, since native XDP_TX on a veth is delivered only
+# if the peer has an XDP program (gotcha 4). MTU 1500. Nothing outside
+# these namespaces is ever addressed: the replica subnet exists only here.
 #
-# Needs root; run by a user, it re-runs itself through sudo. CONFIG is
-# taken relative to the caller's directory.
+# Needs root; run by a user, it re-runs itself through sudo (rerun_as_root
+# in scripts/lib.sh, with the ELECTRODE_* variables). CONFIG is taken
+# relative to the caller's directory.
 set -euo pipefail
-CALLER_DIR="$PWD"
-cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
-. scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 PREFIX="${ELECTRODE_NS_PREFIX:-el-}"
 CLIENT_IP="${ELECTRODE_CLIENT_IP:-}"
@@ -51,7 +50,7 @@ pass_program() {
     src="$(mktemp --suffix=.c)"
     cat >"$src" <<'C'
 /* XDP_PASS on the bridge side of each veth, so that native XDP_TX on the
- * replica side is delivered (PLATFORM.md gotcha 4). */
+ * replica side is delivered (docs/PLATFORM.md, gotcha 4). */
 #define SEC(name) __attribute__((section(name), used))
 SEC("xdp") int xdp_pass(void *ctx) { return 2; /* XDP_PASS */ }
 char _license[] SEC("license") = "GPL";
@@ -116,12 +115,10 @@ up() {
 }
 
 cmd="${1:-}"
+# shellcheck disable=SC2119 # the arguments are the script's, saved by lib.sh
+[ -z "$cmd" ] || rerun_as_root
 if [ "$cmd" = up ] && [ -n "${2:-}" ]; then
     set -- up "$(resolve_path "$2")"
-fi
-if [ "$(id -u)" -ne 0 ] && [ -n "$cmd" ]; then
-    as_root "$0" "$@"
-    exit
 fi
 case "$cmd" in
 up) up "${2:-config.txt}" ;;

@@ -7,51 +7,41 @@
 #
 # Run as root, or as a user with sudo: it builds as the user and runs the
 # cluster through sudo. CONFIG is relative to the caller's directory;
-# binaries go to CARGO_TARGET_DIR if set.
+# binaries go to CARGO_TARGET_DIR if set. ELECTRODE_BENCH_CONFIGURATIONS
+# chooses the configurations, ELECTRODE_REPLICA_ARGS passes extra replica
+# flags.
 #
-# Configurations and CPU placement: scripts/lib.sh (the same as bench/).
+# Configurations, CPU placement, builds: bench/lib.sh (the same as bench/).
 set -euo pipefail
-CALLER_DIR="$PWD"
-cd "$(dirname "$0")/.."
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../bench/lib.sh"
 
 OPS=100000
 THREADS=4
 CONFIG=config.txt
-while getopts "n:t:c:h" opt; do
-    case "$opt" in
-    n) OPS="$OPTARG" ;;
-    t) THREADS="$OPTARG" ;;
-    c) CONFIG="$(resolve_path "$OPTARG")" ;;
-    *) echo "usage: $0 [-n OPS] [-t CLIENT_THREADS] [-c CONFIG]" >&2; exit 2 ;;
-    esac
-done
+USAGE="[-n OPS] [-t CLIENT_THREADS] [-c CONFIG]"
+parse_options "n:OPS t:THREADS c:@CONFIG"
 WARMUP=$((OPS / 10))
 
-if [ -z "${ELECTRODE_PREBUILT:-}" ]; then
-need_packages=()
-for tool in clang:clang llc:llvm pkg-config:pkg-config ip:iproute2 nft:nftables python3:python3 taskset:util-linux; do
-    command -v "${tool%%:*}" >/dev/null || need_packages+=("${tool#*:}")
-done
-[ -e /usr/include/libelf.h ] || need_packages+=(libelf-dev)
-[ -e /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
-if [ "${#need_packages[@]}" -gt 0 ]; then
-    echo "==> installing ${need_packages[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
-fi
-command -v cargo >/dev/null || { echo "demo.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-
-echo "==> building (release) for ${#CONFIGURATIONS[@]} configuration(s) in $TARGET_DIR"
-build_variants
-fi
-# The rest needs root (namespaces, BPF): the built binaries are run as
-# root, cargo is not (no root-owned files in the user's build).
-if [ "$(id -u)" -ne 0 ]; then
-    as_root env ELECTRODE_PREBUILT=1 CARGO_TARGET_DIR="$TARGET_DIR" "$0" -n "$OPS" -t "$THREADS" -c "$CONFIG"
-    exit
-fi
+# install_packages: the Debian packages the build and the cluster need
+# (docs/PLATFORM.md, "Packages"), those missing.
+install_packages() {
+    local tool need_packages=()
+    for tool in clang:clang llc:llvm pkg-config:pkg-config ip:iproute2 nft:nftables python3:python3 taskset:util-linux; do
+        command -v "${tool%%:*}" >/dev/null || need_packages+=("${tool#*:}")
+    done
+    [ -e /usr/include/libelf.h ] || need_packages+=(libelf-dev)
+    [ -e /usr/include/zlib.h ] || need_packages+=(zlib1g-dev)
+    if [ "${#need_packages[@]}" -gt 0 ]; then
+        echo "==> installing ${need_packages[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+    fi
+    command -v cargo >/dev/null || { echo "demo.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+}
+[ -n "${ELECTRODE_PREBUILT:-}" ] || install_packages
+# shellcheck disable=SC2119 # no extra builds
+build_then_rerun_as_root
 
 WORK="$(mktemp -d /tmp/electrode-demo.XXXXXX)"
 trap cleanup_replicas EXIT
@@ -63,9 +53,8 @@ echo "==> cluster up ($CONFIG: $N_REPLICAS replicas)"
 scripts/cluster.sh up "$CONFIG"
 
 results=()
-for entry in "${CONFIGURATIONS[@]}"; do
-    name="${entry%%|*}"
-    bin="$TARGET_DIR/variants/$name/electrode"
+for name in "${CONFIGURATION_NAMES[@]}"; do
+    bin="$(variant_bin "$name")"
     echo "==> $name: $OPS ops ($WARMUP warm-up), $THREADS client threads"
     start_replicas "$bin" "$name"
     scripts/cluster.sh exec client -- taskset -c "$CLIENT_CPU" "$bin" client -c "$CONFIG" \
@@ -80,16 +69,14 @@ echo "electrode demo: $N_REPLICAS replicas, KV app, $OPS ops ($WARMUP warm-up ex
 echo "CPUs: replica 0 (leader) cpu $LEADER_CPU, other replicas cpu $FOLLOWER_CPU, client cpu $CLIENT_CPU"
 python3 - "$WORK" "$OPS" "$N_REPLICAS" "${results[@]}" <<'PY'
 import json, sys
+sys.path.insert(0, "bench")
+from exit_counters import count, exit_counters
 work, ops, n, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 
+counters = {(name, i): exit_counters(f"{work}/{name}.replica{i}.log") for name in names for i in range(n)}
+
 def summary(name, replica, key):
-    log = open(f"{work}/{name}.replica{replica}.log").read()
-    line = next((l for l in reversed(log.splitlines()) if "stopped;" in l), "")
-    for part in line.split("; ", 1)[-1].split(", "):
-        k, _, v = part.rpartition(" ")
-        if k == key:
-            return int(v)
-    return 0
+    return count(counters[(name, replica)], key)
 
 rows = [("throughput (ops/s)", lambda n_, d: f"{d['throughput_ops_per_s']:.0f}"),
         ("p50 latency (us)", lambda n_, d: f"{d['p50_us']:.0f}"),
