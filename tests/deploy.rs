@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster::{report, Cluster, BIN};
+use cluster::{Cluster, BIN};
 use common::{require_root, run, veth_pair, MAC_B};
 use electrode::fastpath::{LoadOptions, Loaded};
 
@@ -176,30 +176,8 @@ fn replicas_with_only_bpf_perfmon_net_admin_serve_through_the_fast_paths() {
     replicas.start(&cluster, &bin, 2);
     cluster.wait_normal(SETTLE);
     let history = cluster.dir.join("history.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "-n",
-            "2000",
-            "-t",
-            "2",
-            "--keys",
-            "20",
-            "--json",
-            "--history",
-            history.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
+    let r = cluster.run_load("-n 2000 -t 2 --keys 20", &history, Duration::from_secs(120));
     assert_eq!(r["ops"], 2000);
-    assert_eq!(r["failed"], 0);
     let commit = cluster.wait_converged(SETTLE);
     assert_eq!(cluster::assert_linearizable(&history), 2000);
     for i in 0..3 {

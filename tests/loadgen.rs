@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::{assert_linearizable_together, report, Cluster};
+use cluster::{assert_linearizable_together, Cluster};
 use common::{require_root, Netns};
 use electrode::wire::{self, Decoded, Encoder, Message, Reply};
 
@@ -523,34 +523,10 @@ fn many_sessions_and_an_open_loop_on_a_real_cluster_are_linearizable() {
     if !require_root("many_sessions_and_an_open_loop_on_a_real_cluster_are_linearizable") {
         return;
     }
-    let mut cluster = Cluster::up("lg", 1, 41);
-    cluster.start_all();
-    cluster.wait_normal(Duration::from_secs(30));
+    let cluster = Cluster::running("lg", 1, 41, Duration::from_secs(30));
     let closed_history = cluster.dir.join("closed.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "-n",
-            "6000",
-            "-t",
-            "2",
-            "--sessions",
-            "16",
-            "--keys",
-            "100",
-            "--json",
-            "--history",
-            closed_history.to_str().unwrap(),
-        ],
-        Duration::from_secs(180),
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let closed = report(&out);
+    let closed =
+        cluster.run_load("-n 6000 -t 2 --sessions 16 --keys 100", &closed_history, Duration::from_secs(180));
     eprintln!("2 threads x 16 sessions, closed loop: {closed}");
     assert_eq!((closed["ops"].as_u64(), closed["failed"].as_u64()), (Some(6000), Some(0)));
     let ops = read_ops(&closed_history);
@@ -559,32 +535,8 @@ fn many_sessions_and_an_open_loop_on_a_real_cluster_are_linearizable() {
     assert!(max_concurrency(&ops) >= 8, "sessions ran one at a time: {}", max_concurrency(&ops));
 
     let open_history = cluster.dir.join("open.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "--duration",
-            "2",
-            "--rate",
-            "2000",
-            "-t",
-            "2",
-            "--sessions",
-            "8",
-            "--keys",
-            "100",
-            "--json",
-            "--history",
-            open_history.to_str().unwrap(),
-        ],
-        Duration::from_secs(180),
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let open = report(&out);
+    let args = "--duration 2 --rate 2000 -t 2 --sessions 8 --keys 100";
+    let open = cluster.run_load(args, &open_history, Duration::from_secs(180));
     eprintln!("2 threads x 8 sessions, open loop at 2000/s: {open}");
     let sent = open["ops"].as_u64().unwrap();
     assert_eq!(sent + open["unsent"].as_u64().unwrap(), 4000, "{open}");

@@ -59,9 +59,7 @@ fn more_than_f_replicas_without_memory_wait_for_the_operator_and_lose_nothing_he
     ) {
         return;
     }
-    let mut cluster = Cluster::up("ml", 1, 23);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    let mut cluster = Cluster::running("ml", 1, 23, SETTLE);
 
     let out = cluster.kv(&["put", "answer", "42"], Duration::from_secs(5), Duration::from_secs(30));
     assert!(out.status.success(), "put failed: {}", String::from_utf8_lossy(&out.stderr));

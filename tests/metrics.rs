@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use cluster::{report, Cluster};
+use cluster::Cluster;
 use common::require_root;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -135,15 +135,7 @@ fn metrics_parse_and_move_under_load() {
     std::thread::sleep(Duration::from_millis(1500));
     let (during_text, during) = scrape(&cluster, 0);
     eprintln!("--- scrape of the leader under load ---\n{during_text}--- end of scrape ---");
-    let out = load.join().unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
-    assert_eq!(r["failed"], 0);
+    cluster.finish_load(load);
     std::thread::sleep(Duration::from_millis(300));
     let (_, after) = scrape(&cluster, 0);
 
