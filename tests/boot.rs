@@ -20,9 +20,7 @@ const SETTLED_WITHIN: Duration = Duration::from_secs(2);
 
 #[test]
 fn boots_in_random_orders_all_end_normal_in_one_view() {
-    if !require_root("boots_in_random_orders_all_end_normal_in_one_view") {
-        return;
-    }
+    require_root!();
     let seed = std::env::var("ELECTRODE_BOOT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

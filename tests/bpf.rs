@@ -75,9 +75,7 @@ fn with_header_byte(mut frame: Vec<u8>, offset: usize, value: u8) -> Vec<u8> {
 
 #[test]
 fn every_message_type_passes_and_counts_as_its_type() {
-    if !require_root("every_message_type_passes_and_counts_as_its_type") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     for msg in sample_messages() {
         let msg_type = msg.msg_type();
@@ -88,9 +86,7 @@ fn every_message_type_passes_and_counts_as_its_type() {
 
 #[test]
 fn smallest_body_of_every_type_counts_and_one_byte_less_is_malformed() {
-    if !require_root("smallest_body_of_every_type_counts_and_one_byte_less_is_malformed") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     for msg_type in MsgType::ALL {
         for (body_len, expected) in
@@ -122,9 +118,7 @@ fn header(msg_type: u8, cluster_id: u32, body_len: usize) -> Vec<u8> {
 
 #[test]
 fn truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after() {
-    if !require_root("truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let frame = prepare_frame();
     let cases = [
@@ -147,9 +141,7 @@ fn truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after(
 
 #[test]
 fn runt_frames_are_refused_by_the_kernel_test_run() {
-    if !require_root("runt_frames_are_refused_by_the_kernel_test_run") {
-        return;
-    }
+    require_root!();
     // BPF_PROG_TEST_RUN wants at least an Ethernet header (EINVAL below
     // ETH_HLEN), so a runt cannot reach the program this way; a real NIC
     // never delivers one either. The program's own check (foreign) is
@@ -163,9 +155,7 @@ fn runt_frames_are_refused_by_the_kernel_test_run() {
 
 #[test]
 fn consistent_but_wrong_lengths_are_malformed() {
-    if !require_root("consistent_but_wrong_lengths_are_malformed") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let datagram_bytes = datagram(CLUSTER_ID, &sample_messages()[MsgType::Commit as usize - 1]);
 
@@ -192,9 +182,7 @@ fn consistent_but_wrong_lengths_are_malformed() {
 
 #[test]
 fn fragments_are_malformed() {
-    if !require_root("fragments_are_malformed") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let payload = datagram(CLUSTER_ID, &sample_messages()[MsgType::Commit as usize - 1]);
     for (what, frag_off) in [("more-fragments flag", 0x2000), ("non-zero offset", 0x0010)] {
@@ -206,9 +194,7 @@ fn fragments_are_malformed() {
 
 #[test]
 fn ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram() {
-    if !require_root("ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let commit = &sample_messages()[MsgType::Commit as usize - 1];
     let payload = datagram(CLUSTER_ID, commit);
@@ -223,9 +209,7 @@ fn ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram() {
 
 #[test]
 fn bad_magic_version_cluster_and_type_are_counted_by_reason() {
-    if !require_root("bad_magic_version_cluster_and_type_are_counted_by_reason") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let frame = prepare_frame();
 
@@ -249,9 +233,7 @@ fn bad_magic_version_cluster_and_type_are_counted_by_reason() {
 
 #[test]
 fn other_ports_protocols_and_ethertypes_are_foreign() {
-    if !require_root("other_ports_protocols_and_ethertypes_are_foreign") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let payload = datagram(CLUSTER_ID, &sample_messages()[MsgType::Prepare as usize - 1]);
 
@@ -297,9 +279,7 @@ fn veth_traffic() -> (Vec<(u16, Vec<u8>)>, Counters) {
 
 #[test]
 fn veth_between_namespaces_counts_real_traffic_and_detaches() {
-    if !require_root("veth_between_namespaces_counts_real_traffic_and_detaches") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_A, IP_B);
     let ns_b = netns.name(1).to_string();
 
@@ -368,9 +348,7 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
 
 #[test]
 fn dropping_an_attachment_detaches_in_native_and_generic_mode() {
-    if !require_root("dropping_an_attachment_detaches_in_native_and_generic_mode") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_A, IP_B);
     let netns = &netns;
     thread::scope(|scope| {
@@ -465,34 +443,29 @@ fn assert_quiet(stderr: &str, what: &str) {
     assert!(!stderr.contains("electrode:"), "{what}: unexpected message: {stderr}");
 }
 
-#[test]
-fn native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
-    if !require_root("native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches") {
-        return;
-    }
+/// A child attaches in `mode` (veth implements native XDP) and is killed,
+/// twice: each time its program must go with it, quietly.
+fn kill_9_takes_the_program_along(mode: &str) {
     let netns = veth_pair(IP_A, IP_B);
     let ns = netns.name(1);
     for run in ["first run", "restart"] {
-        let (mode, stderr) = attach_in_child_and_kill_9(ns, "native");
-        assert_eq!(mode, "native", "{run}: veth implements native XDP");
+        let (attached, stderr) = attach_in_child_and_kill_9(ns, mode);
+        assert_eq!(attached, mode, "{run}");
         assert_quiet(&stderr, run);
         assert_eq!(wait_until_no_xdp(ns), None, "{run}: program outlived the kill -9'd process");
     }
 }
 
 #[test]
+fn native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
+    require_root!();
+    kill_9_takes_the_program_along("native");
+}
+
+#[test]
 fn generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
-    if !require_root("generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches") {
-        return;
-    }
-    let netns = veth_pair(IP_A, IP_B);
-    let ns = netns.name(1);
-    for run in ["first run", "restart"] {
-        let (mode, stderr) = attach_in_child_and_kill_9(ns, "generic");
-        assert_eq!(mode, "generic", "{run}");
-        assert_quiet(&stderr, run);
-        assert_eq!(wait_until_no_xdp(ns), None, "{run}: program outlived the kill -9'd process");
-    }
+    require_root!();
+    kill_9_takes_the_program_along("generic");
 }
 
 /// An older build attached in generic mode through netlink, which outlived
@@ -500,9 +473,7 @@ fn generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
 /// no library output, and its own attachment dies with it again.
 #[test]
 fn a_stale_netlink_attachment_is_replaced_with_one_line() {
-    if !require_root("a_stale_netlink_attachment_is_replaced_with_one_line") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_A, IP_B);
     let ns = netns.name(1).to_string();
     for (flags, stale_mode) in

@@ -21,6 +21,14 @@ use electrode::wire::{
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
 const SETTLE: Duration = Duration::from_secs(30);
+/// How long the isolated leader of `forged_acks_cannot_commit_for_an_isolated_leader`
+/// is cut off, and the most forged acks it gets meanwhile.
+const ISOLATION: Duration = Duration::from_secs(4);
+const FORGED_MAX: u64 = 200_000;
+/// The longest attack of `forged_corrupt_and_extreme_datagrams_under_load_change_nothing`,
+/// and the most datagrams it sends.
+const ATTACK_MAX: Duration = Duration::from_secs(120);
+const SENT_MAX: u64 = 2_000_000;
 
 fn run_load(cluster: &Cluster, n: u64, threads: u64, history: &std::path::Path) -> serde_json::Value {
     cluster.run_load(&format!("-n {n} -t {threads} --keys 20"), history, LOAD_TIMEOUT)
@@ -28,9 +36,7 @@ fn run_load(cluster: &Cluster, n: u64, threads: u64, history: &std::path::Path) 
 
 #[test]
 fn normal_load_commits_everything_and_replicas_agree() {
-    if !require_root("normal_load_commits_everything_and_replicas_agree") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::running("n", 1, 1, SETTLE);
     let history = cluster.dir.join("history.jsonl");
     let r = run_load(&cluster, 3000, 4, &history);
@@ -114,9 +120,7 @@ fn assert_fast_paths_carried_the_load(cluster: &Cluster, ops: u64) {
 
 #[test]
 fn leader_crash_view_change_and_recovery() {
-    if !require_root("leader_crash_view_change_and_recovery") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::running("k", 1, 2, SETTLE);
     let history = cluster.dir.join("history.jsonl");
     let ns = cluster.ns_client();
@@ -215,9 +219,7 @@ fn leader_crash_view_change_and_recovery() {
 
 #[test]
 fn loss_duplicates_and_reordering_do_not_lose_operations() {
-    if !require_root("loss_duplicates_and_reordering_do_not_lose_operations") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::up("l", 1, 3);
     // 5% random loss on input in every namespace: both ways on every link.
     let rules = "table inet lossy {\n chain input {\n  type filter hook input priority 0;\n  \
@@ -257,9 +259,7 @@ fn loss_duplicates_and_reordering_do_not_lose_operations() {
 /// the replicas' CLOCK_MONOTONIC stamps and are printed.
 #[test]
 fn leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits() {
-    if !require_root("leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits") {
-        return;
-    }
+    require_root!();
     const LOSS_PERCENT: u32 = 10;
     // Detection takes ~0.2 s and the view change ~1 ms without loss
     // (bench/README.md); each lost chunk of a DoViewChange or StartView
@@ -400,9 +400,7 @@ fn leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits() {
 
 #[test]
 fn hostile_datagrams_are_counted_and_change_nothing() {
-    if !require_root("hostile_datagrams_are_counted_and_change_nothing") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::running("h", 1, 4, SETTLE);
     let socket = cluster.client_socket();
     let targets: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::V4(cluster.replica_address(i))).collect();
@@ -478,11 +476,7 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
 /// not the replica's").
 #[test]
 fn forged_acks_cannot_commit_for_an_isolated_leader() {
-    if !require_root("forged_acks_cannot_commit_for_an_isolated_leader") {
-        return;
-    }
-    const ISOLATION: Duration = Duration::from_secs(4);
-    const FORGED_MAX: u64 = 200_000;
+    require_root!();
     let mut cluster = Cluster::running("f", 1, 5, SETTLE);
     let (leader, followers) = (0usize, [1usize, 2]);
     let history = cluster.dir.join("history.jsonl");
@@ -660,11 +654,7 @@ fn extreme_messages(cluster_id: u32, sender: u8, view: u64, numbers: &[u64]) -> 
 /// history must be linearizable and no log may hold a panic.
 #[test]
 fn forged_corrupt_and_extreme_datagrams_under_load_change_nothing() {
-    if !require_root("forged_corrupt_and_extreme_datagrams_under_load_change_nothing") {
-        return;
-    }
-    const ATTACK_MAX: Duration = Duration::from_secs(120);
-    const SENT_MAX: u64 = 2_000_000;
+    require_root!();
     let mut cluster = Cluster::running("x", 1, 6, SETTLE);
     let n = cluster.config.replica_count();
     let cluster_id = cluster.config.cluster_id;

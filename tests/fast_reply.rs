@@ -41,6 +41,13 @@ fn arm(path: &FollowerPath<'_>, view: u64, next_op: u64) {
     path.arm_follower(view, next_op, leader(), LEADER_INDEX, SELF_INDEX).expect("arm fast reply");
 }
 
+/// The follower path of `loaded`, armed in VIEW at `next_op`.
+fn armed(loaded: &Loaded, next_op: u64) -> FollowerPath<'_> {
+    let path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, next_op);
+    path
+}
+
 /// A Prepare of `view` and `op` with one small request, from `sender`.
 fn prepare(view: u64, op: u64) -> wire::Prepare {
     let request = wire::Request { client_id: 9, request_number: op, op: format!("put k{op} v").into_bytes() };
@@ -87,9 +94,11 @@ fn expected_prepare_ok_to(view: u64, ack_op: u64, leader_port: u16) -> Vec<u8> {
     assert_eq!(payload.len(), 40);
     // The same bytes as user space would send (cross-check of the layout).
     let ok = Message::PrepareOk(wire::PrepareOk { view, op: ack_op, replica: SELF_INDEX, gap: false });
-    let mut encoded = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, SELF_INDEX).encode(&ok, &mut encoded).expect("PrepareOk encodes");
-    assert_eq!(encoded, vec![payload.clone()], "hand-built PrepareOK equals wire::Encoder's");
+    assert_eq!(
+        datagram_from(CLUSTER_ID, SELF_INDEX, 0, &ok),
+        payload,
+        "hand-built PrepareOK equals wire::Encoder's"
+    );
 
     // Back to the sender; IP id and DF of the Prepare kept.
     let frame = Udp4 {
@@ -162,12 +171,9 @@ fn assert_ring_empty(path: &mut FollowerPath<'_>) {
 
 #[test]
 fn in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record() {
-    if !require_root("in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     assert_state(&path, true, VIEW, 10);
     let sent = prepare(VIEW, 10);
     let datagram = prepare_datagram(LEADER_INDEX, &sent);
@@ -187,12 +193,9 @@ fn in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record() {
 
 #[test]
 fn largest_prepare_is_recorded_whole_and_answered() {
-    if !require_root("largest_prepare_is_recorded_whole_and_answered") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 1);
+    let mut path = armed(&loaded, 1);
     let largest = largest_prepare(VIEW, 1);
     let datagram = prepare_datagram(LEADER_INDEX, &largest);
     assert_eq!(datagram.len(), wire::MAX_DATAGRAM_LEN);
@@ -213,12 +216,9 @@ fn largest_prepare(view: u64, op: u64) -> wire::Prepare {
 
 #[test]
 fn duplicate_is_reacked_cumulatively_without_a_ring_record() {
-    if !require_root("duplicate_is_reacked_cumulatively_without_a_ring_record") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
     expect_tx(&loaded, "op 10", &prepare_frame(VIEW, 10), &expected_prepare_ok(VIEW, 10), tx.clone());
     expect_tx(&loaded, "op 11", &prepare_frame(VIEW, 11), &expected_prepare_ok(VIEW, 11), tx);
@@ -237,12 +237,9 @@ fn duplicate_is_reacked_cumulatively_without_a_ring_record() {
 
 #[test]
 fn gap_passes_and_is_counted() {
-    if !require_root("gap_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let gap = Counters { pass_gap: 1, ..one_prepare() };
     for op in [11, 12, u64::MAX] {
         expect_pass(&loaded, &format!("op {op} with next_op 10"), &prepare_frame(VIEW, op), gap.clone());
@@ -253,12 +250,9 @@ fn gap_passes_and_is_counted() {
 
 #[test]
 fn other_view_passes_and_is_counted() {
-    if !require_root("other_view_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let other_view = Counters { pass_view: 1, ..one_prepare() };
     for view in [VIEW - 1, VIEW + 1] {
         for op in [9, 10] {
@@ -272,9 +266,7 @@ fn other_view_passes_and_is_counted() {
 
 #[test]
 fn disarmed_passes_and_is_counted() {
-    if !require_root("disarmed_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let disarmed = Counters { pass_disarmed: 1, ..one_prepare() };
@@ -298,12 +290,9 @@ fn disarmed_passes_and_is_counted() {
 
 #[test]
 fn prepare_not_from_the_leader_passes_and_is_counted() {
-    if !require_root("prepare_not_from_the_leader_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
     let datagram = prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10));
 
@@ -325,12 +314,9 @@ fn prepare_not_from_the_leader_passes_and_is_counted() {
 
 #[test]
 fn ip_options_pass_and_are_counted() {
-    if !require_root("ip_options_pass_and_are_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let shape = Ipv4Shape { options_len: 8, ..Ipv4Shape::default() };
     let frame =
         udp4_frame_with(shape, LEADER_PORT, PORT, &prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10)));
@@ -341,12 +327,9 @@ fn ip_options_pass_and_are_counted() {
 
 #[test]
 fn truncation_at_every_header_and_body_boundary_passes_and_is_counted() {
-    if !require_root("truncation_at_every_header_and_body_boundary_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let frame = prepare_frame(VIEW, 10);
     let foreign = Counters { foreign: 1, ..Counters::default() };
     let malformed = Counters { malformed: 1, ..Counters::default() };
@@ -384,12 +367,9 @@ fn truncation_at_every_header_and_body_boundary_passes_and_is_counted() {
 
 #[test]
 fn full_ring_buffer_passes_and_is_counted_until_drained() {
-    if !require_root("full_ring_buffer_passes_and_is_counted_until_drained") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 1);
+    let mut path = armed(&loaded, 1);
     // Each record takes sizeof(electrode_prepare_record) + the ring's 8-byte
     // header, rounded to 8.
     let record_bytes = (4 + 4 + wire::MAX_DATAGRAM_LEN + 8).next_multiple_of(8);
@@ -432,9 +412,7 @@ fn full_ring_buffer_passes_and_is_counted_until_drained() {
 
 #[test]
 fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
-    if !require_root("arm_disarm_drain_rearm_keeps_next_op_continuous") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     assert!(loaded.follower_path().is_err(), "one ring consumer per loaded object");
@@ -491,12 +469,9 @@ fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
 
 #[test]
 fn other_messages_still_pass_while_armed() {
-    if !require_root("other_messages_still_pass_while_armed") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 3);
+    let mut path = armed(&loaded, 3);
     for msg in sample_messages() {
         if msg.msg_type() == MsgType::Prepare {
             continue;
@@ -562,9 +537,7 @@ fn run_kernel_actions(
 
 #[test]
 fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
-    if !require_root("kernel_path_and_user_space_end_with_identical_logs_and_commit") {
-        return;
-    }
+    require_root!();
     // One recorded trace of the leader's Prepares (view 0): in order, a
     // duplicate, a swapped pair, and an op held back behind five others.
     const OPS: u64 = 60;
@@ -642,9 +615,7 @@ fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
 /// armed with; the same Prepare from the table's address is acked.
 #[test]
 fn prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes() {
-    if !require_root("prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let elsewhere = SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT + 20);
@@ -700,12 +671,9 @@ fn two_request_prepare(view: u64, op: u64) -> wire::Prepare {
 
 #[test]
 fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
-    if !require_root("prepare_whose_body_user_space_cannot_decode_is_passed_not_acked") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let one = prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10));
     let two = prepare_datagram(LEADER_INDEX, &two_request_prepare(VIEW, 10));
     let batch_len = get_u16(&one, BATCH_LEN_OFF);
@@ -767,12 +735,9 @@ fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
 
 #[test]
 fn largest_batch_of_max_batch_requests_is_acked() {
-    if !require_root("largest_batch_of_max_batch_requests_is_acked") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 1);
+    let mut path = armed(&loaded, 1);
     // 32 requests of 20 bytes (32 x 44 = 1408 of 1424 batch bytes), then
     // an odd total length (one op one byte shorter) for the checksum's tail.
     let full: Vec<wire::Request> = (0..consts::MAX_BATCH as u64)
@@ -800,12 +765,9 @@ fn largest_batch_of_max_batch_requests_is_acked() {
 
 #[test]
 fn prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked() {
-    if !require_root("prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let good = with_udp_check(prepare_frame(VIEW, 10), UdpCheck::Full);
     // One bit of the batch flipped after the checksum was computed: every
     // length still right, so only the checksum can tell.
@@ -855,9 +817,7 @@ fn an_unloggable_record_stops_the_prefix_so_the_core_never_sees_a_gap() {
 /// compared, never added to.
 #[test]
 fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
-    if !require_root("ops_and_views_near_u64_max_never_wrap_into_an_ack") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let top = u64::MAX;
@@ -888,11 +848,8 @@ fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
 
 #[test]
 fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
-    if !require_root("fuzzed_prepares_are_acked_only_when_user_space_can_log_them") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0xfa57_4e91);
-    let mut rng = Rng::new(seed);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0xfa57_4e91);
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let mut next_op = 1_000u64;

@@ -46,6 +46,11 @@ fn frame_from(src: SocketAddrV4, datagram: Vec<u8>) -> Frame {
     Udp4 { src, ..Udp4::new(PORT, &datagram) }
 }
 
+/// Client 7's request `request_number` of `op`, from CLIENT_IP:40001.
+fn request_frame(request_number: u64, op: &[u8]) -> Frame {
+    frame_from(client(40001), request_datagram(7, request_number, op))
+}
+
 fn client(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(CLIENT_IP), port)
 }
@@ -72,12 +77,10 @@ fn armed(loaded: &Loaded) -> IntakePath<'_> {
 
 #[test]
 fn a_request_is_taken_with_its_source_only_while_armed() {
-    if !require_root("a_request_is_taken_with_its_source_only_while_armed") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.intake_path().expect("intake path");
-    let frame = frame_from(client(40001), request_datagram(7, 1, b"put k v"));
+    let frame = request_frame(1, b"put k v");
 
     let (verdict, added, records) = run(&loaded, &mut path, &frame);
     assert_eq!((verdict, added.pass_disarmed, added.total()), (PASS, 1, 1), "disarmed");
@@ -124,12 +127,10 @@ fn a_request_is_taken_with_its_source_only_while_armed() {
 
 #[test]
 fn requests_the_stack_or_decode_would_refuse_pass_counted() {
-    if !require_root("requests_the_stack_or_decode_would_refuse_pass_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = armed(&loaded);
-    let good = frame_from(client(40001), request_datagram(7, 1, b"get k"));
+    let good = request_frame(1, b"get k");
     let mut from_replica = good.payload.clone();
     from_replica[6] = 1; // sender: replica 1
                          // op_len 1025 > MAX_OP_SIZE, lengths otherwise consistent (the
@@ -187,14 +188,12 @@ fn requests_the_stack_or_decode_would_refuse_pass_counted() {
         assert!(records.is_empty(), "{what}");
     }
     // Not a Request, or not ours at all: the intake does not look.
-    let mut status = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, wire::CLIENT_SENDER)
-        .encode(&Message::StatusRequest(wire::StatusRequest { nonce: 5 }), &mut status)
-        .expect("encodes");
+    let status_request = Message::StatusRequest(wire::StatusRequest { nonce: 5 });
+    let status = datagram_from(CLUSTER_ID, wire::CLIENT_SENDER, 0, &status_request);
     let mut wrong_cluster = good.payload.clone();
     wrong_cluster[8] ^= 1;
     for (what, frame) in [
-        ("status request", Frame { payload: status.remove(0), ..good.clone() }),
+        ("status request", Frame { payload: status, ..good.clone() }),
         ("another port", Frame { dst: SocketAddrV4::new(Ipv4Addr::from(SELF_IP), PORT + 1), ..good.clone() }),
         ("another cluster", Frame { payload: wrong_cluster, ..good.clone() }),
         ("truncated header", Frame { payload: good.payload[..30].to_vec(), ..good.clone() }),
@@ -206,15 +205,13 @@ fn requests_the_stack_or_decode_would_refuse_pass_counted() {
 
 #[test]
 fn a_full_ring_passes_requests_to_the_socket() {
-    if !require_root("a_full_ring_passes_requests_to_the_socket") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = armed(&loaded);
     let capacity = wire::consts::INTAKE_RING_BYTES as usize / (electrode::fastpath::intake::RECORD_LEN + 8);
     let before = loaded.counters().expect("counters");
     for n in 0..capacity + 10 {
-        let frame = frame_from(client(40001), request_datagram(7, n as u64 + 1, b"get k"));
+        let frame = request_frame(n as u64 + 1, b"get k");
         let (verdict, _) = loaded.test_run_xdp(&frame.bytes()).expect("run");
         assert_eq!(verdict, if n < capacity { DROP } else { PASS }, "request {n} of a ring for {capacity}");
     }
@@ -229,18 +226,16 @@ fn a_full_ring_passes_requests_to_the_socket() {
         })
         .collect();
     assert_eq!(numbers, (1..=capacity as u64).collect::<Vec<_>>(), "in arrival order");
-    let frame = frame_from(client(40001), request_datagram(7, 9999, b"get k"));
+    let frame = request_frame(9999, b"get k");
     assert_eq!(loaded.test_run_xdp(&frame.bytes()).expect("run").0, DROP, "room again once drained");
 }
 
 #[test]
 fn a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_ring() {
-    if !require_root("a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_ring") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = armed(&loaded);
-    let frame = frame_from(client(40001), request_datagram(7, 1, b"put k v"));
+    let frame = request_frame(1, b"put k v");
 
     // Asleep (the ring empty): the socket gets it, and wakes user space.
     assert!(path.may_sleep(), "an empty ring lets user space sleep");
@@ -265,9 +260,7 @@ fn a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_r
 
 #[test]
 fn arming_needs_the_replica_address_table_and_one_consumer() {
-    if !require_root("arming_needs_the_replica_address_table_and_one_consumer") {
-        return;
-    }
+    require_root!();
     let loaded = common::load(3);
     let path = loaded.intake_path().expect("intake path");
     assert!(path.arm(VIEW, Ipv4Addr::from(SELF_IP)).is_err(), "no arm before set_members");
@@ -382,11 +375,8 @@ fn random_frame(rng: &mut Rng) -> Frame {
 
 #[test]
 fn fuzzed_requests_are_taken_exactly_as_the_model_says() {
-    if !require_root("fuzzed_requests_are_taken_exactly_as_the_model_says") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0x001a_7a4e);
-    let mut rng = Rng::new(seed);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0x001a_7a4e);
     let loaded = load();
     let mut path = armed(&loaded);
     let mut taken = 0u64;
@@ -446,12 +436,9 @@ fn leader_core() -> Replica {
 
 #[test]
 fn the_same_hostile_stream_gives_the_core_the_same_input_by_socket_and_by_intake() {
-    if !require_root("the_same_hostile_stream_gives_the_core_the_same_input_by_socket_and_by_intake") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0xd1ff);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0xd1ff);
     let frames = frames / 10;
-    let mut rng = Rng::new(seed);
     let loaded = load();
     let mut path = armed(&loaded);
     // Two cores, one per path, and their client bindings.

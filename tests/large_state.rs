@@ -54,9 +54,7 @@ fn wait_caught_up(cluster: &Cluster, i: usize, restarted_at: f64) -> f64 {
 
 #[test]
 fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
-    if !require_root("large_state_leader_kill_and_follower_restart_recommit_within_a_second") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::running("g", 1, 17, SETTLE);
 
     // 64 MiB of state: every key written once.

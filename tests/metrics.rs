@@ -103,9 +103,7 @@ fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn metrics_parse_and_move_under_load() {
-    if !require_root("metrics_parse_and_move_under_load") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::up("m", 1, 19);
     for i in 0..3 {
         let address = format!("{}:{METRICS_PORT}", cluster.replica_address(i).ip());

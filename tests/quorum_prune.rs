@@ -118,9 +118,7 @@ fn acked(prefix: &[u64]) -> [u64; 9] {
 
 #[test]
 fn f1_first_follower_ack_completes_the_quorum_and_the_second_is_dropped() {
-    if !require_root("f1_first_follower_ack_completes_the_quorum_and_the_second_is_dropped") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
 
@@ -141,9 +139,7 @@ fn f1_first_follower_ack_completes_the_quorum_and_the_second_is_dropped() {
 
 #[test]
 fn f2_second_follower_ack_completes_the_quorum_and_duplicates_are_dropped() {
-    if !require_root("f2_second_follower_ack_completes_the_quorum_and_duplicates_are_dropped") {
-        return;
-    }
+    require_root!();
     let loaded = load(5);
     loaded.arm_leader(5, 1, 2, 5, 0).expect("arm");
 
@@ -167,9 +163,7 @@ fn f2_second_follower_ack_completes_the_quorum_and_duplicates_are_dropped() {
 
 #[test]
 fn an_ack_for_op_n_vouches_for_every_earlier_op_of_its_replica() {
-    if !require_root("an_ack_for_op_n_vouches_for_every_earlier_op_of_its_replica") {
-        return;
-    }
+    require_root!();
     let loaded = load(5);
     loaded.arm_leader(0, 1, 2, 5, 0).expect("arm");
 
@@ -197,9 +191,7 @@ fn an_ack_for_op_n_vouches_for_every_earlier_op_of_its_replica() {
 
 #[test]
 fn acks_outside_the_window_pass_above_and_record_below_and_the_window_advances() {
-    if !require_root("acks_outside_the_window_pass_above_and_record_below_and_the_window_advances") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
 
@@ -229,9 +221,7 @@ fn acks_outside_the_window_pass_above_and_record_below_and_the_window_advances()
 
 #[test]
 fn acks_of_another_view_pass_and_leave_the_state_alone() {
-    if !require_root("acks_of_another_view_pass_and_leave_the_state_alone") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(3, 1, 1, 3, 0).expect("arm");
     expect(&loaded, "older view", &ack(2, 1, 1), PASS, pass_view());
@@ -243,9 +233,7 @@ fn acks_of_another_view_pass_and_leave_the_state_alone() {
 
 #[test]
 fn acks_that_cannot_be_credited_to_a_follower_pass() {
-    if !require_root("acks_that_cannot_be_credited_to_a_follower_pass") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
 
@@ -271,9 +259,7 @@ fn acks_that_cannot_be_credited_to_a_follower_pass() {
 
 #[test]
 fn truncated_and_foreign_prepare_oks_pass_counted_by_the_classifier() {
-    if !require_root("truncated_and_foreign_prepare_oks_pass_counted_by_the_classifier") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
     let frame = ack(0, 1, 1);
@@ -296,9 +282,7 @@ fn truncated_and_foreign_prepare_oks_pass_counted_by_the_classifier() {
 
 #[test]
 fn disarmed_every_ack_passes_and_nothing_is_recorded() {
-    if !require_root("disarmed_every_ack_passes_and_nothing_is_recorded") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     let fresh = state(&loaded);
     assert!(!fresh.armed);
@@ -321,9 +305,7 @@ fn disarmed_every_ack_passes_and_nothing_is_recorded() {
 
 #[test]
 fn a_new_view_rearms_with_its_own_window_and_forgets_the_old_acks() {
-    if !require_root("a_new_view_rearms_with_its_own_window_and_forgets_the_old_acks") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm view 0");
     expect(&loaded, "view 0 op 1", &ack(0, 1, 1), PASS, pass_quorum());
@@ -347,9 +329,7 @@ fn a_new_view_rearms_with_its_own_window_and_forgets_the_old_acks() {
 
 #[test]
 fn a_lost_quorum_ack_is_recovered_from_the_map_and_by_retransmission() {
-    if !require_root("a_lost_quorum_ack_is_recovered_from_the_map_and_by_retransmission") {
-        return;
-    }
+    require_root!();
     let loaded = load(5);
     loaded.arm_leader(0, 1, 2, 5, 0).expect("arm");
     expect(&loaded, "op 1 from replica 1", &ack(0, 1, 1), DROP, drop_below_quorum());
@@ -385,9 +365,7 @@ fn a_lost_quorum_ack_is_recovered_from_the_map_and_by_retransmission() {
 
 #[test]
 fn arm_refuses_configs_the_kernel_could_not_count() {
-    if !require_root("arm_refuses_configs_the_kernel_could_not_count") {
-        return;
-    }
+    require_root!();
     let loaded = load(5);
     let cases = [
         ("window base 0", (0, 0, 2, 5, 0)),
@@ -417,9 +395,7 @@ fn arm_refuses_configs_the_kernel_could_not_count() {
 /// counter, and still count the genuine ack.
 #[test]
 fn acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing() {
-    if !require_root("acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing") {
-        return;
-    }
+    require_root!();
     for (f, replicas) in [(1, 3), (2, 5)] {
         let loaded = load(replicas);
         loaded.arm_leader(0, 1, f, replicas, 0).expect("arm");
@@ -475,9 +451,7 @@ fn acks_from_an_address_or_port_that_is_not_the_replicas_record_nothing() {
 /// attached that early trusts no sender.
 #[test]
 fn nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody() {
-    if !require_root("nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody") {
-        return;
-    }
+    require_root!();
     let loaded = common::load(3);
     let refused = loaded.arm_leader(0, 1, 1, 3, 0).expect_err("arm before set_members");
     assert!(format!("{refused:#}").contains("replica_addrs"), "{refused:#}");
@@ -502,9 +476,7 @@ fn nothing_arms_before_the_address_table_and_an_empty_table_trusts_nobody() {
 /// u64::MAX is just a view.
 #[test]
 fn ops_and_views_near_u64_max_never_wrap_into_a_counted_ack() {
-    if !require_root("ops_and_views_near_u64_max_never_wrap_into_a_counted_ack") {
-        return;
-    }
+    require_root!();
     let top = u64::MAX;
     let highest_base = (1u64 << 62) - 1;
     for base in [1, highest_base] {
@@ -614,11 +586,8 @@ impl PruneModel {
 
 #[test]
 fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
-    if !require_root("fuzzed_prepare_oks_move_acked_op_only_as_the_model_says") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0x5eed_e1ec);
-    let mut rng = Rng::new(seed);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0x5eed_e1ec);
     let (replicas, f, view) = (5u8, 2u64, 7u64);
     let loaded = load(u32::from(replicas));
     let self_index = (view % u64::from(replicas)) as u8;
@@ -693,9 +662,7 @@ fn fuzzed_prepare_oks_move_acked_op_only_as_the_model_says() {
 
 #[test]
 fn a_gap_ack_always_passes_and_records_nothing_and_unknown_flags_are_not_credited() {
-    if !require_root("a_gap_ack_always_passes_and_records_nothing_and_unknown_flags_are_not_credited") {
-        return;
-    }
+    require_root!();
     let loaded = load(3);
     loaded.arm_leader(0, 1, 1, 3, 0).expect("arm");
     expect(&loaded, "op 2 from replica 1", &ack(0, 2, 1), PASS, pass_quorum());

@@ -170,9 +170,7 @@ fn history_clients(path: &std::path::Path) -> Vec<u64> {
 /// to the forger, and the load completes without a failure.
 #[test]
 fn forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing() {
-    if !require_root("forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::running("sf", 1, 51, SETTLE);
     let history = cluster.dir.join("victim.jsonl");
     let load = cluster.start_load(4000, 2, &history);
@@ -218,9 +216,7 @@ fn forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing() {
 /// continuing flood reports its evictions as failures and exits non-zero.
 #[test]
 fn eviction_flood_never_executes_a_retransmission_twice() {
-    if !require_root("eviction_flood_never_executes_a_retransmission_twice") {
-        return;
-    }
+    require_root!();
     const TABLE_MAX: u64 = 16;
     let mut cluster = Cluster::up("se", 1, 52);
     cluster.set_replica_env("ELECTRODE_TEST_CLIENT_TABLE_MAX", &TABLE_MAX.to_string());

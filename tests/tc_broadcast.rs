@@ -88,6 +88,16 @@ fn in_netns<T: Send>(body: impl FnOnce(&Netns) -> T + Send) -> T {
     })
 }
 
+/// `in_netns`, with a veth pair tcg0 <-> tcg1 in the namespace (named to
+/// `body`) for attach tests.
+fn in_netns_with_tcg0<T: Send>(body: impl FnOnce(&str) -> T + Send) -> T {
+    in_netns(|netns| {
+        let ns = netns.name(0);
+        run("ip", &["-n", ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
+        body(ns)
+    })
+}
+
 /// The leader (replica 0) and followers 1..replica_count, follower i on
 /// port PORT + i; targets set and armed.
 fn leader_with_targets(replica_count: u8) -> (Loaded, Endpoint, Vec<Endpoint>) {
@@ -109,6 +119,15 @@ fn teach(loaded: &Loaded, leader: Endpoint, index: u8, follower: Endpoint) {
     let bytes = datagram(index, &prepare_ok(index), 0);
     let (verdict, _) = loaded.test_run_xdp(&frame(follower, leader, &bytes, true)).expect("xdp test run");
     assert_eq!(verdict, xdp_action::PASS);
+}
+
+/// `leader_with_targets`, every follower's MAC learned.
+fn leader_knowing_every_follower(replica_count: u8) -> (Loaded, Endpoint, Vec<Endpoint>) {
+    let (loaded, leader, followers) = leader_with_targets(replica_count);
+    for (i, follower) in followers.iter().enumerate() {
+        teach(&loaded, leader, i as u8 + 1, *follower);
+    }
+    (loaded, leader, followers)
 }
 
 /// Runs `input` through electrode_tc, returning verdict, output and the
@@ -134,14 +153,9 @@ fn expected_copy(leader: Endpoint, follower: Endpoint, payload: &[u8], udp_check
 
 #[test]
 fn one_copy_is_rewritten_exactly_with_valid_checksums() {
-    if !require_root("one_copy_is_rewritten_exactly_with_valid_checksums") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
-        let (loaded, leader, followers) = leader_with_targets(3);
-        for (i, follower) in followers.iter().enumerate() {
-            teach(&loaded, leader, i as u8 + 1, *follower);
-        }
+        let (loaded, leader, followers) = leader_knowing_every_follower(3);
         assert_eq!(loaded.broadcast_coverage().expect("coverage"), [false, true, true]);
 
         for udp_checksum in [true, false] {
@@ -165,9 +179,7 @@ fn one_copy_is_rewritten_exactly_with_valid_checksums() {
 
 #[test]
 fn one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight() {
-    if !require_root("one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
         // Only follower 1 known: no clone at all.
         let (loaded, leader, followers) = leader_with_targets(3);
@@ -205,64 +217,34 @@ fn one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight() {
 
 #[test]
 fn unmarked_foreign_malformed_and_disarmed_pass_untouched() {
-    if !require_root("unmarked_foreign_malformed_and_disarmed_pass_untouched") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
-        let (loaded, leader, followers) = leader_with_targets(3);
-        for (i, follower) in followers.iter().enumerate() {
-            teach(&loaded, leader, i as u8 + 1, *follower);
-        }
+        let (loaded, leader, followers) = leader_knowing_every_follower(3);
         let to = followers[0];
         let marked = datagram(0, &prepare(1), BROADCAST);
         let unmarked = datagram(0, &prepare(1), 0);
         let other_port = Endpoint { addr: SocketAddrV4::new(*leader.addr.ip(), PORT + 50), ..leader };
         let mut wrong_length = marked.clone();
         wrong_length[13] ^= 1; // body_len no longer matches the UDP length
-        let other_cluster = {
-            let mut out = Vec::new();
-            wire::Encoder::new(CLUSTER_ID + 1, 0).encode_flags(&prepare(1), BROADCAST, &mut out).unwrap();
-            out.remove(0)
-        };
+        let other_cluster = datagram_from(CLUSTER_ID + 1, 0, BROADCAST, &prepare(1));
         let mut bad_magic = marked.clone();
         bad_magic[0] ^= 0xff;
         let mut arp = frame(leader, to, &marked, false);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         let mut fragment = frame(leader, to, &marked, false);
         fragment[20] = 0x20; // more fragments
+        let unmarked_passes = Counters { tc_pass_unmarked: 1, ..Counters::default() };
+        let other = Counters { tc_pass_other: 1, ..Counters::default() };
+        let malformed = Counters { tc_malformed: 1, ..Counters::default() };
         let cases: Vec<(&str, Vec<u8>, Counters)> = vec![
-            (
-                "unmarked",
-                frame(leader, to, &unmarked, true),
-                Counters { tc_pass_unmarked: 1, ..Counters::default() },
-            ),
-            (
-                "marked, other source port",
-                frame(other_port, to, &marked, true),
-                Counters { tc_pass_other: 1, ..Counters::default() },
-            ),
-            ("ARP ethertype", arp, Counters { tc_pass_other: 1, ..Counters::default() }),
-            (
-                "marked, body_len wrong",
-                frame(leader, to, &wrong_length, true),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
-            (
-                "marked, other cluster",
-                frame(leader, to, &other_cluster, true),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
-            (
-                "marked, bad magic",
-                frame(leader, to, &bad_magic, true),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
-            ("marked fragment", fragment, Counters { tc_malformed: 1, ..Counters::default() }),
-            (
-                "marked, truncated frame",
-                frame(leader, to, &marked, true)[..HDR_OFF + 10].to_vec(),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
+            ("unmarked", frame(leader, to, &unmarked, true), unmarked_passes),
+            ("marked, other source port", frame(other_port, to, &marked, true), other.clone()),
+            ("ARP ethertype", arp, other),
+            ("marked, body_len wrong", frame(leader, to, &wrong_length, true), malformed.clone()),
+            ("marked, other cluster", frame(leader, to, &other_cluster, true), malformed.clone()),
+            ("marked, bad magic", frame(leader, to, &bad_magic, true), malformed.clone()),
+            ("marked fragment", fragment, malformed.clone()),
+            ("marked, truncated frame", frame(leader, to, &marked, true)[..HDR_OFF + 10].to_vec(), malformed),
         ];
         for (what, input, want) in &cases {
             let (verdict, out, delta) = tc_run(&loaded, input);
@@ -291,9 +273,7 @@ fn unmarked_foreign_malformed_and_disarmed_pass_untouched() {
 
 #[test]
 fn macs_are_learned_only_from_the_configured_address_and_follow_changes() {
-    if !require_root("macs_are_learned_only_from_the_configured_address_and_follow_changes") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
         let (loaded, leader, followers) = leader_with_targets(3);
         let learned = |loaded: &Loaded| loaded.counters().expect("counters").tc_mac_learned;
@@ -310,9 +290,8 @@ fn macs_are_learned_only_from_the_configured_address_and_follow_changes() {
         loaded.test_run_xdp(&frame(f2_as_1, leader, &bytes, true)).expect("xdp");
         // A client (sender 255) from follower 1's address: ignored.
         let request = Message::Request(wire::Request { client_id: 1, request_number: 1, op: b"x".to_vec() });
-        let mut client = Vec::new();
-        wire::Encoder::new(CLUSTER_ID, wire::CLIENT_SENDER).encode(&request, &mut client).unwrap();
-        loaded.test_run_xdp(&frame(f1, leader, &client[0], true)).expect("xdp");
+        let client = datagram_from(CLUSTER_ID, wire::CLIENT_SENDER, 0, &request);
+        loaded.test_run_xdp(&frame(f1, leader, &client, true)).expect("xdp");
         // Malformed from the right address: ignored.
         loaded.test_run_xdp(&frame(f1, leader, &bytes[..bytes.len() - 1], true)).expect("xdp");
         assert_eq!(loaded.broadcast_macs().expect("macs"), [None, None, None]);
@@ -351,12 +330,8 @@ fn macs_are_learned_only_from_the_configured_address_and_follow_changes() {
 
 #[test]
 fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filter() {
-    if !require_root("tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filter") {
-        return;
-    }
-    in_netns(|netns| {
-        let ns = netns.name(0).to_string();
-        run("ip", &["-n", &ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
+    require_root!();
+    in_netns_with_tcg0(|ns| {
         let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
         let qdiscs = || run("tc", &["-n", &ns, "qdisc", "show", "dev", "tcg0"]);
         let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
@@ -424,12 +399,8 @@ fn kill9_child_attaches_and_waits() {
 
 #[test]
 fn a_restart_after_kill_9_replaces_the_leaked_filter() {
-    if !require_root("a_restart_after_kill_9_replaces_the_leaked_filter") {
-        return;
-    }
-    in_netns(|netns| {
-        let ns = netns.name(0).to_string();
-        run("ip", &["-n", &ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
+    require_root!();
+    in_netns_with_tcg0(|ns| {
         let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
 
@@ -509,10 +480,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 /// checksum in software and the follower verifies it: a wrong
 /// pseudo-header fix-up shows as InCsumErrors. `leader_offload` false makes
 /// the leader's socket checksum in full instead (the other skb state).
-fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool, rounds: u64) {
-    if !require_root(test) {
-        return;
-    }
+fn fan_out(net: u8, replica_count: u8, leader_offload: bool, rounds: u64) {
     let mut suffixes = vec!["br".to_string()];
     suffixes.extend((0..replica_count).map(|i| format!("r{i}")));
     let netns = Netns::create(&suffixes.iter().map(String::as_str).collect::<Vec<_>>());
@@ -629,29 +597,27 @@ fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool, rounds:
     }
 }
 
-#[test]
-fn one_sendto_reaches_every_follower_f1() {
-    fan_out("one_sendto_reaches_every_follower_f1", 1, 3, true, 5);
+/// One root test per row: `name: (net, replica_count, leader_offload,
+/// rounds)` of `fan_out`.
+macro_rules! fan_out_tests {
+    ($($name:ident: $args:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                require_root!();
+                let (net, replica_count, leader_offload, rounds) = $args;
+                fan_out(net, replica_count, leader_offload, rounds);
+            }
+        )*
+    };
 }
 
-#[test]
-fn one_sendto_reaches_every_follower_f1_full_software_checksum() {
-    fan_out("one_sendto_reaches_every_follower_f1_full_software_checksum", 2, 3, false, 5);
-}
-
-#[test]
-fn one_sendto_reaches_every_follower_f2() {
-    fan_out("one_sendto_reaches_every_follower_f2", 3, 5, true, 5);
-}
-
-#[test]
-fn one_sendto_reaches_every_follower_f3() {
-    fan_out("one_sendto_reaches_every_follower_f3", 4, 7, true, 5);
-}
-
-#[test]
-fn one_sendto_reaches_every_follower_nine_replicas() {
-    fan_out("one_sendto_reaches_every_follower_nine_replicas", 5, 9, true, 50);
+fan_out_tests! {
+    one_sendto_reaches_every_follower_f1: (1, 3, true, 5);
+    one_sendto_reaches_every_follower_f1_full_software_checksum: (2, 3, false, 5);
+    one_sendto_reaches_every_follower_f2: (3, 5, true, 5);
+    one_sendto_reaches_every_follower_f3: (4, 7, true, 5);
+    one_sendto_reaches_every_follower_nine_replicas: (5, 9, true, 50);
 }
 
 /// The membership rule (issue 12): a MAC is learned only from the address
@@ -660,9 +626,7 @@ fn one_sendto_reaches_every_follower_nine_replicas() {
 /// is written.
 #[test]
 fn macs_are_learned_only_from_the_address_table_entry() {
-    if !require_root("macs_are_learned_only_from_the_address_table_entry") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
         let leader = endpoint(0, PORT);
         let f1 = endpoint(1, PORT + 1);
@@ -1693,10 +1657,8 @@ fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
 
 #[test]
 fn fuzzed_egress_frames_and_learning_match_the_model() {
-    if !require_root("fuzzed_egress_frames_and_learning_match_the_model") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0x7cb0_5eed);
+    require_root!();
+    let (seed, frames, _) = fuzz_plan(0x7cb0_5eed);
     let started = Instant::now();
     let (total, reach) = in_netns(|_| fuzz_tc_broadcast(seed, frames));
     eprintln!("{frames} frames in {:.1?}: {total:?}, {reach:?}", started.elapsed());

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use electrode::check;
 use electrode::history::read_history;
 
-use crate::common::{in_namespace, Udp4};
+use crate::common::{in_namespace, read_in_background, Udp4};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_electrode");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -197,18 +197,8 @@ impl Cluster {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + timeout;
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out_thread = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stdout.read_to_end(&mut s);
-            s
-        });
-        let err_thread = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stderr.read_to_end(&mut s);
-            s
-        });
+        let out_thread = read_in_background(child.stdout.take().unwrap());
+        let err_thread = read_in_background(child.stderr.take().unwrap());
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
@@ -476,12 +466,11 @@ impl Cluster {
     /// As `start_load`, of `electrode client ARGS --json --history HISTORY`
     /// (ARGS split at spaces).
     pub fn start_load_with(&self, args: &str, history: &Path) -> std::thread::JoinHandle<Output> {
+        let client = self.client_command(&format!("{args} --json"), history);
         let child = Command::new("timeout")
-            .args(["300", "ip", "netns", "exec", &self.ns_client(), BIN, "client"])
-            .args(args.split_whitespace())
-            .args(["--json".as_ref(), "--history".as_ref(), history.as_os_str()])
-            .arg("-c")
-            .arg(&self.config_path)
+            .arg("300")
+            .arg(client.get_program())
+            .args(client.get_args())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -494,6 +483,16 @@ impl Cluster {
             loads.lock().unwrap().retain(|p| *p != pid);
             out
         })
+    }
+
+    /// `ip netns exec <client namespace> electrode client ARGS --history
+    /// HISTORY -c CONFIG` (ARGS split at spaces), not yet started. `ip
+    /// netns exec` execs the client, so the child's PID is the client's.
+    pub fn client_command(&self, args: &str, history: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns_client(), BIN, "client"]).args(args.split_whitespace());
+        command.arg("--history").arg(history).arg("-c").arg(&self.config_path);
+        command
     }
 
     /// A runtime drop counter of a stopped replica (`dropped[reason] N` in

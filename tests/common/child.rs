@@ -1,10 +1,23 @@
-//! A child process that attaches a program and is killed with SIGKILL (no
-//! Drop runs), as a crashed replica: the test binary runs one of its own
-//! tests again, selected by an environment variable only the parent sets.
+//! Child processes: reading a child's output while it runs, and a child
+//! that attaches a program and is killed with SIGKILL (no Drop runs), as a
+//! crashed replica: the test binary runs one of its own tests again,
+//! selected by an environment variable only the parent sets.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Reads `pipe` (a child's stdout or stderr) to its end on a thread of its
+/// own, so that neither pipe can fill and stall the child; join for the
+/// bytes.
+pub fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
 
 /// In the child test: the value of `key`, or None in a normal test run
 /// (the child test is then a no-op).

@@ -1,7 +1,7 @@
 //! One sample message of every type, messages as single datagrams, and
 //! the classifier's rules (`bpf/parse.h`) in Rust.
 
-use electrode::wire::{self, Message, MsgType};
+use electrode::wire::{self, DoViewChange, Message, MsgType, NewState};
 
 /// One message of every type, with small but non-empty contents.
 pub fn sample_messages() -> Vec<Message> {
@@ -11,6 +11,9 @@ pub fn sample_messages() -> Vec<Message> {
         snapshot: b"snapshot".to_vec(),
         entries: vec![wire::LogEntry { op: 3, view: 1, batch: vec![request.clone()] }],
     };
+    // The view-change family: view 2, op 3, commit 2, and this state.
+    let (view, op, commit) = (2, 3, 2);
+    let blob = || state.clone();
     let messages = vec![
         Message::Request(request.clone()),
         Message::Reply(wire::Reply {
@@ -24,33 +27,33 @@ pub fn sample_messages() -> Vec<Message> {
         Message::PrepareOk(wire::PrepareOk { view: 1, op: 3, replica: 2, gap: false }),
         Message::Commit(wire::Commit { view: 1, commit: 3 }),
         Message::StartViewChange(wire::StartViewChange { view: 2, replica: 1 }),
-        Message::DoViewChange(wire::DoViewChange {
-            view: 2,
+        Message::DoViewChange(DoViewChange {
+            view,
             last_normal_view: 1,
-            op: 3,
-            commit: 2,
+            op,
+            commit,
             replica: 1,
-            state: state.clone(),
+            state: blob(),
         }),
-        Message::StartView(wire::StartView { view: 2, op: 3, commit: 2, state: state.clone() }),
-        Message::GetState(wire::GetState { view: 2, op: 1, replica: 2 }),
-        Message::NewState(wire::NewState {
-            view: 2,
-            op: 3,
-            commit: 2,
+        Message::StartView(wire::StartView { view, op, commit, state: blob() }),
+        Message::GetState(wire::GetState { view, op: 1, replica: 2 }),
+        Message::NewState(NewState {
+            view,
+            op,
+            commit,
             head: 4,
             kind: wire::NewStateKind::Page,
-            state: state.clone(),
+            state: blob(),
         }),
         Message::Recovery(wire::Recovery { nonce: 99, replica: 2 }),
         Message::RecoveryResponse(wire::RecoveryResponse {
-            view: 2,
+            view,
             nonce: 99,
-            op: 3,
-            commit: 2,
+            op,
+            commit,
             replica: 0,
             status: 1,
-            state,
+            state: blob(),
         }),
         Message::StatusRequest(wire::StatusRequest { nonce: 5 }),
         Message::StatusReply(wire::StatusReply {

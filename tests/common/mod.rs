@@ -16,7 +16,7 @@ mod netns;
 mod rng;
 
 pub use booted::booted_core;
-pub use child::{announce_and_wait, child_spec, run_child_and_kill_9};
+pub use child::{announce_and_wait, child_spec, read_in_background, run_child_and_kill_9};
 pub use fixture::{expect_unchanged, load, load_with_members, xdp_run, CLUSTER_ID, PORT};
 pub use frames::*;
 pub use messages::{classify, datagram, datagram_from, sample_messages};
@@ -25,10 +25,27 @@ pub use rng::{fuzz_plan, Rng};
 
 use std::io::Write as _;
 
+/// `require_root!();` first in a root-only test: returns from it unless
+/// [`root_allowed`] (with the test's own name) lets it run.
+#[allow(unused_macros)] // the simulator includes common too
+macro_rules! require_root {
+    () => {
+        if !$crate::common::root_allowed({
+            fn here() {}
+            let path = std::any::type_name_of_val(&here);
+            let test = path.strip_suffix("::here").unwrap_or(path);
+            test.rsplit("::").next().unwrap_or(test)
+        }) {
+            return;
+        }
+    };
+}
+pub(crate) use require_root;
+
 /// Whether a root-only test may run. Not root: prints a loud skip and
 /// returns false, except under `CI=true`, where skipping would hide a broken
 /// runner, so the test fails instead.
-pub fn require_root(test: &str) -> bool {
+pub fn root_allowed(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;

@@ -40,12 +40,12 @@ impl Rng {
     }
 }
 
-/// Seed and frame count of a fuzz test: ELECTRODE_FUZZ_SEED and
+/// Seed, frame count and generator of a fuzz test: ELECTRODE_FUZZ_SEED and
 /// ELECTRODE_FUZZ_FRAMES, else `default_seed` and 10^5.
-pub fn fuzz_plan(default_seed: u64) -> (u64, u64) {
+pub fn fuzz_plan(default_seed: u64) -> (u64, u64, Rng) {
     let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
     let seed = env("ELECTRODE_FUZZ_SEED").unwrap_or(default_seed);
     let frames = env("ELECTRODE_FUZZ_FRAMES").unwrap_or(100_000);
     eprintln!("fuzz seed {seed} ({frames} frames); replay with ELECTRODE_FUZZ_SEED={seed}");
-    (seed, frames)
+    (seed, frames, Rng::new(seed))
 }
