@@ -333,8 +333,8 @@ fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filt
     require_root!();
     in_netns_with_tcg0(|ns| {
         let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
-        let qdiscs = || run("tc", &["-n", &ns, "qdisc", "show", "dev", "tcg0"]);
-        let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
+        let qdiscs = || run("tc", &["-n", ns, "qdisc", "show", "dev", "tcg0"]);
+        let filters = || run("tc", &["-n", ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
         let (first, second) = (load(3), load(3));
 
@@ -348,13 +348,13 @@ fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filt
         assert!(!qdiscs().contains("clsact"), "qdisc we created stays: {}", qdiscs());
 
         // Somebody else's clsact: only our filter goes.
-        run("tc", &["-n", &ns, "qdisc", "add", "dev", "tcg0", "clsact"]);
+        run("tc", &["-n", ns, "qdisc", "add", "dev", "tcg0", "clsact"]);
         let guard = first.attach_tc(ifindex).expect("attach");
         assert!(!guard.created_qdisc());
         guard.detach().expect("detach");
         assert_eq!(ours(), 0, "{}", filters());
         assert!(qdiscs().contains("clsact"), "foreign qdisc removed: {}", qdiscs());
-        run("tc", &["-n", &ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
+        run("tc", &["-n", ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
 
         // A run that died without cleanup (kill -9): its filter stays; the
         // next run replaces it in place and removes it on exit.
@@ -372,7 +372,7 @@ fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filt
         assert_eq!(ours(), 1, "the newer run's filter must survive: {}", filters());
         drop(newer);
         assert_eq!(ours(), 0, "{}", filters());
-        run("tc", &["-n", &ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
+        run("tc", &["-n", ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
 
         assert!(first.attach_tc(999_999).is_err(), "no such interface");
     });
@@ -401,17 +401,17 @@ fn kill9_child_attaches_and_waits() {
 fn a_restart_after_kill_9_replaces_the_leaked_filter() {
     require_root!();
     in_netns_with_tcg0(|ns| {
-        let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
+        let filters = || run("tc", &["-n", ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
 
-        let stderr = attach_in_child_and_kill_9(&ns);
+        let stderr = attach_in_child_and_kill_9(ns);
         assert_eq!(ours(), 1, "the killed run leaves its filter: {}", filters());
         assert!(!stderr.contains("libbpf"), "first run: library output: {stderr}");
 
         // A restart (itself killed) replaces it with one line and no
         // library output ("Exclusivity flag on" for the existing clsact).
         let first_id = prog_id_in(&filters());
-        let stderr = attach_in_child_and_kill_9(&ns);
+        let stderr = attach_in_child_and_kill_9(ns);
         assert!(!stderr.contains("libbpf"), "restart: library output: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|line| line.contains("electrode:")).collect();
         assert_eq!(lines.len(), 1, "restart: one line, got {stderr}");
