@@ -463,6 +463,16 @@ impl Cluster {
         self.start_load_with(&format!("-n {n} -t {threads} --keys 20"), history)
     }
 
+    /// `ip netns exec <client namespace> electrode client ARGS --history
+    /// HISTORY -c CONFIG` (ARGS split at spaces), not yet started. `ip
+    /// netns exec` execs the client, so the child's PID is the client's.
+    pub fn client_command(&self, args: &str, history: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns_client(), BIN, "client"]).args(args.split_whitespace());
+        command.arg("--history").arg(history).arg("-c").arg(&self.config_path);
+        command
+    }
+
     /// As `start_load`, of `electrode client ARGS --json --history HISTORY`
     /// (ARGS split at spaces).
     pub fn start_load_with(&self, args: &str, history: &Path) -> std::thread::JoinHandle<Output> {
@@ -483,16 +493,6 @@ impl Cluster {
             loads.lock().unwrap().retain(|p| *p != pid);
             out
         })
-    }
-
-    /// `ip netns exec <client namespace> electrode client ARGS --history
-    /// HISTORY -c CONFIG` (ARGS split at spaces), not yet started. `ip
-    /// netns exec` execs the client, so the child's PID is the client's.
-    pub fn client_command(&self, args: &str, history: &Path) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.ns_client(), BIN, "client"]).args(args.split_whitespace());
-        command.arg("--history").arg(history).arg("-c").arg(&self.config_path);
-        command
     }
 
     /// A runtime drop counter of a stopped replica (`dropped[reason] N` in
