@@ -13,23 +13,20 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
-use common::require_root;
-use electrode::transport::os::SplitMix;
+use common::{require_root, Rng};
 
 const BOOTS: usize = 20;
 const SETTLED_WITHIN: Duration = Duration::from_secs(2);
 
 #[test]
 fn boots_in_random_orders_all_end_normal_in_one_view() {
-    if !require_root("boots_in_random_orders_all_end_normal_in_one_view") {
-        return;
-    }
+    require_root!();
     let seed = std::env::var("ELECTRODE_BOOT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::process::id() as u64);
     eprintln!("boot seed {seed} (ELECTRODE_BOOT_SEED replays it)");
-    let mut rng = SplitMix(seed);
+    let mut rng = Rng::new(seed);
     let mut cluster = Cluster::up("b", 1, 18);
     let mut leaders = Vec::new();
     for boot in 0..BOOTS {

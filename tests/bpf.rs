@@ -15,27 +15,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use electrode::fastpath::{xdp_action, Counters, LoadOptions, Loaded, XdpMode};
+use electrode::fastpath::{xdp_action, Counters, Loaded, XdpMode};
 use electrode::wire::{consts, MsgType};
 
-const PORT: u16 = 7447;
-const CLUSTER_ID: u32 = 0x00c0_ffee;
-
-fn load() -> Loaded {
-    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
-        .expect("load electrode eBPF object")
-}
-
-/// Runs `frame` through the program: it must pass unchanged, and the
-/// counters must move by exactly `expected`.
+/// Runs `frame` through the program: it must pass unchanged (the
+/// classifier never modifies frames), and the counters must move by
+/// exactly `expected`.
 #[track_caller]
 fn expect_counts(loaded: &Loaded, what: &str, frame: &[u8], expected: Counters) {
-    let before = loaded.counters().expect("read counters");
-    let (verdict, out) = loaded.test_run_xdp(frame).expect("BPF_PROG_TEST_RUN");
-    let delta = loaded.counters().expect("read counters").since(&before);
-    assert_eq!(verdict, xdp_action::PASS, "{what}: verdict");
-    assert_eq!(out, frame, "{what}: the classifier must not modify frames");
-    assert_eq!(delta, expected, "{what}: counter deltas");
+    expect_unchanged(loaded, what, frame, xdp_action::PASS, expected);
 }
 
 fn one_message(msg_type: MsgType) -> Counters {
@@ -87,10 +75,8 @@ fn with_header_byte(mut frame: Vec<u8>, offset: usize, value: u8) -> Vec<u8> {
 
 #[test]
 fn every_message_type_passes_and_counts_as_its_type() {
-    if !require_root("every_message_type_passes_and_counts_as_its_type") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     for msg in sample_messages() {
         let msg_type = msg.msg_type();
         let frame = udp4_frame(PORT, &datagram(CLUSTER_ID, &msg));
@@ -100,10 +86,8 @@ fn every_message_type_passes_and_counts_as_its_type() {
 
 #[test]
 fn smallest_body_of_every_type_counts_and_one_byte_less_is_malformed() {
-    if !require_root("smallest_body_of_every_type_counts_and_one_byte_less_is_malformed") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     for msg_type in MsgType::ALL {
         for (body_len, expected) in
             [(msg_type.body_min(), one_message(msg_type)), (msg_type.body_min() - 1, one_malformed())]
@@ -134,10 +118,8 @@ fn header(msg_type: u8, cluster_id: u32, body_len: usize) -> Vec<u8> {
 
 #[test]
 fn truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after() {
-    if !require_root("truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     let frame = prepare_frame();
     let cases = [
         // Until the whole UDP header is there, nobody can tell it is ours.
@@ -159,14 +141,12 @@ fn truncation_at_each_header_is_foreign_before_the_udp_port_and_malformed_after(
 
 #[test]
 fn runt_frames_are_refused_by_the_kernel_test_run() {
-    if !require_root("runt_frames_are_refused_by_the_kernel_test_run") {
-        return;
-    }
+    require_root!();
     // BPF_PROG_TEST_RUN wants at least an Ethernet header (EINVAL below
     // ETH_HLEN), so a runt cannot reach the program this way; a real NIC
     // never delivers one either. The program's own check (foreign) is
     // therefore only reachable through the ETH_LEN case above.
-    let loaded = load();
+    let loaded = load(3);
     let frame = prepare_frame();
     let before = loaded.counters().expect("read counters");
     assert!(loaded.test_run_xdp(&frame[..ETH_LEN - 1]).is_err());
@@ -175,10 +155,8 @@ fn runt_frames_are_refused_by_the_kernel_test_run() {
 
 #[test]
 fn consistent_but_wrong_lengths_are_malformed() {
-    if !require_root("consistent_but_wrong_lengths_are_malformed") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     let datagram_bytes = datagram(CLUSTER_ID, &sample_messages()[MsgType::Commit as usize - 1]);
 
     // Frame, IP and UDP agree, but the datagram is shorter than a header.
@@ -204,10 +182,8 @@ fn consistent_but_wrong_lengths_are_malformed() {
 
 #[test]
 fn fragments_are_malformed() {
-    if !require_root("fragments_are_malformed") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     let payload = datagram(CLUSTER_ID, &sample_messages()[MsgType::Commit as usize - 1]);
     for (what, frag_off) in [("more-fragments flag", 0x2000), ("non-zero offset", 0x0010)] {
         let shape = Ipv4Shape { frag_off, ..Ipv4Shape::default() };
@@ -218,10 +194,8 @@ fn fragments_are_malformed() {
 
 #[test]
 fn ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram() {
-    if !require_root("ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     let commit = &sample_messages()[MsgType::Commit as usize - 1];
     let payload = datagram(CLUSTER_ID, commit);
     let shape = Ipv4Shape { options_len: 8, ..Ipv4Shape::default() };
@@ -235,10 +209,8 @@ fn ip_options_and_ethernet_padding_do_not_hide_a_valid_datagram() {
 
 #[test]
 fn bad_magic_version_cluster_and_type_are_counted_by_reason() {
-    if !require_root("bad_magic_version_cluster_and_type_are_counted_by_reason") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     let frame = prepare_frame();
 
     let bad_magic = with_header_byte(frame.clone(), 0, b'X');
@@ -261,10 +233,8 @@ fn bad_magic_version_cluster_and_type_are_counted_by_reason() {
 
 #[test]
 fn other_ports_protocols_and_ethertypes_are_foreign() {
-    if !require_root("other_ports_protocols_and_ethertypes_are_foreign") {
-        return;
-    }
-    let loaded = load();
+    require_root!();
+    let loaded = load(3);
     let payload = datagram(CLUSTER_ID, &sample_messages()[MsgType::Prepare as usize - 1]);
 
     expect_counts(&loaded, "other UDP port", &udp4_frame(PORT + 1, &payload), one_foreign());
@@ -309,9 +279,7 @@ fn veth_traffic() -> (Vec<(u16, Vec<u8>)>, Counters) {
 
 #[test]
 fn veth_between_namespaces_counts_real_traffic_and_detaches() {
-    if !require_root("veth_between_namespaces_counts_real_traffic_and_detaches") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_A, IP_B);
     let ns_b = netns.name(1).to_string();
 
@@ -324,7 +292,7 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
     let (counted, received, shown_while_attached) = thread::scope(|scope| {
         let receiver = scope.spawn(move || {
             netns.enter(1);
-            let loaded = load();
+            let loaded = load(3);
             let attachment = loaded.attach_xdp_iface("veth-b").expect("attach to veth-b");
             eprintln!("veth-b: electrode_xdp attached in {} mode", attachment.mode());
             let shown = run("ip", &["link", "show", "dev", "veth-b"]);
@@ -380,16 +348,14 @@ fn veth_between_namespaces_counts_real_traffic_and_detaches() {
 
 #[test]
 fn dropping_an_attachment_detaches_in_native_and_generic_mode() {
-    if !require_root("dropping_an_attachment_detaches_in_native_and_generic_mode") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_A, IP_B);
     let netns = &netns;
     thread::scope(|scope| {
         scope
             .spawn(move || {
                 netns.enter(1);
-                let loaded = load();
+                let loaded = load(3);
                 let shown = || run("ip", &["link", "show", "dev", "veth-b"]);
 
                 let native = loaded.attach_xdp_iface("veth-b").expect("attach");
@@ -429,13 +395,12 @@ const XDP_CHILD: &str = "ELECTRODE_XDP_KILL9_CHILD";
 /// The child of the kill -9 tests; a no-op in a normal test run.
 #[test]
 fn xdp_child_attaches_and_waits() {
-    let Ok(spec) = std::env::var(XDP_CHILD) else {
+    let Some(spec) = child_spec(XDP_CHILD) else {
         return;
     };
     let (ns, mode) = spec.split_once(':').expect("<netns>:<mode>");
-    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    let loaded = load();
+    enter_netns(ns);
+    let loaded = load(3);
     let ifindex = nix::net::if_::if_nametoindex("veth-b").expect("ifindex of veth-b");
     let attachment = match mode {
         "generic" => loaded.attach_xdp_generic(ifindex),
@@ -443,35 +408,14 @@ fn xdp_child_attaches_and_waits() {
         other => panic!("unknown mode {other}"),
     }
     .expect("attach in child");
-    println!("attached {}", attachment.mode());
-    std::io::Write::flush(&mut std::io::stdout()).expect("flush");
-    thread::sleep(Duration::from_secs(60)); // killed long before
+    announce_and_wait(&format!("attached {}", attachment.mode()));
 }
 
 /// Runs the child in `ns` with `mode`, waits for its `attached <mode>` line,
 /// kills it with SIGKILL (no Drop runs) and returns the mode it printed and
 /// everything it wrote on stderr.
 fn attach_in_child_and_kill_9(ns: &str, mode: &str) -> (String, String) {
-    use std::io::{BufRead, Read};
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = std::process::Command::new(exe)
-        .args(["--exact", "xdp_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
-        .env(XDP_CHILD, format!("{ns}:{mode}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("child stdout");
-    let attached = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.trim_end().rsplit_once("attached ").map(|(_, mode)| mode.to_string()));
-    child.kill().expect("kill -9 the child"); // SIGKILL
-    child.wait().expect("reap child");
-    let mut stderr = String::new();
-    child.stderr.take().expect("child stderr").read_to_string(&mut stderr).expect("child stderr");
-    let attached = attached.unwrap_or_else(|| panic!("child never attached; stderr: {stderr}"));
-    (attached, stderr)
+    run_child_and_kill_9("xdp_child_attaches_and_waits", XDP_CHILD, &format!("{ns}:{mode}"), "attached ")
 }
 
 /// `ip -j link show dev veth-b` in `ns`: the XDP part of the JSON, if any.
@@ -499,34 +443,29 @@ fn assert_quiet(stderr: &str, what: &str) {
     assert!(!stderr.contains("electrode:"), "{what}: unexpected message: {stderr}");
 }
 
-#[test]
-fn native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
-    if !require_root("native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches") {
-        return;
-    }
+/// A child attaches in `mode` (veth implements native XDP) and is killed,
+/// twice: each time its program must go with it, quietly.
+fn kill_9_takes_the_program_along(mode: &str) {
     let netns = veth_pair(IP_A, IP_B);
     let ns = netns.name(1);
     for run in ["first run", "restart"] {
-        let (mode, stderr) = attach_in_child_and_kill_9(ns, "native");
-        assert_eq!(mode, "native", "{run}: veth implements native XDP");
+        let (attached, stderr) = attach_in_child_and_kill_9(ns, mode);
+        assert_eq!(attached, mode, "{run}");
         assert_quiet(&stderr, run);
         assert_eq!(wait_until_no_xdp(ns), None, "{run}: program outlived the kill -9'd process");
     }
 }
 
 #[test]
+fn native_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
+    require_root!();
+    kill_9_takes_the_program_along("native");
+}
+
+#[test]
 fn generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
-    if !require_root("generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches") {
-        return;
-    }
-    let netns = veth_pair(IP_A, IP_B);
-    let ns = netns.name(1);
-    for run in ["first run", "restart"] {
-        let (mode, stderr) = attach_in_child_and_kill_9(ns, "generic");
-        assert_eq!(mode, "generic", "{run}");
-        assert_quiet(&stderr, run);
-        assert_eq!(wait_until_no_xdp(ns), None, "{run}: program outlived the kill -9'd process");
-    }
+    require_root!();
+    kill_9_takes_the_program_along("generic");
 }
 
 /// An older build attached in generic mode through netlink, which outlived
@@ -534,9 +473,7 @@ fn generic_xdp_of_a_kill_9_replica_is_gone_and_a_restart_attaches() {
 /// no library output, and its own attachment dies with it again.
 #[test]
 fn a_stale_netlink_attachment_is_replaced_with_one_line() {
-    if !require_root("a_stale_netlink_attachment_is_replaced_with_one_line") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_A, IP_B);
     let ns = netns.name(1).to_string();
     for (flags, stale_mode) in
@@ -549,7 +486,7 @@ fn a_stale_netlink_attachment_is_replaced_with_one_line() {
             scope
                 .spawn(move || {
                     netns_ref.enter(1);
-                    let loaded = load();
+                    let loaded = load(3);
                     let ifindex = nix::net::if_::if_nametoindex("veth-b").expect("ifindex");
                     libbpf_rs::Xdp::new(loaded.xdp_prog_fd())
                         .attach(ifindex as i32, stale_flags)

@@ -22,8 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster::{report, Cluster, BIN};
-use common::{require_root, run, veth_pair, MAC_B};
+use cluster::{Cluster, BIN};
+use common::{read_in_background, require_root, run, veth_pair, MAC_B};
 use electrode::fastpath::{LoadOptions, Loaded};
 
 /// What the systemd unit grants (setpriv spelling).
@@ -148,9 +148,7 @@ fn proc_status(pid: u32, name: &str) -> String {
 
 #[test]
 fn replicas_with_only_bpf_perfmon_net_admin_serve_through_the_fast_paths() {
-    if !require_root("replicas_with_only_bpf_perfmon_net_admin_serve_through_the_fast_paths") {
-        return;
-    }
+    require_root!();
     let (uid, _) = nobody();
     let cluster = Cluster::up("d", 1, 41);
     let bin = readable_by_nobody(&cluster);
@@ -176,30 +174,8 @@ fn replicas_with_only_bpf_perfmon_net_admin_serve_through_the_fast_paths() {
     replicas.start(&cluster, &bin, 2);
     cluster.wait_normal(SETTLE);
     let history = cluster.dir.join("history.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "-n",
-            "2000",
-            "-t",
-            "2",
-            "--keys",
-            "20",
-            "--json",
-            "--history",
-            history.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
+    let r = cluster.run_load("-n 2000 -t 2 --keys 20", &history, Duration::from_secs(120));
     assert_eq!(r["ops"], 2000);
-    assert_eq!(r["failed"], 0);
     let commit = cluster.wait_converged(SETTLE);
     assert_eq!(cluster::assert_linearizable(&history), 2000);
     for i in 0..3 {
@@ -242,15 +218,10 @@ fn replicas_with_only_bpf_perfmon_net_admin_serve_through_the_fast_paths() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let reader = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            text
-        });
+        let reader = read_in_background(child.stderr.take().unwrap());
         let status =
             wait_bounded(&mut child, Duration::from_secs(10)).expect("replica without a capability exits");
-        let text = reader.join().unwrap();
+        let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
         eprintln!("without CAP_{}: exit {:?}, stderr: {text}", missing.to_uppercase(), status.code());
         assert_eq!(status.code(), Some(1), "{text}");
         let wanted = format!("lacks CAP_{}", missing.to_uppercase());
@@ -265,9 +236,7 @@ fn replicas_with_only_bpf_perfmon_net_admin_serve_through_the_fast_paths() {
 
 #[test]
 fn follower_macs_come_from_the_neighbour_table_before_any_datagram() {
-    if !require_root("follower_macs_come_from_the_neighbour_table_before_any_datagram") {
-        return;
-    }
+    require_root!();
     // veth-a (leader, 10.213.0.1) <-> veth-b (follower 1, 10.213.0.2), static
     // neighbours both ways; follower 2 has only a static entry; follower 3
     // none at all.

@@ -12,49 +12,32 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cluster::{assert_linearizable, assert_linearizable_together, report, send_spoofed, Cluster};
-use common::require_root;
+use cluster::{assert_linearizable, assert_linearizable_together, send_spoofed, Cluster};
+use common::{datagram_from, require_root, Rng};
 use electrode::wire::consts::QP_WINDOW;
 use electrode::wire::{
-    Commit, Encoder, GetState, Message, Prepare, PrepareOk, Request, StartViewChange, CLIENT_SENDER,
+    Commit, GetState, Message, Prepare, PrepareOk, Request, StartViewChange, CLIENT_SENDER,
 };
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
 const SETTLE: Duration = Duration::from_secs(30);
+/// How long the isolated leader of `forged_acks_cannot_commit_for_an_isolated_leader`
+/// is cut off, and the most forged acks it gets meanwhile.
+const ISOLATION: Duration = Duration::from_secs(4);
+const FORGED_MAX: u64 = 200_000;
+/// The longest attack of `forged_corrupt_and_extreme_datagrams_under_load_change_nothing`,
+/// and the most datagrams it sends.
+const ATTACK_MAX: Duration = Duration::from_secs(120);
+const SENT_MAX: u64 = 2_000_000;
 
 fn run_load(cluster: &Cluster, n: u64, threads: u64, history: &std::path::Path) -> serde_json::Value {
-    let out = cluster.client(
-        &[
-            "client",
-            "-n",
-            &n.to_string(),
-            "-t",
-            &threads.to_string(),
-            "--keys",
-            "20",
-            "--json",
-            "--history",
-            history.to_str().unwrap(),
-        ],
-        LOAD_TIMEOUT,
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    report(&out)
+    cluster.run_load(&format!("-n {n} -t {threads} --keys 20"), history, LOAD_TIMEOUT)
 }
 
 #[test]
 fn normal_load_commits_everything_and_replicas_agree() {
-    if !require_root("normal_load_commits_everything_and_replicas_agree") {
-        return;
-    }
-    let mut cluster = Cluster::up("n", 1, 1);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("n", 1, 1, SETTLE);
     let history = cluster.dir.join("history.jsonl");
     let r = run_load(&cluster, 3000, 4, &history);
     assert_eq!(r["ops"], 3000);
@@ -137,12 +120,8 @@ fn assert_fast_paths_carried_the_load(cluster: &Cluster, ops: u64) {
 
 #[test]
 fn leader_crash_view_change_and_recovery() {
-    if !require_root("leader_crash_view_change_and_recovery") {
-        return;
-    }
-    let mut cluster = Cluster::up("k", 1, 2);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("k", 1, 2, SETTLE);
     let history = cluster.dir.join("history.jsonl");
     let ns = cluster.ns_client();
     let config = cluster.config_path.clone();
@@ -240,9 +219,7 @@ fn leader_crash_view_change_and_recovery() {
 
 #[test]
 fn loss_duplicates_and_reordering_do_not_lose_operations() {
-    if !require_root("loss_duplicates_and_reordering_do_not_lose_operations") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::up("l", 1, 3);
     // 5% random loss on input in every namespace: both ways on every link.
     let rules = "table inet lossy {\n chain input {\n  type filter hook input priority 0;\n  \
@@ -282,9 +259,7 @@ fn loss_duplicates_and_reordering_do_not_lose_operations() {
 /// the replicas' CLOCK_MONOTONIC stamps and are printed.
 #[test]
 fn leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits() {
-    if !require_root("leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits") {
-        return;
-    }
+    require_root!();
     const LOSS_PERCENT: u32 = 10;
     // Detection takes ~0.2 s and the view change ~1 ms without loss
     // (bench/README.md); each lost chunk of a DoViewChange or StartView
@@ -425,12 +400,8 @@ fn leader_kill_under_loss_on_every_replica_link_forms_a_view_that_commits() {
 
 #[test]
 fn hostile_datagrams_are_counted_and_change_nothing() {
-    if !require_root("hostile_datagrams_are_counted_and_change_nothing") {
-        return;
-    }
-    let mut cluster = Cluster::up("h", 1, 4);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("h", 1, 4, SETTLE);
     let socket = cluster.client_socket();
     let targets: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::V4(cluster.replica_address(i))).collect();
     let cluster_id = cluster.config.cluster_id;
@@ -440,33 +411,18 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
             // Valid-looking datagrams to mutate: a forged PrepareOk and
             // Commit claiming to be replica 1 (from the wrong address),
             // and a request.
-            let mut templates = Vec::new();
-            Encoder::new(cluster_id, 1)
-                .encode(
+            let request = Request { client_id: 42, request_number: 1, op: b"\x09garbage".to_vec() };
+            let templates = [
+                datagram(
+                    cluster_id,
+                    1,
                     &Message::PrepareOk(PrepareOk { view: 0, op: 1_000_000, replica: 1, gap: false }),
-                    &mut templates,
-                )
-                .unwrap();
-            Encoder::new(cluster_id, 1)
-                .encode(&Message::Commit(Commit { view: 0, commit: 1_000_000 }), &mut templates)
-                .unwrap();
-            Encoder::new(cluster_id, CLIENT_SENDER)
-                .encode(
-                    &Message::Request(Request {
-                        client_id: 42,
-                        request_number: 1,
-                        op: b"\x09garbage".to_vec(),
-                    }),
-                    &mut templates,
-                )
-                .unwrap();
-            let mut x: u64 = 0x1234_5678;
-            let mut next = move || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
+                ),
+                datagram(cluster_id, 1, &Message::Commit(Commit { view: 0, commit: 1_000_000 })),
+                datagram(cluster_id, CLIENT_SENDER, &Message::Request(request)),
+            ];
+            let mut rng = Rng::new(0x1234_5678);
+            let mut next = move || rng.next_u64();
             let mut sent = 0u64;
             for i in 0..20_000u64 {
                 let mut d = if i % 3 == 0 {
@@ -520,14 +476,8 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
 /// not the replica's").
 #[test]
 fn forged_acks_cannot_commit_for_an_isolated_leader() {
-    if !require_root("forged_acks_cannot_commit_for_an_isolated_leader") {
-        return;
-    }
-    const ISOLATION: Duration = Duration::from_secs(4);
-    const FORGED_MAX: u64 = 200_000;
-    let mut cluster = Cluster::up("f", 1, 5);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("f", 1, 5, SETTLE);
     let (leader, followers) = (0usize, [1usize, 2]);
     let history = cluster.dir.join("history.jsonl");
     let load = cluster.start_load(40_000, 4, &history);
@@ -544,7 +494,6 @@ fn forged_acks_cannot_commit_for_an_isolated_leader() {
     let cluster_id = cluster.config.cluster_id;
     let started = std::time::Instant::now();
     let (mut sent, mut op_max, mut rounds) = (0u64, 0u64, 0u64);
-    let mut datagrams = Vec::new();
     while started.elapsed() < ISOLATION && sent < FORGED_MAX {
         // The leader's window as it stands: every op it may have
         // prepared, from its commit up to the pipeline bound.
@@ -554,17 +503,9 @@ fn forged_acks_cannot_commit_for_an_isolated_leader() {
         rounds += 1;
         for op in commit + 1..=commit + QP_WINDOW as u64 {
             for r in followers {
-                datagrams.clear();
-                Encoder::new(cluster_id, r as u8)
-                    .encode(
-                        &Message::PrepareOk(PrepareOk { view, op, replica: r as u8, gap: false }),
-                        &mut datagrams,
-                    )
-                    .unwrap();
-                for d in &datagrams {
-                    let _ = socket.send_to(d, target);
-                    sent += 1;
-                }
+                let ok = Message::PrepareOk(PrepareOk { view, op, replica: r as u8, gap: false });
+                let _ = socket.send_to(&datagram(cluster_id, r as u8, &ok), target);
+                sent += 1;
             }
             // Paced, so the leader's socket buffer never drops one and
             // every forgery is counted somewhere.
@@ -613,10 +554,7 @@ fn forged_acks_cannot_commit_for_an_isolated_leader() {
 
 /// One datagram of `msg` as `sender` would encode it.
 fn datagram(cluster_id: u32, sender: u8, msg: &Message) -> Vec<u8> {
-    let mut out = Vec::new();
-    Encoder::new(cluster_id, sender).encode(msg, &mut out).unwrap();
-    assert_eq!(out.len(), 1, "a small message is one datagram");
-    out.pop().unwrap()
+    datagram_from(cluster_id, sender, 0, msg)
 }
 
 /// Offsets into an encoded Prepare (bpf/electrode.h): the 24-byte header
@@ -716,14 +654,8 @@ fn extreme_messages(cluster_id: u32, sender: u8, view: u64, numbers: &[u64]) -> 
 /// history must be linearizable and no log may hold a panic.
 #[test]
 fn forged_corrupt_and_extreme_datagrams_under_load_change_nothing() {
-    if !require_root("forged_corrupt_and_extreme_datagrams_under_load_change_nothing") {
-        return;
-    }
-    const ATTACK_MAX: Duration = Duration::from_secs(120);
-    const SENT_MAX: u64 = 2_000_000;
-    let mut cluster = Cluster::up("x", 1, 6);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("x", 1, 6, SETTLE);
     let n = cluster.config.replica_count();
     let cluster_id = cluster.config.cluster_id;
     let socket = cluster.client_socket();

@@ -12,11 +12,9 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::*;
-use electrode::fastpath::{xdp_action, Counters, FollowerPath, LoadOptions, Loaded};
+use electrode::fastpath::{xdp_action, Counters, FollowerPath, Loaded};
 use electrode::wire::{self, consts, Decoded, Message, MsgType};
 
-const PORT: u16 = 7447;
-const CLUSTER_ID: u32 = 0x00c0_ffee;
 /// The leader sends from A (common::IP_A) on this port; we are B.
 const LEADER_PORT: u16 = 7446;
 const LEADER_INDEX: u8 = 0;
@@ -27,11 +25,7 @@ const VIEW: u64 = 5;
 /// before it arms anything): replica 0 (the leader) and 1 send from A, on
 /// their own ports; we (2) are B.
 fn load() -> Loaded {
-    let loaded = Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
-        .expect("load electrode eBPF object (fast_reply)");
-    let members = [leader(), replica_1(), SocketAddrV4::new(Ipv4Addr::from(IP_B), PORT)];
-    loaded.set_members(&members).expect("write replica_addrs");
-    loaded
+    load_with_members(&[leader(), replica_1(), SocketAddrV4::new(Ipv4Addr::from(IP_B), PORT)])
 }
 
 fn leader() -> SocketAddrV4 {
@@ -47,19 +41,21 @@ fn arm(path: &FollowerPath<'_>, view: u64, next_op: u64) {
     path.arm_follower(view, next_op, leader(), LEADER_INDEX, SELF_INDEX).expect("arm fast reply");
 }
 
+/// The follower path of `loaded`, armed in VIEW at `next_op`.
+fn armed(loaded: &Loaded, next_op: u64) -> FollowerPath<'_> {
+    let path = loaded.follower_path().expect("follower path");
+    arm(&path, VIEW, next_op);
+    path
+}
+
 /// A Prepare of `view` and `op` with one small request, from `sender`.
 fn prepare(view: u64, op: u64) -> wire::Prepare {
     let request = wire::Request { client_id: 9, request_number: op, op: format!("put k{op} v").into_bytes() };
     wire::Prepare { view, op, commit: op - 1, batch: vec![request] }
 }
 
-fn datagram_from(sender: u8, prepare: &wire::Prepare) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, sender)
-        .encode(&Message::Prepare(prepare.clone()), &mut out)
-        .expect("Prepare encodes");
-    assert_eq!(out.len(), 1);
-    out.remove(0)
+fn prepare_datagram(sender: u8, prepare: &wire::Prepare) -> Vec<u8> {
+    datagram_from(CLUSTER_ID, sender, 0, &Message::Prepare(prepare.clone()))
 }
 
 /// The frame the leader sends: A:LEADER_PORT -> B:PORT.
@@ -68,36 +64,12 @@ fn frame_of(datagram: &[u8]) -> Vec<u8> {
 }
 
 fn prepare_frame(view: u64, op: u64) -> Vec<u8> {
-    frame_of(&datagram_from(LEADER_INDEX, &prepare(view, op)))
+    frame_of(&prepare_datagram(LEADER_INDEX, &prepare(view, op)))
 }
 
 // ---------------------------------------------------------------------------
 // Independent checksums and the expected PrepareOK
 // ---------------------------------------------------------------------------
-
-/// RFC 1071 one's complement sum of big-endian 16-bit words, folded.
-fn ones_complement_sum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u64 = 0;
-    for pair in bytes.chunks(2) {
-        let high = u64::from(pair[0]) << 8;
-        let low = pair.get(1).map_or(0, |b| u64::from(*b));
-        sum += high | low;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn udp_pseudo_header(src: [u8; 4], dst: [u8; 4], udp_len: usize) -> Vec<u8> {
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 17]);
-    pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    pseudo
-}
 
 /// The PrepareOK B -> A acking `ack_op` in `view`, as the kernel must emit it.
 fn expected_prepare_ok(view: u64, ack_op: u64) -> Vec<u8> {
@@ -122,52 +94,30 @@ fn expected_prepare_ok_to(view: u64, ack_op: u64, leader_port: u16) -> Vec<u8> {
     assert_eq!(payload.len(), 40);
     // The same bytes as user space would send (cross-check of the layout).
     let ok = Message::PrepareOk(wire::PrepareOk { view, op: ack_op, replica: SELF_INDEX, gap: false });
-    let mut encoded = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, SELF_INDEX).encode(&ok, &mut encoded).expect("PrepareOk encodes");
-    assert_eq!(encoded, vec![payload.clone()], "hand-built PrepareOK equals wire::Encoder's");
+    assert_eq!(
+        datagram_from(CLUSTER_ID, SELF_INDEX, 0, &ok),
+        payload,
+        "hand-built PrepareOK equals wire::Encoder's"
+    );
 
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&MAC_A); // back to the sender
-    frame.extend_from_slice(&MAC_B);
-    frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    let ip_start = frame.len();
-    frame.extend_from_slice(&[0x45, 0]);
-    frame.extend_from_slice(&((IPV4_LEN + UDP_LEN + payload.len()) as u16).to_be_bytes());
-    frame.extend_from_slice(&0x1234u16.to_be_bytes()); // id of the Prepare, kept
-    frame.extend_from_slice(&0x4000u16.to_be_bytes()); // DF, kept
-    frame.extend_from_slice(&[64, 17, 0, 0]); // TTL, UDP, checksum below
-    frame.extend_from_slice(&IP_B);
-    frame.extend_from_slice(&IP_A);
-    let ip_check = !ones_complement_sum(&[&frame[ip_start..]]);
-    frame[ip_start + 10..ip_start + 12].copy_from_slice(&ip_check.to_be_bytes());
-    let udp_start = frame.len();
-    let udp_len = UDP_LEN + payload.len();
-    frame.extend_from_slice(&PORT.to_be_bytes());
-    frame.extend_from_slice(&leader_port.to_be_bytes());
-    frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    frame.extend_from_slice(&[0, 0]);
-    frame.extend_from_slice(&payload);
-    let pseudo = udp_pseudo_header(IP_B, IP_A, udp_len);
-    let mut udp_check = !ones_complement_sum(&[&pseudo, &frame[udp_start..]]);
-    if udp_check == 0 {
-        udp_check = 0xffff;
-    }
-    frame[udp_start + 6..udp_start + 8].copy_from_slice(&udp_check.to_be_bytes());
-    frame
+    // Back to the sender; IP id and DF of the Prepare kept.
+    let frame = Udp4 {
+        src_mac: MAC_B,
+        dst_mac: MAC_A,
+        src: SocketAddrV4::new(Ipv4Addr::from(IP_B), PORT),
+        dst: SocketAddrV4::new(Ipv4Addr::from(IP_A), leader_port),
+        udp_check: UdpCheck::Full,
+        ..Udp4::new(leader_port, &payload)
+    };
+    frame.bytes()
 }
 
 /// Checksums of an emitted frame verify the way a receiver checks them: the
 /// sum over the covered bytes, checksum included, is 0xffff.
 #[track_caller]
 fn assert_checksums_valid(frame: &[u8]) {
-    let ip = &frame[ETH_LEN..ETH_LEN + IPV4_LEN];
-    assert_eq!(ones_complement_sum(&[ip]), 0xffff, "IPv4 header checksum");
-    let udp = &frame[ETH_LEN + IPV4_LEN..];
-    assert_ne!(&udp[6..8], &[0, 0], "UDP checksum must be present");
-    let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
-    let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
-    let pseudo = udp_pseudo_header(src, dst, udp.len());
-    assert_eq!(ones_complement_sum(&[&pseudo, udp]), 0xffff, "UDP checksum");
+    assert!(ip_checksum_valid(frame), "IPv4 header checksum");
+    assert!(udp_checksum_present_and_valid(frame), "UDP checksum must be present and verify");
 }
 
 // ---------------------------------------------------------------------------
@@ -184,9 +134,7 @@ fn one_prepare() -> Counters {
 /// the counters must move by `counted`.
 #[track_caller]
 fn expect_tx(loaded: &Loaded, what: &str, frame: &[u8], expected: &[u8], counted: Counters) {
-    let before = loaded.counters().expect("read counters");
-    let (verdict, out) = loaded.test_run_xdp(frame).expect("BPF_PROG_TEST_RUN");
-    let delta = loaded.counters().expect("read counters").since(&before);
+    let (verdict, out, delta) = xdp_run(loaded, frame);
     assert_eq!(verdict, xdp_action::TX, "{what}: verdict");
     assert_eq!(out, expected, "{what}: PrepareOK bytes");
     assert_checksums_valid(&out);
@@ -196,12 +144,7 @@ fn expect_tx(loaded: &Loaded, what: &str, frame: &[u8], expected: &[u8], counted
 /// Runs `frame`; it must pass unchanged, counters moving by `counted`.
 #[track_caller]
 fn expect_pass(loaded: &Loaded, what: &str, frame: &[u8], counted: Counters) {
-    let before = loaded.counters().expect("read counters");
-    let (verdict, out) = loaded.test_run_xdp(frame).expect("BPF_PROG_TEST_RUN");
-    let delta = loaded.counters().expect("read counters").since(&before);
-    assert_eq!(verdict, xdp_action::PASS, "{what}: verdict");
-    assert_eq!(out, frame, "{what}: a passed frame is not modified");
-    assert_eq!(delta, counted, "{what}: counter deltas");
+    expect_unchanged(loaded, what, frame, xdp_action::PASS, counted);
 }
 
 #[track_caller]
@@ -228,15 +171,12 @@ fn assert_ring_empty(path: &mut FollowerPath<'_>) {
 
 #[test]
 fn in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record() {
-    if !require_root("in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     assert_state(&path, true, VIEW, 10);
     let sent = prepare(VIEW, 10);
-    let datagram = datagram_from(LEADER_INDEX, &sent);
+    let datagram = prepare_datagram(LEADER_INDEX, &sent);
     let counted = Counters { fast_reply_tx: 1, ..one_prepare() };
     expect_tx(&loaded, "op 10", &frame_of(&datagram), &expected_prepare_ok(VIEW, 10), counted);
     assert_state(&path, true, VIEW, 11);
@@ -253,14 +193,11 @@ fn in_order_prepare_becomes_the_exact_prepare_ok_and_one_ring_record() {
 
 #[test]
 fn largest_prepare_is_recorded_whole_and_answered() {
-    if !require_root("largest_prepare_is_recorded_whole_and_answered") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 1);
+    let mut path = armed(&loaded, 1);
     let largest = largest_prepare(VIEW, 1);
-    let datagram = datagram_from(LEADER_INDEX, &largest);
+    let datagram = prepare_datagram(LEADER_INDEX, &largest);
     assert_eq!(datagram.len(), wire::MAX_DATAGRAM_LEN);
     let counted = Counters { fast_reply_tx: 1, ..one_prepare() };
     expect_tx(&loaded, "1472-byte Prepare", &frame_of(&datagram), &expected_prepare_ok(VIEW, 1), counted);
@@ -279,12 +216,9 @@ fn largest_prepare(view: u64, op: u64) -> wire::Prepare {
 
 #[test]
 fn duplicate_is_reacked_cumulatively_without_a_ring_record() {
-    if !require_root("duplicate_is_reacked_cumulatively_without_a_ring_record") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
     expect_tx(&loaded, "op 10", &prepare_frame(VIEW, 10), &expected_prepare_ok(VIEW, 10), tx.clone());
     expect_tx(&loaded, "op 11", &prepare_frame(VIEW, 11), &expected_prepare_ok(VIEW, 11), tx);
@@ -303,12 +237,9 @@ fn duplicate_is_reacked_cumulatively_without_a_ring_record() {
 
 #[test]
 fn gap_passes_and_is_counted() {
-    if !require_root("gap_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let gap = Counters { pass_gap: 1, ..one_prepare() };
     for op in [11, 12, u64::MAX] {
         expect_pass(&loaded, &format!("op {op} with next_op 10"), &prepare_frame(VIEW, op), gap.clone());
@@ -319,12 +250,9 @@ fn gap_passes_and_is_counted() {
 
 #[test]
 fn other_view_passes_and_is_counted() {
-    if !require_root("other_view_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let other_view = Counters { pass_view: 1, ..one_prepare() };
     for view in [VIEW - 1, VIEW + 1] {
         for op in [9, 10] {
@@ -338,9 +266,7 @@ fn other_view_passes_and_is_counted() {
 
 #[test]
 fn disarmed_passes_and_is_counted() {
-    if !require_root("disarmed_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let disarmed = Counters { pass_disarmed: 1, ..one_prepare() };
@@ -364,14 +290,11 @@ fn disarmed_passes_and_is_counted() {
 
 #[test]
 fn prepare_not_from_the_leader_passes_and_is_counted() {
-    if !require_root("prepare_not_from_the_leader_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
-    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let datagram = prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10));
 
     let other_port = udp4_frame_with(Ipv4Shape::default(), LEADER_PORT + 1, PORT, &datagram);
     expect_pass(&loaded, "other source port", &other_port, not_leader.clone());
@@ -382,7 +305,7 @@ fn prepare_not_from_the_leader_passes_and_is_counted() {
     other_ip[ETH_LEN + 15] = 3;
     expect_pass(&loaded, "other source IP", &other_ip, not_leader.clone());
 
-    let other_sender = frame_of(&datagram_from(1, &prepare(VIEW, 10)));
+    let other_sender = frame_of(&prepare_datagram(1, &prepare(VIEW, 10)));
     expect_pass(&loaded, "other sender index", &other_sender, not_leader);
 
     assert_state(&path, true, VIEW, 10);
@@ -391,14 +314,12 @@ fn prepare_not_from_the_leader_passes_and_is_counted() {
 
 #[test]
 fn ip_options_pass_and_are_counted() {
-    if !require_root("ip_options_pass_and_are_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let shape = Ipv4Shape { options_len: 8, ..Ipv4Shape::default() };
-    let frame = udp4_frame_with(shape, LEADER_PORT, PORT, &datagram_from(LEADER_INDEX, &prepare(VIEW, 10)));
+    let frame =
+        udp4_frame_with(shape, LEADER_PORT, PORT, &prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10)));
     expect_pass(&loaded, "8 bytes of IP options", &frame, Counters { pass_ip_options: 1, ..one_prepare() });
     assert_state(&path, true, VIEW, 10);
     assert_ring_empty(&mut path);
@@ -406,12 +327,9 @@ fn ip_options_pass_and_are_counted() {
 
 #[test]
 fn truncation_at_every_header_and_body_boundary_passes_and_is_counted() {
-    if !require_root("truncation_at_every_header_and_body_boundary_passes_and_is_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
+    let mut path = armed(&loaded, 10);
     let frame = prepare_frame(VIEW, 10);
     let foreign = Counters { foreign: 1, ..Counters::default() };
     let malformed = Counters { malformed: 1, ..Counters::default() };
@@ -436,7 +354,7 @@ fn truncation_at_every_header_and_body_boundary_passes_and_is_counted() {
 
     // Frame, IP, UDP and body_len all agree, but the body is shorter than
     // the fixed part of a Prepare: malformed, never read by the fast path.
-    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let datagram = prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10));
     for body_len in [0, 8, 23] {
         let mut short = datagram[..ELECTRODE_HDR_LEN + body_len].to_vec();
         short[12..14].copy_from_slice(&(body_len as u16).to_be_bytes());
@@ -449,12 +367,9 @@ fn truncation_at_every_header_and_body_boundary_passes_and_is_counted() {
 
 #[test]
 fn full_ring_buffer_passes_and_is_counted_until_drained() {
-    if !require_root("full_ring_buffer_passes_and_is_counted_until_drained") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 1);
+    let mut path = armed(&loaded, 1);
     // Each record takes sizeof(electrode_prepare_record) + the ring's 8-byte
     // header, rounded to 8.
     let record_bytes = (4 + 4 + wire::MAX_DATAGRAM_LEN + 8).next_multiple_of(8);
@@ -467,7 +382,7 @@ fn full_ring_buffer_passes_and_is_counted_until_drained() {
     let full = loop {
         assert!(op <= 4 * capacity as u64, "the ring never filled after {op} Prepares");
         let largest = largest_prepare(VIEW, op);
-        let frame = frame_of(&datagram_from(LEADER_INDEX, &largest));
+        let frame = frame_of(&prepare_datagram(LEADER_INDEX, &largest));
         let before = loaded.counters().expect("read counters");
         let (verdict, _) = loaded.test_run_xdp(&frame).expect("BPF_PROG_TEST_RUN");
         let delta = loaded.counters().expect("read counters").since(&before);
@@ -497,9 +412,7 @@ fn full_ring_buffer_passes_and_is_counted_until_drained() {
 
 #[test]
 fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
-    if !require_root("arm_disarm_drain_rearm_keeps_next_op_continuous") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     assert!(loaded.follower_path().is_err(), "one ring consumer per loaded object");
@@ -536,7 +449,7 @@ fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
     assert_state_from(&path, true, view, 4, replica_1());
     let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
     expect_pass(&loaded, "old leader index", &prepare_frame(view, 4), not_leader.clone());
-    let datagram = datagram_from(1, &prepare(view, 4));
+    let datagram = prepare_datagram(1, &prepare(view, 4));
     expect_pass(&loaded, "new leader index, old leader's address", &frame_of(&datagram), not_leader);
     let frame = udp4_frame_with(Ipv4Shape::default(), replica_1().port(), PORT, &datagram);
     let ok = expected_prepare_ok_to(view, 4, replica_1().port());
@@ -556,12 +469,9 @@ fn arm_disarm_drain_rearm_keeps_next_op_continuous() {
 
 #[test]
 fn other_messages_still_pass_while_armed() {
-    if !require_root("other_messages_still_pass_while_armed") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 3);
+    let mut path = armed(&loaded, 3);
     for msg in sample_messages() {
         if msg.msg_type() == MsgType::Prepare {
             continue;
@@ -590,30 +500,9 @@ fn other_messages_still_pass_while_armed() {
 
 /// A follower core (replica SELF_INDEX of 3) booted into view 0, normal.
 fn booted_follower(kernel_fast_reply: bool) -> (electrode::vr::Replica, Vec<electrode::vr::Action>) {
-    use electrode::vr::{Config, Replica, Status};
-    let mut config = Config::new(3, SELF_INDEX);
+    let mut config = electrode::vr::Config::new(3, SELF_INDEX);
     config.kernel_fast_reply = kernel_fast_reply;
-    let nonce = 7;
-    let mut core = Replica::new(config, Box::new(electrode::app::kv::KvStore::default()), nonce);
-    let mut out = Vec::new();
-    core.start(&mut out);
-    // Every other replica answers our nonce without memory: the cluster
-    // is booting.
-    for peer in (0..3).filter(|r| *r != SELF_INDEX) {
-        let answer = wire::RecoveryResponse {
-            view: 0,
-            nonce,
-            op: u64::from(peer) + 100,
-            commit: 0,
-            replica: peer,
-            status: consts::STATUS_RECOVERING as u8,
-            state: wire::StateBlob::default(),
-        };
-        core.on_message(peer, Message::RecoveryResponse(answer), &mut out);
-    }
-    assert_eq!(core.status(), Status::Normal);
-    assert_eq!(core.view(), 0);
-    (core, out)
+    booted_core(config)
 }
 
 /// Runs the core's kernel actions against the map, as the runtime does.
@@ -648,9 +537,7 @@ fn run_kernel_actions(
 
 #[test]
 fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
-    if !require_root("kernel_path_and_user_space_end_with_identical_logs_and_commit") {
-        return;
-    }
+    require_root!();
     // One recorded trace of the leader's Prepares (view 0): in order, a
     // duplicate, a swapped pair, and an op held back behind five others.
     const OPS: u64 = 60;
@@ -677,7 +564,7 @@ fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
     assert!(path.follower_state().expect("state").armed, "the booted follower armed the kernel");
     let (mut tx, mut passed) = (0, 0);
     for prepare in &prepares {
-        let frame = frame_of(&datagram_from(LEADER_INDEX, prepare));
+        let frame = frame_of(&prepare_datagram(LEADER_INDEX, prepare));
         let (verdict, _) = loaded.test_run_xdp(&frame).expect("test_run");
         let mut out = Vec::new();
         // The runtime drains the ring before every input.
@@ -728,14 +615,12 @@ fn kernel_path_and_user_space_end_with_identical_logs_and_commit() {
 /// armed with; the same Prepare from the table's address is acked.
 #[test]
 fn prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes() {
-    if !require_root("prepare_from_an_armed_address_that_is_not_the_leaders_configured_one_passes") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let elsewhere = SocketAddrV4::new(Ipv4Addr::from(IP_A), LEADER_PORT + 20);
     path.arm_follower(VIEW, 10, elsewhere, LEADER_INDEX, SELF_INDEX).expect("arm");
-    let datagram = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
+    let datagram = prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10));
     let frame = udp4_frame_with(Ipv4Shape::default(), elsewhere.port(), PORT, &datagram);
     let not_leader = Counters { pass_not_leader: 1, ..one_prepare() };
     expect_pass(&loaded, "armed address, not the configured one", &frame, not_leader);
@@ -786,14 +671,11 @@ fn two_request_prepare(view: u64, op: u64) -> wire::Prepare {
 
 #[test]
 fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
-    if !require_root("prepare_whose_body_user_space_cannot_decode_is_passed_not_acked") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
-    let one = datagram_from(LEADER_INDEX, &prepare(VIEW, 10));
-    let two = datagram_from(LEADER_INDEX, &two_request_prepare(VIEW, 10));
+    let mut path = armed(&loaded, 10);
+    let one = prepare_datagram(LEADER_INDEX, &prepare(VIEW, 10));
+    let two = prepare_datagram(LEADER_INDEX, &two_request_prepare(VIEW, 10));
     let batch_len = get_u16(&one, BATCH_LEN_OFF);
     let op_len = get_u16(&one, FIRST_OP_LEN_OFF);
 
@@ -821,7 +703,8 @@ fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
     cases.push(("a byte after the last request", tail));
     // One request of MAX_OP_SIZE + 1 bytes, every length consistent.
     let max_op = wire::Request { client_id: 1, request_number: 1, op: vec![b'x'; wire::MAX_OP_LEN] };
-    let mut over = datagram_from(LEADER_INDEX, &wire::Prepare { batch: vec![max_op], ..prepare(VIEW, 10) });
+    let mut over =
+        prepare_datagram(LEADER_INDEX, &wire::Prepare { batch: vec![max_op], ..prepare(VIEW, 10) });
     over = grown(over, 1);
     let over_batch = get_u16(&over, BATCH_LEN_OFF) + 1;
     put_u16(&mut over, BATCH_LEN_OFF, over_batch);
@@ -841,7 +724,7 @@ fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
     let mut broken = one.clone();
     put_u16(&mut broken, REQUEST_COUNT_OFF, 0);
     expect_pass(&loaded, "broken retransmission", &frame_of(&broken), bad_batch);
-    let eleven = datagram_from(LEADER_INDEX, &two_request_prepare(VIEW, 11));
+    let eleven = prepare_datagram(LEADER_INDEX, &two_request_prepare(VIEW, 11));
     expect_tx(&loaded, "valid two-request op 11", &frame_of(&eleven), &expected_prepare_ok(VIEW, 11), tx);
     assert_eq!(
         path.drain_prepares(usize::MAX).expect("drain"),
@@ -852,12 +735,9 @@ fn prepare_whose_body_user_space_cannot_decode_is_passed_not_acked() {
 
 #[test]
 fn largest_batch_of_max_batch_requests_is_acked() {
-    if !require_root("largest_batch_of_max_batch_requests_is_acked") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 1);
+    let mut path = armed(&loaded, 1);
     // 32 requests of 20 bytes (32 x 44 = 1408 of 1424 batch bytes), then
     // an odd total length (one op one byte shorter) for the checksum's tail.
     let full: Vec<wire::Request> = (0..consts::MAX_BATCH as u64)
@@ -869,8 +749,8 @@ fn largest_batch_of_max_batch_requests_is_acked() {
     let mut sent = Vec::new();
     for (op, batch) in [(1, full), (2, odd)] {
         let prepare = wire::Prepare { view: VIEW, op, commit: 0, batch };
-        let datagram = datagram_from(LEADER_INDEX, &prepare);
-        let frame = with_full_udp_checksum(frame_of(&datagram));
+        let datagram = prepare_datagram(LEADER_INDEX, &prepare);
+        let frame = with_udp_check(frame_of(&datagram), UdpCheck::Full);
         expect_tx(
             &loaded,
             &format!("32 requests, op {op}"),
@@ -883,38 +763,12 @@ fn largest_batch_of_max_batch_requests_is_acked() {
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), sent);
 }
 
-/// `frame` (Eth + 20-byte IPv4 + UDP) with its UDP checksum computed in full.
-fn with_full_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
-    let udp = ETH_LEN + IPV4_LEN;
-    frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
-    let pseudo = udp_pseudo_header(IP_A, IP_B, frame.len() - udp);
-    let mut check = !ones_complement_sum(&[&pseudo, &frame[udp..]]);
-    if check == 0 {
-        check = 0xffff;
-    }
-    frame[udp + 6..udp + 8].copy_from_slice(&check.to_be_bytes());
-    frame
-}
-
-/// `frame` as a local socket hands it to a veth with checksum offload
-/// (CHECKSUM_PARTIAL): the UDP field holds only the folded pseudo-header sum.
-fn with_partial_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
-    let udp = ETH_LEN + IPV4_LEN;
-    let pseudo = udp_pseudo_header(IP_A, IP_B, frame.len() - udp);
-    let partial = ones_complement_sum(&[&pseudo]);
-    frame[udp + 6..udp + 8].copy_from_slice(&partial.to_be_bytes());
-    frame
-}
-
 #[test]
 fn prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked() {
-    if !require_root("prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked") {
-        return;
-    }
+    require_root!();
     let loaded = load();
-    let mut path = loaded.follower_path().expect("follower path");
-    arm(&path, VIEW, 10);
-    let good = with_full_udp_checksum(prepare_frame(VIEW, 10));
+    let mut path = armed(&loaded, 10);
+    let good = with_udp_check(prepare_frame(VIEW, 10), UdpCheck::Full);
     // One bit of the batch flipped after the checksum was computed: every
     // length still right, so only the checksum can tell.
     let last = good.len() - 1;
@@ -930,7 +784,7 @@ fn prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked() {
 
     let tx = Counters { fast_reply_tx: 1, ..one_prepare() };
     expect_tx(&loaded, "full checksum that verifies", &good, &expected_prepare_ok(VIEW, 10), tx.clone());
-    let partial = with_partial_udp_checksum(prepare_frame(VIEW, 11));
+    let partial = with_udp_check(prepare_frame(VIEW, 11), UdpCheck::Partial);
     expect_tx(&loaded, "CHECKSUM_PARTIAL from a local socket", &partial, &expected_prepare_ok(VIEW, 11), tx);
     assert_eq!(path.drain_prepares(usize::MAX).expect("drain"), vec![prepare(VIEW, 10), prepare(VIEW, 11)]);
 }
@@ -945,7 +799,8 @@ fn an_unloggable_record_stops_the_prefix_so_the_core_never_sees_a_gap() {
     let mut out = Vec::new();
     // The core armed the kernel at op 1 of view 0; records for ops 1..=3,
     // the second with a request count of 0.
-    let mut records: Vec<Vec<u8>> = (1..=3).map(|op| datagram_from(LEADER_INDEX, &prepare(0, op))).collect();
+    let mut records: Vec<Vec<u8>> =
+        (1..=3).map(|op| prepare_datagram(LEADER_INDEX, &prepare(0, op))).collect();
     records[1][24 + 16..24 + 18].copy_from_slice(&0u16.to_be_bytes());
     let (prefix, expected, fault) =
         electrode::fastpath::follower::log_prefix(records, CLUSTER_ID, Some((0, 1)));
@@ -962,9 +817,7 @@ fn an_unloggable_record_stops_the_prefix_so_the_core_never_sees_a_gap() {
 /// compared, never added to.
 #[test]
 fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
-    if !require_root("ops_and_views_near_u64_max_never_wrap_into_an_ack") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let top = u64::MAX;
@@ -977,7 +830,7 @@ fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
     assert_state(&path, true, top, top);
     expect_pass(&loaded, "op 2^64 - 1 again", &prepare_frame(top, top), limit);
     let reack = Counters { reack_tx: 1, ..one_prepare() };
-    let zero = frame_of(&datagram_from(LEADER_INDEX, &wire::Prepare { commit: 0, ..prepare(top, 1) }));
+    let zero = frame_of(&prepare_datagram(LEADER_INDEX, &wire::Prepare { commit: 0, ..prepare(top, 1) }));
     let mut zero_op = zero.clone();
     zero_op[HDR_OFF + 24..HDR_OFF + 32].copy_from_slice(&0u64.to_be_bytes()); // op 0
     expect_tx(&loaded, "op 0 is old news, not in order", &zero_op, &expected_prepare_ok(top, top - 1), reack);
@@ -993,24 +846,10 @@ fn ops_and_views_near_u64_max_never_wrap_into_an_ack() {
 // in-order Prepares from the leader's address)
 // ---------------------------------------------------------------------------
 
-/// The UDP checksum rule of fast_reply (bpf/electrode.h, "UDP checksum"):
-/// 0 and the CHECKSUM_PARTIAL value are skipped, anything else must verify.
-fn checksum_acceptable(frame: &[u8]) -> bool {
-    let udp = &frame[ETH_LEN + IPV4_LEN..];
-    let field = u16::from_be_bytes([udp[6], udp[7]]);
-    let src: [u8; 4] = frame[ETH_LEN + 12..ETH_LEN + 16].try_into().expect("4 bytes");
-    let dst: [u8; 4] = frame[ETH_LEN + 16..ETH_LEN + 20].try_into().expect("4 bytes");
-    let pseudo = udp_pseudo_header(src, dst, udp.len());
-    field == 0 || field == ones_complement_sum(&[&pseudo]) || ones_complement_sum(&[&pseudo, udp]) == 0xffff
-}
-
 #[test]
 fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
-    if !require_root("fuzzed_prepares_are_acked_only_when_user_space_can_log_them") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0xfa57_4e91);
-    let mut rng = Rng(seed | 1);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0xfa57_4e91);
     let loaded = load();
     let mut path = loaded.follower_path().expect("follower path");
     let mut next_op = 1_000u64;
@@ -1018,46 +857,46 @@ fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
     let (mut acked, mut reacked) = (0u64, 0u64);
     for n in 0..frames {
         let op = match rng.below(20) {
-            0 => rng.next(),
+            0 => rng.next_u64(),
             1 => u64::MAX - rng.below(2),
             _ => next_op + rng.below(5) - 2,
         };
-        let view = if rng.chance(95) { VIEW } else { [0, VIEW + 1, u64::MAX][rng.below(3) as usize] };
-        let most = if rng.chance(10) { 32 } else { 3 };
+        let view = if rng.percent(95) { VIEW } else { [0, VIEW + 1, u64::MAX][rng.below(3) as usize] };
+        let most = if rng.percent(10) { 32 } else { 3 };
         let requests = 1 + rng.below(most);
         let batch: Vec<wire::Request> = (0..requests)
             .map(|i| wire::Request {
-                client_id: rng.next(),
+                client_id: rng.next_u64(),
                 request_number: i,
                 op: vec![b'a' + (i % 26) as u8; rng.below(if requests > 3 { 20 } else { 200 }) as usize],
             })
             .collect();
         let prepare = wire::Prepare { view, op, commit: op.saturating_sub(1), batch };
-        let sender = if rng.chance(95) { LEADER_INDEX } else { rng.below(4) as u8 };
-        let mut datagram = datagram_from(sender, &prepare);
-        let full_checksum = rng.chance(30);
-        let partial_checksum = !full_checksum && rng.chance(30);
-        let mutate = rng.chance(30);
+        let sender = if rng.percent(95) { LEADER_INDEX } else { rng.below(4) as u8 };
+        let mut datagram = prepare_datagram(sender, &prepare);
+        let full_checksum = rng.percent(30);
+        let partial_checksum = !full_checksum && rng.percent(30);
+        let mutate = rng.percent(30);
         let mut mutations = Vec::new();
         if mutate && !full_checksum {
             for _ in 0..=rng.below(3) {
-                mutations.push((rng.below(datagram.len() as u64) as usize, rng.next() as u8));
+                mutations.push((rng.below(datagram.len() as u64) as usize, rng.next_u64() as u8));
             }
             for (at, value) in &mutations {
                 datagram[*at] = *value;
             }
-            if rng.chance(10) {
+            if rng.percent(10) {
                 datagram.truncate(rng.below(datagram.len() as u64) as usize);
             }
         }
         let source = match rng.below(20) {
             0 => replica_1(),
-            1 => SocketAddrV4::new(Ipv4Addr::from(IP_A), rng.next() as u16),
+            1 => SocketAddrV4::new(Ipv4Addr::from(IP_A), rng.next_u64() as u16),
             _ => leader(),
         };
         let mut frame = udp4_frame_with(Ipv4Shape::default(), source.port(), PORT, &datagram);
         if full_checksum {
-            frame = with_full_udp_checksum(frame);
+            frame = with_udp_check(frame, UdpCheck::Full);
             if mutate {
                 // Corruption after the checksum was computed.
                 let at = HDR_OFF + rng.below(datagram.len() as u64) as usize;
@@ -1065,7 +904,7 @@ fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
                 mutations.push((at - HDR_OFF, frame[at]));
             }
         } else if partial_checksum {
-            frame = with_partial_udp_checksum(frame);
+            frame = with_udp_check(frame, UdpCheck::Partial);
         }
         let sent = frame[HDR_OFF..].to_vec();
 
@@ -1081,7 +920,7 @@ fn fuzzed_prepares_are_acked_only_when_user_space_can_log_them() {
             (true, true, Some(p)) if p.view == VIEW => {
                 if p.op < next_op {
                     Some(next_op - 1)
-                } else if p.op == next_op && p.op != u64::MAX && checksum_acceptable(&frame) {
+                } else if p.op == next_op && p.op != u64::MAX && udp_checksum_acceptable(&frame) {
                     Some(p.op)
                 } else {
                     None

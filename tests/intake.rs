@@ -13,14 +13,12 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use common::*;
-use electrode::fastpath::{xdp_action, IntakeCounters, IntakePath, IntakeRecord, LoadOptions, Loaded};
+use electrode::fastpath::{xdp_action, IntakeCounters, IntakePath, IntakeRecord, Loaded};
 use electrode::transport::client_addresses::ClientAddresses;
 use electrode::transport::replica::{admit_request, screen};
 use electrode::vr::{self, Action, Replica};
 use electrode::wire::{self, Decoded, Message, MsgType};
 
-const PORT: u16 = 7447;
-const CLUSTER_ID: u32 = 0x00c0_ffee;
 const PASS: u32 = xdp_action::PASS;
 const DROP: u32 = xdp_action::DROP;
 /// The leader's own address (requests are sent to it).
@@ -33,124 +31,24 @@ fn member(replica: u8) -> SocketAddrV4 {
 }
 
 fn load() -> Loaded {
-    let loaded = Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 })
-        .expect("load electrode eBPF object");
-    let members: Vec<SocketAddrV4> = (0..3).map(member).collect();
-    loaded.set_members(&members).expect("write replica_addrs");
-    loaded
+    load_with_members(&(0..3).map(member).collect::<Vec<_>>())
 }
 
 fn request_datagram(client_id: u64, request_number: u64, op: &[u8]) -> Vec<u8> {
     let request = wire::Request { client_id, request_number, op: op.to_vec() };
-    let mut out = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, wire::CLIENT_SENDER)
-        .encode(&Message::Request(request), &mut out)
-        .expect("encodes");
-    out.remove(0)
+    datagram_from(CLUSTER_ID, wire::CLIENT_SENDER, 0, &Message::Request(request))
 }
 
-/// How the UDP checksum field of a frame is filled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UdpCheck {
-    None,
-    /// The folded pseudo-header sum (CHECKSUM_PARTIAL from a local socket).
-    Partial,
-    Full,
-    /// A full checksum that does not verify.
-    Wrong,
+/// A frame to us (SELF_IP:PORT, which is B) from `src` around `datagram`.
+type Frame = Udp4;
+
+fn frame_from(src: SocketAddrV4, datagram: Vec<u8>) -> Frame {
+    Udp4 { src, ..Udp4::new(PORT, &datagram) }
 }
 
-/// One frame: addresses, IPv4 shape and checksum choices around a datagram.
-#[derive(Clone, Debug)]
-struct Frame {
-    src: SocketAddrV4,
-    dst_ip: [u8; 4],
-    dst_port: u16,
-    options_len: usize,
-    /// Added to the IPv4 total length (the header checksum covers the
-    /// changed length, so only the length is wrong).
-    tot_len_delta: i32,
-    bad_ip_checksum: bool,
-    udp_check: UdpCheck,
-    datagram: Vec<u8>,
-}
-
-impl Frame {
-    fn new(src: SocketAddrV4, datagram: Vec<u8>) -> Frame {
-        Frame {
-            src,
-            dst_ip: SELF_IP,
-            dst_port: PORT,
-            options_len: 0,
-            tot_len_delta: 0,
-            bad_ip_checksum: false,
-            udp_check: UdpCheck::None,
-            datagram,
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let ip_len = IPV4_LEN + self.options_len;
-        let udp_len = UDP_LEN + self.datagram.len();
-        let tot_len = (ip_len + udp_len) as i32 + self.tot_len_delta;
-        let mut frame = eth(ETHERTYPE_IPV4);
-        let ip = frame.len();
-        frame.push(0x40 | (ip_len / 4) as u8);
-        frame.push(0);
-        frame.extend_from_slice(&(tot_len as u16).to_be_bytes());
-        frame.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, 17, 0, 0]);
-        frame.extend_from_slice(&self.src.ip().octets());
-        frame.extend_from_slice(&self.dst_ip);
-        frame.resize(ip + ip_len, 1);
-        let mut check = !fold(sum_words(&frame[ip..ip + ip_len]));
-        if self.bad_ip_checksum {
-            check ^= 0x0100;
-        }
-        frame[ip + 10..ip + 12].copy_from_slice(&check.to_be_bytes());
-        let udp = frame.len();
-        frame.extend_from_slice(&self.src.port().to_be_bytes());
-        frame.extend_from_slice(&self.dst_port.to_be_bytes());
-        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        frame.extend_from_slice(&[0, 0]);
-        frame.extend_from_slice(&self.datagram);
-        let pseudo = sum_words(&self.src.ip().octets()) + sum_words(&self.dst_ip) + 17 + udp_len as u64;
-        let full = match !fold(pseudo + sum_words(&frame[udp..])) {
-            0 => 0xffff,
-            other => other,
-        };
-        let field = match self.udp_check {
-            UdpCheck::None => 0,
-            UdpCheck::Partial => fold(pseudo),
-            UdpCheck::Full => full,
-            UdpCheck::Wrong => full ^ 0x0101,
-        };
-        frame[udp + 6..udp + 8].copy_from_slice(&field.to_be_bytes());
-        frame
-    }
-
-    /// Whether `udp_check` is a value the kernel treats as a full checksum
-    /// that does not verify (a Wrong one can collide with 0 or Partial).
-    fn udp_check_fails(&self) -> bool {
-        if self.udp_check != UdpCheck::Wrong {
-            return false;
-        }
-        let bytes = self.bytes();
-        let at = ETH_LEN + IPV4_LEN + self.options_len + 6;
-        let field = u16::from_be_bytes([bytes[at], bytes[at + 1]]);
-        let partial = Frame { udp_check: UdpCheck::Partial, ..self.clone() }.bytes();
-        field != 0 && field != u16::from_be_bytes([partial[at], partial[at + 1]])
-    }
-}
-
-fn sum_words(bytes: &[u8]) -> u64 {
-    bytes.chunks(2).map(|pair| u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]))).sum()
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+/// Client 7's request `request_number` of `op`, from CLIENT_IP:40001.
+fn request_frame(request_number: u64, op: &[u8]) -> Frame {
+    frame_from(client(40001), request_datagram(7, request_number, op))
 }
 
 fn client(port: u16) -> SocketAddrV4 {
@@ -164,9 +62,7 @@ fn run(
     path: &mut IntakePath<'_>,
     frame: &Frame,
 ) -> (u32, IntakeCounters, Vec<IntakeRecord>) {
-    let before = loaded.counters().expect("counters");
-    let (verdict, _) = loaded.test_run_xdp(&frame.bytes()).expect("BPF_PROG_TEST_RUN");
-    let added = loaded.counters().expect("counters").since(&before);
+    let (verdict, _, added) = xdp_run(loaded, &frame.bytes());
     (verdict, added.intake, path.drain().expect("drain"))
 }
 
@@ -181,12 +77,10 @@ fn armed(loaded: &Loaded) -> IntakePath<'_> {
 
 #[test]
 fn a_request_is_taken_with_its_source_only_while_armed() {
-    if !require_root("a_request_is_taken_with_its_source_only_while_armed") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = loaded.intake_path().expect("intake path");
-    let frame = Frame::new(client(40001), request_datagram(7, 1, b"put k v"));
+    let frame = request_frame(1, b"put k v");
 
     let (verdict, added, records) = run(&loaded, &mut path, &frame);
     assert_eq!((verdict, added.pass_disarmed, added.total()), (PASS, 1, 1), "disarmed");
@@ -197,7 +91,7 @@ fn a_request_is_taken_with_its_source_only_while_armed() {
     path.wake();
     let (verdict, added, records) = run(&loaded, &mut path, &frame);
     assert_eq!((verdict, added.ring, added.total()), (DROP, 1, 1));
-    let want = IntakeRecord { view: VIEW, from: client(40001), datagram: frame.datagram.clone() };
+    let want = IntakeRecord { view: VIEW, from: client(40001), datagram: frame.payload.clone() };
     assert_eq!(records, vec![want]);
 
     // Every shape of valid checksum and IPv4 options are taken as well.
@@ -207,15 +101,15 @@ fn a_request_is_taken_with_its_source_only_while_armed() {
             let (verdict, added, records) = run(&loaded, &mut path, &frame);
             assert_eq!((verdict, added.ring), (DROP, 1), "{udp_check:?}, {options_len} bytes of options");
             assert_eq!(records.len(), 1);
-            assert_eq!(records[0].datagram, frame.datagram);
+            assert_eq!(records[0].datagram, frame.payload);
         }
     }
     // The largest request there is.
-    let big = Frame::new(client(40002), request_datagram(8, 1, &[b'x'; 1024]));
-    assert_eq!(big.datagram.len(), wire::consts::MAX_REQUEST_DATAGRAM as usize);
+    let big = frame_from(client(40002), request_datagram(8, 1, &[b'x'; 1024]));
+    assert_eq!(big.payload.len(), wire::consts::MAX_REQUEST_DATAGRAM as usize);
     let (verdict, _, records) = run(&loaded, &mut path, &Frame { udp_check: UdpCheck::Full, ..big.clone() });
     assert_eq!((verdict, records.len()), (DROP, 1));
-    assert_eq!(records[0].datagram, big.datagram);
+    assert_eq!(records[0].datagram, big.payload);
 
     // Disarm: passes again, and what was queued comes back from disarm.
     let (verdict, ..) = {
@@ -233,13 +127,11 @@ fn a_request_is_taken_with_its_source_only_while_armed() {
 
 #[test]
 fn requests_the_stack_or_decode_would_refuse_pass_counted() {
-    if !require_root("requests_the_stack_or_decode_would_refuse_pass_counted") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = armed(&loaded);
-    let good = Frame::new(client(40001), request_datagram(7, 1, b"get k"));
-    let mut from_replica = good.datagram.clone();
+    let good = request_frame(1, b"get k");
+    let mut from_replica = good.payload.clone();
     from_replica[6] = 1; // sender: replica 1
                          // op_len 1025 > MAX_OP_SIZE, lengths otherwise consistent (the
                          // encoder refuses to build it).
@@ -247,15 +139,19 @@ fn requests_the_stack_or_decode_would_refuse_pass_counted() {
     long_op.push(b'x');
     long_op[12..14].copy_from_slice(&(24u16 + 1025).to_be_bytes());
     long_op[24 + 16..24 + 18].copy_from_slice(&1025u16.to_be_bytes());
-    let mut short_op = good.datagram.clone();
+    let mut short_op = good.payload.clone();
     short_op[24 + 16..24 + 18].copy_from_slice(&4u16.to_be_bytes()); // op_len 4, 5 bytes follow
-    let mut long_claim = good.datagram.clone();
+    let mut long_claim = good.payload.clone();
     long_claim[24 + 16..24 + 18].copy_from_slice(&6u16.to_be_bytes()); // op_len beyond the body
 
     type Case = (&'static str, Frame, fn(&IntakeCounters) -> u64);
     let cases: Vec<Case> = vec![
-        ("sender is a replica id", Frame { datagram: from_replica, ..good.clone() }, |c| c.pass_not_client),
-        ("another destination", Frame { dst_ip: [10, 200, 1, 3], ..good.clone() }, |c| c.pass_not_for_us),
+        ("sender is a replica id", Frame { payload: from_replica, ..good.clone() }, |c| c.pass_not_client),
+        (
+            "another destination",
+            Frame { dst: SocketAddrV4::new(Ipv4Addr::new(10, 200, 1, 3), PORT), ..good.clone() },
+            |c| c.pass_not_for_us,
+        ),
         ("loopback source", Frame { src: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9), ..good.clone() }, |c| {
             c.pass_not_for_us
         }),
@@ -278,9 +174,9 @@ fn requests_the_stack_or_decode_would_refuse_pass_counted() {
         ("IPv4 total length short", Frame { tot_len_delta: -1, ..good.clone() }, |c| c.pass_not_for_us),
         ("IPv4 total length long", Frame { tot_len_delta: 2, ..good.clone() }, |c| c.pass_not_for_us),
         ("IPv4 header checksum", Frame { bad_ip_checksum: true, ..good.clone() }, |c| c.pass_not_for_us),
-        ("op longer than the limit", Frame { datagram: long_op, ..good.clone() }, |c| c.pass_bad_body),
-        ("body longer than the op", Frame { datagram: short_op, ..good.clone() }, |c| c.pass_bad_body),
-        ("op longer than the body", Frame { datagram: long_claim, ..good.clone() }, |c| c.pass_bad_body),
+        ("op longer than the limit", Frame { payload: long_op, ..good.clone() }, |c| c.pass_bad_body),
+        ("body longer than the op", Frame { payload: short_op, ..good.clone() }, |c| c.pass_bad_body),
+        ("op longer than the body", Frame { payload: long_claim, ..good.clone() }, |c| c.pass_bad_body),
         ("UDP checksum does not verify", Frame { udp_check: UdpCheck::Wrong, ..good.clone() }, |c| {
             c.pass_bad_checksum
         }),
@@ -292,17 +188,15 @@ fn requests_the_stack_or_decode_would_refuse_pass_counted() {
         assert!(records.is_empty(), "{what}");
     }
     // Not a Request, or not ours at all: the intake does not look.
-    let mut status = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, wire::CLIENT_SENDER)
-        .encode(&Message::StatusRequest(wire::StatusRequest { nonce: 5 }), &mut status)
-        .expect("encodes");
-    let mut wrong_cluster = good.datagram.clone();
+    let status_request = Message::StatusRequest(wire::StatusRequest { nonce: 5 });
+    let status = datagram_from(CLUSTER_ID, wire::CLIENT_SENDER, 0, &status_request);
+    let mut wrong_cluster = good.payload.clone();
     wrong_cluster[8] ^= 1;
     for (what, frame) in [
-        ("status request", Frame { datagram: status.remove(0), ..good.clone() }),
-        ("another port", Frame { dst_port: PORT + 1, ..good.clone() }),
-        ("another cluster", Frame { datagram: wrong_cluster, ..good.clone() }),
-        ("truncated header", Frame { datagram: good.datagram[..30].to_vec(), ..good.clone() }),
+        ("status request", Frame { payload: status, ..good.clone() }),
+        ("another port", Frame { dst: SocketAddrV4::new(Ipv4Addr::from(SELF_IP), PORT + 1), ..good.clone() }),
+        ("another cluster", Frame { payload: wrong_cluster, ..good.clone() }),
+        ("truncated header", Frame { payload: good.payload[..30].to_vec(), ..good.clone() }),
     ] {
         let (verdict, added, records) = run(&loaded, &mut path, &frame);
         assert_eq!((verdict, added.total(), records.len()), (PASS, 0, 0), "{what}");
@@ -311,15 +205,13 @@ fn requests_the_stack_or_decode_would_refuse_pass_counted() {
 
 #[test]
 fn a_full_ring_passes_requests_to_the_socket() {
-    if !require_root("a_full_ring_passes_requests_to_the_socket") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = armed(&loaded);
     let capacity = wire::consts::INTAKE_RING_BYTES as usize / (electrode::fastpath::intake::RECORD_LEN + 8);
     let before = loaded.counters().expect("counters");
     for n in 0..capacity + 10 {
-        let frame = Frame::new(client(40001), request_datagram(7, n as u64 + 1, b"get k"));
+        let frame = request_frame(n as u64 + 1, b"get k");
         let (verdict, _) = loaded.test_run_xdp(&frame.bytes()).expect("run");
         assert_eq!(verdict, if n < capacity { DROP } else { PASS }, "request {n} of a ring for {capacity}");
     }
@@ -334,18 +226,16 @@ fn a_full_ring_passes_requests_to_the_socket() {
         })
         .collect();
     assert_eq!(numbers, (1..=capacity as u64).collect::<Vec<_>>(), "in arrival order");
-    let frame = Frame::new(client(40001), request_datagram(7, 9999, b"get k"));
+    let frame = request_frame(9999, b"get k");
     assert_eq!(loaded.test_run_xdp(&frame.bytes()).expect("run").0, DROP, "room again once drained");
 }
 
 #[test]
 fn a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_ring() {
-    if !require_root("a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_ring") {
-        return;
-    }
+    require_root!();
     let loaded = load();
     let mut path = armed(&loaded);
-    let frame = Frame::new(client(40001), request_datagram(7, 1, b"put k v"));
+    let frame = request_frame(1, b"put k v");
 
     // Asleep (the ring empty): the socket gets it, and wakes user space.
     assert!(path.may_sleep(), "an empty ring lets user space sleep");
@@ -370,11 +260,8 @@ fn a_sleeping_consumer_gets_requests_by_the_socket_and_sleeps_only_on_an_empty_r
 
 #[test]
 fn arming_needs_the_replica_address_table_and_one_consumer() {
-    if !require_root("arming_needs_the_replica_address_table_and_one_consumer") {
-        return;
-    }
-    let loaded =
-        Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count: 3 }).expect("load");
+    require_root!();
+    let loaded = common::load(3);
     let path = loaded.intake_path().expect("intake path");
     assert!(path.arm(VIEW, Ipv4Addr::from(SELF_IP)).is_err(), "no arm before set_members");
     assert!(loaded.intake_path().is_err(), "one consumer of intake_ring");
@@ -385,10 +272,10 @@ fn arming_needs_the_replica_address_table_and_one_consumer() {
 /// The fast_intake table of `bpf/electrode.h` in Rust: the verdict and the
 /// counter for `frame`, armed for VIEW at SELF_IP.
 fn model(frame: &Frame) -> (u32, Option<&'static str>) {
-    if frame.dst_port != PORT || frame.datagram.len() > wire::MAX_DATAGRAM_LEN {
+    if frame.dst.port() != PORT || frame.payload.len() > wire::MAX_DATAGRAM_LEN {
         return (PASS, None);
     }
-    let Some((msg_type, sender, _, body)) = classify(&frame.datagram, CLUSTER_ID) else {
+    let Some((msg_type, sender, _, body)) = classify(&frame.payload, CLUSTER_ID) else {
         return (PASS, None);
     };
     if msg_type != MsgType::Request as u8 {
@@ -398,7 +285,7 @@ fn model(frame: &Frame) -> (u32, Option<&'static str>) {
         return (PASS, Some("not_client"));
     }
     let source = frame.src.ip().octets();
-    if frame.dst_ip != SELF_IP
+    if frame.dst.ip().octets() != SELF_IP
         || source == SELF_IP
         || [0, 127].contains(&source[0])
         || source[0] >= 224
@@ -439,15 +326,15 @@ fn random_frame(rng: &mut Rng) -> Frame {
         1 => 0,
         _ => rng.below(64) as usize,
     };
-    let op: Vec<u8> = (0..op_len).map(|_| rng.next() as u8).collect();
+    let op: Vec<u8> = (0..op_len).map(|_| rng.next_u64() as u8).collect();
     let mut datagram = request_datagram(rng.below(8), rng.below(5), &op);
-    if rng.chance(10) {
+    if rng.percent(10) {
         for _ in 0..=rng.below(3) {
             let at = rng.below(datagram.len() as u64) as usize;
-            datagram[at] = rng.next() as u8;
+            datagram[at] = rng.next_u64() as u8;
         }
     }
-    if rng.chance(5) {
+    if rng.percent(5) {
         // A body length or op length off by a little, or a sender id.
         let (at, value) = match rng.below(3) {
             0 => (12, (datagram.len() as u16 - 24).wrapping_add(rng.below(3) as u16).wrapping_sub(1)),
@@ -456,31 +343,31 @@ fn random_frame(rng: &mut Rng) -> Frame {
         };
         datagram[at..at + 2].copy_from_slice(&value.to_be_bytes());
     }
-    if rng.chance(3) {
+    if rng.percent(3) {
         datagram.truncate(rng.below(datagram.len() as u64) as usize);
-    } else if rng.chance(3) {
-        datagram.push(rng.next() as u8);
+    } else if rng.percent(3) {
+        datagram.push(rng.next_u64() as u8);
     }
     let src_ip = match rng.below(20) {
         0 => [127, 0, 0, 1],
         1 => [0, 0, 0, 0],
         2 => [224 + rng.below(32) as u8, 1, 2, 3],
         3 => SELF_IP,
-        4 => (rng.next() as u32).to_be_bytes(),
+        4 => (rng.next_u64() as u32).to_be_bytes(),
         _ => CLIENT_IP,
     };
-    let mut frame = Frame::new(SocketAddrV4::new(Ipv4Addr::from(src_ip), rng.next() as u16), datagram);
-    if rng.chance(5) {
-        frame.dst_ip = [10, 200, 1, rng.below(4) as u8];
+    let mut frame = frame_from(SocketAddrV4::new(Ipv4Addr::from(src_ip), rng.next_u64() as u16), datagram);
+    if rng.percent(5) {
+        frame.dst.set_ip(Ipv4Addr::new(10, 200, 1, rng.below(4) as u8));
     }
-    if rng.chance(2) {
-        frame.dst_port = rng.next() as u16;
+    if rng.percent(2) {
+        frame.dst.set_port(rng.next_u64() as u16);
     }
     frame.options_len = [0, 0, 0, 4, 40][rng.below(5) as usize];
-    if rng.chance(3) {
+    if rng.percent(3) {
         frame.tot_len_delta = [-2, -1, 1, 8][rng.below(4) as usize];
     }
-    frame.bad_ip_checksum = rng.chance(3);
+    frame.bad_ip_checksum = rng.percent(3);
     frame.udp_check = [UdpCheck::None, UdpCheck::Partial, UdpCheck::Full, UdpCheck::Full, UdpCheck::Wrong]
         [rng.below(5) as usize];
     frame
@@ -488,11 +375,8 @@ fn random_frame(rng: &mut Rng) -> Frame {
 
 #[test]
 fn fuzzed_requests_are_taken_exactly_as_the_model_says() {
-    if !require_root("fuzzed_requests_are_taken_exactly_as_the_model_says") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0x001a_7a4e);
-    let mut rng = Rng(seed | 1);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0x001a_7a4e);
     let loaded = load();
     let mut path = armed(&loaded);
     let mut taken = 0u64;
@@ -510,7 +394,7 @@ fn fuzzed_requests_are_taken_exactly_as_the_model_says() {
         );
         if got == DROP {
             taken += 1;
-            expected.push(IntakeRecord { view: VIEW, from: frame.src, datagram: frame.datagram.clone() });
+            expected.push(IntakeRecord { view: VIEW, from: frame.src, datagram: frame.payload.clone() });
         }
         if n % 64 == 63 {
             assert_eq!(path.drain().expect("drain"), std::mem::take(&mut expected), "frame {n}, seed {seed}");
@@ -545,22 +429,16 @@ fn feed(
 }
 
 fn leader_core() -> Replica {
-    let config = vr::Config::new(1, 0);
-    let mut core = Replica::new(config, Box::new(electrode::app::kv::KvStore::default()), 1);
-    let mut out = Vec::new();
-    core.start(&mut out);
-    assert!(core.is_leader() && core.status() == vr::Status::Normal, "a single replica leads at once");
+    let (core, _) = booted_core(vr::Config::new(1, 0));
+    assert!(core.is_leader(), "a single replica leads at once");
     core
 }
 
 #[test]
 fn the_same_hostile_stream_gives_the_core_the_same_input_by_socket_and_by_intake() {
-    if !require_root("the_same_hostile_stream_gives_the_core_the_same_input_by_socket_and_by_intake") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0xd1ff);
+    require_root!();
+    let (seed, frames, mut rng) = fuzz_plan(0xd1ff);
     let frames = frames / 10;
-    let mut rng = Rng(seed | 1);
     let loaded = load();
     let mut path = armed(&loaded);
     // Two cores, one per path, and their client bindings.
@@ -582,24 +460,24 @@ fn the_same_hostile_stream_gives_the_core_the_same_input_by_socket_and_by_intake
             1 => u64::MAX,
             2 => next_number[session].saturating_sub(1),
             _ => {
-                next_number[session] += u64::from(rng.chance(70));
+                next_number[session] += u64::from(rng.percent(70));
                 next_number[session]
             }
         };
         let op = format!("put k{} v{n}", rng.below(4));
-        let mut frame = Frame::new(from, request_datagram(session as u64, number, op.as_bytes()));
+        let mut frame = frame_from(from, request_datagram(session as u64, number, op.as_bytes()));
         frame.udp_check = [UdpCheck::None, UdpCheck::Partial, UdpCheck::Full][rng.below(3) as usize];
-        let flip = rng.below(frame.datagram.len() as u64) as usize;
+        let flip = rng.below(frame.payload.len() as u64) as usize;
         match rng.below(25) {
-            0 => frame.datagram[6] = 0, // claims to be replica 0 (from a client's address)
-            1 => frame.datagram[24 + 16] = 0x7f, // op_len far beyond the body
-            2 => frame.datagram.truncate(40),
-            3 => frame.datagram[flip] ^= 0x55,
+            0 => frame.payload[6] = 0, // claims to be replica 0 (from a client's address)
+            1 => frame.payload[24 + 16] = 0x7f, // op_len far beyond the body
+            2 => frame.payload.truncate(40),
+            3 => frame.payload[flip] ^= 0x55,
             _ => {}
         }
         // What the socket gets (every frame here is one the stack delivers),
         // and what the intake hands over instead of it.
-        let socket_input = (frame.datagram.clone(), frame.src);
+        let socket_input = (frame.payload.clone(), frame.src);
         let (verdict, _) = loaded.test_run_xdp(&frame.bytes()).expect("run");
         let intake_input = if verdict == DROP {
             by_intake += 1;

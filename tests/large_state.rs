@@ -10,9 +10,12 @@
 mod cluster;
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cluster::{assert_linearizable_together, report, Cluster};
+use cluster::{assert_linearizable_together, monotonic_ms, Cluster};
 use common::require_root;
 
 /// Keys x value bytes of the filled state: 140,000 x 500 B ~ 66.8 MiB of
@@ -26,84 +29,39 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// new view.
 const RECOMMIT_AFTER_DETECTION_MAX_MS: f64 = 1000.0;
 
-/// The `[ms]` CLOCK_MONOTONIC stamp of the first line of `log` containing
-/// every one of `needles`, after `after_ms`.
-fn stamp_of(log: &str, needles: &[&str], after_ms: f64) -> Option<f64> {
-    log.lines().filter(|line| needles.iter().all(|n| line.contains(n))).find_map(|line| {
-        let open = line.find(": [")? + 3;
-        let close = open + line[open..].find(']')?;
-        let ms: f64 = line[open..close].parse().ok()?;
-        (ms > after_ms).then_some(ms)
-    })
-}
-
-fn monotonic_ms() -> f64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    now.tv_sec() as f64 * 1000.0 + now.tv_nsec() as f64 / 1e6
-}
-
 /// A background client load of `seconds` with its history in `path`.
-fn background_load(
-    cluster: &Cluster,
-    seconds: u64,
-    path: &std::path::Path,
-) -> std::thread::JoinHandle<std::process::Output> {
-    let ns = cluster.ns_client();
-    let config = cluster.config_path.clone();
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, cluster::BIN, "client", "--duration", &seconds.to_string()])
-            .args(["-t", "4", "--keys", "50", "--json", "--history"])
-            .arg(&path)
-            .arg("-c")
-            .arg(&config)
-            .output()
-            .unwrap()
-    })
+fn background_load(cluster: &Cluster, seconds: u64, path: &Path) -> JoinHandle<Output> {
+    cluster.start_load_with(&format!("--duration {seconds} -t 4 --keys 50"), path)
 }
 
-fn assert_load_ok(out: &std::process::Output, cluster: &Cluster) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(out);
-    assert_eq!(r["failed"], 0, "operations failed: {r}");
-    r
+/// The stamp of replica `i`'s first log line with `needle` after `after_ms`.
+fn first_stamp(cluster: &Cluster, i: usize, needle: &str, after_ms: f64) -> Option<f64> {
+    cluster.log_stamps(i, needle, after_ms).first().map(|(ms, _)| *ms)
+}
+
+/// Waits up to 60 s for replica `i` to log that it caught up after
+/// `restarted_at`; returns the stamp.
+fn wait_caught_up(cluster: &Cluster, i: usize, restarted_at: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(ms) = first_stamp(cluster, i, "caught up", restarted_at) {
+            return ms;
+        }
+        assert!(Instant::now() < deadline, "replica {i} did not catch up within 60 s\n{}", cluster.log(i));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
 fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
-    if !require_root("large_state_leader_kill_and_follower_restart_recommit_within_a_second") {
-        return;
-    }
-    let mut cluster = Cluster::up("g", 1, 17);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("g", 1, 17, SETTLE);
 
     // 64 MiB of state: every key written once.
     let started = Instant::now();
     let history_fill = cluster.dir.join("history-fill.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "--history",
-            history_fill.to_str().unwrap(),
-            "--fill",
-            "--keys",
-            &KEYS.to_string(),
-            "--value-size",
-            &VALUE_SIZE.to_string(),
-            "-t",
-            "8",
-            "--json",
-        ],
-        Duration::from_secs(600),
-    );
-    let fill = assert_load_ok(&out, &cluster);
+    let args = format!("--fill --keys {KEYS} --value-size {VALUE_SIZE} -t 8");
+    let fill = cluster.run_load(&args, &history_fill, Duration::from_secs(600));
     assert_eq!(fill["ops"], KEYS);
     eprintln!(
         "filled {KEYS} keys x {VALUE_SIZE} B ({} MiB) in {:.1?}",
@@ -118,13 +76,11 @@ fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = monotonic_ms();
     cluster.kill_replica(0);
-    let out = load.join().unwrap();
-    let r = assert_load_ok(&out, &cluster);
+    let r = cluster.finish_load(load);
     let (detected, recommitted) = (1..3)
         .filter_map(|i| {
-            let log = cluster.log(i);
-            let detected = stamp_of(&log, &["view-change"], killed_at)?;
-            let recommitted = stamp_of(&log, &["first commit"], detected)?;
+            let detected = first_stamp(&cluster, i, "view-change", killed_at)?;
+            let recommitted = first_stamp(&cluster, i, "first commit", detected)?;
             Some((detected, recommitted))
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -150,14 +106,7 @@ fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
     // The killed replica comes back empty, recovers and streams the state.
     let restarted_at = monotonic_ms();
     cluster.start_replica(0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let caught_up = loop {
-        if let Some(ms) = stamp_of(&cluster.log(0), &["caught up"], restarted_at) {
-            break ms;
-        }
-        assert!(Instant::now() < deadline, "replica 0 did not catch up within 60 s\n{}", cluster.log(0));
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let caught_up = wait_caught_up(&cluster, 0, restarted_at);
     eprintln!("restarted replica 0 caught up {:.0} ms after its start", caught_up - restarted_at);
     let commit = cluster.wait_converged(SETTLE);
     assert!(commit > filled_commit);
@@ -172,8 +121,7 @@ fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
     let restarted_at = monotonic_ms();
     cluster.kill_replica(follower);
     cluster.start_replica(follower);
-    let out = load.join().unwrap();
-    let r = assert_load_ok(&out, &cluster);
+    let r = cluster.finish_load(load);
     let max_ms = r["max_us"].as_f64().unwrap_or(f64::MAX) / 1000.0;
     eprintln!(
         "follower {follower} kill -9 + restart: load {} ops/s, max latency {max_ms:.1} ms, retries {}",
@@ -184,23 +132,9 @@ fn large_state_leader_kill_and_follower_restart_recommit_within_a_second() {
         "an operation waited {max_ms:.1} ms while follower {follower} restarted\n{}",
         cluster.logs()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(ms) = stamp_of(&cluster.log(follower), &["caught up"], restarted_at) {
-            eprintln!("restarted follower {follower} caught up {:.0} ms after its start", ms - restarted_at);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "follower {follower} did not catch up within 60 s\n{}",
-            cluster.log(follower)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let caught_up = wait_caught_up(&cluster, follower, restarted_at);
+    eprintln!("restarted follower {follower} caught up {:.0} ms after its start", caught_up - restarted_at);
     cluster.wait_converged(SETTLE);
     assert_linearizable_together(&[&history_fill, &history_a, &history_b]);
-    for i in 0..3 {
-        let log = cluster.log(i);
-        assert!(!log.contains("panicked"), "replica {i} panicked:\n{log}");
-    }
+    cluster.assert_no_panic();
 }

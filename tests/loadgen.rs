@@ -15,7 +15,6 @@ mod cluster;
 mod common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,9 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::{assert_linearizable_together, report, Cluster};
-use common::{require_root, Netns};
-use electrode::wire::{self, Decoded, Encoder, Message, Reply};
+use cluster::{assert_linearizable_together, Cluster};
+use common::{read_in_background, require_root, Netns};
+use electrode::wire::{self, Decoded, Message, Reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_electrode");
 const LEADER_PORT: u16 = 7001;
@@ -119,9 +118,7 @@ impl Drop for FakeLeader {
 
 fn reply_datagram(cluster_id: u32, client_id: u64, request_number: u64, session_evicted: bool) -> Vec<u8> {
     let reply = Reply { view: 0, client_id, request_number, result: Vec::new(), session_evicted };
-    let mut out = Vec::new();
-    Encoder::new(cluster_id, 0).encode(&Message::Reply(reply), &mut out).unwrap();
-    out.remove(0)
+    common::datagram_from(cluster_id, 0, 0, &Message::Reply(reply))
 }
 
 fn serve(
@@ -226,9 +223,14 @@ fn serve(
     seen
 }
 
-/// A config of three replicas on 127.0.0.1 of which only the first (the
-/// fake leader) answers.
-fn fake_config(dir: &Path) -> (PathBuf, u32) {
+/// The stage of a fake-leader test: a namespace of its own, a directory
+/// `electrode-loadgen-<pid>-<tag>`, and in it a config of three replicas on
+/// 127.0.0.1 of which only the first (the fake leader) answers. Returns
+/// them with the config's path and cluster id.
+fn fake_stage(tag: &str) -> (Arc<Netns>, PathBuf, PathBuf, u32) {
+    let netns = Arc::new(Netns::create(&["lg"]));
+    let dir = std::env::temp_dir().join(format!("electrode-loadgen-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.txt");
     std::fs::write(
         &path,
@@ -236,7 +238,7 @@ fn fake_config(dir: &Path) -> (PathBuf, u32) {
     )
     .unwrap();
     let cluster_id = electrode::config::Config::load(&path).unwrap().cluster_id;
-    (path, cluster_id)
+    (netns, dir, path, cluster_id)
 }
 
 /// A client run: exit code, stdout, stderr, and its CPU time as the
@@ -259,18 +261,8 @@ fn run_client(ns: &str, config: &Path, args: &[&str]) -> ClientRun {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let out = read_in_background(child.stdout.take().unwrap());
+    let err = read_in_background(child.stderr.take().unwrap());
     let mut status = 0;
     // SAFETY: rusage is plain old data, filled by wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -281,8 +273,8 @@ fn run_client(ns: &str, config: &Path, args: &[&str]) -> ClientRun {
     let time = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
     ClientRun {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
         cpu: time(usage.ru_utime) + time(usage.ru_stime),
     }
 }
@@ -290,12 +282,6 @@ fn run_client(ns: &str, config: &Path, args: &[&str]) -> ClientRun {
 fn json(run: &ClientRun) -> serde_json::Value {
     let line = run.stdout.lines().last().unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
-}
-
-fn test_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("electrode-loadgen-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The history file's lines as JSON values.
@@ -326,12 +312,8 @@ fn read_ops(path: &Path) -> Vec<electrode::history::Operation> {
 
 #[test]
 fn sessions_share_a_socket_follow_vr_client_rules_and_count_what_happened() {
-    if !require_root("sessions_share_a_socket_follow_vr_client_rules_and_count_what_happened") {
-        return;
-    }
-    let netns = Arc::new(Netns::create(&["lg"]));
-    let dir = test_dir("rules");
-    let (config, cluster_id) = fake_config(&dir);
+    require_root!();
+    let (netns, dir, config, cluster_id) = fake_stage("rules");
     let behaviour = Behaviour {
         reply_delay: Duration::from_millis(2),
         drop_first_copy_every: 10,
@@ -439,12 +421,8 @@ fn sessions_share_a_socket_follow_vr_client_rules_and_count_what_happened() {
 
 #[test]
 fn open_loop_keeps_the_timetable_and_counts_a_stall_that_a_closed_loop_hides() {
-    if !require_root("open_loop_keeps_the_timetable_and_counts_a_stall_that_a_closed_loop_hides") {
-        return;
-    }
-    let netns = Arc::new(Netns::create(&["lg"]));
-    let dir = test_dir("open");
-    let (config, cluster_id) = fake_config(&dir);
+    require_root!();
+    let (netns, dir, config, cluster_id) = fake_stage("open");
 
     // 2000 requests at 2000/s from 2 threads x 4 sessions: one second,
     // evenly spread, whatever the replies do.
@@ -520,37 +498,11 @@ fn open_loop_keeps_the_timetable_and_counts_a_stall_that_a_closed_loop_hides() {
 
 #[test]
 fn many_sessions_and_an_open_loop_on_a_real_cluster_are_linearizable() {
-    if !require_root("many_sessions_and_an_open_loop_on_a_real_cluster_are_linearizable") {
-        return;
-    }
-    let mut cluster = Cluster::up("lg", 1, 41);
-    cluster.start_all();
-    cluster.wait_normal(Duration::from_secs(30));
+    require_root!();
+    let cluster = Cluster::running("lg", 1, 41, Duration::from_secs(30));
     let closed_history = cluster.dir.join("closed.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "-n",
-            "6000",
-            "-t",
-            "2",
-            "--sessions",
-            "16",
-            "--keys",
-            "100",
-            "--json",
-            "--history",
-            closed_history.to_str().unwrap(),
-        ],
-        Duration::from_secs(180),
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let closed = report(&out);
+    let closed =
+        cluster.run_load("-n 6000 -t 2 --sessions 16 --keys 100", &closed_history, Duration::from_secs(180));
     eprintln!("2 threads x 16 sessions, closed loop: {closed}");
     assert_eq!((closed["ops"].as_u64(), closed["failed"].as_u64()), (Some(6000), Some(0)));
     let ops = read_ops(&closed_history);
@@ -559,32 +511,8 @@ fn many_sessions_and_an_open_loop_on_a_real_cluster_are_linearizable() {
     assert!(max_concurrency(&ops) >= 8, "sessions ran one at a time: {}", max_concurrency(&ops));
 
     let open_history = cluster.dir.join("open.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "--duration",
-            "2",
-            "--rate",
-            "2000",
-            "-t",
-            "2",
-            "--sessions",
-            "8",
-            "--keys",
-            "100",
-            "--json",
-            "--history",
-            open_history.to_str().unwrap(),
-        ],
-        Duration::from_secs(180),
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let open = report(&out);
+    let args = "--duration 2 --rate 2000 -t 2 --sessions 8 --keys 100";
+    let open = cluster.run_load(args, &open_history, Duration::from_secs(180));
     eprintln!("2 threads x 8 sessions, open loop at 2000/s: {open}");
     let sent = open["ops"].as_u64().unwrap();
     assert_eq!(sent + open["unsent"].as_u64().unwrap(), 4000, "{open}");

@@ -54,14 +54,8 @@ fn load(cluster: &Cluster, n: u64, history: &std::path::Path) -> serde_json::Val
 
 #[test]
 fn more_than_f_replicas_without_memory_wait_for_the_operator_and_lose_nothing_held_by_a_survivor() {
-    if !require_root(
-        "more_than_f_replicas_without_memory_wait_for_the_operator_and_lose_nothing_held_by_a_survivor",
-    ) {
-        return;
-    }
-    let mut cluster = Cluster::up("ml", 1, 23);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("ml", 1, 23, SETTLE);
 
     let out = cluster.kv(&["put", "answer", "42"], Duration::from_secs(5), Duration::from_secs(30));
     assert!(out.status.success(), "put failed: {}", String::from_utf8_lossy(&out.stderr));

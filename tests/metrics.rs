@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use cluster::{report, Cluster};
+use cluster::Cluster;
 use common::require_root;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -103,9 +103,7 @@ fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn metrics_parse_and_move_under_load() {
-    if !require_root("metrics_parse_and_move_under_load") {
-        return;
-    }
+    require_root!();
     let mut cluster = Cluster::up("m", 1, 19);
     for i in 0..3 {
         let address = format!("{}:{METRICS_PORT}", cluster.replica_address(i).ip());
@@ -135,15 +133,7 @@ fn metrics_parse_and_move_under_load() {
     std::thread::sleep(Duration::from_millis(1500));
     let (during_text, during) = scrape(&cluster, 0);
     eprintln!("--- scrape of the leader under load ---\n{during_text}--- end of scrape ---");
-    let out = load.join().unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
-    assert_eq!(r["failed"], 0);
+    cluster.finish_load(load);
     std::thread::sleep(Duration::from_millis(300));
     let (_, after) = scrape(&cluster, 0);
 

@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::{report, Cluster, BIN};
+use cluster::{Cluster, BIN};
 use common::require_root;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -27,31 +27,11 @@ fn check_history(files: &[&std::path::Path], json: bool) -> std::process::Output
 
 #[test]
 fn killed_client_leaves_a_history_that_checks() {
-    if !require_root("killed_client_leaves_a_history_that_checks") {
-        return;
-    }
-    let mut cluster = Cluster::up("o", 1, 21);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let cluster = Cluster::running("o", 1, 21, SETTLE);
     let history = cluster.dir.join("killed.jsonl");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &cluster.ns_client(),
-            BIN,
-            "client",
-            "-n",
-            "10000000",
-            "-t",
-            "4",
-            "--keys",
-            "10",
-        ])
-        .arg("--history")
-        .arg(&history)
-        .arg("-c")
-        .arg(&cluster.config_path)
+    let mut child = cluster
+        .client_command("-n 10000000 -t 4 --keys 10", &history)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -62,7 +42,7 @@ fn killed_client_leaves_a_history_that_checks() {
         assert!(Instant::now() < deadline, "client wrote no history\n{}", cluster.logs());
         std::thread::sleep(Duration::from_millis(20));
     }
-    // `ip netns exec` execs the client, so this PID is the client itself.
+    // The PID of `client_command`'s child is the client itself.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
         .unwrap();
     let status = child.wait().unwrap();
@@ -89,23 +69,7 @@ fn killed_client_leaves_a_history_that_checks() {
 
     // A later run against the same cluster checks together with it.
     let after = cluster.dir.join("after.jsonl");
-    let out = cluster.client(
-        &[
-            "client",
-            "--duration",
-            "1",
-            "-t",
-            "2",
-            "--keys",
-            "10",
-            "--json",
-            "--history",
-            after.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = report(&out);
+    let r = cluster.run_load("--duration 1 -t 2 --keys 10", &after, Duration::from_secs(60));
     assert!(r["ops"].as_u64().unwrap() > 100, "{r}");
     assert!(r["elapsed_s"].as_f64().unwrap() < 2.0, "--duration 1 ran {r}");
     let out = check_history(&[&history, &after], false);
@@ -124,12 +88,8 @@ fn status_json(cluster: &Cluster, timeout_ms: u64) -> (Option<i32>, serde_json::
 
 #[test]
 fn status_of_a_half_down_cluster_and_a_client_of_a_dead_one() {
-    if !require_root("status_of_a_half_down_cluster_and_a_client_of_a_dead_one") {
-        return;
-    }
-    let mut cluster = Cluster::up("s", 1, 22);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("s", 1, 22, SETTLE);
     let (code, json, _, _) = status_json(&cluster, 300);
     assert_eq!(code, Some(0), "{json}");
     assert_eq!(json["healthy"], true);

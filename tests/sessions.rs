@@ -5,18 +5,14 @@
 mod cluster;
 mod common;
 
-use electrode::app::kv::{KvOp, KvResult, KvStore};
+use electrode::app::kv::{KvOp, KvResult};
 use electrode::vr::{Action, Config, Replica};
 use electrode::wire::{Reply, Request};
 
 /// A single replica (it commits alone) with a client table of `table_max`.
 fn single_replica(table_max: usize) -> Replica {
-    let mut config = Config::new(1, 0);
-    config.client_table_max = table_max;
-    let mut core = Replica::new(config, Box::new(KvStore::default()), 1);
-    let mut out = Vec::new();
-    core.start(&mut out);
-    core
+    let config = Config { client_table_max: table_max, ..Config::new(1, 0) };
+    common::booted_core(config).0
 }
 
 /// Hands `request` to the core; returns the replies it produced.
@@ -105,17 +101,13 @@ use std::time::{Duration, Instant};
 
 use cluster::{assert_linearizable, report, Cluster};
 use common::require_root;
-use electrode::wire::{Decoded, Encoder, Message, CLIENT_SENDER};
+use electrode::wire::{Decoded, Message, CLIENT_SENDER};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn encode_request(cluster: &Cluster, client_id: u64, request_number: u64, op: &KvOp) -> Vec<u8> {
-    let encoder = Encoder::new(cluster.config.cluster_id, CLIENT_SENDER);
-    let mut out = Vec::new();
     let request = Request { client_id, request_number, op: op.encode() };
-    encoder.encode(&Message::Request(request), &mut out).unwrap();
-    assert_eq!(out.len(), 1);
-    out.pop().unwrap()
+    common::datagram_from(cluster.config.cluster_id, CLIENT_SENDER, 0, &Message::Request(request))
 }
 
 fn send_to_all(cluster: &Cluster, socket: &UdpSocket, datagram: &[u8]) {
@@ -178,12 +170,8 @@ fn history_clients(path: &std::path::Path) -> Vec<u64> {
 /// to the forger, and the load completes without a failure.
 #[test]
 fn forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing() {
-    if !require_root("forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing") {
-        return;
-    }
-    let mut cluster = Cluster::up("sf", 1, 51);
-    cluster.start_all();
-    cluster.wait_normal(SETTLE);
+    require_root!();
+    let mut cluster = Cluster::running("sf", 1, 51, SETTLE);
     let history = cluster.dir.join("victim.jsonl");
     let load = cluster.start_load(4000, 2, &history);
     let forger = cluster.client_socket();
@@ -208,15 +196,7 @@ fn forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing() {
             redirected += replies_for(&cluster, &forger, victim, Duration::from_millis(5)).len();
         }
     }
-    let out = load.join().unwrap();
-    assert!(
-        out.status.success(),
-        "victim load failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let r = report(&out);
-    assert_eq!(r["failed"], 0, "{r}");
+    let r = cluster.finish_load(load);
     assert_eq!(r["ops"], 4000, "{r}");
     assert_eq!(redirected, 0, "{redirected} of the victim's replies went to the forger");
     let mut dropped = 0;
@@ -236,9 +216,7 @@ fn forged_requests_with_a_victims_id_are_dropped_and_redirect_nothing() {
 /// continuing flood reports its evictions as failures and exits non-zero.
 #[test]
 fn eviction_flood_never_executes_a_retransmission_twice() {
-    if !require_root("eviction_flood_never_executes_a_retransmission_twice") {
-        return;
-    }
+    require_root!();
     const TABLE_MAX: u64 = 16;
     let mut cluster = Cluster::up("se", 1, 52);
     cluster.set_replica_env("ELECTRODE_TEST_CLIENT_TABLE_MAX", &TABLE_MAX.to_string());

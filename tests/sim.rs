@@ -26,6 +26,10 @@ use electrode::history::Operation;
 use electrode::vr::{batch_digest, Action, Config, KernelArm, Replica, Status};
 use electrode::wire::{self, Decoded, Encoder, Message, Prepare, PrepareOk, Reassembler, Reply, Request};
 
+mod common;
+
+use common::Rng;
+
 /// Seeds covered by plain `cargo test`.
 const SEEDS_DEFAULT: u64 = 200;
 /// Ticks of the faulty phase (the heal phase follows).
@@ -43,29 +47,6 @@ const CLUSTER_ID: u32 = 7;
 /// Keys the clients use: few, so that operations contend, but at least one
 /// per two clients, so that the checker's search per key stays small.
 const KEYS_MIN: u64 = 4;
-
-/// splitmix64: tiny, seeded, good enough for fault schedules.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    /// True with probability ppm / 1_000_000.
-    fn chance(&mut self, ppm: u64) -> bool {
-        self.below(1_000_000) < ppm
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Node {
@@ -250,7 +231,7 @@ impl Profile {
     }
 
     fn draw(seed: u64) -> Profile {
-        let mut rng = Rng(seed ^ 0x5a_a5_5a_a5_0f_f0_0f_f0);
+        let mut rng = Rng::new(seed ^ 0x5a_a5_5a_a5_0f_f0_0f_f0);
         let partition_ticks_max = match rng.below(4) {
             0 => 60,
             1 | 2 => 400,
@@ -331,8 +312,16 @@ struct Sim {
 }
 
 impl Sim {
+    /// (view, status, op, commit) of every replica, None where one is down.
+    fn replica_states(&self) -> Vec<Option<(u64, &'static str, u64, u64)>> {
+        self.replicas
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.view(), r.status().name(), r.op(), r.commit())))
+            .collect()
+    }
+
     fn new(seed: u64, options: Options) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let f = match rng.below(20) {
             _ if options.scripted => 1,
             0..=9 => 1,
@@ -450,7 +439,7 @@ impl Sim {
     fn boot_replica(&mut self, i: u8) {
         let mut config = self.base_config.clone();
         config.index = i;
-        let nonce = self.rng.next();
+        let nonce = self.rng.next_u64();
         let mut store = KvStore::default();
         let (keys, value_len) = self.genesis;
         for k in 0..keys {
@@ -509,11 +498,11 @@ impl Sim {
                 return;
             }
         }
-        if self.faulty && self.rng.chance(self.drop_ppm) {
+        if self.faulty && self.rng.ppm(self.drop_ppm) {
             self.totals.dropped += 1;
             return;
         }
-        let copies = if self.faulty && self.rng.chance(self.dup_ppm) {
+        let copies = if self.faulty && self.rng.ppm(self.dup_ppm) {
             self.totals.duplicated += 1;
             2
         } else {
@@ -856,14 +845,14 @@ impl Sim {
     fn inject_faults(&mut self) {
         let profile = self.profile;
         // Crash a replica while at most f are down or recovering.
-        if self.rng.chance(profile.crash_ppm) && self.down_or_recovering() < self.f {
+        if self.rng.ppm(profile.crash_ppm) && self.down_or_recovering() < self.f {
             let i = self.rng.below(u64::from(self.n)) as u8;
             self.crash(i);
         }
-        if !self.beyond_f && self.rng.chance(profile.beyond_f_ppm) {
+        if !self.beyond_f && self.rng.ppm(profile.beyond_f_ppm) {
             self.crash_beyond_f();
         }
-        if self.rng.chance(profile.pause_ppm) {
+        if self.rng.ppm(profile.pause_ppm) {
             let i = self.rng.below(u64::from(self.n)) as usize;
             if self.paused_until[i] <= self.tick {
                 self.totals.pauses += 1;
@@ -872,7 +861,7 @@ impl Sim {
         }
         // Partitions: a random group, or one replica, cut off, both ways
         // or one way.
-        if self.heal_at == 0 && self.rng.chance(profile.partition_ppm) {
+        if self.heal_at == 0 && self.rng.ppm(profile.partition_ppm) {
             self.totals.partitions += 1;
             let one_way = self.rng.below(100) < profile.one_way_percent;
             let side: Vec<bool> = if self.rng.below(100) < profile.isolate_percent {
@@ -992,10 +981,7 @@ fn run_seed(seed: u64, options: Options) -> Result<Totals, String> {
         if !settled && sim.tick - healed_at > VIEW_SETTLE_TICKS {
             return Err(format!(
                 "(e) view not settled {VIEW_SETTLE_TICKS} ticks after the network healed: {:?}",
-                sim.replicas
-                    .iter()
-                    .map(|r| r.as_ref().map(|r| (r.view(), r.status().name(), r.op(), r.commit())))
-                    .collect::<Vec<_>>()
+                sim.replica_states()
             ));
         }
         sim.step(false);
@@ -1014,10 +1000,7 @@ fn liveness(sim: &mut Sim, healed_at: u64) -> Result<(), String> {
                 "(d) liveness: {} requests still outstanding {LIVENESS_TICKS} ticks after faults stopped; \
                  replicas (view, status, op, commit): {:?}",
                 sim.outstanding(),
-                sim.replicas
-                    .iter()
-                    .map(|r| r.as_ref().map(|r| (r.view(), r.status().name(), r.op(), r.commit())))
-                    .collect::<Vec<_>>()
+                sim.replica_states()
             ));
         }
         sim.step(false);
@@ -1437,8 +1420,8 @@ fn two_of_three_restarted_block_and_a_full_restart_says_it_lost_everything() {
 
 #[test]
 fn rng_is_deterministic() {
-    let a: Vec<u64> = (0..4).scan(Rng(9), |r, _| Some(r.next())).collect();
-    let b: Vec<u64> = (0..4).scan(Rng(9), |r, _| Some(r.next())).collect();
+    let a: Vec<u64> = (0..4).scan(Rng::new(9), |r, _| Some(r.next_u64())).collect();
+    let b: Vec<u64> = (0..4).scan(Rng::new(9), |r, _| Some(r.next_u64())).collect();
     assert_eq!(a, b);
     assert_ne!(a[0], a[1]);
 }
@@ -1466,29 +1449,44 @@ mod mutations {
         panic!("{bug:?} survived {MUTATION_SEEDS_MAX} seeds");
     }
 
-    #[test]
-    fn commit_one_ack_short_is_found() {
-        finds(Bug::CommitOneAckShort);
+    /// One test per planted bug: the sweep must find it.
+    macro_rules! found {
+        ($($(#[$doc:meta])* $name:ident: $bug:ident;)*) => {
+            $(
+                $(#[$doc])*
+                #[test]
+                fn $name() {
+                    finds(Bug::$bug);
+                }
+            )*
+        };
     }
 
-    #[test]
-    fn view_change_wrong_log_is_found() {
-        finds(Bug::ViewChangeWrongLog);
+    found! {
+        commit_one_ack_short_is_found: CommitOneAckShort;
+        view_change_wrong_log_is_found: ViewChangeWrongLog;
+        /// Today's rule before issue 20: a replica catching up claims the
+        /// view after its first page.
+        catch_up_ends_after_one_page_is_found: CatchUpEndsAfterOnePage;
+        /// Today's rule before issue 20: f peers without memory are enough
+        /// to boot, whatever another peer holds.
+        boot_beside_a_replica_with_state_is_found: BootBesideStateHolder;
     }
+}
 
-    /// Today's rule before issue 20: a replica catching up claims the view
-    /// after its first page.
-    #[test]
-    fn catch_up_ends_after_one_page_is_found() {
-        finds(Bug::CatchUpEndsAfterOnePage);
+/// Replica `i` taken out of `sim` to be fed messages by hand, with what it
+/// did meanwhile: an armed kernel path is disarmed first (a Commit of the
+/// next view, then the drain), as the simulated kernel state is gone with
+/// the cluster.
+fn take_disarmed(sim: &mut Sim, i: u8) -> Option<(Replica, Vec<Action>)> {
+    let mut replica = sim.replicas[i as usize].take()?;
+    let mut out = Vec::new();
+    if replica.kernel_armed().is_some() {
+        let commit = Message::Commit(wire::Commit { view: replica.view() + 1, commit: 0 });
+        replica.on_message((i + 1) % sim.n, commit, &mut out);
+        replica.on_kernel_disarmed(Vec::new(), &mut out);
     }
-
-    /// Today's rule before issue 20: f peers without memory are enough to
-    /// boot, whatever another peer holds.
-    #[test]
-    fn boot_beside_a_replica_with_state_is_found() {
-        finds(Bug::BootBesideStateHolder);
-    }
+    Some((replica, out))
 }
 
 /// Views, ops and commits near u64::MAX from a member's address: every
@@ -1509,16 +1507,7 @@ fn extreme_numbers_are_refused_or_handled() {
     }
     let mut delivered = 0;
     for i in 0..sim.n {
-        let Some(mut replica) = sim.replicas[i as usize].take() else { continue };
-        let mut out = Vec::new();
-        if replica.kernel_armed().is_some() {
-            replica.on_message(
-                (i + 1) % sim.n,
-                Message::Commit(Commit { view: replica.view() + 1, commit: 0 }),
-                &mut out,
-            );
-            replica.on_kernel_disarmed(Vec::new(), &mut out);
-        }
+        let Some((mut replica, mut out)) = take_disarmed(&mut sim, i) else { continue };
         let from = (i + 1) % sim.n;
         for &x in &extremes {
             let entry = |op: u64| LogEntry {
@@ -1631,7 +1620,7 @@ fn hostile_messages_never_panic() {
             1 => x,
             2 => x + 1,
             3 => x + rng.below(100),
-            4 => rng.next(),
+            4 => rng.next_u64(),
             _ => 0,
         }
     }
@@ -1639,13 +1628,13 @@ fn hostile_messages_never_panic() {
         let checkpoint_op = near(rng, op.saturating_sub(3));
         let snapshot = match rng.below(3) {
             0 => Vec::new(),
-            1 => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
+            1 => (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect(),
             _ => vec![0x45, 0x56, 0x52, 0x31, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         };
         let mut next = checkpoint_op.wrapping_add(1);
         let entries = (0..rng.below(6))
             .map(|_| {
-                let op = if rng.below(5) == 0 { rng.next() } else { next };
+                let op = if rng.below(5) == 0 { rng.next_u64() } else { next };
                 next = op.wrapping_add(1);
                 let batch = (0..rng.below(3))
                     .map(|k| Request { client_id: rng.below(3), request_number: k, op: vec![1, 0, 1, b'k'] })
@@ -1660,19 +1649,9 @@ fn hostile_messages_never_panic() {
         for _ in 0..300 {
             sim.step(true);
         }
-        let mut rng = Rng(seed ^ 0x5eed);
+        let mut rng = Rng::new(seed ^ 0x5eed);
         for i in 0..sim.n {
-            let Some(mut replica) = sim.replicas[i as usize].take() else { continue };
-            let mut out = Vec::new();
-            if replica.kernel_armed().is_some() {
-                // Our simulated kernel state is gone with the cluster.
-                replica.on_message(
-                    (i + 1) % sim.n,
-                    Message::Commit(Commit { view: replica.view() + 1, commit: 0 }),
-                    &mut out,
-                );
-                replica.on_kernel_disarmed(Vec::new(), &mut out);
-            }
+            let Some((mut replica, mut out)) = take_disarmed(&mut sim, i) else { continue };
             for _ in 0..400 {
                 out.clear();
                 let from = (i + 1 + rng.below(u64::from(sim.n) - 1) as u8) % sim.n;
@@ -1723,7 +1702,7 @@ fn hostile_messages_never_panic() {
                             [rng.below(3) as usize],
                         state: blob(&mut rng, op),
                     }),
-                    8 => Message::Recovery(Recovery { nonce: rng.next(), replica: from }),
+                    8 => Message::Recovery(Recovery { nonce: rng.next_u64(), replica: from }),
                     9 => Message::SnapshotRequest(wire::SnapshotRequest {
                         view,
                         snapshot_op: near(&mut rng, commit),
@@ -1741,7 +1720,7 @@ fn hostile_messages_never_panic() {
                             view,
                             snapshot_op: near(&mut rng, commit),
                             total_len,
-                            digest: rng.next(),
+                            digest: rng.next_u64(),
                             offset,
                             replica: from,
                             data: vec![rng.below(256) as u8; len as usize],
@@ -1749,7 +1728,7 @@ fn hostile_messages_never_panic() {
                     }
                     _ => Message::RecoveryResponse(RecoveryResponse {
                         view,
-                        nonce: rng.next(),
+                        nonce: rng.next_u64(),
                         op: near(&mut rng, op),
                         commit: near(&mut rng, commit),
                         replica: from,

@@ -138,9 +138,7 @@ fn counts_match(report: &Value, expected: &[(&str, u64)]) -> bool {
 
 #[test]
 fn stats_reads_the_counters_of_programs_attached_by_another_process() {
-    if !require_root("stats_reads_the_counters_of_programs_attached_by_another_process") {
-        return;
-    }
+    require_root!();
     let netns = veth_pair(IP_STATS_A, IP_STATS_B);
     let (ns_a, ns_b) = (netns.name(0).to_string(), netns.name(1).to_string());
     let (datagrams, expected) = traffic();

@@ -17,13 +17,13 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{require_root, run, Netns};
-use electrode::fastpath::{tc_action, xdp_action, Counters, LoadOptions, Loaded};
+use common::{
+    datagram_from, ip_checksum_valid, ipv4_checksum, load, load_with_members, require_root, run,
+    udp_checksum_valid, udp_partial_checksum, Netns, Udp4, UdpCheck, CLUSTER_ID, HDR_OFF, PORT,
+};
+use electrode::fastpath::{tc_action, xdp_action, Counters, Loaded};
 use electrode::wire::{self, consts, Message};
 
-const PORT: u16 = 7447;
-const CLUSTER_ID: u32 = 0x00c0_ffee;
-const HDR_OFF: usize = 14 + 20 + 8;
 /// Offset of the flags byte in a frame without IP options.
 const FLAGS_OFF: usize = HDR_OFF + 7;
 const BROADCAST: u8 = consts::FLAG_BROADCAST as u8;
@@ -46,71 +46,17 @@ fn endpoint(index: u8, port: u16) -> Endpoint {
 // Frames and an independent checksum
 // ---------------------------------------------------------------------------
 
-/// Ones' complement sum of `bytes` (odd length padded with a zero byte),
-/// not yet folded.
-fn sum16(bytes: &[u8]) -> u32 {
-    bytes.chunks(2).map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]))).sum()
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// IPv4 pseudo-header + UDP header + payload, for the UDP checksum.
-fn udp_sum(frame: &[u8]) -> u32 {
-    let ip = &frame[14..34];
-    let udp = &frame[34..];
-    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
-    sum16(&ip[12..20]) + 17 + udp_len as u32 + sum16(&udp[..udp_len])
-}
-
-fn ip_checksum_valid(frame: &[u8]) -> bool {
-    fold(sum16(&frame[14..34])) == 0xffff
-}
-
-/// A UDP checksum of 0 means none (IPv4); otherwise the sum must be 0xffff.
-fn udp_checksum_valid(frame: &[u8]) -> bool {
-    frame[40..42] == [0, 0] || fold(udp_sum(frame)) == 0xffff
-}
-
 /// Eth + IPv4 (no options, DF) + UDP from `src` to `dst` carrying `payload`,
 /// IP checksum right, UDP checksum right (or 0 without `udp_checksum`).
 fn frame(src: Endpoint, dst: Endpoint, payload: &[u8], udp_checksum: bool) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst.mac);
-    f.extend_from_slice(&src.mac);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&((20 + 8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src.addr.ip().octets());
-    f.extend_from_slice(&dst.addr.ip().octets());
-    let ip_check = !fold(sum16(&f[14..34]));
-    f[24..26].copy_from_slice(&ip_check.to_be_bytes());
-    f.extend_from_slice(&src.addr.port().to_be_bytes());
-    f.extend_from_slice(&dst.addr.port().to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    if udp_checksum {
-        let check = match !fold(udp_sum(&f)) {
-            0 => 0xffff, // 0 means "no checksum": send its other form
-            check => check,
-        };
-        f[40..42].copy_from_slice(&check.to_be_bytes());
-    }
-    f
+    let udp_check = if udp_checksum { UdpCheck::Full } else { UdpCheck::None };
+    let (src_mac, dst_mac, src, dst) = (src.mac, dst.mac, src.addr, dst.addr);
+    Udp4 { src_mac, dst_mac, src, dst, udp_check, ..Udp4::new(dst.port(), payload) }.bytes()
 }
 
 /// `msg` from replica `sender` as one datagram with header `flags`.
 fn datagram(sender: u8, msg: &Message, flags: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire::Encoder::new(CLUSTER_ID, sender).encode_flags(msg, flags, &mut out).expect("encode");
-    assert_eq!(out.len(), 1);
-    out.remove(0)
+    datagram_from(CLUSTER_ID, sender, flags, msg)
 }
 
 fn prepare(op: u64) -> Message {
@@ -126,19 +72,6 @@ fn prepare_ok(replica: u8) -> Message {
 // Fixture harness
 // ---------------------------------------------------------------------------
 
-fn load(replica_count: u32) -> Loaded {
-    Loaded::load(LoadOptions { port: PORT, cluster_id: CLUSTER_ID, replica_count })
-        .expect("load electrode eBPF object")
-}
-
-/// Loaded with the replica address table written (member i at
-/// `members[i]`), as the runtime does before it arms anything.
-fn load_with_members(members: &[SocketAddrV4]) -> Loaded {
-    let loaded = load(members.len() as u32);
-    loaded.set_members(members).expect("write replica_addrs");
-    loaded
-}
-
 /// Runs `body` on a thread inside a fresh namespace (lo up), so tc test
 /// runs can clone to lo and nothing leaks into the caller's namespace.
 fn in_netns<T: Send>(body: impl FnOnce(&Netns) -> T + Send) -> T {
@@ -152,6 +85,16 @@ fn in_netns<T: Send>(body: impl FnOnce(&Netns) -> T + Send) -> T {
             })
             .join()
             .expect("test thread in its netns")
+    })
+}
+
+/// `in_netns`, with a veth pair tcg0 <-> tcg1 in the namespace (named to
+/// `body`) for attach tests.
+fn in_netns_with_tcg0<T: Send>(body: impl FnOnce(&str) -> T + Send) -> T {
+    in_netns(|netns| {
+        let ns = netns.name(0);
+        run("ip", &["-n", ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
+        body(ns)
     })
 }
 
@@ -178,6 +121,15 @@ fn teach(loaded: &Loaded, leader: Endpoint, index: u8, follower: Endpoint) {
     assert_eq!(verdict, xdp_action::PASS);
 }
 
+/// `leader_with_targets`, every follower's MAC learned.
+fn leader_knowing_every_follower(replica_count: u8) -> (Loaded, Endpoint, Vec<Endpoint>) {
+    let (loaded, leader, followers) = leader_with_targets(replica_count);
+    for (i, follower) in followers.iter().enumerate() {
+        teach(&loaded, leader, i as u8 + 1, *follower);
+    }
+    (loaded, leader, followers)
+}
+
 /// Runs `input` through electrode_tc, returning verdict, output and the
 /// counter deltas.
 fn tc_run(loaded: &Loaded, input: &[u8]) -> (u32, Vec<u8>, Counters) {
@@ -201,14 +153,9 @@ fn expected_copy(leader: Endpoint, follower: Endpoint, payload: &[u8], udp_check
 
 #[test]
 fn one_copy_is_rewritten_exactly_with_valid_checksums() {
-    if !require_root("one_copy_is_rewritten_exactly_with_valid_checksums") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
-        let (loaded, leader, followers) = leader_with_targets(3);
-        for (i, follower) in followers.iter().enumerate() {
-            teach(&loaded, leader, i as u8 + 1, *follower);
-        }
+        let (loaded, leader, followers) = leader_knowing_every_follower(3);
         assert_eq!(loaded.broadcast_coverage().expect("coverage"), [false, true, true]);
 
         for udp_checksum in [true, false] {
@@ -232,9 +179,7 @@ fn one_copy_is_rewritten_exactly_with_valid_checksums() {
 
 #[test]
 fn one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight() {
-    if !require_root("one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
         // Only follower 1 known: no clone at all.
         let (loaded, leader, followers) = leader_with_targets(3);
@@ -272,64 +217,34 @@ fn one_follower_gets_the_original_and_nine_replicas_fan_out_to_eight() {
 
 #[test]
 fn unmarked_foreign_malformed_and_disarmed_pass_untouched() {
-    if !require_root("unmarked_foreign_malformed_and_disarmed_pass_untouched") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
-        let (loaded, leader, followers) = leader_with_targets(3);
-        for (i, follower) in followers.iter().enumerate() {
-            teach(&loaded, leader, i as u8 + 1, *follower);
-        }
+        let (loaded, leader, followers) = leader_knowing_every_follower(3);
         let to = followers[0];
         let marked = datagram(0, &prepare(1), BROADCAST);
         let unmarked = datagram(0, &prepare(1), 0);
         let other_port = Endpoint { addr: SocketAddrV4::new(*leader.addr.ip(), PORT + 50), ..leader };
         let mut wrong_length = marked.clone();
         wrong_length[13] ^= 1; // body_len no longer matches the UDP length
-        let other_cluster = {
-            let mut out = Vec::new();
-            wire::Encoder::new(CLUSTER_ID + 1, 0).encode_flags(&prepare(1), BROADCAST, &mut out).unwrap();
-            out.remove(0)
-        };
+        let other_cluster = datagram_from(CLUSTER_ID + 1, 0, BROADCAST, &prepare(1));
         let mut bad_magic = marked.clone();
         bad_magic[0] ^= 0xff;
         let mut arp = frame(leader, to, &marked, false);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         let mut fragment = frame(leader, to, &marked, false);
         fragment[20] = 0x20; // more fragments
+        let unmarked_passes = Counters { tc_pass_unmarked: 1, ..Counters::default() };
+        let other = Counters { tc_pass_other: 1, ..Counters::default() };
+        let malformed = Counters { tc_malformed: 1, ..Counters::default() };
         let cases: Vec<(&str, Vec<u8>, Counters)> = vec![
-            (
-                "unmarked",
-                frame(leader, to, &unmarked, true),
-                Counters { tc_pass_unmarked: 1, ..Counters::default() },
-            ),
-            (
-                "marked, other source port",
-                frame(other_port, to, &marked, true),
-                Counters { tc_pass_other: 1, ..Counters::default() },
-            ),
-            ("ARP ethertype", arp, Counters { tc_pass_other: 1, ..Counters::default() }),
-            (
-                "marked, body_len wrong",
-                frame(leader, to, &wrong_length, true),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
-            (
-                "marked, other cluster",
-                frame(leader, to, &other_cluster, true),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
-            (
-                "marked, bad magic",
-                frame(leader, to, &bad_magic, true),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
-            ("marked fragment", fragment, Counters { tc_malformed: 1, ..Counters::default() }),
-            (
-                "marked, truncated frame",
-                frame(leader, to, &marked, true)[..HDR_OFF + 10].to_vec(),
-                Counters { tc_malformed: 1, ..Counters::default() },
-            ),
+            ("unmarked", frame(leader, to, &unmarked, true), unmarked_passes),
+            ("marked, other source port", frame(other_port, to, &marked, true), other.clone()),
+            ("ARP ethertype", arp, other),
+            ("marked, body_len wrong", frame(leader, to, &wrong_length, true), malformed.clone()),
+            ("marked, other cluster", frame(leader, to, &other_cluster, true), malformed.clone()),
+            ("marked, bad magic", frame(leader, to, &bad_magic, true), malformed.clone()),
+            ("marked fragment", fragment, malformed.clone()),
+            ("marked, truncated frame", frame(leader, to, &marked, true)[..HDR_OFF + 10].to_vec(), malformed),
         ];
         for (what, input, want) in &cases {
             let (verdict, out, delta) = tc_run(&loaded, input);
@@ -358,9 +273,7 @@ fn unmarked_foreign_malformed_and_disarmed_pass_untouched() {
 
 #[test]
 fn macs_are_learned_only_from_the_configured_address_and_follow_changes() {
-    if !require_root("macs_are_learned_only_from_the_configured_address_and_follow_changes") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
         let (loaded, leader, followers) = leader_with_targets(3);
         let learned = |loaded: &Loaded| loaded.counters().expect("counters").tc_mac_learned;
@@ -377,9 +290,8 @@ fn macs_are_learned_only_from_the_configured_address_and_follow_changes() {
         loaded.test_run_xdp(&frame(f2_as_1, leader, &bytes, true)).expect("xdp");
         // A client (sender 255) from follower 1's address: ignored.
         let request = Message::Request(wire::Request { client_id: 1, request_number: 1, op: b"x".to_vec() });
-        let mut client = Vec::new();
-        wire::Encoder::new(CLUSTER_ID, wire::CLIENT_SENDER).encode(&request, &mut client).unwrap();
-        loaded.test_run_xdp(&frame(f1, leader, &client[0], true)).expect("xdp");
+        let client = datagram_from(CLUSTER_ID, wire::CLIENT_SENDER, 0, &request);
+        loaded.test_run_xdp(&frame(f1, leader, &client, true)).expect("xdp");
         // Malformed from the right address: ignored.
         loaded.test_run_xdp(&frame(f1, leader, &bytes[..bytes.len() - 1], true)).expect("xdp");
         assert_eq!(loaded.broadcast_macs().expect("macs"), [None, None, None]);
@@ -418,15 +330,11 @@ fn macs_are_learned_only_from_the_configured_address_and_follow_changes() {
 
 #[test]
 fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filter() {
-    if !require_root("tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filter") {
-        return;
-    }
-    in_netns(|netns| {
-        let ns = netns.name(0).to_string();
-        run("ip", &["-n", &ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
+    require_root!();
+    in_netns_with_tcg0(|ns| {
         let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
-        let qdiscs = || run("tc", &["-n", &ns, "qdisc", "show", "dev", "tcg0"]);
-        let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
+        let qdiscs = || run("tc", &["-n", ns, "qdisc", "show", "dev", "tcg0"]);
+        let filters = || run("tc", &["-n", ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
         let (first, second) = (load(3), load(3));
 
@@ -440,13 +348,13 @@ fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filt
         assert!(!qdiscs().contains("clsact"), "qdisc we created stays: {}", qdiscs());
 
         // Somebody else's clsact: only our filter goes.
-        run("tc", &["-n", &ns, "qdisc", "add", "dev", "tcg0", "clsact"]);
+        run("tc", &["-n", ns, "qdisc", "add", "dev", "tcg0", "clsact"]);
         let guard = first.attach_tc(ifindex).expect("attach");
         assert!(!guard.created_qdisc());
         guard.detach().expect("detach");
         assert_eq!(ours(), 0, "{}", filters());
         assert!(qdiscs().contains("clsact"), "foreign qdisc removed: {}", qdiscs());
-        run("tc", &["-n", &ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
+        run("tc", &["-n", ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
 
         // A run that died without cleanup (kill -9): its filter stays; the
         // next run replaces it in place and removes it on exit.
@@ -464,7 +372,7 @@ fn tc_guard_removes_its_filter_and_only_its_own_qdisc_and_replaces_a_leaked_filt
         assert_eq!(ours(), 1, "the newer run's filter must survive: {}", filters());
         drop(newer);
         assert_eq!(ours(), 0, "{}", filters());
-        run("tc", &["-n", &ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
+        run("tc", &["-n", ns, "qdisc", "del", "dev", "tcg0", "clsact"]);
 
         assert!(first.attach_tc(999_999).is_err(), "no such interface");
     });
@@ -479,39 +387,31 @@ const KILL9_CHILD_NETNS: &str = "ELECTRODE_TC_KILL9_CHILD_NETNS";
 /// killed. A no-op in a normal test run.
 #[test]
 fn kill9_child_attaches_and_waits() {
-    let Ok(ns) = std::env::var(KILL9_CHILD_NETNS) else {
+    let Some(ns) = child_spec(KILL9_CHILD_NETNS) else {
         return;
     };
-    let path = format!("/var/run/netns/{ns}");
-    let file = std::fs::File::open(&path).expect("open netns");
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    enter_netns(&ns);
     let loaded = load(3);
     let ifindex = nix::net::if_::if_nametoindex("tcg0").expect("ifindex of tcg0");
     let _guard = loaded.attach_tc(ifindex).expect("attach in child");
-    println!("attached");
-    std::io::Write::flush(&mut std::io::stdout()).expect("flush");
-    thread::sleep(Duration::from_secs(60)); // killed long before
+    announce_and_wait("attached");
 }
 
 #[test]
 fn a_restart_after_kill_9_replaces_the_leaked_filter() {
-    if !require_root("a_restart_after_kill_9_replaces_the_leaked_filter") {
-        return;
-    }
-    in_netns(|netns| {
-        let ns = netns.name(0).to_string();
-        run("ip", &["-n", &ns, "link", "add", "tcg0", "type", "veth", "peer", "name", "tcg1"]);
-        let filters = || run("tc", &["-n", &ns, "filter", "show", "dev", "tcg0", "egress"]);
+    require_root!();
+    in_netns_with_tcg0(|ns| {
+        let filters = || run("tc", &["-n", ns, "filter", "show", "dev", "tcg0", "egress"]);
         let ours = || filters().matches("handle 0xe1ec electrode_tc").count();
 
-        let stderr = attach_in_child_and_kill_9(&ns);
+        let stderr = attach_in_child_and_kill_9(ns);
         assert_eq!(ours(), 1, "the killed run leaves its filter: {}", filters());
         assert!(!stderr.contains("libbpf"), "first run: library output: {stderr}");
 
         // A restart (itself killed) replaces it with one line and no
         // library output ("Exclusivity flag on" for the existing clsact).
         let first_id = prog_id_in(&filters());
-        let stderr = attach_in_child_and_kill_9(&ns);
+        let stderr = attach_in_child_and_kill_9(ns);
         assert!(!stderr.contains("libbpf"), "restart: library output: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|line| line.contains("electrode:")).collect();
         assert_eq!(lines.len(), 1, "restart: one line, got {stderr}");
@@ -538,25 +438,7 @@ fn a_restart_after_kill_9_replaces_the_leaked_filter() {
 /// Runs `kill9_child_attaches_and_waits` in `ns`, waits until it attached,
 /// kills it with SIGKILL (no Drop runs) and returns its stderr.
 fn attach_in_child_and_kill_9(ns: &str) -> String {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = std::process::Command::new(exe)
-        .args(["--exact", "kill9_child_attaches_and_waits", "--nocapture", "--test-threads=1"])
-        .env(KILL9_CHILD_NETNS, ns)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("child stdout");
-    let attached = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-        .map_while(Result::ok)
-        .any(|line| line.trim_end().ends_with("attached"));
-    child.kill().expect("kill -9 the child"); // SIGKILL: no Drop runs
-    child.wait().expect("reap child");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("child stderr"), &mut stderr)
-        .expect("child stderr");
-    assert!(attached, "child never attached; stderr: {stderr}");
-    stderr
+    run_child_and_kill_9("kill9_child_attaches_and_waits", KILL9_CHILD_NETNS, ns, "attached").1
 }
 
 /// The `id N` of the electrode filter in `tc filter show` output.
@@ -598,10 +480,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 /// checksum in software and the follower verifies it: a wrong
 /// pseudo-header fix-up shows as InCsumErrors. `leader_offload` false makes
 /// the leader's socket checksum in full instead (the other skb state).
-fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool, rounds: u64) {
-    if !require_root(test) {
-        return;
-    }
+fn fan_out(net: u8, replica_count: u8, leader_offload: bool, rounds: u64) {
     let mut suffixes = vec!["br".to_string()];
     suffixes.extend((0..replica_count).map(|i| format!("r{i}")));
     let netns = Netns::create(&suffixes.iter().map(String::as_str).collect::<Vec<_>>());
@@ -718,29 +597,27 @@ fn fan_out(test: &str, net: u8, replica_count: u8, leader_offload: bool, rounds:
     }
 }
 
-#[test]
-fn one_sendto_reaches_every_follower_f1() {
-    fan_out("one_sendto_reaches_every_follower_f1", 1, 3, true, 5);
+/// One root test per row: `name: (net, replica_count, leader_offload,
+/// rounds)` of `fan_out`.
+macro_rules! fan_out_tests {
+    ($($name:ident: $args:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                require_root!();
+                let (net, replica_count, leader_offload, rounds) = $args;
+                fan_out(net, replica_count, leader_offload, rounds);
+            }
+        )*
+    };
 }
 
-#[test]
-fn one_sendto_reaches_every_follower_f1_full_software_checksum() {
-    fan_out("one_sendto_reaches_every_follower_f1_full_software_checksum", 2, 3, false, 5);
-}
-
-#[test]
-fn one_sendto_reaches_every_follower_f2() {
-    fan_out("one_sendto_reaches_every_follower_f2", 3, 5, true, 5);
-}
-
-#[test]
-fn one_sendto_reaches_every_follower_f3() {
-    fan_out("one_sendto_reaches_every_follower_f3", 4, 7, true, 5);
-}
-
-#[test]
-fn one_sendto_reaches_every_follower_nine_replicas() {
-    fan_out("one_sendto_reaches_every_follower_nine_replicas", 5, 9, true, 50);
+fan_out_tests! {
+    one_sendto_reaches_every_follower_f1: (1, 3, true, 5);
+    one_sendto_reaches_every_follower_f1_full_software_checksum: (2, 3, false, 5);
+    one_sendto_reaches_every_follower_f2: (3, 5, true, 5);
+    one_sendto_reaches_every_follower_f3: (4, 7, true, 5);
+    one_sendto_reaches_every_follower_nine_replicas: (5, 9, true, 50);
 }
 
 /// The membership rule (issue 12): a MAC is learned only from the address
@@ -749,9 +626,7 @@ fn one_sendto_reaches_every_follower_nine_replicas() {
 /// is written.
 #[test]
 fn macs_are_learned_only_from_the_address_table_entry() {
-    if !require_root("macs_are_learned_only_from_the_address_table_entry") {
-        return;
-    }
+    require_root!();
     in_netns(|_| {
         let leader = endpoint(0, PORT);
         let f1 = endpoint(1, PORT + 1);
@@ -807,8 +682,10 @@ fn macs_are_learned_only_from_the_address_table_entry() {
 //   (a target at or above replica_count, or at self_index: both refused by
 //   set_broadcast_targets): the model has them, no frame can tell.
 
-use common::{classify, fuzz_plan, sample_messages};
-use electrode::transport::os::SplitMix;
+use common::{
+    announce_and_wait, child_spec, classify, enter_netns, fuzz_plan, run_child_and_kill_9, sample_messages,
+    Rng,
+};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const MAX_REPLICAS: usize = consts::MAX_REPLICAS as usize;
@@ -818,14 +695,6 @@ const FUZZ_FRAMES_PER_LOAD: u64 = 5_000;
 /// frame's time in a debug build, so they are compared every few frames;
 /// a mismatch names every frame since the last comparison.
 const COUNTER_CHECK_EVERY: usize = 4;
-
-fn chance(rng: &mut SplitMix, percent: u64) -> bool {
-    rng.below(100) < percent
-}
-
-fn pick<'a, T>(rng: &mut SplitMix, items: &'a [T]) -> &'a T {
-    &items[rng.below(items.len() as u64) as usize]
-}
 
 // Checksum arithmetic exactly as the kernel helpers do it
 // (include/net/checksum.h). They update a checksum incrementally, so on a
@@ -1286,7 +1155,7 @@ struct FuzzReach {
 
 /// The messages frames are made of: one of every type, and Prepares from
 /// one small request to a datagram nearly full.
-fn fuzz_messages(rng: &mut SplitMix) -> Vec<Message> {
+fn fuzz_messages(rng: &mut Rng) -> Vec<Message> {
     let mut messages = sample_messages();
     for (requests, op_len_max) in [(1u64, 200u64), (3, 30), (12, 60), (32, 12)] {
         let batch = (0..requests)
@@ -1312,33 +1181,26 @@ fn with_ip_options(mut frame: Vec<u8>, options: &[u8]) -> Vec<u8> {
     let total_len = (frame.len() - 14) as u16;
     frame[16..18].copy_from_slice(&total_len.to_be_bytes());
     frame[24..26].copy_from_slice(&[0, 0]);
-    let check = !fold(sum16(&frame[14..14 + 4 * ihl]));
+    let check = ipv4_checksum(&frame[14..14 + 4 * ihl]);
     frame[24..26].copy_from_slice(&check.to_be_bytes());
     frame
-}
-
-/// `msg` as one datagram with the given header fields.
-fn fuzz_datagram(msg: &Message, cluster_id: u32, sender: u8, flags: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire::Encoder::new(cluster_id, sender).encode_flags(msg, flags, &mut out).expect("encode");
-    out.remove(0)
 }
 
 /// Spoils a frame the way a sender or the network might: IP options, then
 /// (each with `percent` chance) one header field off, random bytes
 /// anywhere, a cut or trailing bytes. Returns what it did.
-fn mutate(rng: &mut SplitMix, frame: &mut Vec<u8>, percent: u64) -> Vec<&'static str> {
+fn mutate(rng: &mut Rng, frame: &mut Vec<u8>, percent: u64) -> Vec<&'static str> {
     let mut done = Vec::new();
-    if chance(rng, 8) {
+    if rng.percent(8) {
         let len = 4 * (1 + rng.below(10) as usize);
         let options: Vec<u8> =
-            if chance(rng, 50) { vec![1; len] } else { (0..len).map(|_| rng.next_u64() as u8).collect() };
+            if rng.percent(50) { vec![1; len] } else { (0..len).map(|_| rng.next_u64() as u8).collect() };
         *frame = with_ip_options(std::mem::take(frame), &options);
         done.push("ip options");
     }
     let udp = 14 + 4 * usize::from(frame[14] & 0x0f);
     let hdr = udp + 8;
-    if chance(rng, percent) {
+    if rng.percent(percent) {
         #[rustfmt::skip]
         let fields = [
             ("ethertype", 12, 2), ("ip version/ihl", 14, 1), ("ip fragment", 20, 2), ("ip protocol", 23, 1),
@@ -1347,7 +1209,7 @@ fn mutate(rng: &mut SplitMix, frame: &mut Vec<u8>, percent: u64) -> Vec<&'static
             ("version", hdr + 4, 1), ("sender/flags", hdr + 6, 2), ("cluster", hdr + 8, 4),
             ("body_len", hdr + 12, 2),
         ];
-        let (what, at, len) = *pick(rng, &fields);
+        let (what, at, len) = *rng.pick(&fields);
         if at + len <= frame.len() {
             let byte = at + rng.below(len as u64) as usize;
             frame[byte] = match rng.below(3) {
@@ -1358,17 +1220,17 @@ fn mutate(rng: &mut SplitMix, frame: &mut Vec<u8>, percent: u64) -> Vec<&'static
             done.push(what);
         }
     }
-    if chance(rng, percent) {
+    if rng.percent(percent) {
         for _ in 0..=rng.below(3) {
             let at = rng.below(frame.len() as u64) as usize;
             frame[at] = rng.next_u64() as u8;
         }
         done.push("random bytes");
     }
-    if chance(rng, percent / 3) {
+    if rng.percent(percent / 3) {
         frame.truncate(rng.below(frame.len() as u64) as usize);
         done.push("cut");
-    } else if chance(rng, percent / 4) {
+    } else if rng.percent(percent / 4) {
         for _ in 0..=rng.below(40) {
             frame.push(rng.next_u64() as u8);
         }
@@ -1396,14 +1258,14 @@ impl FuzzLoad {
     /// Loads the object for 1 to 9 replicas, then does what a replica's
     /// start does, with steps left out now and then: the address table,
     /// the targets, arming.
-    fn start(rng: &mut SplitMix) -> FuzzLoad {
+    fn start(rng: &mut Rng) -> FuzzLoad {
         let replica_count = match rng.below(10) {
             0 => 1,
             1 => 2,
             _ => 3 + rng.below(7) as u8,
         };
         let net = rng.below(250) as u8;
-        let same_port = chance(rng, 50);
+        let same_port = rng.percent(50);
         let plan: Vec<SocketAddrV4> = (0..replica_count)
             .map(|i| {
                 let port = if same_port { PORT } else { PORT + u16::from(i) };
@@ -1418,14 +1280,14 @@ impl FuzzLoad {
             want: Counters::default(),
             unchecked: Vec::new(),
         };
-        if chance(rng, 90) {
+        if rng.percent(90) {
             fuzz.loaded.set_members(&fuzz.plan).expect("write replica_addrs");
             fuzz.model.members = Some(fuzz.plan.clone());
         }
-        if chance(rng, 85) {
+        if rng.percent(85) {
             let self_index = rng.below(u64::from(replica_count)) as u8;
             fuzz.set_targets(rng, self_index);
-            if chance(rng, 80) {
+            if rng.percent(80) {
                 fuzz.arm(true);
             }
         }
@@ -1442,11 +1304,11 @@ impl FuzzLoad {
 
     /// New targets for `self_index` (disarms): most followers, most at
     /// their configured address, some at another.
-    fn set_targets(&mut self, rng: &mut SplitMix, self_index: u8) {
+    fn set_targets(&mut self, rng: &mut Rng, self_index: u8) {
         let mut targets = Vec::new();
         for (index, addr) in self.plan.iter().enumerate() {
             let index = index as u8;
-            if index == self_index || !chance(rng, 85) {
+            if index == self_index || !rng.percent(85) {
                 continue;
             }
             let addr = match rng.below(20) {
@@ -1469,19 +1331,19 @@ impl FuzzLoad {
 
     /// What user space does between datagrams, now and then: arm, disarm,
     /// new targets; and `lo` going down (clones fail) and up.
-    fn user_space(&mut self, rng: &mut SplitMix, tap: &LoTap) {
+    fn user_space(&mut self, rng: &mut Rng, tap: &LoTap) {
         // Disarmed stretches are short (a view change), armed ones long.
-        let flip_arm = if self.model.config.armed { rng.below(1000) == 0 } else { chance(rng, 2) };
+        let flip_arm = if self.model.config.armed { rng.below(1000) == 0 } else { rng.percent(2) };
         if flip_arm {
             self.arm(!self.model.config.armed);
         } else if rng.below(1000) == 0 {
-            let self_index = if chance(rng, 90) {
+            let self_index = if rng.percent(90) {
                 self.self_index()
             } else {
                 rng.below(u64::from(self.model.replica_count)) as u8
             };
             self.set_targets(rng, self_index);
-            if chance(rng, 70) {
+            if rng.percent(70) {
                 self.arm(true);
             }
         } else {
@@ -1495,8 +1357,8 @@ impl FuzzLoad {
         assert_eq!(self.loaded.broadcast_coverage().expect("coverage"), covered, "{:?}", self.model);
     }
 
-    fn toggle_lo(&mut self, rng: &mut SplitMix, tap: &LoTap) {
-        let flip = if self.model.lo_up { rng.below(1000) == 0 } else { chance(rng, 3) };
+    fn toggle_lo(&mut self, rng: &mut Rng, tap: &LoTap) {
+        let flip = if self.model.lo_up { rng.below(1000) == 0 } else { rng.percent(3) };
         if flip {
             self.model.lo_up = !self.model.lo_up;
             tap.set_lo_up(self.model.lo_up);
@@ -1541,14 +1403,14 @@ impl FuzzLoad {
 
     /// A datagram towards the leader, mostly from a member's address and
     /// MAC, sometimes claiming another's, sometimes spoilt.
-    fn xdp_input(&self, rng: &mut SplitMix, messages: &[Message]) -> (Vec<u8>, Vec<&'static str>) {
+    fn xdp_input(&self, rng: &mut Rng, messages: &[Message]) -> (Vec<u8>, Vec<&'static str>) {
         let replica_count = self.model.replica_count;
         let sender = match rng.below(20) {
             0 => wire::CLIENT_SENDER,
             1 => rng.next_u64() as u8,
             _ => rng.below(u64::from(replica_count)) as u8,
         };
-        let any_member = *pick(rng, &self.plan);
+        let any_member = *rng.pick(&self.plan);
         let own = self.plan.get(usize::from(sender)).copied().unwrap_or(any_member);
         let stranger = Ipv4Addr::new(10, 201, self.net, 200 + rng.below(50) as u8);
         let target = self.model.targets.get(usize::from(sender)).copied().flatten();
@@ -1559,39 +1421,39 @@ impl FuzzLoad {
             3 => target.unwrap_or(own),
             _ => own,
         };
-        let mac = if chance(rng, 85) {
+        let mac = if rng.percent(85) {
             self.mac_of(sender, rng.below(2) as u8)
         } else {
             [0x02, 0xe1, 0x7c, self.net, 0xfe, rng.next_u64() as u8]
         };
-        let cluster_id = if chance(rng, 97) { CLUSTER_ID } else { rng.next_u64() as u32 };
-        let flags = if chance(rng, 90) { 0 } else { rng.next_u64() as u8 };
-        let payload = fuzz_datagram(pick(rng, messages), cluster_id, sender, flags);
+        let cluster_id = if rng.percent(97) { CLUSTER_ID } else { rng.next_u64() as u32 };
+        let flags = if rng.percent(90) { 0 } else { rng.next_u64() as u8 };
+        let payload = datagram_from(cluster_id, sender, flags, rng.pick(messages));
         let leader = self.plan[usize::from(self.self_index())];
-        let port = if chance(rng, 95) { PORT } else { rng.next_u64() as u16 };
+        let port = if rng.percent(95) { PORT } else { rng.next_u64() as u16 };
         let to = Endpoint {
             mac: self.mac_of(self.self_index(), 0xee),
             addr: SocketAddrV4::new(*leader.ip(), port),
         };
-        let mut input = frame(Endpoint { mac, addr: source }, to, &payload, chance(rng, 50));
+        let mut input = frame(Endpoint { mac, addr: source }, to, &payload, rng.percent(50));
         let done = mutate(rng, &mut input, 5);
         (input, done)
     }
 
     /// A datagram the leader sends: mostly from its port, mostly marked,
     /// to a member or anywhere, sometimes spoilt; and its skb's gso_size.
-    fn tc_input(&self, rng: &mut SplitMix, messages: &[Message]) -> (Vec<u8>, u32, Vec<&'static str>) {
+    fn tc_input(&self, rng: &mut Rng, messages: &[Message]) -> (Vec<u8>, u32, Vec<&'static str>) {
         let self_index = self.self_index();
-        let sender = if chance(rng, 90) { self_index } else { rng.next_u64() as u8 };
+        let sender = if rng.percent(90) { self_index } else { rng.next_u64() as u8 };
         let flags = match rng.below(20) {
             0..=11 => BROADCAST,
             12..=16 => 0,
             _ => rng.next_u64() as u8,
         };
-        let cluster_id = if chance(rng, 97) { CLUSTER_ID } else { CLUSTER_ID ^ (1 << rng.below(32)) };
-        let mut payload = fuzz_datagram(pick(rng, messages), cluster_id, sender, flags);
+        let cluster_id = if rng.percent(97) { CLUSTER_ID } else { CLUSTER_ID ^ (1 << rng.below(32)) };
+        let mut payload = datagram_from(cluster_id, sender, flags, rng.pick(messages));
         let mut done = Vec::new();
-        if chance(rng, 2) {
+        if rng.percent(2) {
             // Around the largest datagram, lengths consistent.
             let len = wire::MAX_DATAGRAM_LEN - 12 + rng.below(24) as usize;
             payload.resize(len, 0x5a);
@@ -1602,30 +1464,26 @@ impl FuzzLoad {
         let port = match rng.below(20) {
             0 => rng.next_u64() as u16,
             1 => 0,
-            2 => pick(rng, &self.plan).port(),
+            2 => rng.pick(&self.plan).port(),
             _ => self.model.config.self_port,
         };
-        let ip = if chance(rng, 95) { *own.ip() } else { Ipv4Addr::from(rng.next_u64() as u32) };
-        let to = if chance(rng, 80) {
-            *pick(rng, &self.plan)
+        let ip = if rng.percent(95) { *own.ip() } else { Ipv4Addr::from(rng.next_u64() as u32) };
+        let to = if rng.percent(80) {
+            *rng.pick(&self.plan)
         } else {
             SocketAddrV4::new(Ipv4Addr::from(rng.next_u64() as u32), rng.next_u64() as u16)
         };
         let source = Endpoint { mac: self.mac_of(self_index, 0xee), addr: SocketAddrV4::new(ip, port) };
         let mac = [0x02, 0xe1, 0x7c, self.net, 0xdd, rng.next_u64() as u8];
-        let mut input = frame(source, Endpoint { mac, addr: to }, &payload, chance(rng, 60));
-        if input[40..42] == [0, 0] && chance(rng, 30) {
+        let mut input = frame(source, Endpoint { mac, addr: to }, &payload, rng.percent(60));
+        if input[40..42] == [0, 0] && rng.percent(30) {
             // What a CHECKSUM_PARTIAL skb carries, or anything.
-            let check = if chance(rng, 50) {
-                fold(udp_sum(&input) - sum16(&input[34..]))
-            } else {
-                rng.next_u64() as u16
-            };
+            let check = if rng.percent(50) { udp_partial_checksum(&input) } else { rng.next_u64() as u16 };
             input[40..42].copy_from_slice(&check.to_be_bytes());
             done.push("udp checksum not full");
         }
-        let gso_size = if chance(rng, 2) { 1 + rng.below(1500) as u32 } else { 0 };
-        if chance(rng, 1) {
+        let gso_size = if rng.percent(2) { 1 + rng.below(1500) as u32 } else { 0 };
+        if rng.percent(1) {
             // An IHL below 5 whose "UDP header" holds our port all the same.
             let ihl = 1 + rng.below(4) as usize;
             input[14] = 0x40 | ihl as u8;
@@ -1738,7 +1596,7 @@ impl std::fmt::Display for FrameNote {
 
 /// The fuzz body, on a thread in a namespace of its own.
 fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
-    let mut rng = SplitMix(seed);
+    let mut rng = Rng::new(seed);
     let tap = LoTap::open();
     let messages = fuzz_messages(&mut rng);
     let (mut total, mut reach) = (Counters::default(), FuzzReach::default());
@@ -1748,7 +1606,7 @@ fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
         reach.loads += 1;
         // Most followers teach their MAC first, as they do by sending.
         for index in 0..fuzz.model.replica_count {
-            if index == fuzz.self_index() || !chance(&mut rng, 80) {
+            if index == fuzz.self_index() || !rng.percent(80) {
                 continue;
             }
             let source = Endpoint { mac: fuzz.mac_of(index, 0), addr: fuzz.plan[usize::from(index)] };
@@ -1763,7 +1621,7 @@ fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
         let end = frames.min(n + FUZZ_FRAMES_PER_LOAD);
         while n < end {
             fuzz.user_space(&mut rng, &tap);
-            if chance(&mut rng, 25) {
+            if rng.percent(25) {
                 let (input, done) = fuzz.xdp_input(&mut rng, &messages);
                 reach.xdp_frames += 1;
                 reach.refused += u64::from(input.len() < 14);
@@ -1799,10 +1657,8 @@ fn fuzz_tc_broadcast(seed: u64, frames: u64) -> (Counters, FuzzReach) {
 
 #[test]
 fn fuzzed_egress_frames_and_learning_match_the_model() {
-    if !require_root("fuzzed_egress_frames_and_learning_match_the_model") {
-        return;
-    }
-    let (seed, frames) = fuzz_plan(0x7cb0_5eed);
+    require_root!();
+    let (seed, frames, _) = fuzz_plan(0x7cb0_5eed);
     let started = Instant::now();
     let (total, reach) = in_netns(|_| fuzz_tc_broadcast(seed, frames));
     eprintln!("{frames} frames in {:.1?}: {total:?}, {reach:?}", started.elapsed());

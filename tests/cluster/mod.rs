@@ -6,15 +6,16 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::net::{SocketAddrV4, UdpSocket};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use electrode::check;
 use electrode::history::read_history;
+
+use crate::common::{in_namespace, read_in_background, Udp4};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_electrode");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -44,6 +45,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// [`Cluster::up`], every replica started, all normal in one view
+    /// within `settle`.
+    pub fn running(tag: &str, f: usize, subnet: u8, settle: Duration) -> Cluster {
+        let mut cluster = Cluster::up(tag, f, subnet);
+        cluster.start_all();
+        cluster.wait_normal(settle);
+        cluster
+    }
+
     /// Brings up namespaces for `f` (2f+1 replicas on 10.99.<tag>.0/24).
     pub fn up(tag: &str, f: usize, subnet: u8) -> Cluster {
         let prefix = prefix(tag);
@@ -187,18 +197,8 @@ impl Cluster {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + timeout;
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out_thread = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stdout.read_to_end(&mut s);
-            s
-        });
-        let err_thread = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stderr.read_to_end(&mut s);
-            s
-        });
+        let out_thread = read_in_background(child.stdout.take().unwrap());
+        let err_thread = read_in_background(child.stderr.take().unwrap());
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
@@ -363,14 +363,7 @@ impl Cluster {
     /// A UDP socket created inside the client namespace (the calling thread
     /// enters the namespace; the socket keeps it).
     pub fn client_socket(&self) -> UdpSocket {
-        let ns = self.ns_client();
-        std::thread::spawn(move || {
-            let file = File::open(format!("/var/run/netns/{ns}")).unwrap();
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            UdpSocket::bind("0.0.0.0:0").unwrap()
-        })
-        .join()
-        .unwrap()
+        in_namespace(&self.ns_client(), || UdpSocket::bind("0.0.0.0:0").unwrap())
     }
 
     pub fn replica_address(&self, i: usize) -> SocketAddrV4 {
@@ -408,14 +401,30 @@ impl Cluster {
     /// Joins a load of `start_load`: the client exited 0 and no operation
     /// failed. Returns its report.
     pub fn finish_load(&self, load: std::thread::JoinHandle<Output>) -> serde_json::Value {
-        let out = load.join().expect("the load thread");
+        self.load_report(&load.join().expect("the load thread"))
+    }
+
+    /// Runs `electrode client ARGS --json --history HISTORY` (ARGS split at
+    /// spaces) from the client namespace, killed after `timeout`, and checks
+    /// it as `finish_load` does. Returns its report.
+    pub fn run_load(&self, args: &str, history: &Path, timeout: Duration) -> serde_json::Value {
+        let mut full: Vec<&std::ffi::OsStr> = vec!["client".as_ref()];
+        full.extend(args.split_whitespace().map(std::ffi::OsStr::new));
+        full.extend(["--json".as_ref(), "--history".as_ref(), history.as_os_str()]);
+        full.extend(["-c".as_ref(), self.config_path.as_os_str()]);
+        self.load_report(&self.run_in_client_namespace(&full, timeout))
+    }
+
+    /// The report of a finished load, which must have exited 0 with no
+    /// failed operation.
+    fn load_report(&self, out: &Output) -> serde_json::Value {
         assert!(
             out.status.success(),
             "client failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             self.logs()
         );
-        let r = report(&out);
+        let r = report(out);
         assert_eq!(r["failed"], 0, "operations failed: {r}");
         r
     }
@@ -451,14 +460,27 @@ impl Cluster {
     /// output. Bounded: the client gives up an operation after its own
     /// deadline, and `client` kills it after LOAD_TIMEOUT.
     pub fn start_load(&self, n: u64, threads: u64, history: &Path) -> std::thread::JoinHandle<Output> {
-        let ns = self.ns_client();
-        let config = self.config_path.clone();
+        self.start_load_with(&format!("-n {n} -t {threads} --keys 20"), history)
+    }
+
+    /// `ip netns exec <client namespace> electrode client ARGS --history
+    /// HISTORY -c CONFIG` (ARGS split at spaces), not yet started. `ip
+    /// netns exec` execs the client, so the child's PID is the client's.
+    pub fn client_command(&self, args: &str, history: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns_client(), BIN, "client"]).args(args.split_whitespace());
+        command.arg("--history").arg(history).arg("-c").arg(&self.config_path);
+        command
+    }
+
+    /// As `start_load`, of `electrode client ARGS --json --history HISTORY`
+    /// (ARGS split at spaces).
+    pub fn start_load_with(&self, args: &str, history: &Path) -> std::thread::JoinHandle<Output> {
+        let client = self.client_command(&format!("{args} --json"), history);
         let child = Command::new("timeout")
-            .args(["300", "ip", "netns", "exec", &ns, BIN, "client", "-n", &n.to_string()])
-            .args(["-t", &threads.to_string(), "--keys", "20", "--json", "--history"])
-            .arg(history)
-            .arg("-c")
-            .arg(&config)
+            .arg("300")
+            .arg(client.get_program())
+            .args(client.get_args())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -490,19 +512,10 @@ impl Cluster {
     /// another host's address, as corruption on the wire or a spoofing
     /// host on the same L2 would. Only to this cluster's namespaces.
     pub fn raw_client_socket(&self) -> socket2::Socket {
-        let ns = self.ns_client();
-        std::thread::spawn(move || {
-            let file = File::open(format!("/var/run/netns/{ns}")).unwrap();
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            socket2::Socket::new(
-                socket2::Domain::IPV4,
-                socket2::Type::RAW,
-                Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
-            )
-            .unwrap()
+        in_namespace(&self.ns_client(), || {
+            let raw = Some(socket2::Protocol::from(libc::IPPROTO_RAW));
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, raw).unwrap()
         })
-        .join()
-        .unwrap()
     }
 }
 
@@ -510,23 +523,7 @@ impl Cluster {
 /// socket of [`Cluster::raw_client_socket`] (IPv4 header built here, UDP
 /// checksum 0: none, legal on IPv4).
 pub fn send_spoofed(socket: &socket2::Socket, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
-    let total = 20 + 8 + payload.len();
-    let mut packet = Vec::with_capacity(total);
-    packet.extend_from_slice(&[0x45, 0]);
-    packet.extend_from_slice(&(total as u16).to_be_bytes());
-    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]); // id, DF, TTL, UDP, checksum
-    packet.extend_from_slice(&from.ip().octets());
-    packet.extend_from_slice(&to.ip().octets());
-    let mut sum: u32 = packet.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    packet[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    packet.extend_from_slice(&from.port().to_be_bytes());
-    packet.extend_from_slice(&to.port().to_be_bytes());
-    packet.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    packet.extend_from_slice(&[0, 0]);
-    packet.extend_from_slice(payload);
+    let packet = Udp4 { src: from, dst: to, ip_id: 0, ..Udp4::new(to.port(), payload) }.ip_packet();
     let _ = socket.send_to(&packet, &socket2::SockAddr::from(to));
 }
 
