@@ -1,6 +1,6 @@
 //! fast_reply fixtures (root): the follower XDP path on crafted frames with
 //! BPF_PROG_TEST_RUN (repeat = 1: a repeated run would see the rewritten
-//! frame, PLATFORM.md gotcha 3).
+//! frame, docs/PLATFORM.md gotcha 3).
 //!
 //! Each test loads its own object, so its maps and counters are its own. The
 //! expected PrepareOK frames are built here byte by byte, and checksums are

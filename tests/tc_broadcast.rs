@@ -5,7 +5,7 @@
 //! ELECTRODE_FUZZ_SEED / ELECTRODE_FUZZ_FRAMES to replay or resize).
 //!
 //! Test runs of a tc program clone to the `lo` of the calling thread's netns
-//! (PLATFORM gotcha 3), so every test runs on a thread inside a throwaway
+//! (docs/PLATFORM.md gotcha 3), so every test runs on a thread inside a throwaway
 //! namespace of its own. Checksums are checked with the independent
 //! implementation below, never with the kernel's; the fuzz model also
 //! repeats the kernel helpers' incremental arithmetic, the only way to
@@ -1012,7 +1012,7 @@ fn add_tc(total: &mut Counters, delta: &Counters) {
 }
 
 /// Every frame sent on the namespace's `lo`, where a test run's clones go
-/// (PLATFORM gotcha 3). The packet socket gets each clone synchronously,
+/// (docs/PLATFORM.md gotcha 3). The packet socket gets each clone synchronously,
 /// inside bpf_clone_redirect (dev_queue_xmit_nit runs before
 /// loopback_xmit), so after a test run its clones are all queued, in the
 /// order they were made. A classic BPF filter keeps only PACKET_OUTGOING:
