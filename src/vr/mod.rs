@@ -79,9 +79,17 @@
 //! boot rule above) instead of serving another history.
 
 pub mod client_table;
+mod log;
+mod normal;
+mod progress;
+mod recovery;
 pub mod replica;
+mod snapshot;
+mod transfer;
+mod view_change;
 
-pub use replica::{batch_digest, PeerState, Replica, ReplicaStats};
+pub use recovery::PeerState;
+pub use replica::{batch_digest, Replica, ReplicaStats};
 
 /// Test-only fault injection (feature `sim-bugs`, enabled for `cargo test`
 /// through the self dev-dependency): each variant breaks one VR rule so the
