@@ -181,7 +181,7 @@ impl Replica {
     /// stale or foreign ones, catch up by state transfer on a newer view,
     /// note that the leader is alive and its commit. True when the message
     /// is for our view and we are a follower not waiting for NewState (see
-    /// catching_up: our suffix may be from an older view until then).
+    /// joining_view: our suffix may be from an older view until then).
     fn hear_from_leader(&mut self, from: u8, view: u64, commit: u64, out: &mut Vec<Action>) -> bool {
         if self.status == Status::Recovering || view < self.view || from != self.leader_of(view) {
             return false;
@@ -198,7 +198,7 @@ impl Replica {
         }
         self.leader_silent_ticks = 0;
         self.commit_seen = self.commit_seen.max(commit);
-        !self.catching_up
+        !self.joining_view
     }
 
     pub(super) fn on_prepare(&mut self, from: u8, m: Prepare, out: &mut Vec<Action>) {
@@ -301,7 +301,7 @@ impl Replica {
     /// updating the client table; the leader replies to clients.
     pub(super) fn execute_through(&mut self, target: u64, reply: bool, out: &mut Vec<Action>) {
         // Catching up, only the pages installed are this view's log.
-        let head = if self.catching_up { self.catch_up_verified } else { self.op };
+        let head = if self.joining_view { self.catch_up_verified } else { self.op };
         let target = target.min(head);
         while self.commit < target {
             let op = self.commit + 1;

@@ -218,7 +218,7 @@ impl Replica {
         }
         // Join the view without state (ours is gone) and fetch it: until it
         // is installed we neither ack nor take part in view changes.
-        self.amnesic = true;
+        self.recovered_without_state = true;
         self.commit_seen = primary.commit;
         // Only a state reaching the leader's op replaces what we lost: our
         // former self may have acked up to it.

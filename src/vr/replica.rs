@@ -169,7 +169,8 @@ pub struct Replica {
     /// view began. Until caught up we neither ack, nor answer GetState, nor
     /// claim last_normal_view == view (a view change would otherwise prefer
     /// our short log and lose committed ops). See `catch_up_target`.
-    pub(super) catching_up: bool,
+    /// (Public `catching_up()` is this or `recovered_without_state`.)
+    pub(super) joining_view: bool,
     /// While catching up: our log up to this op is this view's log (pages
     /// installed, or committed); above it, until it is replaced page by
     /// page, we keep the suffix we held before (from an older view), so
@@ -184,7 +185,8 @@ pub struct Replica {
     /// Recovered (memory lost) and not yet given the state: like VR's
     /// recovering replica, we take no part in view changes until a state
     /// transfer completes, since committed ops we held may be gone.
-    pub(super) amnesic: bool,
+    /// (Public `amnesic()` is this or status Recovering.)
+    pub(super) recovered_without_state: bool,
     /// New leader waiting for committed entries it lacks (view change
     /// repair: a GetState in view-change status).
     pub(super) repair_pending: bool,
@@ -311,10 +313,10 @@ impl Replica {
             state_transfer_attempts: 0,
             paging: false,
             page_ticks_x8: 0,
-            catching_up: false,
+            joining_view: false,
             catch_up_verified: 0,
             catch_up_target: None,
-            amnesic: false,
+            recovered_without_state: false,
             repair_pending: false,
             snapshot_out: None,
             snapshot_in: None,
@@ -414,13 +416,13 @@ impl Replica {
     /// by VR's failure count it is still down (it cannot help a view
     /// change keep committed ops).
     pub fn amnesic(&self) -> bool {
-        self.amnesic || self.status == Status::Recovering
+        self.recovered_without_state || self.status == Status::Recovering
     }
 
     /// Normal but still fetching state (after recovery or on joining a view
     /// that formed without us): not yet a full member.
     pub fn catching_up(&self) -> bool {
-        self.catching_up || self.amnesic
+        self.joining_view || self.recovered_without_state
     }
 
     /// Recovering and blocked: more than f replicas lost their memory while
@@ -550,7 +552,7 @@ impl Replica {
         if let Some(arm) = arm {
             self.append_kernel_prepares(arm, acked);
             // Held Prepares may continue the log now.
-            if self.status == Status::Normal && !self.catching_up {
+            if self.status == Status::Normal && !self.joining_view {
                 self.accept_buffered(out);
             }
         }
@@ -655,7 +657,7 @@ impl Replica {
             && self.kernel_armed.is_none()
             && self.status == Status::Normal
             && !self.is_leader()
-            && !self.catching_up
+            && !self.joining_view
             && self.prepare_buffer.is_empty()
         {
             let arm = KernelArm { view: self.view, leader: self.leader_of(self.view), next_op: self.op + 1 };
@@ -732,7 +734,7 @@ impl Replica {
         self.commit_seen = self.commit;
         self.state_transfer_ticks = None;
         self.paging = false;
-        self.catching_up = false;
+        self.joining_view = false;
         self.repair_pending = false;
         self.idle_ticks = 0;
         self.retransmit_ticks = 0;
@@ -764,12 +766,12 @@ impl Replica {
                 self.leader_silent_ticks += 1;
                 // Without our state we cannot help a view change: we only
                 // follow the views the others start (see send_do_view_change).
-                if self.leader_silent_ticks >= self.leader_timeout_ticks && !self.amnesic {
+                if self.leader_silent_ticks >= self.leader_timeout_ticks && !self.recovered_without_state {
                     let leader = Some(self.leader_of(self.view));
                     self.start_view_change(self.view + 1, "timeout: nothing from the leader", leader, out);
                     return;
                 }
-                if !self.catching_up && self.commit_seen <= self.op {
+                if !self.joining_view && self.commit_seen <= self.op {
                     // Retransmitted Prepares filled the gap first.
                     self.state_transfer_ticks = None;
                     self.paging = false;
@@ -787,7 +789,7 @@ impl Replica {
             Status::ViewChange => {
                 self.view_change_ticks += 1;
                 self.resend_ticks += 1;
-                if self.view_change_ticks >= self.view_change_timeout_ticks && !self.amnesic {
+                if self.view_change_ticks >= self.view_change_timeout_ticks && !self.recovered_without_state {
                     // The new view did not form (its leader may be down).
                     let leader = Some(self.leader_of(self.view));
                     self.start_view_change(
@@ -865,14 +867,17 @@ impl Replica {
         if self.status == Status::Recovering {
             assert_eq!(self.op, 0);
         }
-        if self.catching_up {
+        if self.joining_view {
             assert!(self.status == Status::Normal && !self.is_leader());
             assert!(self.state_transfer_ticks.is_some(), "catching up without asking");
             assert!(self.commit <= self.catch_up_verified, "executed past the pages installed");
             assert!(self.catch_up_verified <= self.op);
         }
-        if self.amnesic {
-            assert!(self.status != Status::Normal || self.catching_up, "amnesic but claims its state");
+        if self.recovered_without_state {
+            assert!(
+                self.status != Status::Normal || self.joining_view,
+                "recovered without state but claims it"
+            );
         }
         if self.repair_pending {
             assert!(self.status == Status::ViewChange && self.leader_of(self.view) == self.config.index);

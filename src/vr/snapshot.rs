@@ -11,7 +11,9 @@ use crate::wire::{
 
 /// Chunks one SnapshotRequest asks for (ELECTRODE_SNAPSHOT_WINDOW).
 pub(super) const SNAPSHOT_WINDOW: u64 = wire::consts::SNAPSHOT_WINDOW as u64;
-const CHUNK: u64 = wire::SNAPSHOT_CHUNK_LEN as u64;
+/// Snapshot bytes one SnapshotChunk carries (ELECTRODE_SNAPSHOT_CHUNK_SIZE;
+/// not wire::CHUNK_LEN, the payload of one chunk of a large message).
+const SNAPSHOT_CHUNK_LEN: u64 = wire::SNAPSHOT_CHUNK_LEN as u64;
 /// Resends of a SnapshotRequest without progress before giving up on its
 /// source (the next GetState may find another).
 const SNAPSHOT_STALLS_MAX: u64 = 8;
@@ -114,7 +116,7 @@ impl Replica {
         let message = SnapshotRequest {
             view: self.view,
             snapshot_op: pull.op,
-            offset: chunk * CHUNK,
+            offset: chunk * SNAPSHOT_CHUNK_LEN,
             replica: self.config.index,
         };
         out.push(Action::Send { to: pull.from, message: Message::SnapshotRequest(message) });
@@ -123,12 +125,12 @@ impl Replica {
     /// Sends one window of the snapshot we offered, from the asked offset.
     pub(super) fn on_snapshot_request(&mut self, from: u8, m: SnapshotRequest, out: &mut Vec<Action>) {
         let Some(snapshot) = self.snapshot_out.as_mut() else { return };
-        if m.replica != from || m.snapshot_op != snapshot.op || m.offset % CHUNK != 0 {
+        if m.replica != from || m.snapshot_op != snapshot.op || m.offset % SNAPSHOT_CHUNK_LEN != 0 {
             return;
         }
         snapshot.idle_ticks = 0;
         let total = snapshot.stream.len();
-        snapshot.stream.encode_until(m.offset.saturating_add(SNAPSHOT_WINDOW * CHUNK));
+        snapshot.stream.encode_until(m.offset.saturating_add(SNAPSHOT_WINDOW * SNAPSHOT_CHUNK_LEN));
         // 0 until the whole snapshot is encoded: the chunks sent after that,
         // the last one among them, tell the puller what to verify.
         let digest = snapshot.stream.digest().unwrap_or(0);
@@ -137,7 +139,7 @@ impl Replica {
             if offset >= total {
                 break;
             }
-            let end = (offset + CHUNK).min(total);
+            let end = (offset + SNAPSHOT_CHUNK_LEN).min(total);
             let message = SnapshotChunk {
                 view: self.view,
                 snapshot_op: snapshot.op,
@@ -160,7 +162,7 @@ impl Replica {
         }
         if pull.total_len == 0 {
             // The first chunk sizes the transfer: no limit but memory.
-            let chunks = m.total_len.div_ceil(CHUNK);
+            let chunks = m.total_len.div_ceil(SNAPSHOT_CHUNK_LEN);
             let Ok(len) = usize::try_from(m.total_len) else { return };
             if len == 0 {
                 return;
@@ -187,11 +189,11 @@ impl Replica {
             }
         }
         // (wire::decode checks these too; the core trusts no caller.)
-        let expected = pull.total_len.checked_sub(m.offset).map(|rest| rest.min(CHUNK));
-        if m.offset % CHUNK != 0 || expected != Some(m.data.len() as u64) || m.data.is_empty() {
+        let expected = pull.total_len.checked_sub(m.offset).map(|rest| rest.min(SNAPSHOT_CHUNK_LEN));
+        if m.offset % SNAPSHOT_CHUNK_LEN != 0 || expected != Some(m.data.len() as u64) || m.data.is_empty() {
             return;
         }
-        let index = m.offset / CHUNK;
+        let index = m.offset / SNAPSHOT_CHUNK_LEN;
         if pull.have[index as usize] {
             return;
         }
@@ -272,7 +274,7 @@ impl Replica {
             self.push_entry(entry);
         }
         self.stats.snapshots_installed += 1;
-        if self.catching_up {
+        if self.joining_view {
             // Committed state: the same in every view.
             self.catch_up_verified = self.catch_up_verified.max(pull.op);
         }

@@ -27,14 +27,14 @@ impl Replica {
         // last_normal_view) until NewState replaces everything above commit:
         // dropping ops we acked while still claiming the old view would let
         // a later view change lose them (sim seed 3473).
-        let caught_up_normal = self.status == Status::Normal && !self.catching_up;
+        let caught_up_normal = self.status == Status::Normal && !self.joining_view;
         let last_normal_view = if caught_up_normal { self.view } else { self.last_normal_view };
         self.set_view(view);
         self.set_status(Status::Normal);
         // Our log may lack ops committed before `view`: keep the older
         // last_normal_view until NewState catches us up.
         self.last_normal_view = last_normal_view;
-        self.catching_up = true;
+        self.joining_view = true;
         // Committed ops are the same in every view.
         self.catch_up_verified = self.commit;
         self.catch_up_target = target;
@@ -49,7 +49,7 @@ impl Replica {
     pub(super) fn want_state_if_behind(&mut self, out: &mut Vec<Action>) {
         if self.commit_seen > self.op && self.state_transfer_ticks.is_none() {
             self.state_transfer_attempts = 0;
-            let small_gap = !self.catching_up
+            let small_gap = !self.joining_view
                 && !self.prepare_buffer.is_empty()
                 && self.commit_seen - self.op <= self.config.pipeline_max as u64;
             if small_gap {
@@ -86,7 +86,7 @@ impl Replica {
         self.state_transfer_ticks = Some(0);
         // Catching up, our suffix above the pages installed may be from an
         // older view: ask for what follows them.
-        let op = if self.catching_up { self.catch_up_verified } else { self.op };
+        let op = if self.joining_view { self.catch_up_verified } else { self.op };
         let message = Message::GetState(GetState { view: self.view, op, replica: self.config.index });
         out.push(Action::Send { to, message });
     }
@@ -97,7 +97,7 @@ impl Replica {
         // encoding takes a while) asks a follower first, so the leader's
         // heartbeats never wait for it. Retries rotate through the others.
         let n = u64::from(self.config.replica_count);
-        let first = if self.catching_up { self.view + 1 } else { self.view };
+        let first = if self.joining_view { self.view + 1 } else { self.view };
         let mut to = ((first + self.state_transfer_attempts) % n) as u8;
         if to == self.config.index {
             to = ((u64::from(to) + 1) % n) as u8;
@@ -114,7 +114,7 @@ impl Replica {
         if self.status != Status::Normal || m.view != self.view || m.replica != from || m.op > self.op {
             return;
         }
-        if self.catching_up {
+        if self.joining_view {
             return; // Our log may lack what the asker needs.
         }
         if m.op < self.checkpoint_op {
@@ -207,7 +207,7 @@ impl Replica {
             return;
         }
         let page_ticks = self.state_transfer_ticks.unwrap_or(0);
-        if self.catching_up {
+        if self.joining_view {
             self.on_catch_up_page(from, m, page_ticks, out);
             return;
         }
@@ -273,9 +273,9 @@ impl Replica {
         // Our log is this view's log up to the target: drop the older
         // suffix above it, and claim the view.
         self.truncate_log(m.op);
-        self.catching_up = false;
+        self.joining_view = false;
         self.catch_up_target = None;
-        self.amnesic = false;
+        self.recovered_without_state = false;
         self.last_normal_view = self.view;
         self.state_transfer_ticks = None;
         self.transition = ("caught up: a member of the view", Some(from));

@@ -34,20 +34,20 @@ impl Replica {
     ) {
         assert!(view > self.view);
         self.transition = (why, from);
-        if self.status == Status::Normal && !self.catching_up {
+        if self.status == Status::Normal && !self.joining_view {
             self.last_normal_view = self.view;
         }
         self.set_view(view);
         self.set_status(Status::ViewChange);
         self.next_view_change_timeout();
         self.stats.view_changes_started += 1;
-        self.start_view_change_from[self.config.index as usize] = !self.amnesic;
+        self.start_view_change_from[self.config.index as usize] = !self.recovered_without_state;
         self.send_start_view_change(out);
         self.check_start_view_change_quorum(out);
     }
 
     pub(super) fn send_start_view_change(&mut self, out: &mut Vec<Action>) {
-        if self.amnesic {
+        if self.recovered_without_state {
             return; // See send_do_view_change.
         }
         let message =
@@ -79,7 +79,7 @@ impl Replica {
     }
 
     pub(super) fn send_do_view_change(&mut self, out: &mut Vec<Action>) {
-        if self.amnesic {
+        if self.recovered_without_state {
             // Without our memory we must not count in a view change: a
             // committed op we held before the crash may be missing from the
             // others' logs (VR's recovering replicas take no part either).
@@ -219,7 +219,7 @@ impl Replica {
         self.repair_pending = false;
         self.transition = ("f+1 DoViewChanges: new leader", None);
         // We hold the chosen log: every committed op.
-        self.amnesic = false;
+        self.recovered_without_state = false;
         self.set_status(Status::Normal);
         self.last_normal_view = self.view;
         self.stats.views_started += 1;
@@ -253,7 +253,7 @@ impl Replica {
         if !self.suffix_valid(&m.state, m.op, m.commit) {
             return;
         }
-        if self.commit < m.state.checkpoint_op || self.amnesic {
+        if self.commit < m.state.checkpoint_op || self.recovered_without_state {
             // Our log lacks committed ops below the blob (or we lost our
             // memory): join the view and catch up by state transfer.
             self.commit_seen = self.commit_seen.max(m.commit);
