@@ -85,6 +85,7 @@ mod progress;
 mod recovery;
 pub mod replica;
 mod snapshot;
+mod timeout;
 mod transfer;
 mod view_change;
 

@@ -151,7 +151,7 @@ impl Replica {
             self.send_prepare(None, Prepare { view: self.view, op, commit: self.commit, batch }, out);
             if self.op - self.commit == 1 {
                 // First uncommitted op: its retransmission clock starts now.
-                self.retransmit_ticks = 0;
+                self.prepare_timeout.reset();
             }
         }
         // A cluster of one commits alone.
@@ -164,14 +164,20 @@ impl Replica {
         match to {
             Some(to) => out.push(Action::Send { to, message: Message::Prepare(prepare) }),
             None => {
-                self.idle_ticks = 0;
+                self.heartbeat_timeout.reset();
                 out.push(Action::SendAll { message: Message::Prepare(prepare) });
             }
         }
     }
 
-    pub(super) fn send_commit(&mut self, out: &mut Vec<Action>) {
-        self.idle_ticks = 0;
+    /// Leader: nothing sent to all followers for a heartbeat interval: a
+    /// Commit tells them we are alive, and our commit.
+    pub(super) fn on_heartbeat_timeout(&mut self, out: &mut Vec<Action>) {
+        self.send_commit(out);
+    }
+
+    fn send_commit(&mut self, out: &mut Vec<Action>) {
+        self.heartbeat_timeout.reset();
         out.push(Action::SendAll {
             message: Message::Commit(Commit { view: self.view, commit: self.commit }),
         });
@@ -196,7 +202,7 @@ impl Replica {
         if self.is_leader() {
             return false;
         }
-        self.leader_silent_ticks = 0;
+        self.leader_timeout.reset();
         self.commit_seen = self.commit_seen.max(commit);
         !self.joining_view
     }

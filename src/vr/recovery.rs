@@ -20,8 +20,13 @@ pub struct PeerState {
 }
 
 impl Replica {
+    /// No answer yet lets us recover or boot: ask again.
+    pub(super) fn on_recovery_resend_timeout(&mut self, out: &mut Vec<Action>) {
+        self.send_recovery(out);
+    }
+
     pub(super) fn send_recovery(&mut self, out: &mut Vec<Action>) {
-        self.resend_ticks = 0;
+        self.recovery_resend_timeout.reset();
         let message = Message::Recovery(Recovery { nonce: self.nonce, replica: self.config.index });
         out.push(Action::SendAll { message });
     }
@@ -155,7 +160,7 @@ impl Replica {
                 );
             }
             self.recovery_blocked = Some(holder);
-            if self.config.accept_data_loss && self.recovering_ticks >= self.config.boot_wait_ticks {
+            if self.config.accept_data_loss && self.boot_wait_timeout.fired() {
                 self.accept_data_loss(holder, out);
             }
             return;
@@ -171,9 +176,8 @@ impl Replica {
         // The operator accepted the risk: f others without memory and no
         // holder heard of within boot_wait_ticks (a replica is down at the
         // first start) is enough.
-        let accepted = self.config.accept_data_loss
-            && recovering >= self.f()
-            && self.recovering_ticks >= self.config.boot_wait_ticks;
+        let accepted =
+            self.config.accept_data_loss && recovering >= self.f() && self.boot_wait_timeout.fired();
         if holder.is_none() && (recovering >= boot_quorum || accepted) {
             self.boot(
                 "booted: no replica holds state (a first start; in-memory data does not survive a restart \
@@ -213,7 +217,6 @@ impl Replica {
             self.set_status(Status::Normal);
             self.transition = ("recovered: the leader's log is empty", Some(leader as u8));
             self.last_normal_view = view;
-            self.leader_silent_ticks = 0;
             return;
         }
         // Join the view without state (ours is gone) and fetch it: until it

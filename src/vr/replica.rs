@@ -28,13 +28,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::client_table::ClientTable;
+use super::progress::{prepare_timeout_ticks, Progress};
 use super::recovery::{PeerState, BOOTED_WITH_YOU};
 use super::snapshot::{SnapshotIn, SnapshotOut, SNAPSHOT_WINDOW};
+use super::timeout::Timeout;
 use super::{Action, Config, KernelArm, Status};
 use crate::app::{fnv1a, App, FNV_OFFSET};
-use crate::wire::{
-    self, DoViewChange, LogEntry, Message, Prepare, RecoveryResponse, Request, StartViewChange, StateBlob,
-};
+use crate::wire::{self, DoViewChange, LogEntry, Message, Prepare, RecoveryResponse, Request, StateBlob};
 
 /// An input kept while the kernel is being disarmed.
 #[derive(Debug)]
@@ -129,34 +129,31 @@ pub struct Replica {
     pub(super) request_queue: VecDeque<Request>,
     /// client_id -> request number queued or prepared and not yet executed.
     pub(super) pending: HashMap<u64, u64>,
-    /// Highest op each replica acknowledged in this view.
-    pub(super) acked: Vec<u64>,
-    /// Per follower, the ack after which we last re-sent a Prepare on a
-    /// gap-flagged ack (one fast retransmission per gap).
-    pub(super) fast_retransmitted: Vec<Option<u64>>,
-    /// Per follower, ticks since its ack last advanced while it lacked ops
-    /// we hold: its own retransmission clock. (A clock shared by all
-    /// followers restarts whenever commit moves, and at saturation commit
-    /// moves on the other followers' acks: a follower behind a lost
-    /// Prepare then waited for state transfer, 30 ms, while the leader
-    /// depended on the rest alone.)
-    pub(super) follower_stall_ticks: Vec<u64>,
-    /// Ticks since the leader last sent to all followers.
-    pub(super) idle_ticks: u64,
-    /// Ticks since the uncommitted prepares were (re)sent or commit moved.
-    pub(super) retransmit_ticks: u64,
+    /// Per replica (by index), what it acknowledged in this view.
+    pub(super) progress: Vec<Progress>,
+    /// Leader: sends a Commit when it sent nothing to all followers for
+    /// heartbeat_interval_ticks.
+    pub(super) heartbeat_timeout: Timeout,
+    /// Leader: runs from the send of the oldest uncommitted Prepare (or the
+    /// last commit); its ticks at a commit are the commit-time sample.
+    pub(super) prepare_timeout: Timeout,
     /// Smoothed ticks from sending a Prepare to its commit, times 8 (an
     /// EWMA as TCP's srtt): the retransmission timeout follows it.
     pub(super) commit_ticks_x8: u64,
 
     // Follower.
-    pub(super) leader_silent_ticks: u64,
+    /// Follower: nothing from the leader for this long starts a view
+    /// change. Its `after` is this view's leader-silence timeout (the
+    /// configured one plus jitter, so followers do not all time out on the
+    /// same tick).
+    pub(super) leader_timeout: Timeout,
     /// Prepares ahead of op+1, waiting for the gap to fill.
     pub(super) prepare_buffer: BTreeMap<u64, Prepare>,
     /// Highest commit number heard in this view (may exceed op).
     pub(super) commit_seen: u64,
-    /// Ticks since the last GetState; None when no transfer is wanted.
-    pub(super) state_transfer_ticks: Option<u64>,
+    /// Runs from the last GetState while a transfer is wanted (stopped
+    /// otherwise): it asks again when it fires.
+    pub(super) state_transfer_timeout: Timeout,
     pub(super) state_transfer_attempts: u64,
     /// Whether the outstanding GetState asks for the next page of a log
     /// suffix (on_new_state): its answer is one short NewState, so it is
@@ -197,25 +194,25 @@ pub struct Replica {
     pub(super) start_view_change_from: Vec<bool>,
     pub(super) do_view_change_from: Vec<Option<DoViewChange>>,
     pub(super) do_view_change_sent: bool,
-    pub(super) view_change_ticks: u64,
-    /// This attempt's view-change timeout: grows with each attempt that
-    /// fails in a row and has a random part, so competing attempts settle
-    /// (as Raft's randomized election timeout).
-    pub(super) view_change_timeout_ticks: u64,
+    /// This attempt's view-change timeout: `after` grows with each attempt
+    /// that fails in a row and has a random part, so competing attempts
+    /// settle (as Raft's randomized election timeout).
+    pub(super) view_change_timeout: Timeout,
+    /// Re-sends StartViewChange/DoViewChange (and a lost repair).
+    pub(super) view_change_resend_timeout: Timeout,
     /// View changes started since we were last normal.
     pub(super) view_change_attempts: u32,
-    /// This view's leader-silence timeout (the configured one plus jitter,
-    /// so followers do not all time out on the same tick).
-    pub(super) leader_timeout_ticks: u64,
-    pub(super) resend_ticks: u64,
     /// Seeded by the nonce: the core stays deterministic for a given input.
     pub(super) rng: u64,
 
     // Recovery.
     pub(super) recovery_responses: Vec<Option<RecoveryResponse>>,
     pub(super) recovering_peers: Vec<bool>,
-    /// Ticks spent recovering (the boot rule waits for view 0's leader).
-    pub(super) recovering_ticks: u64,
+    /// Re-sends Recovery.
+    pub(super) recovery_resend_timeout: Timeout,
+    /// Runs while recovering: with `accept_data_loss`, the boot rule acts
+    /// once it fired (boot_wait_ticks).
+    pub(super) boot_wait_timeout: Timeout,
     /// The nonce of each peer's latest Recovery.
     pub(super) peer_nonces: Vec<Option<u64>>,
     /// The incarnations (nonces) we counted as booting when we booted.
@@ -286,6 +283,8 @@ impl Replica {
         assert!(config.prepare_retransmit_ticks >= 1 && config.resend_interval_ticks >= 1);
         assert!(config.request_queue_max >= 1 && config.client_table_max >= 1);
         let client_table = ClientTable::default();
+        let commit_ticks_x8 = 0;
+        let prepare_timeout_ticks = prepare_timeout_ticks(commit_ticks_x8, &config);
         Replica {
             app,
             nonce,
@@ -300,16 +299,14 @@ impl Replica {
             client_table,
             request_queue: VecDeque::new(),
             pending: HashMap::new(),
-            acked: vec![0; n],
-            fast_retransmitted: vec![None; n],
-            follower_stall_ticks: vec![0; n],
-            idle_ticks: 0,
-            retransmit_ticks: 0,
-            commit_ticks_x8: 0,
-            leader_silent_ticks: 0,
+            progress: vec![Progress::new(prepare_timeout_ticks); n],
+            heartbeat_timeout: Timeout::new(config.heartbeat_interval_ticks),
+            prepare_timeout: Timeout::new(prepare_timeout_ticks),
+            commit_ticks_x8,
+            leader_timeout: Timeout::new(config.view_change_timeout_ticks),
             prepare_buffer: BTreeMap::new(),
             commit_seen: 0,
-            state_transfer_ticks: None,
+            state_transfer_timeout: Timeout::new(config.resend_interval_ticks),
             state_transfer_attempts: 0,
             paging: false,
             page_ticks_x8: 0,
@@ -323,15 +320,14 @@ impl Replica {
             start_view_change_from: vec![false; n],
             do_view_change_from: vec![None; n],
             do_view_change_sent: false,
-            view_change_ticks: 0,
-            view_change_timeout_ticks: config.view_change_timeout_ticks,
+            view_change_timeout: Timeout::new(config.view_change_timeout_ticks),
+            view_change_resend_timeout: Timeout::new(config.resend_interval_ticks),
             view_change_attempts: 0,
-            leader_timeout_ticks: config.view_change_timeout_ticks,
-            resend_ticks: 0,
             rng: nonce ^ 0x9e37_79b9_7f4a_7c15,
             recovery_responses: vec![None; n],
             recovering_peers: vec![false; n],
-            recovering_ticks: 0,
+            recovery_resend_timeout: Timeout::started(config.resend_interval_ticks),
+            boot_wait_timeout: Timeout::started(config.boot_wait_ticks),
             peer_nonces: vec![None; n],
             booted_with: vec![None; n],
             peer_state: vec![None; n],
@@ -587,7 +583,7 @@ impl Replica {
         if !acked.is_empty() {
             // The kernel took these Prepares from the leader of our view on
             // our behalf: we heard from the leader.
-            self.leader_silent_ticks = 0;
+            self.leader_timeout.reset();
         }
         for prepare in acked {
             assert_eq!(prepare.view, arm.view, "kernel acked another view");
@@ -638,7 +634,7 @@ impl Replica {
 
     /// Whether the next tick could start a view change (armed => normal follower).
     fn tick_needs_disarm(&self) -> bool {
-        self.leader_silent_ticks + 1 >= self.leader_timeout_ticks
+        self.leader_timeout.fires_on_next_tick()
     }
 
     /// End of every input: arm the kernel when allowed, bound the output,
@@ -709,6 +705,37 @@ impl Replica {
             self.view_change_attempts = 0;
         }
         self.status = to;
+        self.start_timeouts();
+    }
+
+    /// Starts the timeouts of the status and role we are in, from zero, and
+    /// stops the others: each runs only where its handler applies. (Called
+    /// on every change of status, which follows every change of view, so
+    /// a new view's timeouts start from zero too. The state-transfer
+    /// timeout runs while a transfer is wanted, the snapshot ones with
+    /// their snapshot.)
+    fn start_timeouts(&mut self) {
+        let leader = self.is_leader();
+        let follower = self.status == Status::Normal && !leader;
+        let view_change = self.status == Status::ViewChange;
+        let recovering = self.status == Status::Recovering;
+        let progress = self.progress.iter_mut().map(|p| (&mut p.timeout, leader));
+        let timeouts = [
+            (&mut self.heartbeat_timeout, leader),
+            (&mut self.prepare_timeout, leader),
+            (&mut self.leader_timeout, follower),
+            (&mut self.view_change_timeout, view_change),
+            (&mut self.view_change_resend_timeout, view_change),
+            (&mut self.recovery_resend_timeout, recovering),
+            (&mut self.boot_wait_timeout, recovering),
+        ];
+        for (timeout, runs) in timeouts.into_iter().chain(progress) {
+            if runs {
+                timeout.start();
+            } else {
+                timeout.stop();
+            }
+        }
     }
 
     pub(super) fn set_view(&mut self, view: u64) {
@@ -722,9 +749,8 @@ impl Replica {
 
     /// Per-view state starts over.
     pub(super) fn view_reset(&mut self) {
-        self.acked.iter_mut().for_each(|a| *a = 0);
-        self.fast_retransmitted.iter_mut().for_each(|a| *a = None);
-        self.follower_stall_ticks.iter_mut().for_each(|t| *t = 0);
+        // (Timeouts start over with the status that follows: set_status.)
+        self.progress.iter_mut().for_each(Progress::reset);
         self.start_view_change_from.iter_mut().for_each(|v| *v = false);
         self.do_view_change_from.iter_mut().for_each(|d| *d = None);
         self.do_view_change_sent = false;
@@ -732,106 +758,73 @@ impl Replica {
         self.request_queue.clear();
         self.pending.clear();
         self.commit_seen = self.commit;
-        self.state_transfer_ticks = None;
-        self.paging = false;
+        self.stop_state_transfer();
         self.joining_view = false;
         self.repair_pending = false;
-        self.idle_ticks = 0;
-        self.retransmit_ticks = 0;
-        self.leader_silent_ticks = 0;
-        self.view_change_ticks = 0;
-        self.resend_ticks = 0;
-        self.reset_leader_timeout();
+        self.draw_leader_timeout();
     }
 
+    /// One tick passed: every running timeout counts it, then the handler
+    /// of each that fired runs, in the order below. A timeout runs only in
+    /// the status and role it belongs to (`start_timeouts`), so no handler
+    /// runs outside them.
     fn tick(&mut self, out: &mut Vec<Action>) {
-        if self.status != Status::Recovering {
-            self.snapshot_tick(out);
+        // Snapshot streaming first: a pull given up now lets the state
+        // transfer timeout (paused while a pull runs) count this tick.
+        if let Some(snapshot) = self.snapshot_out.as_mut() {
+            snapshot.timeout.tick();
         }
-        match self.status {
-            Status::Normal if self.is_leader() => {
-                self.idle_ticks += 1;
-                self.retransmit_ticks += 1;
-                let timeout = self.prepare_timeout_ticks();
-                if self.op > self.commit && self.retransmit_ticks >= timeout {
-                    // (The commit-time EWMA samples at most one timeout.)
-                    self.retransmit_ticks = 0;
-                }
-                self.on_follower_ticks(timeout, out);
-                if self.idle_ticks >= self.config.heartbeat_interval_ticks {
-                    self.send_commit(out);
-                }
-            }
-            Status::Normal => {
-                self.leader_silent_ticks += 1;
-                // Without our state we cannot help a view change: we only
-                // follow the views the others start (see send_do_view_change).
-                if self.leader_silent_ticks >= self.leader_timeout_ticks && !self.recovered_without_state {
-                    let leader = Some(self.leader_of(self.view));
-                    self.start_view_change(self.view + 1, "timeout: nothing from the leader", leader, out);
-                    return;
-                }
-                if !self.joining_view && self.commit_seen <= self.op {
-                    // Retransmitted Prepares filled the gap first.
-                    self.state_transfer_ticks = None;
-                    self.paging = false;
-                }
-                let timeout = self.state_transfer_timeout_ticks();
-                if let Some(ticks) = self.state_transfer_ticks.as_mut().filter(|_| self.snapshot_in.is_none())
-                {
-                    // (Paused while a snapshot is being pulled.)
-                    *ticks += 1;
-                    if *ticks >= timeout {
-                        self.send_get_state(out);
-                    }
-                }
-            }
-            Status::ViewChange => {
-                self.view_change_ticks += 1;
-                self.resend_ticks += 1;
-                if self.view_change_ticks >= self.view_change_timeout_ticks && !self.recovered_without_state {
-                    // The new view did not form (its leader may be down).
-                    let leader = Some(self.leader_of(self.view));
-                    self.start_view_change(
-                        self.view + 1,
-                        "timeout: the view change did not complete",
-                        leader,
-                        out,
-                    );
-                } else if self.view_change_ticks >= self.view_change_timeout_ticks {
-                    // Amnesic, so we may not start a higher view; but we
-                    // followed one whose starter may have crashed and
-                    // recovered into an older view, leaving us alone in it
-                    // (the others never heard of it). Announce the view
-                    // change we are in: the others join it (and escalate
-                    // past it if it cannot form), or, already past it, lead
-                    // us into theirs. Without this we waited forever.
-                    self.view_change_ticks = 0;
-                    let message = Message::StartViewChange(StartViewChange {
-                        view: self.view,
-                        replica: self.config.index,
-                    });
-                    out.push(Action::SendAll { message });
-                } else if self.resend_ticks >= self.config.resend_interval_ticks {
-                    self.resend_ticks = 0;
-                    self.send_start_view_change(out);
-                    if self.do_view_change_sent {
-                        self.send_do_view_change(out);
-                    }
-                    if self.repair_pending {
-                        // The repair's GetState or NewState may be lost.
-                        self.repair_pending = false;
-                        self.try_start_view(out);
-                    }
-                }
-            }
-            Status::Recovering => {
-                self.recovering_ticks += 1;
-                self.resend_ticks += 1;
-                if self.resend_ticks >= self.config.resend_interval_ticks {
-                    self.send_recovery(out);
-                }
-            }
+        if let Some(pull) = self.snapshot_in.as_mut() {
+            pull.timeout.tick();
+        }
+        if self.snapshot_out.as_ref().is_some_and(|s| s.timeout.fired()) {
+            self.on_snapshot_out_timeout();
+        }
+        if self.snapshot_in.as_ref().is_some_and(|s| s.timeout.fired()) {
+            self.on_snapshot_in_timeout(out);
+        }
+
+        self.heartbeat_timeout.tick();
+        self.prepare_timeout.tick();
+        self.progress.iter_mut().for_each(|p| p.timeout.tick());
+        self.leader_timeout.tick();
+        if self.snapshot_in.is_none() {
+            // (Paused while a snapshot is being pulled.)
+            self.state_transfer_timeout.tick();
+        }
+        self.view_change_timeout.tick();
+        self.view_change_resend_timeout.tick();
+        self.recovery_resend_timeout.tick();
+        self.boot_wait_timeout.tick();
+
+        // Leader.
+        if self.prepare_timeout.fired() {
+            self.on_prepare_timeout();
+        }
+        self.on_progress_timeouts(out);
+        if self.heartbeat_timeout.fired() {
+            self.on_heartbeat_timeout(out);
+        }
+        // Follower.
+        if self.leader_timeout.fired() {
+            self.on_leader_timeout(out);
+        }
+        if self.state_transfer_timeout.ticking() && !self.joining_view && self.commit_seen <= self.op {
+            // Retransmitted Prepares filled the gap first.
+            self.stop_state_transfer();
+        }
+        if self.state_transfer_timeout.fired() {
+            self.on_state_transfer_timeout(out);
+        }
+        // View change: one of its timeouts a tick.
+        if self.view_change_timeout.fired() {
+            self.on_view_change_timeout(out);
+        } else if self.view_change_resend_timeout.fired() {
+            self.on_view_change_resend_timeout(out);
+        }
+        // Recovering.
+        if self.recovery_resend_timeout.fired() {
+            self.on_recovery_resend_timeout(out);
         }
     }
 
@@ -869,7 +862,7 @@ impl Replica {
         }
         if self.joining_view {
             assert!(self.status == Status::Normal && !self.is_leader());
-            assert!(self.state_transfer_ticks.is_some(), "catching up without asking");
+            assert!(self.state_transfer_timeout.ticking(), "catching up without asking");
             assert!(self.commit <= self.catch_up_verified, "executed past the pages installed");
             assert!(self.catch_up_verified <= self.op);
         }
@@ -881,6 +874,21 @@ impl Replica {
         }
         if self.repair_pending {
             assert!(self.status == Status::ViewChange && self.leader_of(self.view) == self.config.index);
+        }
+        if self.paging {
+            assert!(self.state_transfer_timeout.ticking(), "paging without asking");
+        }
+        // Each timeout runs in its status and role only (start_timeouts).
+        let leader = self.is_leader();
+        assert_eq!(self.heartbeat_timeout.ticking(), leader);
+        assert_eq!(self.prepare_timeout.ticking(), leader);
+        assert!(self.progress.iter().all(|p| p.timeout.ticking() == leader));
+        assert_eq!(self.leader_timeout.ticking(), self.status == Status::Normal && !leader);
+        assert_eq!(self.view_change_timeout.ticking(), self.status == Status::ViewChange);
+        assert_eq!(self.view_change_resend_timeout.ticking(), self.status == Status::ViewChange);
+        assert_eq!(self.recovery_resend_timeout.ticking(), self.status == Status::Recovering);
+        if self.state_transfer_timeout.ticking() {
+            assert!(self.status == Status::Normal && !leader, "state transfer off a normal follower");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::client_table::{checkpoint_digest, CheckpointStream};
 use super::replica::Replica;
+use super::timeout::Timeout;
 use super::{Action, Status};
 use crate::wire::{
     self, LogEntry, Message, NewState, NewStateKind, SnapshotChunk, SnapshotRequest, StateBlob,
@@ -25,7 +26,9 @@ const SNAPSHOT_STALLS_MAX: u64 = 8;
 pub(super) struct SnapshotOut {
     pub(super) op: u64,
     pub(super) stream: CheckpointStream,
-    pub(super) idle_ticks: u64,
+    /// Runs from the last SnapshotRequest: one nobody pulls any more is
+    /// forgotten.
+    pub(super) timeout: Timeout,
 }
 
 /// A snapshot being pulled, window by window, from the replica that
@@ -46,7 +49,9 @@ pub(super) struct SnapshotIn {
     pub(super) next_missing: u64,
     /// Chunk index up to which windows were requested.
     pub(super) requested_until: u64,
-    pub(super) stall_ticks: u64,
+    /// Runs from the last chunk received: a stalled window is asked again.
+    pub(super) timeout: Timeout,
+    /// Timeouts in a row without a chunk.
     pub(super) stalls: u64,
 }
 
@@ -76,7 +81,8 @@ impl Replica {
             let Some(stream) = CheckpointStream::new(self.app.as_ref(), &self.client_table) else {
                 return; // No memory for it: another replica may answer.
             };
-            self.snapshot_out = Some(SnapshotOut { op: self.commit, stream, idle_ticks: 0 });
+            let timeout = Timeout::started(50 * self.config.resend_interval_ticks);
+            self.snapshot_out = Some(SnapshotOut { op: self.commit, stream, timeout });
         }
         let op = self.snapshot_out.as_ref().map_or(self.commit, |s| s.op);
         let state = StateBlob { checkpoint_op: op, snapshot: Vec::new(), entries: Vec::new() };
@@ -105,7 +111,7 @@ impl Replica {
             have_count: 0,
             next_missing: 0,
             requested_until: SNAPSHOT_WINDOW,
-            stall_ticks: 0,
+            timeout: Timeout::started(self.config.resend_interval_ticks),
             stalls: 0,
         });
         self.request_snapshot(0, out);
@@ -128,7 +134,7 @@ impl Replica {
         if m.replica != from || m.snapshot_op != snapshot.op || m.offset % SNAPSHOT_CHUNK_LEN != 0 {
             return;
         }
-        snapshot.idle_ticks = 0;
+        snapshot.timeout.reset();
         let total = snapshot.stream.len();
         snapshot.stream.encode_until(m.offset.saturating_add(SNAPSHOT_WINDOW * SNAPSHOT_CHUNK_LEN));
         // 0 until the whole snapshot is encoded: the chunks sent after that,
@@ -200,7 +206,7 @@ impl Replica {
         pull.bytes[m.offset as usize..m.offset as usize + m.data.len()].copy_from_slice(&m.data);
         pull.have[index as usize] = true;
         pull.have_count += 1;
-        pull.stall_ticks = 0;
+        pull.timeout.reset();
         pull.stalls = 0;
         let chunks = pull.have.len() as u64;
         while pull.next_missing < chunks && pull.have[pull.next_missing as usize] {
@@ -219,21 +225,16 @@ impl Replica {
         }
     }
 
-    /// Every tick: resend a stalled window from the first missing chunk;
-    /// forget an offered snapshot nobody pulls any more.
-    pub(super) fn snapshot_tick(&mut self, out: &mut Vec<Action>) {
-        if let Some(snapshot) = self.snapshot_out.as_mut() {
-            snapshot.idle_ticks += 1;
-            if snapshot.idle_ticks >= 50 * self.config.resend_interval_ticks {
-                self.snapshot_out = None;
-            }
-        }
+    /// Nobody pulled the snapshot we offered for a long time: forget it.
+    pub(super) fn on_snapshot_out_timeout(&mut self) {
+        self.snapshot_out = None;
+    }
+
+    /// No chunk for a resend interval: ask again from the first missing
+    /// chunk, or give up on the source after SNAPSHOT_STALLS_MAX stalls.
+    pub(super) fn on_snapshot_in_timeout(&mut self, out: &mut Vec<Action>) {
         let Some(pull) = self.snapshot_in.as_mut() else { return };
-        pull.stall_ticks += 1;
-        if pull.stall_ticks < self.config.resend_interval_ticks {
-            return;
-        }
-        pull.stall_ticks = 0;
+        pull.timeout.reset();
         pull.stalls += 1;
         if pull.stalls > SNAPSHOT_STALLS_MAX {
             // The source is gone or forgot the snapshot: the next GetState

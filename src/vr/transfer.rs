@@ -38,7 +38,6 @@ impl Replica {
         // Committed ops are the same in every view.
         self.catch_up_verified = self.commit;
         self.catch_up_target = target;
-        self.leader_silent_ticks = 0;
         self.state_transfer_attempts = 0;
         self.send_get_state(out);
     }
@@ -47,7 +46,7 @@ impl Replica {
     /// retransmit committed ops) asks for state, at most once per resend
     /// interval.
     pub(super) fn want_state_if_behind(&mut self, out: &mut Vec<Action>) {
-        if self.commit_seen > self.op && self.state_transfer_ticks.is_none() {
+        if self.commit_seen > self.op && !self.state_transfer_timeout.ticking() {
             self.state_transfer_attempts = 0;
             let small_gap = !self.joining_view
                 && !self.prepare_buffer.is_empty()
@@ -59,7 +58,7 @@ impl Replica {
                 // arrive (at 10% loss most attempts failed and waited out a
                 // resend interval). State transfer only if the gap is still
                 // open after resend_interval_ticks.
-                self.state_transfer_ticks = Some(0);
+                self.state_transfer_timeout.start();
             } else {
                 self.send_get_state(out);
             }
@@ -81,9 +80,27 @@ impl Replica {
         }
     }
 
+    /// Whether the outstanding GetState asks for a page: its timeout follows.
+    pub(super) fn set_paging(&mut self, paging: bool) {
+        self.paging = paging;
+        self.state_transfer_timeout.after = self.state_transfer_timeout_ticks();
+    }
+
+    /// No state transfer is wanted any more.
+    pub(super) fn stop_state_transfer(&mut self) {
+        self.state_transfer_timeout.stop();
+        self.set_paging(false);
+    }
+
+    /// The GetState went unanswered (or its answer was lost): ask again,
+    /// the next replica in turn.
+    pub(super) fn on_state_transfer_timeout(&mut self, out: &mut Vec<Action>) {
+        self.send_get_state(out);
+    }
+
     pub(super) fn send_get_state_to(&mut self, to: u8, out: &mut Vec<Action>) {
         self.stats.state_transfers += 1;
-        self.state_transfer_ticks = Some(0);
+        self.state_transfer_timeout.start();
         // Catching up, our suffix above the pages installed may be from an
         // older view: ask for what follows them.
         let op = if self.joining_view { self.catch_up_verified } else { self.op };
@@ -197,7 +214,7 @@ impl Replica {
         if self.status != Status::Normal || m.view != self.view || self.is_leader() {
             return;
         }
-        if self.state_transfer_ticks.is_none() || m.kind == NewStateKind::Repair || m.head < m.op {
+        if !self.state_transfer_timeout.ticking() || m.kind == NewStateKind::Repair || m.head < m.op {
             return; // Not asked for, not for us, or malformed.
         }
         if m.kind == NewStateKind::SnapshotOffer {
@@ -206,7 +223,7 @@ impl Replica {
             }
             return;
         }
-        let page_ticks = self.state_transfer_ticks.unwrap_or(0);
+        let page_ticks = self.state_transfer_timeout.ticks();
         if self.joining_view {
             self.on_catch_up_page(from, m, page_ticks, out);
             return;
@@ -224,8 +241,7 @@ impl Replica {
         self.prepare_buffer = held;
         self.prepare_buffer.retain(|op, _| *op > self.op);
         self.page_ticks_x8 = self.page_ticks_x8 - self.page_ticks_x8 / 8 + page_ticks;
-        self.paging = false;
-        self.state_transfer_ticks = None;
+        self.stop_state_transfer();
         self.commit_seen = self.commit_seen.max(m.commit);
         self.append_held();
         self.after_page(from, out);
@@ -245,7 +261,7 @@ impl Replica {
             return;
         }
         self.page_ticks_x8 = self.page_ticks_x8 - self.page_ticks_x8 / 8 + page_ticks;
-        self.paging = false;
+        self.set_paging(false);
         self.catch_up_verified = m.op;
         self.commit_seen = self.commit_seen.max(m.commit);
         // The answerer is a caught-up member (it does not answer while
@@ -266,7 +282,7 @@ impl Replica {
             if m.op < m.head || from != leader {
                 let to = if m.op < m.head { from } else { leader };
                 self.send_get_state_to(to, out);
-                self.paging = true;
+                self.set_paging(true);
             }
             return;
         }
@@ -277,7 +293,7 @@ impl Replica {
         self.catch_up_target = None;
         self.recovered_without_state = false;
         self.last_normal_view = self.view;
-        self.state_transfer_ticks = None;
+        self.stop_state_transfer();
         self.transition = ("caught up: a member of the view", Some(from));
         self.after_page(from, out);
     }
@@ -292,7 +308,7 @@ impl Replica {
             // One page of several (NEW_STATE_PAGE_BYTES): the next one at
             // once, from the same answerer, which has it.
             self.send_get_state_to(from, out);
-            self.paging = true;
+            self.set_paging(true);
         }
     }
 

@@ -1,5 +1,6 @@
 //! View change (VRR 4.2).
 
+use super::progress::Progress;
 use super::replica::Replica;
 use super::{Action, Status};
 use crate::wire::{DoViewChange, GetState, Message, StartView, StartViewChange, StateBlob};
@@ -10,9 +11,9 @@ use super::Bug;
 impl Replica {
     /// A fresh leader-silence timeout: the configured one plus up to a
     /// quarter of it at random.
-    pub(super) fn reset_leader_timeout(&mut self) {
+    pub(super) fn draw_leader_timeout(&mut self) {
         let base = self.config.view_change_timeout_ticks;
-        self.leader_timeout_ticks = base + self.random_below(base / 4 + 1);
+        self.leader_timeout.after = base + self.random_below(base / 4 + 1);
     }
 
     /// The next view-change attempt's timeout: doubles with each attempt in
@@ -22,7 +23,52 @@ impl Replica {
         let base = self.config.view_change_timeout_ticks;
         let attempts = self.view_change_attempts.min(3);
         self.view_change_attempts = self.view_change_attempts.saturating_add(1);
-        self.view_change_timeout_ticks = (base << attempts) + self.random_below(base / 2 + 1);
+        self.view_change_timeout.after = (base << attempts) + self.random_below(base / 2 + 1);
+    }
+
+    /// Follower: nothing from the leader for a whole leader timeout.
+    pub(super) fn on_leader_timeout(&mut self, out: &mut Vec<Action>) {
+        // Without our state we cannot help a view change: we only follow
+        // the views the others start (see send_do_view_change).
+        if self.recovered_without_state {
+            return;
+        }
+        let leader = Some(self.leader_of(self.view));
+        self.start_view_change(self.view + 1, "timeout: nothing from the leader", leader, out);
+    }
+
+    /// The new view did not form (its leader may be down).
+    pub(super) fn on_view_change_timeout(&mut self, out: &mut Vec<Action>) {
+        if !self.recovered_without_state {
+            let leader = Some(self.leader_of(self.view));
+            self.start_view_change(self.view + 1, "timeout: the view change did not complete", leader, out);
+            return;
+        }
+        // Without our state, so we may not start a higher view; but we
+        // followed one whose starter may have crashed and recovered into
+        // an older view, leaving us alone in it (the others never heard of
+        // it). Announce the view change we are in: the others join it (and
+        // escalate past it if it cannot form), or, already past it, lead us
+        // into theirs. Without this we waited forever.
+        self.view_change_timeout.reset();
+        let message =
+            Message::StartViewChange(StartViewChange { view: self.view, replica: self.config.index });
+        out.push(Action::SendAll { message });
+    }
+
+    /// Re-sends what the view change needs from us: its messages, or the
+    /// new leader's repair, may be lost.
+    pub(super) fn on_view_change_resend_timeout(&mut self, out: &mut Vec<Action>) {
+        self.view_change_resend_timeout.reset();
+        self.send_start_view_change(out);
+        if self.do_view_change_sent {
+            self.send_do_view_change(out);
+        }
+        if self.repair_pending {
+            // The repair's GetState or NewState may be lost.
+            self.repair_pending = false;
+            self.try_start_view(out);
+        }
     }
 
     pub(super) fn start_view_change(
@@ -223,7 +269,7 @@ impl Replica {
         self.set_status(Status::Normal);
         self.last_normal_view = self.view;
         self.stats.views_started += 1;
-        self.acked.iter_mut().for_each(|a| *a = 0);
+        self.progress.iter_mut().for_each(Progress::reset);
         // Requests prepared but not committed are in progress.
         let uncommitted = (self.commit - self.checkpoint_op) as usize;
         for entry in self.log.iter().skip(uncommitted) {
@@ -235,8 +281,6 @@ impl Replica {
         let message =
             StartView { view: self.view, op: self.op, commit: self.commit, state: self.state_suffix() };
         out.push(Action::SendAll { message: Message::StartView(message) });
-        self.idle_ticks = 0;
-        self.retransmit_ticks = 0;
         self.commit_quorum(out);
     }
 
@@ -270,7 +314,6 @@ impl Replica {
         self.set_status(Status::Normal);
         self.transition = ("StartView from the new leader", Some(from));
         self.last_normal_view = self.view;
-        self.leader_silent_ticks = 0;
         if self.op > self.commit {
             // Uncommitted ops need our ack in the new view.
             self.send_prepare_ok(out);
