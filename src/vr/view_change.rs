@@ -2,8 +2,8 @@
 
 use super::progress::Progress;
 use super::replica::Replica;
-use super::{Action, Status};
-use crate::wire::{DoViewChange, GetState, Message, StartView, StartViewChange, StateBlob};
+use super::{Action, Config, Status};
+use crate::wire::{DoViewChange, GetState, LogEntry, Message, StartView, StartViewChange, StateBlob};
 
 #[cfg(feature = "sim-bugs")]
 use super::Bug;
@@ -186,85 +186,55 @@ impl Replica {
         }
     }
 
-    /// New leader with f+1 DoViewChanges: the log with the largest
-    /// (last_normal_view, op) wins, commit is the largest commit.
-    ///
-    /// Why suffixes are enough: every committed op is in the chosen log
-    /// (VR's argument, unchanged). The new log is our committed prefix, then
-    /// the chosen log from our commit on. Ops above the chosen sender's
-    /// blob start come from its blob. Ops at or below it are at most its
-    /// commit, so committed, and any DoViewChange whose blob holds them at
-    /// or below its sender's commit has the one committed entry. If none
-    /// does (our commit lags more than the window), we fetch the committed
-    /// entries first (repair) and try again; no snapshot ever travels here.
+    /// New leader with f+1 DoViewChanges: adopts the log `choose_log`
+    /// picks (or first fetches the committed ops it lacks), then leads.
     fn start_view_as_leader(&mut self, out: &mut Vec<Action>) {
-        let received: Vec<&DoViewChange> = self.do_view_change_from.iter().flatten().collect();
-        #[allow(unused_mut)]
-        let mut best = received.iter().max_by_key(|d| (d.last_normal_view, d.op, d.replica)).copied();
-        #[cfg(feature = "sim-bugs")]
-        if self.config.bug == Some(Bug::ViewChangeWrongLog) {
-            best = received.iter().min_by_key(|d| (d.op, d.replica)).copied();
-        }
-        let Some(best) = best else { return };
-        let commit = received.iter().map(|d| d.commit).max().unwrap_or(0);
-        if commit > best.op {
-            // A replica committed ops beyond the chosen log's head: the log
-            // lacks committed ops (the catch-up invariant in `super` is
-            // broken). Clamping the commit would drop them for good; no
-            // view with this log (the change times out and escalates).
-            self.stats.view_change_refusals += 1;
-            return;
-        }
-        let mut entries = Vec::new();
-        let mut missing = false;
-        for op in self.commit + 1..=best.op {
-            let from_blob = |d: &DoViewChange, committed_only: bool| {
-                let blob = &d.state;
-                (op > blob.checkpoint_op && op <= d.op && (!committed_only || op <= d.commit))
-                    .then(|| blob.entries[(op - blob.checkpoint_op - 1) as usize].clone())
-            };
-            let entry = from_blob(best, false).or_else(|| received.iter().find_map(|d| from_blob(d, true)));
-            match entry {
-                Some(entry) => entries.push(entry),
-                None => {
-                    missing = true;
-                    break;
-                }
-            }
-        }
-        if missing {
-            // Our commit lags the window: fetch the committed ops we lack
-            // from the replica with the highest commit, then try again.
-            let Some(source) =
-                received.iter().filter(|d| d.replica != self.config.index).max_by_key(|d| d.commit)
-            else {
+        let chosen = match choose_log(&self.do_view_change_from, self.commit, &self.config) {
+            LogChoice::Log(chosen) => chosen,
+            LogChoice::Refused => {
+                // A replica committed ops beyond the chosen log's head: the
+                // log lacks committed ops (the catch-up invariant in `super`
+                // is broken). Clamping the commit would drop them for good;
+                // no view with this log (the change times out and escalates).
+                self.stats.view_change_refusals += 1;
                 return;
-            };
-            let source = source.replica;
-            if !self.repair_pending {
-                self.repair_pending = true;
-                self.stats.view_change_repairs += 1;
-                let message = Message::GetState(GetState {
-                    view: self.view,
-                    op: self.commit,
-                    replica: self.config.index,
-                });
-                out.push(Action::Send { to: source, message });
             }
-            return;
-        }
-        let (best_op, best_replica) = (best.op, best.replica);
-        if best_replica != self.config.index || commit > self.commit {
-            let blob = StateBlob { checkpoint_op: self.commit, snapshot: Vec::new(), entries };
-            if !self.install(&blob, best_op, commit) {
+            LogChoice::Repair { source } => {
+                self.request_repair(source, out);
+                return;
+            }
+            LogChoice::Nothing => return,
+        };
+        if chosen.from != self.config.index || chosen.commit > self.commit {
+            let blob =
+                StateBlob { checkpoint_op: self.commit, snapshot: Vec::new(), entries: chosen.entries };
+            if !self.install(&blob, chosen.op, chosen.commit) {
                 // Cannot adopt without losing committed ops (impossible in a
                 // correct cluster): let the view change escalate.
                 return;
             }
         }
+        self.lead_view(out);
+    }
+
+    /// Our commit lags the window: fetch the committed ops we lack from
+    /// `source` (the replica with the highest commit), then try again.
+    fn request_repair(&mut self, source: u8, out: &mut Vec<Action>) {
+        if self.repair_pending {
+            return;
+        }
+        self.repair_pending = true;
+        self.stats.view_change_repairs += 1;
+        let message =
+            Message::GetState(GetState { view: self.view, op: self.commit, replica: self.config.index });
+        out.push(Action::Send { to: source, message });
+    }
+
+    /// We hold the chosen log, so every committed op: normal status as the
+    /// leader, requests of the uncommitted ops in progress, StartView.
+    fn lead_view(&mut self, out: &mut Vec<Action>) {
         self.repair_pending = false;
         self.transition = ("f+1 DoViewChanges: new leader", None);
-        // We hold the chosen log: every committed op.
         self.recovered_without_state = false;
         self.set_status(Status::Normal);
         self.last_normal_view = self.view;
@@ -318,5 +288,129 @@ impl Replica {
             // Uncommitted ops need our ack in the new view.
             self.send_prepare_ok(out);
         }
+    }
+}
+
+/// The log a view starts with (see `choose_log`).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ChosenLog {
+    /// The DoViewChange whose log won.
+    pub(super) from: u8,
+    /// Its head: the new log's op.
+    pub(super) op: u64,
+    /// The largest commit among the DoViewChanges.
+    pub(super) commit: u64,
+    /// Ops from the new leader's commit + 1 to `op`.
+    pub(super) entries: Vec<LogEntry>,
+}
+
+/// What the DoViewChanges of a view decide.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum LogChoice {
+    Log(ChosenLog),
+    /// A DoViewChange's commit exceeds the chosen log's head.
+    Refused,
+    /// The new leader's commit lags the window: it needs the committed ops
+    /// it lacks from `source` first.
+    Repair {
+        source: u8,
+    },
+    /// No DoViewChange, or none from another replica to repair from.
+    Nothing,
+}
+
+/// The log a new leader (`config.index`, whose commit is `commit`) starts
+/// its view with, from the DoViewChanges received (by sender). Pure: it
+/// only reads them. The log with the largest (last_normal_view, op) wins,
+/// commit is the largest commit.
+///
+/// Why suffixes are enough: every committed op is in the chosen log
+/// (VR's argument, unchanged). The new log is our committed prefix, then
+/// the chosen log from our commit on. Ops above the chosen sender's
+/// blob start come from its blob. Ops at or below it are at most its
+/// commit, so committed, and any DoViewChange whose blob holds them at
+/// or below its sender's commit has the one committed entry. If none
+/// does (our commit lags more than the window), we fetch the committed
+/// entries first (repair) and try again; no snapshot ever travels here.
+pub(super) fn choose_log(
+    do_view_changes: &[Option<DoViewChange>],
+    commit: u64,
+    config: &Config,
+) -> LogChoice {
+    let received: Vec<&DoViewChange> = do_view_changes.iter().flatten().collect();
+    #[allow(unused_mut)]
+    let mut best = received.iter().max_by_key(|d| (d.last_normal_view, d.op, d.replica)).copied();
+    #[cfg(feature = "sim-bugs")]
+    if config.bug == Some(Bug::ViewChangeWrongLog) {
+        best = received.iter().min_by_key(|d| (d.op, d.replica)).copied();
+    }
+    let Some(best) = best else { return LogChoice::Nothing };
+    let chosen_commit = received.iter().map(|d| d.commit).max().unwrap_or(0);
+    if chosen_commit > best.op {
+        return LogChoice::Refused;
+    }
+    let mut entries = Vec::new();
+    for op in commit + 1..=best.op {
+        let from_blob = |d: &DoViewChange, committed_only: bool| {
+            let blob = &d.state;
+            (op > blob.checkpoint_op && op <= d.op && (!committed_only || op <= d.commit))
+                .then(|| blob.entries[(op - blob.checkpoint_op - 1) as usize].clone())
+        };
+        let entry = from_blob(best, false).or_else(|| received.iter().find_map(|d| from_blob(d, true)));
+        match entry {
+            Some(entry) => entries.push(entry),
+            None => {
+                // Repair from the replica with the highest commit.
+                let source = received.iter().filter(|d| d.replica != config.index).max_by_key(|d| d.commit);
+                return match source {
+                    Some(source) => LogChoice::Repair { source: source.replica },
+                    None => LogChoice::Nothing,
+                };
+            }
+        }
+    }
+    LogChoice::Log(ChosenLog { from: best.replica, op: best.op, commit: chosen_commit, entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{choose_log, LogChoice};
+    use crate::vr::Config;
+    use crate::wire::{DoViewChange, LogEntry, Request, StateBlob};
+
+    fn entry(op: u64, view: u64) -> LogEntry {
+        LogEntry { op, view, batch: vec![Request { client_id: 1, request_number: op, op: vec![view as u8] }] }
+    }
+
+    /// A DoViewChange whose blob holds ops from..=op, all written in `view`.
+    fn dvc(replica: u8, last_normal_view: u64, from: u64, op: u64, commit: u64) -> Option<DoViewChange> {
+        let entries = (from + 1..=op).map(|o| entry(o, last_normal_view)).collect();
+        let state = StateBlob { checkpoint_op: from, snapshot: Vec::new(), entries };
+        Some(DoViewChange { view: 5, last_normal_view, op, commit, replica, state })
+    }
+
+    #[test]
+    fn the_largest_last_normal_view_then_op_wins() {
+        let config = Config::new(3, 2);
+        // Replica 0 has the longer log of an older view; replica 1 the newer view.
+        let received = [dvc(0, 3, 0, 9, 4), dvc(1, 4, 0, 7, 5), None];
+        let LogChoice::Log(chosen) = choose_log(&received, 4, &config) else { panic!("no log chosen") };
+        assert_eq!((chosen.from, chosen.op, chosen.commit), (1, 7, 5));
+        assert_eq!(chosen.entries, (5..=7).map(|o| entry(o, 4)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_commit_beyond_the_chosen_head_is_refused() {
+        let config = Config::new(3, 2);
+        let received = [dvc(0, 4, 0, 7, 7), dvc(1, 3, 0, 9, 9), None];
+        assert_eq!(choose_log(&received, 0, &config), LogChoice::Refused);
+    }
+
+    #[test]
+    fn a_leader_behind_every_blob_repairs_from_the_highest_commit() {
+        let config = Config::new(3, 2);
+        // Both blobs start at op 10; our commit is 3.
+        let received = [dvc(0, 4, 10, 20, 15), dvc(1, 4, 10, 18, 17), dvc(2, 2, 0, 3, 3)];
+        assert_eq!(choose_log(&received, 3, &config), LogChoice::Repair { source: 1 });
     }
 }
