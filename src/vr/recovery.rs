@@ -90,14 +90,27 @@ impl Replica {
         if self.status != Status::Recovering || m.nonce != self.nonce || m.replica != from {
             return;
         }
-        let replica = from as usize;
         if m.status == BOOTED_WITH_YOU {
             // Our incarnation was counted in a boot: join it (see electrode.h).
-            self.peer_nonces[replica] = Some(m.op);
-            self.recovering_peers[replica] = true;
+            self.peer_nonces[from as usize] = Some(m.op);
+            self.recovering_peers[from as usize] = true;
             self.boot("booted: a peer booted counting this incarnation in (first start)");
             return;
         }
+        if !self.record_recovery_response(from, m) {
+            return;
+        }
+        // The boot rule decides first; the recovery rule only if it did not.
+        if !self.try_boot(out) {
+            self.try_recover(out);
+        }
+    }
+
+    /// Notes what a peer answered our Recovery: whether it holds state,
+    /// and whether it is recovering or normal (a normal answer counts for
+    /// recovery). False for a status we do not know.
+    fn record_recovery_response(&mut self, from: u8, m: RecoveryResponse) -> bool {
+        let replica = from as usize;
         if m.status != Status::Recovering.wire() && (m.view > 0 || m.op > 0) {
             // The peer holds state. Remembered for this incarnation (a later
             // "recovering" answer may be an older one, reordered).
@@ -120,9 +133,9 @@ impl Replica {
         } else if m.status == Status::ViewChange.wire() {
             self.recovering_peers[replica] = false;
         } else {
-            return;
+            return false;
         }
-        self.try_recover(out);
+        true
     }
 
     /// The most advanced peer that told us it holds state (view > 0 or a
@@ -132,8 +145,12 @@ impl Replica {
         self.peer_state.iter().flatten().copied().max_by_key(|p| (p.view, p.op, p.replica))
     }
 
-    /// Recovers (f+1 normal answers including the leader's), boots (every
-    /// other replica answered that it is without memory), or waits.
+    /// The boot rule: boots when every other replica answered that it is
+    /// without memory and none holds state; with f others without memory
+    /// beside a holder, waits (blocked), or with `accept_data_loss` after
+    /// boot_wait_ticks joins a view change with an empty log. Returns
+    /// whether it decided (booted or blocked); if not, the recovery rule
+    /// applies.
     ///
     /// Booting needs every peer's word: a replica without memory cannot
     /// tell a first start from a restart, and a peer that did not answer
@@ -143,7 +160,7 @@ impl Replica {
     /// protocol can tell which ops were acknowledged: the replica waits
     /// (blocked beats wrong) until the operator decides
     /// (`Config::accept_data_loss`).
-    fn try_recover(&mut self, out: &mut Vec<Action>) {
+    fn try_boot(&mut self, out: &mut Vec<Action>) -> bool {
         let recovering = self.recovering_peers.iter().filter(|r| **r).count();
         #[allow(unused_mut)]
         let mut holder = self.state_holder();
@@ -163,7 +180,7 @@ impl Replica {
             if self.config.accept_data_loss && self.boot_wait_timeout.fired() {
                 self.accept_data_loss(holder, out);
             }
-            return;
+            return true;
         }
         let others = usize::from(self.config.replica_count) - 1;
         #[allow(unused_mut)]
@@ -183,8 +200,14 @@ impl Replica {
                 "booted: no replica holds state (a first start; in-memory data does not survive a restart \
                  of every replica)",
             );
-            return;
+            return true;
         }
+        false
+    }
+
+    /// The recovery rule (VRR 4.3): recovers from f+1 normal answers
+    /// including the one of the leader of the highest view among them.
+    fn try_recover(&mut self, out: &mut Vec<Action>) {
         let normal = self.recovery_responses.iter().flatten().count();
         if normal < self.f() + 1 {
             return;
