@@ -1,6 +1,11 @@
 //! One VR replica: normal operation, view change, state transfer, recovery
 //! and checkpoints (VRR sections 4 and 5), as a pure state machine.
 //!
+//! This file holds the `Replica` struct, its inputs and outputs, the only
+//! places that change status and view, `tick` and `invariants`; the
+//! protocol's parts are `impl Replica` blocks in the sibling files (see the
+//! map in `super`).
+//!
 //! Inputs: [`Replica::start`] (once, sends the first Recovery),
 //! [`Replica::on_request`], [`Replica::on_message`], [`Replica::on_tick`],
 //! [`Replica::on_kernel_disarmed`] and [`Replica::on_kernel_prepares`].
@@ -19,15 +24,22 @@
 //! Committed log entries never change: the only log mutators (`append`,
 //! `truncate_log`, `install`) assert that they leave ops <= commit alone.
 //!
-//! Kernel handover (contract in `super`): while armed, an input that would
-//! change view, status or log position is kept in `deferred` and answered
-//! with `Action::KernelDisarm`. Until `on_kernel_disarmed` arrives, further
-//! messages and requests are dropped (the network may lose them anyway) and
-//! ticks are ignored; the runtime disarms promptly.
+//! Kernel handover (contract in `super`, code in `kernel.rs`): while armed,
+//! an input that would change view, status or log position is kept in
+//! `deferred` and answered with `Action::KernelDisarm`. Until
+//! `on_kernel_disarmed` arrives, further messages and requests are dropped
+//! (the network may lose them anyway) and ticks are ignored; the runtime
+//! disarms promptly.
+//!
+//! Timers: every timer is a `Timeout` field that runs only in the status
+//! and role it belongs to (`start_timeouts`, called by `set_status`);
+//! `tick` counts them all and calls the `on_<name>_timeout` handler of each
+//! that fired.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::client_table::ClientTable;
+use super::kernel::Deferred;
 use super::progress::{prepare_timeout_ticks, Progress};
 use super::recovery::{PeerState, BOOTED_WITH_YOU};
 use super::snapshot::{SnapshotIn, SnapshotOut, SNAPSHOT_WINDOW};
@@ -35,19 +47,6 @@ use super::timeout::Timeout;
 use super::{Action, Config, KernelArm, Status};
 use crate::app::{fnv1a, App, FNV_OFFSET};
 use crate::wire::{self, DoViewChange, LogEntry, Message, Prepare, RecoveryResponse, Request, StateBlob};
-
-/// An input kept while the kernel is being disarmed.
-#[derive(Debug)]
-pub(super) enum Deferred {
-    Message {
-        from: u8,
-        message: Message,
-    },
-    Tick,
-    /// Kernel-acked entries reached Prepares we hold in prepare_buffer:
-    /// take the log position back from the kernel to append them.
-    Buffered,
-}
 
 /// Views, ops and commits a replica accepts from the network are below
 /// this (2^62): a cluster needs centuries to get there, and everything the
@@ -157,7 +156,8 @@ pub struct Replica {
     pub(super) state_transfer_attempts: u64,
     /// Whether the outstanding GetState asks for the next page of a log
     /// suffix (on_new_state): its answer is one short NewState, so it is
-    /// re-sent after page_timeout_ticks, not resend_interval_ticks.
+    /// re-sent after a page timeout (state_transfer_timeout_ticks), not
+    /// resend_interval_ticks.
     pub(super) paging: bool,
     /// Smoothed ticks from a GetState to its page, times 8 (as commit_ticks_x8).
     pub(super) page_ticks_x8: u64,
@@ -220,7 +220,7 @@ pub struct Replica {
     /// Per peer, the most state it told us it holds (answers with view > 0
     /// or op > 0), for this incarnation: any of it forbids booting.
     pub(super) peer_state: Vec<Option<PeerState>>,
-    /// Recovering and blocked (see try_recover): the most advanced holder.
+    /// Recovering and blocked (see try_boot): the most advanced holder.
     pub(super) recovery_blocked: Option<PeerState>,
 
     // Kernel fast path.
@@ -251,7 +251,7 @@ pub struct ReplicaStats {
     /// View changes whose new leader fetched committed ops it lacked.
     pub view_change_repairs: u64,
     /// View changes refused because a DoViewChange's commit exceeded the
-    /// chosen log's head (see start_view_as_leader): 0 in a correct cluster.
+    /// chosen log's head (see choose_log): 0 in a correct cluster.
     pub view_change_refusals: u64,
     /// Snapshots pulled completely, verified and installed.
     pub snapshots_installed: u64,
@@ -537,106 +537,6 @@ impl Replica {
         self.finish(start, out);
     }
 
-    /// The kernel stopped acking; `acked` are the Prepares it acked since the
-    /// last delivery, in op order. They are appended (they were acked, so
-    /// they must be in the log), then the deferred input is processed.
-    pub fn on_kernel_disarmed(&mut self, acked: Vec<Prepare>, out: &mut Vec<Action>) {
-        assert!(self.kernel_disarming, "on_kernel_disarmed without KernelDisarm");
-        let start = out.len();
-        let arm = self.kernel_armed.take();
-        self.kernel_disarming = false;
-        if let Some(arm) = arm {
-            self.append_kernel_prepares(arm, acked);
-            // Held Prepares may continue the log now.
-            if self.status == Status::Normal && !self.joining_view {
-                self.accept_buffered(out);
-            }
-        }
-        match self.deferred.take() {
-            Some(Deferred::Message { from, message }) => self.dispatch(from, message, out),
-            Some(Deferred::Tick) => self.tick(out),
-            Some(Deferred::Buffered) | None => {}
-        }
-        self.finish(start, out);
-    }
-
-    /// Prepares the armed kernel acked, delivered while it stays armed (the
-    /// runtime drains the ring buffer now and then). Appends them and learns
-    /// their commit numbers; the kernel keeps acking from its own next op.
-    pub fn on_kernel_prepares(&mut self, acked: Vec<Prepare>, out: &mut Vec<Action>) {
-        let start = out.len();
-        if let Some(arm) = self.kernel_armed {
-            self.append_kernel_prepares(arm, acked);
-            if !self.kernel_disarming && self.prepare_buffer.contains_key(&(self.op + 1)) {
-                // The kernel filled the gap in front of Prepares it passed
-                // to us earlier; it expects the op we already hold, so take
-                // the log position back, append them, and re-arm past them.
-                self.disarm(Deferred::Buffered, out);
-            }
-        } else {
-            assert!(acked.is_empty(), "kernel prepares while not armed");
-        }
-        self.finish(start, out);
-    }
-
-    fn append_kernel_prepares(&mut self, arm: KernelArm, acked: Vec<Prepare>) {
-        if !acked.is_empty() {
-            // The kernel took these Prepares from the leader of our view on
-            // our behalf: we heard from the leader.
-            self.leader_timeout.reset();
-        }
-        for prepare in acked {
-            assert_eq!(prepare.view, arm.view, "kernel acked another view");
-            assert_eq!(prepare.view, self.view);
-            if prepare.op <= self.op {
-                continue;
-            }
-            assert_eq!(prepare.op, self.op + 1, "kernel acked out of order");
-            self.commit_seen = self.commit_seen.max(prepare.commit);
-            self.push_entry(LogEntry { op: prepare.op, view: prepare.view, batch: prepare.batch });
-        }
-        self.execute_through(self.commit_seen, false, &mut Vec::new());
-    }
-
-    fn disarm(&mut self, deferred: Deferred, out: &mut Vec<Action>) {
-        assert!(self.kernel_armed.is_some());
-        assert!(self.deferred.is_none());
-        out.push(Action::KernelDisarm);
-        self.kernel_disarming = true;
-        self.deferred = Some(deferred);
-    }
-
-    /// Whether handling `message` (as an armed normal follower) could change
-    /// view, status or log position.
-    fn message_needs_disarm(&self, message: &Message) -> bool {
-        match message {
-            // One past a gap too: the kernel stays disarmed until the gap
-            // fills (finish), see there.
-            Message::Prepare(m) => m.view > self.view || (m.view == self.view && m.op > self.op),
-            Message::Commit(m) => m.view > self.view,
-            Message::StartViewChange(m) => m.view > self.view,
-            Message::DoViewChange(m) => m.view > self.view,
-            Message::StartView(m) => m.view > self.view,
-            Message::NewState(m) => m.view == self.view,
-            // The last chunk installs the snapshot.
-            Message::SnapshotChunk(_) => self.snapshot_in.is_some(),
-            Message::SnapshotRequest(_) => false,
-            Message::Request(_)
-            | Message::Reply(_)
-            | Message::PrepareOk(_)
-            | Message::GetState(_)
-            | Message::Recovery(_)
-            | Message::RecoveryResponse(_)
-            | Message::StatusRequest(_)
-            | Message::StatusReply(_) => false,
-        }
-    }
-
-    /// Whether the next tick could start a view change (armed => normal follower).
-    fn tick_needs_disarm(&self) -> bool {
-        self.leader_timeout.fires_on_next_tick()
-    }
-
     /// End of every input: arm the kernel when allowed, bound the output,
     /// check invariants.
     ///
@@ -664,7 +564,7 @@ impl Replica {
         self.invariants();
     }
 
-    fn dispatch(&mut self, from: u8, message: Message, out: &mut Vec<Action>) {
+    pub(super) fn dispatch(&mut self, from: u8, message: Message, out: &mut Vec<Action>) {
         match message {
             Message::Prepare(m) => self.on_prepare(from, m, out),
             Message::PrepareOk(m) => self.on_prepare_ok(from, m, out),
@@ -768,7 +668,7 @@ impl Replica {
     /// of each that fired runs, in the order below. A timeout runs only in
     /// the status and role it belongs to (`start_timeouts`), so no handler
     /// runs outside them.
-    fn tick(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn tick(&mut self, out: &mut Vec<Action>) {
         // Snapshot streaming first: a pull given up now lets the state
         // transfer timeout (paused while a pull runs) count this tick.
         if let Some(snapshot) = self.snapshot_out.as_mut() {
