@@ -11,6 +11,7 @@ use super::Bug;
 /// incarnation in (ELECTRODE_STATUS_BOOTED_WITH_YOU).
 pub(super) const BOOTED_WITH_YOU: u8 = wire::consts::STATUS_BOOTED_WITH_YOU as u8;
 
+/// What a peer told a recovering replica about the state it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerState {
     pub replica: u8,

@@ -241,7 +241,6 @@ pub struct Replica {
     pub stats: ReplicaStats,
 }
 
-/// What a peer told a recovering replica about the state it holds.
 /// Counters for the runtime's status output and the simulator's totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaStats {
