@@ -77,11 +77,48 @@
 //! Amnesic replicas (recovered, state not yet installed) take no part in
 //! view changes; more than f of them at once block the cluster (see the
 //! boot rule above) instead of serving another history.
+//!
+//! WHERE THINGS ARE. One `Replica` struct, its `impl` split by concern:
+//! - `replica.rs`: the struct and its fields, `new`, accessors, the inputs
+//!   (`start`, `on_request`, `on_message`, `on_tick`), `finish` (arms the
+//!   kernel, bounds the output, checks invariants) and `dispatch`, `set_status`/`set_view`/`view_reset` (the only
+//!   places that change status and view, and start the timers), `tick`
+//!   (counts every timer, calls the handlers of those that fired) and
+//!   `invariants`;
+//! - `kernel.rs`: the kernel handover (`on_kernel_disarmed`,
+//!   `on_kernel_prepares`, which inputs need a disarm first);
+//! - `log.rs`: the log (append, truncate, trim at checkpoints, entry
+//!   lookup, its bounds), the suffix a view change carries, `install`;
+//! - `normal.rs`: normal operation: client requests and replies, Prepares
+//!   and acks, Commits and heartbeats, `execute_through`;
+//! - `progress.rs`: the leader's view of its followers (`Progress`: acks,
+//!   fast retransmission, per-follower retransmission timeout), the commit
+//!   quorum and the commit-time estimate;
+//! - `view_change.rs`: StartViewChange/DoViewChange/StartView, the view
+//!   change timeouts, the pure `choose_log` and the new leader's repair;
+//! - `transfer.rs`: state transfer by pages (GetState/NewState), joining a
+//!   view that formed without us, repair answers;
+//! - `snapshot.rs`: snapshot streaming beyond the log (offer, windowed
+//!   pull, chunks, install);
+//! - `recovery.rs`: Recovery/RecoveryResponse, the boot rule (`try_boot`)
+//!   and the recovery rule (`try_recover`);
+//! - `timeout.rs`: `Timeout`, a timer counted in ticks;
+//! - `client_table.rs`: at-most-once replies and the checkpoint encoding.
 
 pub mod client_table;
+mod kernel;
+mod log;
+mod normal;
+mod progress;
+mod recovery;
 pub mod replica;
+mod snapshot;
+mod timeout;
+mod transfer;
+mod view_change;
 
-pub use replica::{batch_digest, PeerState, Replica, ReplicaStats};
+pub use recovery::PeerState;
+pub use replica::{batch_digest, Replica, ReplicaStats};
 
 /// Test-only fault injection (feature `sim-bugs`, enabled for `cargo test`
 /// through the self dev-dependency): each variant breaks one VR rule so the
