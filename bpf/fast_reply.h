@@ -213,12 +213,12 @@ static __always_inline __u32 fr_recheck(struct electrode_follower_state *state,
 
 	bpf_spin_lock(&state->lock);
 	if (!state->armed)
-		reason = ELECTRODE_CNT_PASS_DISARMED;
+		reason = ELECTRODE_CNT_REPLY_PASS_DISARMED;
 	else if (state->view != s->view || state->leader_ip != s->leader_ip ||
 		 state->leader_port != s->leader_port || state->leader_index != s->leader_index)
-		reason = ELECTRODE_CNT_PASS_VIEW; /* re-armed for another view meanwhile */
+		reason = ELECTRODE_CNT_REPLY_PASS_VIEW; /* re-armed for another view meanwhile */
 	else if (state->next_op != op)
-		reason = ELECTRODE_CNT_PASS_GAP;  /* another CPU acked this op first */
+		reason = ELECTRODE_CNT_REPLY_PASS_GAP;  /* another CPU acked this op first */
 	else
 		state->next_op = op + 1;
 	bpf_spin_unlock(&state->lock);
@@ -239,39 +239,39 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 
 	struct electrode_follower_state *state = bpf_map_lookup_elem(&follower_state, &key);
 	if (!state) {
-		count(ELECTRODE_CNT_PASS_DISARMED); /* cannot happen: a 1-entry array */
+		count(ELECTRODE_CNT_REPLY_PASS_DISARMED); /* cannot happen: a 1-entry array */
 		return XDP_PASS;
 	}
 	fr_read(state, &s);
 	if (!s.armed) {
-		count(ELECTRODE_CNT_PASS_DISARMED);
+		count(ELECTRODE_CNT_REPLY_PASS_DISARMED);
 		return XDP_PASS;
 	}
 	/* The membership rule (electrode.h) for the leader's id, and the
 	 * address user space armed (the same configured one). */
 	if (p->ip->saddr != s.leader_ip || p->udp->source != s.leader_port ||
 	    p->hdr->sender != s.leader_index || !from_member(p, s.leader_index)) {
-		count(ELECTRODE_CNT_PASS_NOT_LEADER);
+		count(ELECTRODE_CNT_REPLY_PASS_NOT_LEADER);
 		return XDP_PASS;
 	}
 	if (bpf_be64_to_cpu(p->hdr->view) != s.view) {
-		count(ELECTRODE_CNT_PASS_VIEW);
+		count(ELECTRODE_CNT_REPLY_PASS_VIEW);
 		return XDP_PASS;
 	}
 	if (p->ip->ihl != 5) {
-		count(ELECTRODE_CNT_PASS_IP_OPTIONS);
+		count(ELECTRODE_CNT_REPLY_PASS_IP_OPTIONS);
 		return XDP_PASS;
 	}
 	struct electrode_prepare *prepare =
 		ptr_at(data, data_end, p->hdr_off + sizeof(struct electrode_hdr), sizeof(*prepare));
 	if (!prepare) {
-		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse checked body_min */
+		count(ELECTRODE_CNT_CLASSIFY_MALFORMED); /* cannot happen: parse checked body_min */
 		return XDP_PASS;
 	}
 	/* Never ack what user space cannot log: a body it would not decode
 	 * passes (user space drops and counts it), and is never acked. */
 	if (!fr_batch_ok(data, data_end, p, prepare)) {
-		count(ELECTRODE_CNT_PASS_BAD_BATCH);
+		count(ELECTRODE_CNT_REPLY_PASS_BAD_BATCH);
 		return XDP_PASS;
 	}
 	__u64 op = bpf_be64_to_cpu(prepare->op);
@@ -279,18 +279,18 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 	if (op < s.next_op) {
 		/* A retransmit: our ack was lost or is late. Everything below
 		 * next_op is logged or in the ring, so ack cumulatively. */
-		count(ELECTRODE_CNT_REACK_TX);
+		count(ELECTRODE_CNT_REPLY_REACK_TX);
 		return fr_reply(ctx, s.next_op - 1, s.self_index);
 	}
 	if (op > s.next_op) {
-		count(ELECTRODE_CNT_PASS_GAP);
+		count(ELECTRODE_CNT_REPLY_PASS_GAP);
 		return XDP_PASS;
 	}
 	/* next_op = op + 1 would wrap to 0, after which op 0 would be "in
 	 * order" and every op a retransmit. No log gets there honestly; user
 	 * space decides about such a Prepare. */
 	if (op == ~0ULL) {
-		count(ELECTRODE_CNT_PASS_OP_LIMIT);
+		count(ELECTRODE_CNT_REPLY_PASS_OP_LIMIT);
 		return XDP_PASS;
 	}
 
@@ -300,24 +300,24 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 	struct electrode_prepare_record *record =
 		bpf_ringbuf_reserve(&prepare_ring, sizeof(*record), 0);
 	if (!record) {
-		count(ELECTRODE_CNT_PASS_RINGBUF_FULL);
+		count(ELECTRODE_CNT_REPLY_PASS_RINGBUF_FULL);
 		return XDP_PASS;
 	}
 	__u32 len = sizeof(struct electrode_hdr) + p->body_len;
 	if (len > ELECTRODE_MAX_DATAGRAM) { /* parse checked it; bounds it for the verifier */
 		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_MALFORMED);
+		count(ELECTRODE_CNT_CLASSIFY_MALFORMED);
 		return XDP_PASS;
 	}
 	record->len = len;
 	if (bpf_xdp_load_bytes(ctx, p->hdr_off, record->data, len)) {
 		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_MALFORMED);
+		count(ELECTRODE_CNT_CLASSIFY_MALFORMED);
 		return XDP_PASS;
 	}
 	if (!fr_checksum_ok(p, record, len)) {
 		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_PASS_BAD_CHECKSUM);
+		count(ELECTRODE_CNT_REPLY_PASS_BAD_CHECKSUM);
 		return XDP_PASS;
 	}
 	__u32 refused = fr_recheck(state, &s, op);
@@ -332,7 +332,7 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 	if (bpf_ringbuf_query(&prepare_ring, BPF_RB_AVAIL_DATA) > ELECTRODE_RINGBUF_BYTES / 2)
 		wakeup = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(record, wakeup);
-	count(ELECTRODE_CNT_FAST_REPLY_TX);
+	count(ELECTRODE_CNT_REPLY_TX);
 	return fr_reply(ctx, op, s.self_index);
 }
 

@@ -136,7 +136,7 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 	struct electrode_request *request =
 		ptr_at(data, data_end, p->hdr_off + sizeof(struct electrode_hdr), sizeof(*request));
 	if (!request) {
-		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse checked body_min */
+		count(ELECTRODE_CNT_CLASSIFY_MALFORMED); /* cannot happen: parse checked body_min */
 		return XDP_PASS;
 	}
 	/* wire::decode of a Request: read_request, then the body is exactly it. */
@@ -175,7 +175,7 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 	record->len = len;
 	if (bpf_xdp_load_bytes(ctx, p->hdr_off, record->data, len)) {
 		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse proved the bytes */
+		count(ELECTRODE_CNT_CLASSIFY_MALFORMED); /* cannot happen: parse proved the bytes */
 		return XDP_PASS;
 	}
 	if (!udp_checksum_ok(p, record->data, len)) {
