@@ -140,25 +140,55 @@ struct Counter {
 }
 
 /// The entries of `enum electrode_counter` (see "Counters" in the header):
-/// each line `ELECTRODE_CNT_<PATH>_<WHAT>[ = <start>], /* <name>: <doc> */`,
-/// then `ELECTRODE_CNT_MAX`. Comment-only lines are skipped. Anything else
-/// stops the build, so a counter without its name or doc never compiles.
+/// each `ELECTRODE_CNT_<PATH>_<WHAT>[ = <start>],` followed on its line by a
+/// comment `/* <name>: <what it counts> */` (which may go on over the next
+/// lines), then `ELECTRODE_CNT_MAX`. Comments on lines of their own are
+/// skipped. Anything else stops the build, so a counter without its name
+/// or doc never compiles.
 fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
     let start = header.find("enum electrode_counter {").expect("bpf/electrode.h has enum electrode_counter");
     let body = &header[start..];
     let body = &body[body.find('{').expect("enum body") + 1..body.find("};").expect("enum end")];
-    let mut counters: Vec<Counter> = Vec::new();
+    // (C name after ELECTRODE_, slot, comment text); the comment is
+    // complete once `open` is None.
+    let mut entries: Vec<(String, u32, String)> = Vec::new();
+    // Some(true): inside an entry's comment; Some(false): inside a comment
+    // on lines of its own.
+    let mut open: Option<bool> = None;
     let mut next: Option<u32> = None;
-    let mut saw_max = false;
     for line in body.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with("/*") || line.starts_with('*') {
+        if let Some(in_entry) = open {
+            let (text, closed) = match line.split_once("*/") {
+                Some((text, _)) => (text, true),
+                None => (line, false),
+            };
+            if in_entry {
+                let comment = &mut entries.last_mut().expect("an entry is open").2;
+                comment.push(' ');
+                comment.push_str(text.trim_start_matches('*').trim());
+            }
+            if closed {
+                open = None;
+            }
             continue;
         }
-        assert!(
-            !saw_max,
-            "bpf/electrode.h: ELECTRODE_CNT_MAX must be the last entry of enum electrode_counter"
-        );
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("/*") {
+            if !line.contains("*/") {
+                open = Some(false);
+            }
+            continue;
+        }
         let (entry, comment) = line.split_once("/*").unwrap_or((line, ""));
+        let (comment, closed) = match comment.split_once("*/") {
+            Some((text, _)) => (text, true),
+            None => (comment, comment.is_empty()),
+        };
+        if !closed {
+            open = Some(true);
+        }
         let entry = entry.trim().trim_end_matches(',');
         let (c_name, value) = match entry.split_once('=') {
             Some((name, value)) => (name.trim(), Some(value.trim())),
@@ -173,13 +203,18 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
             None => next.unwrap_or_else(|| panic!("bpf/electrode.h: the first counter needs `= <start>`")),
         };
         next = Some(index + 1);
-        if c_name == "CNT_MAX" {
-            saw_max = true;
-            continue;
-        }
-        let comment = comment.trim().trim_end_matches("*/").trim();
+        entries.push((c_name.to_string(), index, comment.trim().to_string()));
+    }
+    let Some((last, ..)) = entries.pop() else { panic!("bpf/electrode.h: enum electrode_counter is empty") };
+    assert!(last == "CNT_MAX", "bpf/electrode.h: enum electrode_counter must end with ELECTRODE_CNT_MAX");
+
+    let mut counters: Vec<Counter> = Vec::new();
+    for (c_name, index, comment) in entries {
+        assert!(c_name != "CNT_MAX", "bpf/electrode.h: ELECTRODE_CNT_MAX must be the last entry");
         let Some((name, doc)) = comment.split_once(": ") else {
-            panic!("bpf/electrode.h: counter ELECTRODE_{c_name} needs a comment \"<name>: <what it counts>\" on its line");
+            panic!(
+                "bpf/electrode.h: counter ELECTRODE_{c_name} needs a comment \"<name>: <what it counts>\""
+            );
         };
         let valid = |part: &str| {
             !part.is_empty()
@@ -197,9 +232,8 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
         }
         let mut chars = doc.trim().chars();
         let doc: String = chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect();
-        counters.push(Counter { c_name: c_name.to_string(), index, name: name.to_string(), doc });
+        counters.push(Counter { c_name, index, name: name.to_string(), doc });
     }
-    assert!(saw_max, "bpf/electrode.h: enum electrode_counter must end with ELECTRODE_CNT_MAX");
     counters
 }
 

@@ -9,6 +9,10 @@
 #ifndef ELECTRODE_PARSE_H
 #define ELECTRODE_PARSE_H
 
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
 #include "electrode.h"
 
 #define ETH_P_IP 0x0800
