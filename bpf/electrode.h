@@ -606,7 +606,7 @@ enum electrode_counter {
  * port are r's configured ones, the same rule user space applies ("sender
  * address is not the replica's"). The configured addresses are the ARRAY map
  * `replica_addrs` (ELECTRODE_MAX_REPLICAS entries, key = replica index),
- * checked by from_member() in electrode.bpf.c and used by:
+ * checked by from_member() in common.h and used by:
  *   - quorum_prune: an ack for replica r from anywhere else records nothing
  *     and is dropped (ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE): user space would
  *     drop it too, and passing it would only cost the leader a wake-up;
