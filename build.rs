@@ -137,6 +137,9 @@ struct Counter {
     name: String,
     /// What it counts.
     doc: String,
+    /// The comment on lines of its own just above it ("" if none): the
+    /// doc of the group a counter starts.
+    section: String,
 }
 
 /// The entries of `enum electrode_counter` (see "Counters" in the header):
@@ -149,9 +152,11 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
     let start = header.find("enum electrode_counter {").expect("bpf/electrode.h has enum electrode_counter");
     let body = &header[start..];
     let body = &body[body.find('{').expect("enum body") + 1..body.find("};").expect("enum end")];
-    // (C name after ELECTRODE_, slot, comment text); the comment is
-    // complete once `open` is None.
-    let mut entries: Vec<(String, u32, String)> = Vec::new();
+    // (C name after ELECTRODE_, slot, comment text, section comment); the
+    // comment is complete once `open` is None.
+    let mut entries: Vec<(String, u32, String, String)> = Vec::new();
+    // A comment on lines of its own, for the next entry.
+    let mut section = String::new();
     // Some(true): inside an entry's comment; Some(false): inside a comment
     // on lines of its own.
     let mut open: Option<bool> = None;
@@ -162,11 +167,12 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
                 Some((text, _)) => (text, true),
                 None => (line, false),
             };
-            if in_entry {
-                let comment = &mut entries.last_mut().expect("an entry is open").2;
-                comment.push(' ');
-                comment.push_str(text.trim_start_matches('*').trim());
-            }
+            let comment = match in_entry {
+                true => &mut entries.last_mut().expect("an entry is open").2,
+                false => &mut section,
+            };
+            comment.push(' ');
+            comment.push_str(text.trim_start_matches('*').trim());
             if closed {
                 open = None;
             }
@@ -175,9 +181,13 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
         if line.is_empty() {
             continue;
         }
-        if line.starts_with("/*") {
-            if !line.contains("*/") {
-                open = Some(false);
+        if let Some(text) = line.strip_prefix("/*") {
+            match text.split_once("*/") {
+                Some((text, _)) => section = text.trim().to_string(),
+                None => {
+                    section = text.trim().to_string();
+                    open = Some(false);
+                }
             }
             continue;
         }
@@ -203,13 +213,13 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
             None => next.unwrap_or_else(|| panic!("bpf/electrode.h: the first counter needs `= <start>`")),
         };
         next = Some(index + 1);
-        entries.push((c_name.to_string(), index, comment.trim().to_string()));
+        entries.push((c_name.to_string(), index, comment.trim().to_string(), std::mem::take(&mut section)));
     }
     let Some((last, ..)) = entries.pop() else { panic!("bpf/electrode.h: enum electrode_counter is empty") };
     assert!(last == "CNT_MAX", "bpf/electrode.h: enum electrode_counter must end with ELECTRODE_CNT_MAX");
 
     let mut counters: Vec<Counter> = Vec::new();
-    for (c_name, index, comment) in entries {
+    for (c_name, index, comment, section) in entries {
         assert!(c_name != "CNT_MAX", "bpf/electrode.h: ELECTRODE_CNT_MAX must be the last entry");
         let Some((name, doc)) = comment.split_once(": ") else {
             panic!(
@@ -232,7 +242,7 @@ fn header_counters(header: &str, defines: &[Define]) -> Vec<Counter> {
         }
         let mut chars = doc.trim().chars();
         let doc: String = chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect();
-        counters.push(Counter { c_name, index, name: name.to_string(), doc });
+        counters.push(Counter { c_name, index, name: name.to_string(), doc, section });
     }
     counters
 }
@@ -330,6 +340,10 @@ fn counters_rust(counters: &[Counter]) -> String {
          \x20   pub unassigned: u64,\n}\n\n",
     );
     for group in &groups[1..] {
+        let section = counters.iter().find(|c| group_of(c) == *group).map_or("", |c| c.section.as_str());
+        if !section.is_empty() {
+            let _ = writeln!(out, "/// {section}\n///");
+        }
         let _ = writeln!(
             out,
             "/// The `{group}.*` counters of `enum electrode_counter` (bpf/electrode.h).\n\

@@ -9,8 +9,10 @@
 //! `bpf/electrode.h`: build.rs generates from it the fields of
 //! [`Counters`] (and of its groups, [`QuorumPruneCounters`] and
 //! [`IntakeCounters`]), their docs, a `CNT_*` constant per slot and
-//! [`NAMED`], the slot and name of every counter. Everything here is
-//! written over those, so a new counter is one line in the header.
+//! [`NAMED`], the slot and name of every counter (the generated file is
+//! `$OUT_DIR/electrode_counters.rs`; `cargo doc` shows it here). Everything
+//! in this file is written over those, so a new counter is one line in the
+//! header.
 
 use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
