@@ -208,12 +208,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn quorum_prune_verdicts_sum_by_name() {
+    /// Counters with 1, 2, 3... in the slots `slots`, in order.
+    fn numbered(slots: std::ops::RangeInclusive<u32>) -> Counters {
         let mut counters = Counters::default();
-        for (value, index) in (CNT_QP_PASS_QUORUM..=CNT_QP_PASS_GAP).enumerate() {
+        for (value, index) in slots.enumerate() {
             counters.add(index, value as u64 + 1);
         }
+        counters
+    }
+
+    #[test]
+    fn quorum_prune_verdicts_sum_by_name() {
+        let counters = numbered(CNT_QP_PASS_QUORUM..=CNT_QP_PASS_GAP);
         let qp = &counters.quorum_prune;
         assert_eq!((qp.pass_quorum, qp.pass_after_quorum), (1, 2));
         assert_eq!((qp.drop_below_quorum, qp.drop_redundant), (3, 4));
@@ -233,10 +239,7 @@ mod tests {
 
     #[test]
     fn intake_verdicts_sum_by_name() {
-        let mut counters = Counters::default();
-        for (value, index) in (CNT_INTAKE_RING..=CNT_INTAKE_PASS_ASLEEP).enumerate() {
-            counters.add(index, value as u64 + 1);
-        }
+        let counters = numbered(CNT_INTAKE_RING..=CNT_INTAKE_PASS_ASLEEP);
         let intake = &counters.intake;
         assert_eq!((intake.ring, intake.pass_disarmed, intake.pass_not_client), (1, 2, 3));
         assert_eq!((intake.pass_not_for_us, intake.pass_bad_body, intake.pass_bad_checksum), (4, 5, 6));
