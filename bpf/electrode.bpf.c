@@ -7,28 +7,16 @@
  * Fast paths are compiled in by the cargo features (-DFAST_REPLY,
  * -DFAST_QUORUM_PRUNE, -DTC_BROADCAST, -DFAST_INTAKE); without them
  * everything passes to the kernel stack and the userspace replica.
+ *
+ * What every program shares (config, counters, membership, ring-buffer
+ * records) is in common.h; each fast path is one header with its maps and
+ * code; electrode.h describes them all.
  */
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-
-#include "electrode.h"
-#include "parse.h"
-
-/* Set by user space before load (see ownership table in electrode.h). */
-const volatile __u16 electrode_port = 0;
-const volatile __u32 cluster_id = 0;
-const volatile __u32 replica_count = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ELECTRODE_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+#include "common.h"
 
 /* Unused globals that make libbpf-cargo emit every wire struct into the
- * skeleton's `types::`, so the Rust layout test can compare against them. */
+ * skeleton's `types::`, so the Rust layout test can compare against them.
+ * (Each per-path header does the same for its own map values.) */
 struct electrode_hdr _btf_hdr = {};
 struct electrode_request _btf_request = {};
 struct electrode_reply _btf_reply = {};
@@ -49,37 +37,7 @@ struct electrode_snapshot_request _btf_snapshot_request = {};
 struct electrode_snapshot_chunk _btf_snapshot_chunk = {};
 struct electrode_state_blob _btf_state_blob = {};
 struct electrode_log_entry _btf_log_entry = {};
-
-static __always_inline void count(__u32 index)
-{
-	__u64 *value = bpf_map_lookup_elem(&counters, &index);
-	if (value)
-		*value += 1; /* per-CPU slot: no atomics needed */
-}
-
-/* Configured address of each replica: the membership rule of electrode.h
- * ("Membership"). Written once by user space before anything is armed. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, ELECTRODE_MAX_REPLICAS);
-	__type(key, __u32);
-	__type(value, struct electrode_replica_addr);
-} replica_addrs SEC(".maps");
-
 struct electrode_replica_addr _btf_replica_addr = {};
-
-/* 1 if the datagram parse_frame accepted (p filled) comes from replica
- * `index`'s configured IPv4 address and UDP port, else 0. The one place a
- * kernel program decides whether a sender id is believed. */
-static __always_inline int from_member(const struct parsed *p, __u32 index)
-{
-	if (index >= replica_count || index >= ELECTRODE_MAX_REPLICAS)
-		return 0;
-	struct electrode_replica_addr *member = bpf_map_lookup_elem(&replica_addrs, &index);
-	if (!member || !member->configured)
-		return 0;
-	return p->ip->saddr == member->ip && p->udp->source == member->port;
-}
 
 #ifdef FAST_REPLY
 #include "fast_reply.h"
@@ -91,10 +49,7 @@ static __always_inline int from_member(const struct parsed *p, __u32 index)
 #include "intake.h"
 #endif
 #ifdef TC_BROADCAST
-#include "tc_broadcast.h"
-struct electrode_broadcast_config _btf_broadcast_config = {};
-struct electrode_broadcast_target _btf_broadcast_target = {};
-struct electrode_broadcast_mac _btf_broadcast_mac = {};
+#include "tc_broadcast.h" /* also the SEC("tc") program electrode_tc */
 #endif
 
 SEC("xdp")

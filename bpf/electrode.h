@@ -4,17 +4,44 @@
  *
  * Everything on the wire and every constant both sides need lives here:
  *   - build.rs turns every `#define ELECTRODE_<NAME> <integer>` line into
- *     `pub const <NAME>: u32` in Rust (src/wire.rs re-exports them), so a
- *     constant is never typed twice;
- *   - every struct is mirrored by a #[repr(C)] struct in src/wire.rs, and a
- *     layout test compares size and field offsets with the skeleton's
- *     generated `types::` (which libbpf-cargo derives from this file's BTF).
+ *     `pub const <NAME>: u32` in Rust (`wire::consts`, src/wire/mod.rs), so
+ *     a constant is never typed twice;
+ *   - build.rs turns the counter list (`enum electrode_counter`) into the
+ *     Rust counters (src/fastpath/counters.rs), names and all;
+ *   - every struct is mirrored by a #[repr(C)] struct (wire structs in
+ *     src/wire/mod.rs, map values in src/fastpath/), and a layout test
+ *     compares size and field offsets with the skeleton's generated
+ *     `types::` (which libbpf-cargo derives from this file's BTF).
  *
  * Rules for this file: multi-byte fields are network byte order (__be*),
  * padding is explicit (`pad` fields, always sent as zero), no `bool`, and
  * every struct has a _Static_assert on its size.  Only integer literals go
  * after `#define ELECTRODE_` (build.rs parses them); relations between
  * constants are _Static_asserts below.
+ *
+ * Contents (sections in this order):
+ *   Identity of a datagram   magic, version, message types, sender and
+ *                            flag values, reply and replica status
+ *   Limits                   replicas, MTU, datagram/body/op sizes, batch,
+ *                            chunk, transfer, pipeline
+ *   Wire structs             the header and every message body, state blob
+ *   Maps and their owners    every map and global, who writes it, who
+ *                            reads it, where its handover rule is
+ *   Counters                 enum electrode_counter: one slot per thing the
+ *                            programs count, and the name users see
+ *   Membership               the one rule for trusting a sender id
+ *   fast_reply               follower_state, prepare_ring, handover rule
+ *   fast_quorum_prune        qp_config, qp_state, verdict rules
+ *   fast_intake              intake_config, intake_ring, wake-ups
+ *   tc_broadcast             broadcast_config/_targets/_macs
+ *
+ * The programs: electrode.bpf.c (the XDP entry point electrode_xdp, which
+ * includes a header per fast path: fast_reply.h, quorum_prune.h, intake.h,
+ * and tc_broadcast.h with the TC program electrode_tc); common.h, which
+ * every one of them includes (the read-only config, the counters and
+ * replica_addrs maps, count(), the membership check, pass-with-reason and
+ * the ring-buffer fill), itself including parse.h (bounds-checked parsing)
+ * and checksum.h (IPv4 and UDP checksums).
  */
 #ifndef ELECTRODE_H
 #define ELECTRODE_H
@@ -199,8 +226,9 @@ _Static_assert(sizeof(struct electrode_start_view_change) == 8,
 
 /* Describes one chunk of a large message. The chunks of one message share
  * transfer_id and total_len; each carries `len` payload bytes at `offset`.
- * The payload is a state blob (see src/vr/state.rs): checkpoint snapshot and
- * log entries. total_len <= ELECTRODE_MAX_TRANSFER, len <= CHUNK_SIZE. */
+ * The payload is a state blob (struct electrode_state_blob below; StateBlob
+ * in src/wire/mod.rs): checkpoint snapshot and log entries.
+ * total_len <= ELECTRODE_MAX_TRANSFER, len <= CHUNK_SIZE. */
 struct electrode_chunk {
 	__be32 transfer_id;
 	__be32 total_len;
@@ -383,37 +411,190 @@ _Static_assert(48 + ELECTRODE_CHUNK_SIZE <= ELECTRODE_MAX_BODY, "a chunk fits");
 _Static_assert(ELECTRODE_MAX_REPLICAS < ELECTRODE_SENDER_CLIENT, "replica ids");
 
 /* ---------------------------------------------------------------------- */
-/* Kernel state shared with user space                                    */
+/* Maps and their owners                                                  */
 /* ---------------------------------------------------------------------- */
+/*
+ * Every piece of kernel state user space shares: the header that defines
+ * it, who writes it and who only reads it. "user" is the replica process
+ * (src/fastpath/ reads and writes the maps, src/transport/kernel.rs decides
+ * when to arm what). Where both sides act, the handover rule is in the
+ * section named last. Maps are ARRAYs unless marked (the *_config and
+ * *_state ones have one entry), electrode_intake_awake and _barrier are
+ * .bss globals; a path's state exists only in a build with its feature.
+ *
+ * |state                      |defined in    |owner (writes)  |other side   |rules in         |
+ * |---------------------------|--------------|----------------|-------------|-----------------|
+ * |rodata electrode_port,     |common.h      |user, before    |kernel r/o   |(never change)   |
+ * |  cluster_id, replica_count|              |load            |             |                 |
+ * |counters (per-CPU array)   |common.h      |kernel, adds    |user sums    |Counters         |
+ * |replica_addrs              |common.h      |user, once      |kernel r/o   |Membership       |
+ * |follower_state             |fast_reply.h  |user; kernel    |both, locked |fast_reply       |
+ * |                           |              |advances next_op|             |                 |
+ * |prepare_ring (ringbuf)     |fast_reply.h  |kernel produces |user consumes|fast_reply       |
+ * |qp_config                  |quorum_prune.h|user            |kernel r/o   |fast_quorum_prune|
+ * |qp_state                   |quorum_prune.h|kernel          |user reads   |fast_quorum_prune|
+ * |intake_config              |intake.h      |user            |kernel r/o   |fast_intake      |
+ * |intake_ring (ringbuf)      |intake.h      |kernel produces |user consumes|fast_intake      |
+ * |electrode_intake_awake     |intake.h      |user (mmap)     |kernel r/o   |fast_intake      |
+ * |electrode_intake_barrier   |intake.h      |kernel          |nobody       |fast_intake      |
+ * |broadcast_config           |tc_broadcast.h|user            |kernel r/o   |tc_broadcast     |
+ * |broadcast_targets          |tc_broadcast.h|user            |kernel r/o   |tc_broadcast     |
+ * |broadcast_macs             |tc_broadcast.h|kernel (XDP)    |user reads   |tc_broadcast     |
+ */
 
-/* Index into the per-CPU `counters` array map. Message types use their own
- * number (1..ELECTRODE_MSG_TYPE_MAX) as the index. */
-#define ELECTRODE_CNT_FOREIGN 0      /* not UDP/IPv4 to our port: ARP, IPv6, other ports */
-/* (The classifier's own reasons sit after every path's counters: message
- * types grew into their old slots.) */
-#define ELECTRODE_CNT_MALFORMED 49   /* our port, but truncated or inconsistent lengths */
-#define ELECTRODE_CNT_BAD_MAGIC 50   /* our port, wrong magic or version */
-#define ELECTRODE_CNT_WRONG_CLUSTER 51 /* our port, well formed, another cluster id */
-#define ELECTRODE_CNT_UNKNOWN_TYPE 52  /* our port, type 0 or > MSG_TYPE_MAX */
-/* fast_reply (follower XDP): what happened to each well-formed Prepare. The
- * Prepare is also counted under its type by the classifier. */
-#define ELECTRODE_CNT_FAST_REPLY_TX 19 /* in-order Prepare: logged to the ring, PrepareOK sent */
-#define ELECTRODE_CNT_REACK_TX 20      /* already acked Prepare (retransmit): PrepareOK re-sent */
-#define ELECTRODE_CNT_PASS_VIEW 21     /* passed: Prepare of another view than the armed one */
-#define ELECTRODE_CNT_PASS_GAP 22      /* passed: op beyond next_op (user space fetches state) */
-#define ELECTRODE_CNT_PASS_DISARMED 23 /* passed: fast reply disarmed (not a normal follower) */
-#define ELECTRODE_CNT_PASS_RINGBUF_FULL 24 /* passed: no room in prepare_ring */
-#define ELECTRODE_CNT_PASS_NOT_LEADER 25   /* passed: source IP/port/sender is not the leader */
-#define ELECTRODE_CNT_PASS_IP_OPTIONS 26   /* passed: IPv4 options; the rewrite wants a 20-byte header */
-#define ELECTRODE_CNT_PASS_BAD_BATCH 27    /* passed, not acked: Prepare body lengths user space cannot decode */
-#define ELECTRODE_CNT_PASS_BAD_CHECKSUM 28 /* passed, not acked: a full UDP checksum that does not verify */
-#define ELECTRODE_CNT_PASS_OP_LIMIT 29     /* passed, not acked: op 2^64 - 1, after which next_op would wrap */
-#define ELECTRODE_CNT_MAX 64
-_Static_assert(ELECTRODE_CNT_MALFORMED > ELECTRODE_MSG_TYPE_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_FAST_REPLY_TX > ELECTRODE_MSG_TYPE_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_MALFORMED > 48, "counter indices: after quorum_prune's and tc's (32..48)");
-_Static_assert(ELECTRODE_CNT_UNKNOWN_TYPE < ELECTRODE_CNT_MAX, "counter indices");
-_Static_assert(ELECTRODE_CNT_PASS_OP_LIMIT < ELECTRODE_CNT_MAX, "counter indices");
+/* ---------------------------------------------------------------------- */
+/* Counters                                                               */
+/* ---------------------------------------------------------------------- */
+/*
+ * The per-CPU ARRAY map `counters`, ELECTRODE_CNT_MAX slots of one u64: the
+ * kernel only adds (count() in common.h), user space sums each slot over
+ * the CPUs (src/fastpath/counters.rs). The classifier counts every frame
+ * electrode_xdp sees exactly once, under its message type or under the
+ * reason it is not a datagram of ours; a fast path then counts what it did
+ * with the frame, and electrode_tc what it did with each egress frame.
+ *
+ *   slot 0                         never counted (no message type is 0)
+ *   1..ELECTRODE_MSG_TYPE_MAX      well-formed datagrams of our cluster, by
+ *                                  type: the index is the ELECTRODE_MSG_*
+ *   ELECTRODE_CNT_* (the enum)     one slot each, in this order, right
+ *                                  after the message types
+ *
+ * An enum, so the slots have no gaps and a new message type or counter
+ * moves the ones after it; nothing outside this object depends on a slot
+ * number (user space reads the slots with the same build's numbers).
+ *
+ * Each entry is ELECTRODE_CNT_<PATH>_<WHAT>, followed on its line by a
+ * comment "<name>: <what it counts>". <PATH> is the program or fast path
+ * that counts it (CLASSIFY, REPLY for fast_reply, QP for
+ * fast_quorum_prune, TC for tc_broadcast, INTAKE for fast_intake). <name>
+ * is what users see: the rows of `electrode stats`, the `event` label of
+ * electrode_kernel_events_total on the replica's metrics, the "eBPF
+ * counters" line of its exit log, and the Rust field path of
+ * fastpath::Counters (a name `group.field` is field `field` of the struct
+ * in Counters::group). build.rs generates the Rust fields, their docs and
+ * the index of each from these lines, so adding a counter is one line
+ * here; renaming a <name> renames a metric, which users notice.
+ *
+ * A name starting with pass_ (after its group) counts frames the program
+ * passed on to the stack (XDP_PASS); drop_, frames the kernel dropped.
+ * User space sums a group's verdicts by that prefix.
+ */
+enum electrode_counter {
+	/* The classifier (parse_frame in parse.h): why a frame is not a
+	 * well-formed datagram of our cluster. */
+	ELECTRODE_CNT_CLASSIFY_FOREIGN = ELECTRODE_MSG_TYPE_MAX + 1, /* foreign: not UDP/IPv4 to our
+						 * port: ARP, IPv6, other ports, runts */
+	ELECTRODE_CNT_CLASSIFY_MALFORMED,       /* malformed: our port, but truncated, fragmented or
+						 * with inconsistent lengths */
+	ELECTRODE_CNT_CLASSIFY_BAD_MAGIC,       /* bad_magic: our port, wrong magic or protocol
+						 * version */
+	ELECTRODE_CNT_CLASSIFY_WRONG_CLUSTER,   /* wrong_cluster: our port, well formed, another
+						 * cluster id */
+	ELECTRODE_CNT_CLASSIFY_UNKNOWN_TYPE,    /* unknown_type: our port, type 0 or above
+						 * ELECTRODE_MSG_TYPE_MAX */
+
+	/* fast_reply (follower XDP, fast_reply.h): what happened to each
+	 * well-formed Prepare (also counted under its type). */
+	ELECTRODE_CNT_REPLY_TX,                 /* fast_reply_tx: in-order Prepare logged to
+						 * prepare_ring and acked by XDP_TX */
+	ELECTRODE_CNT_REPLY_REACK_TX,           /* reack_tx: already acked Prepare (a retransmit)
+						 * acked again by XDP_TX */
+	ELECTRODE_CNT_REPLY_PASS_VIEW,          /* pass_view: passed: a Prepare of another view than
+						 * the armed one */
+	ELECTRODE_CNT_REPLY_PASS_GAP,           /* pass_gap: passed: op beyond the next one (a gap:
+						 * user space fetches state) */
+	ELECTRODE_CNT_REPLY_PASS_DISARMED,      /* pass_disarmed: passed: disarmed (this replica is
+						 * not a normal follower) */
+	ELECTRODE_CNT_REPLY_PASS_RINGBUF_FULL,  /* pass_ringbuf_full: passed: an in-order Prepare
+						 * found prepare_ring full */
+	ELECTRODE_CNT_REPLY_PASS_NOT_LEADER,    /* pass_not_leader: passed: source IPv4/port or
+						 * sender is not the armed leader's */
+	ELECTRODE_CNT_REPLY_PASS_IP_OPTIONS,    /* pass_ip_options: passed: IPv4 options (the
+						 * in-place rewrite wants a 20-byte header) */
+	ELECTRODE_CNT_REPLY_PASS_BAD_BATCH,     /* pass_bad_batch: passed, not acked: body lengths
+						 * (batch length, request count, request sizes) user
+						 * space cannot decode */
+	ELECTRODE_CNT_REPLY_PASS_BAD_CHECKSUM,  /* pass_bad_checksum: passed, not acked: a full UDP
+						 * checksum that does not verify (the stack then
+						 * drops it) */
+	ELECTRODE_CNT_REPLY_PASS_OP_LIMIT,      /* pass_op_limit: passed, not acked: op 2^64 - 1,
+						 * after which next_op would wrap */
+
+	/* fast_quorum_prune (leader XDP, quorum_prune.h): verdicts on
+	 * PrepareOKs; the rules are in the fast_quorum_prune section. */
+	ELECTRODE_CNT_QP_PASS_QUORUM,           /* quorum_prune.pass_quorum: passed: the ack that
+						 * completed the quorum of an op */
+	ELECTRODE_CNT_QP_PASS_AFTER_QUORUM,     /* quorum_prune.pass_after_quorum: passed: a
+						 * repeated ack of an op that has a quorum (the
+						 * follower answered a retransmitted Prepare) */
+	ELECTRODE_CNT_QP_DROP_BELOW_QUORUM,     /* quorum_prune.drop_below_quorum: dropped: a new
+						 * ack, recorded; its op is still short of a
+						 * quorum */
+	ELECTRODE_CNT_QP_DROP_REDUNDANT,        /* quorum_prune.drop_redundant: dropped: a
+						 * duplicate, a late follower's ack, or an op below
+						 * the window */
+	ELECTRODE_CNT_QP_PASS_WINDOW,           /* quorum_prune.pass_window: passed: op at or beyond
+						 * the top of the window */
+	ELECTRODE_CNT_QP_PASS_VIEW,             /* quorum_prune.pass_view: passed: another view than
+						 * the armed one, or the config changed
+						 * mid-packet */
+	ELECTRODE_CNT_QP_PASS_DISARMED,         /* quorum_prune.pass_disarmed: passed: not armed (a
+						 * follower, a view change) */
+	ELECTRODE_CNT_QP_PASS_NOT_MEMBER,       /* quorum_prune.pass_not_member: passed: cannot be
+						 * credited to a follower (self, not a member,
+						 * sender and replica differ, odd body) */
+	ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE,   /* quorum_prune.drop_foreign_source: dropped,
+						 * nothing recorded: claims replica r, but its
+						 * source IPv4 address or UDP port is not r's
+						 * (membership rule) */
+	ELECTRODE_CNT_QP_PASS_GAP,              /* quorum_prune.pass_gap: passed, nothing recorded:
+						 * a follower's negative ack
+						 * (ELECTRODE_PREPARE_OK_GAP: it asks for op + 1) */
+
+	/* tc_broadcast (electrode_tc, and MAC learning in electrode_xdp;
+	 * tc_broadcast.h). */
+	ELECTRODE_CNT_TC_MARKED,                /* tc_marked: marked datagram from our port seen on
+						 * egress */
+	ELECTRODE_CNT_TC_COPIES,                /* tc_copies: copies sent to followers: clones plus
+						 * the original, rewritten for the last */
+	ELECTRODE_CNT_TC_ERROR,                 /* tc_error: a rewrite helper or bpf_clone_redirect
+						 * failed: the packet was dropped */
+	ELECTRODE_CNT_TC_NO_TARGET,             /* tc_no_target: marked, but disarmed or no follower
+						 * MAC known: passed as is */
+	ELECTRODE_CNT_TC_PASS_UNMARKED,         /* tc_pass_unmarked: electrode datagram from our
+						 * port, not marked (each of our clones re-enters
+						 * once) */
+	ELECTRODE_CNT_TC_PASS_OTHER,            /* tc_pass_other: egress frame that is not UDP/IPv4
+						 * from our port */
+	ELECTRODE_CNT_TC_MALFORMED,             /* tc_malformed: from our port, but not a
+						 * well-formed datagram of our cluster */
+	ELECTRODE_CNT_TC_MAC_LEARNED,           /* tc_mac_learned: electrode_xdp stored a new or
+						 * changed follower MAC */
+
+	/* fast_intake (leader XDP, intake.h): verdicts on client Requests;
+	 * the rules are in the fast_intake section. */
+	ELECTRODE_CNT_INTAKE_RING,              /* intake.ring: copied into intake_ring and dropped
+						 * from the stack */
+	ELECTRODE_CNT_INTAKE_PASS_DISARMED,     /* intake.pass_disarmed: passed: not armed (a
+						 * follower, a view change) */
+	ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT,   /* intake.pass_not_client: passed: the header's
+						 * sender is a replica id (user space applies the
+						 * membership rule) */
+	ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US,   /* intake.pass_not_for_us: passed: another
+						 * destination, a martian source, an IPv4 total
+						 * length or header checksum the stack would
+						 * refuse */
+	ELECTRODE_CNT_INTAKE_PASS_BAD_BODY,     /* intake.pass_bad_body: passed: body lengths
+						 * wire::decode refuses for a Request */
+	ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM, /* intake.pass_bad_checksum: passed: a full UDP
+						 * checksum that does not verify */
+	ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL, /* intake.pass_ringbuf_full: passed: no room in
+						 * intake_ring (the request goes by the socket) */
+	ELECTRODE_CNT_INTAKE_PASS_ASLEEP,       /* intake.pass_asleep: passed: user space was
+						 * asleep; the socket wakes it (see "Wake-ups") */
+
+	ELECTRODE_CNT_MAX                       /* slots of the map (not a counter) */
+};
 
 /* ---------------------------------------------------------------------- */
 /* Membership: the one rule for trusting a sender id                      */
@@ -425,7 +606,7 @@ _Static_assert(ELECTRODE_CNT_PASS_OP_LIMIT < ELECTRODE_CNT_MAX, "counter indices
  * port are r's configured ones, the same rule user space applies ("sender
  * address is not the replica's"). The configured addresses are the ARRAY map
  * `replica_addrs` (ELECTRODE_MAX_REPLICAS entries, key = replica index),
- * checked by from_member() in electrode.bpf.c and used by:
+ * checked by from_member() in common.h and used by:
  *   - quorum_prune: an ack for replica r from anywhere else records nothing
  *     and is dropped (ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE): user space would
  *     drop it too, and passing it would only cost the leader a wake-up;
@@ -516,17 +697,7 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
 	       "prepare_ring size is a power of two");
 
 /*
- * Ownership of kernel state (who writes, who reads, handover rule):
- *
- * | state                     | owner  | other side | handover                   |
- * |---------------------------|--------|------------|----------------------------|
- * | rodata electrode_port     | user   | kernel r/o | set before load, never     |
- * | rodata cluster_id         | user   | kernel r/o | set before load, never     |
- * | rodata replica_count      | user   | kernel r/o | set before load, never     |
- * | counters (per-CPU array)  | kernel | user reads | never; user only sums      |
- * | replica_addrs (array)     | user   | kernel r/o | written once from the      |
- * |                           |        |            | config before any arm or   |
- * |                           |        |            | attach, never changed      |
+ * Ownership (the overview is "Maps and their owners" above).
  *
  * fast_reply (only with -DFAST_REPLY), map `follower_state`, key 0. User
  * space accesses it only with BPF_F_LOCK, the kernel only under the lock:
@@ -568,8 +739,8 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *
  * Numbers from the wire near 2^64. The kernel's only arithmetic on them:
  * fast_reply's next_op = op + 1 (op == 2^64 - 1 is passed, never acked:
- * ELECTRODE_CNT_PASS_OP_LIMIT) and next_op - 1 for a re-ack (only when op <
- * next_op, so next_op >= 1); quorum_prune's window test op >= base + 64,
+ * ELECTRODE_CNT_REPLY_PASS_OP_LIMIT) and next_op - 1 for a re-ack (only
+ * when op < next_op, so next_op >= 1); quorum_prune's window test op >= base + 64,
  * where arm keeps base < 2^62, so it cannot wrap and an op or view near
  * 2^64 is passed as outside the window or of another view. Views are only
  * compared for equality. Fixtures with u64::MAX views and ops pin this.
@@ -578,13 +749,13 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  * checks the body exactly as wire::decode does (fr_batch_ok): 1..MAX_BATCH
  * requests, each op_len <= MAX_OP_SIZE, together exactly batch_len bytes,
  * body_len == 24 + batch_len, all inside the frame. A Prepare that fails
- * is passed, never acked (ELECTRODE_CNT_PASS_BAD_BATCH): user space drops
- * and counts it, and the leader retransmits.
+ * is passed, never acked (ELECTRODE_CNT_REPLY_PASS_BAD_BATCH): user space
+ * drops and counts it, and the leader retransmits.
  *
  * UDP checksum. fast_reply verifies it when it is a full checksum, and
  * passes the Prepare unacked when it does not verify
- * (ELECTRODE_CNT_PASS_BAD_CHECKSUM; the kernel stack then checks it again
- * and drops it). Two values are not full checksums and are skipped:
+ * (ELECTRODE_CNT_REPLY_PASS_BAD_CHECKSUM; the kernel stack then checks it
+ * again and drops it). Two values are not full checksums and are skipped:
  *   - 0: the sender computed none (legal in IPv4);
  *   - the folded pseudo-header sum: a CHECKSUM_PARTIAL skb from a socket
  *     on this host or across a veth, whose checksum the NIC was to finish.
@@ -642,7 +813,7 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  * the kernel copies qp_config out under its lock, then updates qp_state
  * under its own (never both at once). Values are host byte order.
  *
- * Ownership (rows of the table above, for this fast path):
+ * Ownership (the overview is "Maps and their owners" above):
  *
  * | state     | owner  | other side | handover                               |
  * |-----------|--------|------------|----------------------------------------|
@@ -696,21 +867,6 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
 #define ELECTRODE_QP_WINDOW 64
 _Static_assert(ELECTRODE_QP_WINDOW == ELECTRODE_PIPELINE_MAX,
 	       "quorum prune window is the pipeline bound");
-
-/* Counter indices (32..39 belong to fast_quorum_prune). */
-#define ELECTRODE_CNT_QP_PASS_QUORUM 32       /* the ack that completed a quorum */
-#define ELECTRODE_CNT_QP_PASS_AFTER_QUORUM 33 /* repeated ack of an op with a quorum (retransmission) */
-#define ELECTRODE_CNT_QP_DROP_BELOW_QUORUM 34 /* new ack recorded, quorum not reached yet */
-#define ELECTRODE_CNT_QP_DROP_REDUNDANT 35    /* duplicate, late follower, or op below the window */
-#define ELECTRODE_CNT_QP_PASS_WINDOW 36       /* op at or beyond the top of the window */
-#define ELECTRODE_CNT_QP_PASS_VIEW 37         /* another view, or config changed mid-packet */
-#define ELECTRODE_CNT_QP_PASS_DISARMED 38     /* not armed (follower, view change) */
-#define ELECTRODE_CNT_QP_PASS_NOT_MEMBER 39   /* cannot be credited to a follower */
-/* Index 48 (after tc_broadcast's 40..47) also belongs to fast_quorum_prune. */
-#define ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE 48 /* claims replica r, source IP/port is not r's: nothing recorded */
-#define ELECTRODE_CNT_QP_PASS_GAP 53 /* flagged ELECTRODE_PREPARE_OK_GAP: a follower asks for op + 1; nothing recorded */
-_Static_assert(ELECTRODE_CNT_QP_PASS_GAP < ELECTRODE_CNT_MAX, "qp counter indices");
-_Static_assert(ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE < ELECTRODE_CNT_MAX, "qp counter indices");
 
 /* qp_config: written by user space only (BPF_F_LOCK), read by the kernel. */
 struct electrode_qp_config {
@@ -844,19 +1000,6 @@ _Static_assert(sizeof(struct electrode_qp_state) == 24 + 8 * ELECTRODE_MAX_REPLI
  * armed cannot exist after (2); user space checks and counts it anyway.
  */
 
-/* Counter indices 54..61 (after the classifier's reasons and quorum_prune's 53). */
-#define ELECTRODE_CNT_INTAKE_RING 54             /* queued in intake_ring, dropped from the stack */
-#define ELECTRODE_CNT_INTAKE_PASS_DISARMED 55    /* passed: not armed (follower, view change) */
-#define ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT 56  /* passed: sender id is a replica's (user space checks it) */
-#define ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US 57  /* passed: another destination, martian source, bad IPv4 header */
-#define ELECTRODE_CNT_INTAKE_PASS_BAD_BODY 58    /* passed: body lengths wire::decode refuses */
-#define ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM 59 /* passed: a full UDP checksum that does not verify */
-#define ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL 60 /* passed: no room in intake_ring */
-#define ELECTRODE_CNT_INTAKE_PASS_ASLEEP 61       /* passed: user space asleep; the socket wakes it */
-_Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_UNKNOWN_TYPE, "intake counters after the classifier's");
-_Static_assert(ELECTRODE_CNT_INTAKE_RING > ELECTRODE_CNT_QP_PASS_GAP, "intake counters after quorum_prune's");
-_Static_assert(ELECTRODE_CNT_INTAKE_PASS_ASLEEP < ELECTRODE_CNT_MAX, "intake counters fit");
-
 /* Largest Request datagram: header, request, largest op. */
 #define ELECTRODE_MAX_REQUEST_DATAGRAM 1072
 _Static_assert(ELECTRODE_MAX_REQUEST_DATAGRAM ==
@@ -910,17 +1053,6 @@ _Static_assert((ELECTRODE_INTAKE_RING_BYTES & (ELECTRODE_INTAKE_RING_BYTES - 1))
  * (user space), MACs from the source of valid datagrams the followers send
  * (electrode_xdp learns them).
  */
-
-/* Counter indices 40..47 (per-CPU `counters`). */
-#define ELECTRODE_CNT_TC_MARKED 40      /* marked datagram from our port seen on egress */
-#define ELECTRODE_CNT_TC_COPIES 41      /* copies sent to followers: clones plus the original, rewritten for the last */
-#define ELECTRODE_CNT_TC_ERROR 42       /* a rewrite helper or bpf_clone_redirect failed: packet dropped */
-#define ELECTRODE_CNT_TC_NO_TARGET 43   /* marked, but disarmed or no follower MAC known: passed as is */
-#define ELECTRODE_CNT_TC_PASS_UNMARKED 44 /* electrode datagram from our port, not marked (incl. our own clones) */
-#define ELECTRODE_CNT_TC_PASS_OTHER 45  /* egress frame that is not UDP/IPv4 from our port */
-#define ELECTRODE_CNT_TC_MALFORMED 46   /* from our port, but not a well-formed electrode datagram */
-#define ELECTRODE_CNT_TC_MAC_LEARNED 47 /* electrode_xdp stored a new or changed follower MAC */
-_Static_assert(ELECTRODE_CNT_TC_MAC_LEARNED < ELECTRODE_CNT_MAX, "tc counters fit");
 
 /* Single entry (key 0) of the ARRAY map `broadcast_config`. */
 struct electrode_broadcast_config {

@@ -10,15 +10,13 @@
  * reason. The state and the handover rule with user space are in the
  * ownership table of electrode.h.
  *
- * Included by electrode.bpf.c after its rodata, `counters` and count();
- * other fast paths live in their own headers.
+ * Included by electrode.bpf.c under #ifdef FAST_REPLY; other fast paths
+ * live in their own headers.
  */
 #ifndef ELECTRODE_FAST_REPLY_H
 #define ELECTRODE_FAST_REPLY_H
 
-#include "electrode.h"
-#include "parse.h"
-#include "checksum.h"
+#include "common.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -72,12 +70,6 @@ static __always_inline void fr_read(struct electrode_follower_state *state, stru
 	bpf_spin_unlock(&state->lock);
 }
 
-/* One's complement sum of 32-bit partial sums, folded to 16 bits. */
-static __always_inline __u16 fr_fold(__u64 sum)
-{
-	return csum_fold(sum);
-}
-
 /*
  * Shrinks the frame to FR_FRAME_LEN and rewrites it into the PrepareOK for
  * `ack_op` back to where it came from. The caller has checked that the frame
@@ -118,11 +110,10 @@ static __always_inline int fr_reply(struct xdp_md *ctx, __u64 ack_op, __u8 self_
 	ip->tot_len = bpf_htons(FR_IP_LEN);
 	ip->ttl = 64;
 	ip->check = 0;
-	__u16 *words = (__u16 *)ip;
-	__u64 sum = 0;
-	for (int i = 0; i < 10; i++) /* no helper calls: fine unrolled or not */
-		sum += words[i];
-	ip->check = ~fr_fold(sum);
+	__u16 folded;
+	if (!ipv4_header_fold(data, data_end, sizeof(*ip), &folded))
+		return XDP_ABORTED; /* cannot happen: the frame holds FR_FRAME_LEN bytes */
+	ip->check = ~folded;
 
 	__be16 port = udp->source;
 	udp->source = udp->dest;
@@ -143,13 +134,12 @@ static __always_inline int fr_reply(struct xdp_md *ctx, __u64 ack_op, __u8 self_
 	__builtin_memset(ok->pad, 0, sizeof(ok->pad));
 
 	/* A real UDP checksum (PLATFORM.md gotcha 5: the Prepare's field may hold
-	 * only a CHECKSUM_PARTIAL pseudo-header sum). Summing 16-bit words as
-	 * loaded is byte-order neutral, so network-order constants go in as such. */
-	sum = (__u64)ip->saddr + ip->daddr + bpf_htons(IPPROTO_UDP_) + bpf_htons(FR_UDP_LEN);
+	 * only a CHECKSUM_PARTIAL pseudo-header sum). */
+	__u64 sum = udp_pseudo_sum(ip->saddr, ip->daddr, bpf_htons(FR_UDP_LEN));
 	__u16 *segment = (__u16 *)udp;
 	for (int i = 0; i < FR_UDP_LEN / 2; i++)
 		sum += segment[i];
-	__u16 check = ~fr_fold(sum);
+	__u16 check = ~csum_fold(sum);
 	udp->check = check ? check : 0xffff; /* 0 means "no checksum" on the wire */
 	return XDP_TX;
 }
@@ -197,15 +187,9 @@ static __always_inline int fr_batch_ok(void *data, void *data_end, const struct 
 	return at == batch_len;
 }
 
-/* 1 unless the UDP checksum is a full one that does not verify (checksum.h):
- * the datagram is the `len` bytes the record holds. */
-static __always_inline int fr_checksum_ok(const struct parsed *p,
-					  const struct electrode_prepare_record *record, __u32 len)
-{
-	return udp_checksum_ok(p, record->data, len);
-}
-
-/* Why a re-check under the lock refused an in-order Prepare. */
+/* The re-check of the ring-buffer steps (common.h), under the lock: 0 if
+ * still armed for the same view and leader and `op` is still next_op, and
+ * then next_op advances; else why the in-order Prepare is refused. */
 static __always_inline __u32 fr_recheck(struct electrode_follower_state *state,
 					const struct fr_snapshot *s, __u64 op)
 {
@@ -213,12 +197,12 @@ static __always_inline __u32 fr_recheck(struct electrode_follower_state *state,
 
 	bpf_spin_lock(&state->lock);
 	if (!state->armed)
-		reason = ELECTRODE_CNT_PASS_DISARMED;
+		reason = ELECTRODE_CNT_REPLY_PASS_DISARMED;
 	else if (state->view != s->view || state->leader_ip != s->leader_ip ||
 		 state->leader_port != s->leader_port || state->leader_index != s->leader_index)
-		reason = ELECTRODE_CNT_PASS_VIEW; /* re-armed for another view meanwhile */
+		reason = ELECTRODE_CNT_REPLY_PASS_VIEW; /* re-armed for another view meanwhile */
 	else if (state->next_op != op)
-		reason = ELECTRODE_CNT_PASS_GAP;  /* another CPU acked this op first */
+		reason = ELECTRODE_CNT_REPLY_PASS_GAP;  /* another CPU acked this op first */
 	else
 		state->next_op = op + 1;
 	bpf_spin_unlock(&state->lock);
@@ -238,101 +222,68 @@ static __always_inline int fast_reply(struct xdp_md *ctx, struct parsed *p)
 	struct fr_snapshot s = {};
 
 	struct electrode_follower_state *state = bpf_map_lookup_elem(&follower_state, &key);
-	if (!state) {
-		count(ELECTRODE_CNT_PASS_DISARMED); /* cannot happen: a 1-entry array */
-		return XDP_PASS;
-	}
+	if (!state) /* cannot happen: a 1-entry array */
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_DISARMED);
 	fr_read(state, &s);
-	if (!s.armed) {
-		count(ELECTRODE_CNT_PASS_DISARMED);
-		return XDP_PASS;
-	}
+	if (!s.armed)
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_DISARMED);
 	/* The membership rule (electrode.h) for the leader's id, and the
 	 * address user space armed (the same configured one). */
 	if (p->ip->saddr != s.leader_ip || p->udp->source != s.leader_port ||
-	    p->hdr->sender != s.leader_index || !from_member(p, s.leader_index)) {
-		count(ELECTRODE_CNT_PASS_NOT_LEADER);
-		return XDP_PASS;
-	}
-	if (bpf_be64_to_cpu(p->hdr->view) != s.view) {
-		count(ELECTRODE_CNT_PASS_VIEW);
-		return XDP_PASS;
-	}
-	if (p->ip->ihl != 5) {
-		count(ELECTRODE_CNT_PASS_IP_OPTIONS);
-		return XDP_PASS;
-	}
+	    p->hdr->sender != s.leader_index || !from_member(p, s.leader_index))
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_NOT_LEADER);
+	if (bpf_be64_to_cpu(p->hdr->view) != s.view)
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_VIEW);
+	if (p->ip->ihl != 5)
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_IP_OPTIONS);
 	struct electrode_prepare *prepare =
 		ptr_at(data, data_end, p->hdr_off + sizeof(struct electrode_hdr), sizeof(*prepare));
-	if (!prepare) {
-		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse checked body_min */
-		return XDP_PASS;
-	}
+	if (!prepare) /* cannot happen: parse checked body_min */
+		return count_and_pass(ELECTRODE_CNT_CLASSIFY_MALFORMED);
 	/* Never ack what user space cannot log: a body it would not decode
 	 * passes (user space drops and counts it), and is never acked. */
-	if (!fr_batch_ok(data, data_end, p, prepare)) {
-		count(ELECTRODE_CNT_PASS_BAD_BATCH);
-		return XDP_PASS;
-	}
+	if (!fr_batch_ok(data, data_end, p, prepare))
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_BAD_BATCH);
 	__u64 op = bpf_be64_to_cpu(prepare->op);
 
 	if (op < s.next_op) {
 		/* A retransmit: our ack was lost or is late. Everything below
 		 * next_op is logged or in the ring, so ack cumulatively. */
-		count(ELECTRODE_CNT_REACK_TX);
+		count(ELECTRODE_CNT_REPLY_REACK_TX);
 		return fr_reply(ctx, s.next_op - 1, s.self_index);
 	}
-	if (op > s.next_op) {
-		count(ELECTRODE_CNT_PASS_GAP);
-		return XDP_PASS;
-	}
+	if (op > s.next_op)
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_GAP);
 	/* next_op = op + 1 would wrap to 0, after which op 0 would be "in
 	 * order" and every op a retransmit. No log gets there honestly; user
 	 * space decides about such a Prepare. */
-	if (op == ~0ULL) {
-		count(ELECTRODE_CNT_PASS_OP_LIMIT);
-		return XDP_PASS;
-	}
+	if (op == ~0ULL)
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_OP_LIMIT);
 
-	/* In order. Reserve and fill the record BEFORE advancing next_op, so an
-	 * op is never acked without its record: the only step after the
-	 * critical section is the submit, which cannot fail. */
+	/* In order: the ring-buffer steps of common.h. The record is reserved
+	 * and filled BEFORE next_op advances (in the re-check), so an op is
+	 * never acked without its record: the only step after the critical
+	 * section is the submit, which cannot fail. */
+	__u32 len = sizeof(struct electrode_hdr) + p->body_len;
+	if (len > ELECTRODE_MAX_DATAGRAM) /* parse checked it; bounds it for the verifier */
+		return count_and_pass(ELECTRODE_CNT_CLASSIFY_MALFORMED);
 	struct electrode_prepare_record *record =
 		bpf_ringbuf_reserve(&prepare_ring, sizeof(*record), 0);
-	if (!record) {
-		count(ELECTRODE_CNT_PASS_RINGBUF_FULL);
-		return XDP_PASS;
-	}
-	__u32 len = sizeof(struct electrode_hdr) + p->body_len;
-	if (len > ELECTRODE_MAX_DATAGRAM) { /* parse checked it; bounds it for the verifier */
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_MALFORMED);
-		return XDP_PASS;
-	}
+	if (!record)
+		return count_and_pass(ELECTRODE_CNT_REPLY_PASS_RINGBUF_FULL);
 	record->len = len;
-	if (bpf_xdp_load_bytes(ctx, p->hdr_off, record->data, len)) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_MALFORMED);
-		return XDP_PASS;
-	}
-	if (!fr_checksum_ok(p, record, len)) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_PASS_BAD_CHECKSUM);
-		return XDP_PASS;
-	}
-	__u32 refused = fr_recheck(state, &s, op);
-	if (refused) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(refused);
-		return XDP_PASS;
-	}
+	__u32 refused = ring_fill(ctx, p, record->data, len, ELECTRODE_CNT_REPLY_PASS_BAD_CHECKSUM);
+	if (!refused)
+		refused = fr_recheck(state, &s, op);
+	if (refused)
+		return discard_and_pass(record, refused);
 	/* User space drains on its own schedule (timer, Commit), so no wake-up
 	 * per Prepare; only when the ring is more than half full. */
 	__u64 wakeup = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&prepare_ring, BPF_RB_AVAIL_DATA) > ELECTRODE_RINGBUF_BYTES / 2)
 		wakeup = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(record, wakeup);
-	count(ELECTRODE_CNT_FAST_REPLY_TX);
+	count(ELECTRODE_CNT_REPLY_TX);
 	return fr_reply(ctx, op, s.self_index);
 }
 

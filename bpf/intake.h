@@ -10,14 +10,12 @@
  * wake-up policy and the handover with user space are in the fast_intake
  * section of electrode.h.
  *
- * Included by electrode.bpf.c after its rodata, `counters` and count().
+ * Included by electrode.bpf.c under #ifdef FAST_INTAKE.
  */
 #ifndef ELECTRODE_INTAKE_H
 #define ELECTRODE_INTAKE_H
 
-#include "electrode.h"
-#include "parse.h"
-#include "checksum.h"
+#include "common.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -90,17 +88,8 @@ static __always_inline int in_for_us(void *data, void *data_end, const struct pa
 	__u32 ihl_bytes = ip->ihl * 4;
 	if (bpf_ntohs(ip->tot_len) != ihl_bytes + bpf_ntohs(p->udp->len))
 		return 0;
-	/* Header checksum over ihl 16-bit words; options make it up to 30. */
-	__u64 sum = 0;
-	for (__u32 i = 0; i < 30; i++) {
-		if (2 * i >= ihl_bytes)
-			break;
-		__u16 *word = ptr_at(data, data_end, sizeof(struct ethhdr) + 2 * i, 2);
-		if (!word)
-			return 0;
-		sum += *word;
-	}
-	return csum_fold(sum) == 0xffff;
+	__u16 folded;
+	return ipv4_header_fold(data, data_end, ihl_bytes, &folded) && folded == 0xffff;
 }
 
 /*
@@ -116,45 +105,31 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 	struct in_snapshot s = {};
 
 	struct electrode_intake_config *config = bpf_map_lookup_elem(&intake_config, &key);
-	if (!config) {
-		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED); /* cannot happen: a 1-entry array */
-		return XDP_PASS;
-	}
+	if (!config) /* cannot happen: a 1-entry array */
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
 	in_read(config, &s);
-	if (!s.armed) {
-		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
-		return XDP_PASS;
-	}
-	if (p->hdr->sender != ELECTRODE_SENDER_CLIENT) {
-		count(ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT);
-		return XDP_PASS;
-	}
-	if (!in_for_us(data, data_end, p, s.self_ip)) {
-		count(ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US);
-		return XDP_PASS;
-	}
+	if (!s.armed)
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
+	if (p->hdr->sender != ELECTRODE_SENDER_CLIENT)
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_NOT_CLIENT);
+	if (!in_for_us(data, data_end, p, s.self_ip))
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_NOT_FOR_US);
 	struct electrode_request *request =
 		ptr_at(data, data_end, p->hdr_off + sizeof(struct electrode_hdr), sizeof(*request));
-	if (!request) {
-		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse checked body_min */
-		return XDP_PASS;
-	}
+	if (!request) /* cannot happen: parse checked body_min */
+		return count_and_pass(ELECTRODE_CNT_CLASSIFY_MALFORMED);
 	/* wire::decode of a Request: read_request, then the body is exactly it. */
 	__u32 op_len = bpf_ntohs(request->op_len);
-	if (op_len > ELECTRODE_MAX_OP_SIZE || p->body_len != sizeof(*request) + op_len) {
-		count(ELECTRODE_CNT_INTAKE_PASS_BAD_BODY);
-		return XDP_PASS;
-	}
+	if (op_len > ELECTRODE_MAX_OP_SIZE || p->body_len != sizeof(*request) + op_len)
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_BAD_BODY);
+
+	/* The ring-buffer steps of common.h. */
 	__u32 len = sizeof(struct electrode_hdr) + p->body_len;
-	if (len > ELECTRODE_MAX_REQUEST_DATAGRAM) { /* implied above; bounds it for the verifier */
-		count(ELECTRODE_CNT_INTAKE_PASS_BAD_BODY);
-		return XDP_PASS;
-	}
+	if (len > ELECTRODE_MAX_REQUEST_DATAGRAM) /* implied above; bounds it for the verifier */
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_BAD_BODY);
 	struct electrode_intake_record *record = bpf_ringbuf_reserve(&intake_ring, sizeof(*record), 0);
-	if (!record) {
-		count(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL);
-		return XDP_PASS;
-	}
+	if (!record)
+		return count_and_pass(ELECTRODE_CNT_INTAKE_PASS_RINGBUF_FULL);
 	/* The reserve moved the producer position; only after a full barrier
 	 * read whether user space is awake. Either it sees our record before
 	 * it sleeps, or we see it asleep and the socket wakes it.
@@ -164,30 +139,17 @@ static __always_inline int fast_intake(struct xdp_md *ctx, struct parsed *p)
 	 * stadd). clang emits the plain add for a __sync_fetch_and_add whose
 	 * result is unused; an exchange has no non-fetching form. */
 	__atomic_exchange_n(&electrode_intake_barrier, 1, __ATOMIC_SEQ_CST);
-	if (!electrode_intake_awake) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_INTAKE_PASS_ASLEEP);
-		return XDP_PASS;
-	}
+	if (!electrode_intake_awake)
+		return discard_and_pass(record, ELECTRODE_CNT_INTAKE_PASS_ASLEEP);
 	record->view = s.view;
 	record->src_ip = p->ip->saddr;
 	record->src_port = p->udp->source;
 	record->len = len;
-	if (bpf_xdp_load_bytes(ctx, p->hdr_off, record->data, len)) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_MALFORMED); /* cannot happen: parse proved the bytes */
-		return XDP_PASS;
-	}
-	if (!udp_checksum_ok(p, record->data, len)) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM);
-		return XDP_PASS;
-	}
-	if (!in_still_armed(config, &s)) {
-		bpf_ringbuf_discard(record, BPF_RB_NO_WAKEUP);
-		count(ELECTRODE_CNT_INTAKE_PASS_DISARMED);
-		return XDP_PASS;
-	}
+	__u32 refused = ring_fill(ctx, p, record->data, len, ELECTRODE_CNT_INTAKE_PASS_BAD_CHECKSUM);
+	if (!refused && !in_still_armed(config, &s))
+		refused = ELECTRODE_CNT_INTAKE_PASS_DISARMED;
+	if (refused)
+		return discard_and_pass(record, refused);
 	/* Never a wake-up: user space is awake and drains before it sleeps
 	 * (electrode.h, "Wake-ups"). */
 	bpf_ringbuf_submit(record, BPF_RB_NO_WAKEUP);

@@ -9,6 +9,10 @@
 #ifndef ELECTRODE_PARSE_H
 #define ELECTRODE_PARSE_H
 
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
 #include "electrode.h"
 
 #define ETH_P_IP 0x0800
@@ -69,54 +73,54 @@ static __always_inline __u32 parse_frame(void *data, void *data_end, __u16 port,
 {
 	struct ethhdr *eth = ptr_at(data, data_end, 0, sizeof(*eth));
 	if (!eth)
-		return ELECTRODE_CNT_FOREIGN; /* runt: not even an Ethernet header */
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN; /* runt: not even an Ethernet header */
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return ELECTRODE_CNT_FOREIGN; /* ARP, IPv6, VLAN, ... */
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN; /* ARP, IPv6, VLAN, ... */
 
 	struct iphdr *ip = ptr_at(data, data_end, sizeof(*eth), sizeof(*ip));
 	if (!ip)
-		return ELECTRODE_CNT_FOREIGN;
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN;
 	if (ip->protocol != IPPROTO_UDP_ || ip->version != 4)
-		return ELECTRODE_CNT_FOREIGN;
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN;
 	__u32 ihl_bytes = ip->ihl * 4;
 	if (ihl_bytes < sizeof(*ip))
-		return ELECTRODE_CNT_FOREIGN;
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN;
 
 	__u32 udp_off = sizeof(*eth) + ihl_bytes;
 	struct udphdr *udp = ptr_at(data, data_end, udp_off, sizeof(*udp));
 	if (!udp)
-		return ELECTRODE_CNT_FOREIGN;
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN;
 	if (udp->dest != bpf_htons(port))
-		return ELECTRODE_CNT_FOREIGN;
+		return ELECTRODE_CNT_CLASSIFY_FOREIGN;
 
 	/* From here on the datagram is addressed to us: anything wrong is ours
 	 * to count. We never fragment, so a fragment is malformed. */
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return ELECTRODE_CNT_MALFORMED;
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED;
 	__u32 udp_len = bpf_ntohs(udp->len);
 	if (udp_len < sizeof(*udp) + sizeof(struct electrode_hdr))
-		return ELECTRODE_CNT_MALFORMED;
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED;
 	if (udp_len > sizeof(*udp) + ELECTRODE_MAX_DATAGRAM)
-		return ELECTRODE_CNT_MALFORMED;
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED;
 	if (!ptr_at(data, data_end, udp_off, udp_len))
-		return ELECTRODE_CNT_MALFORMED; /* UDP length beyond the frame */
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED; /* UDP length beyond the frame */
 
 	__u32 hdr_off = udp_off + sizeof(*udp);
 	struct electrode_hdr *hdr = ptr_at(data, data_end, hdr_off, sizeof(*hdr));
 	if (!hdr)
-		return ELECTRODE_CNT_MALFORMED;
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED;
 	if (hdr->magic != bpf_htonl(ELECTRODE_MAGIC) ||
 	    hdr->version != ELECTRODE_PROTOCOL_VERSION)
-		return ELECTRODE_CNT_BAD_MAGIC;
+		return ELECTRODE_CNT_CLASSIFY_BAD_MAGIC;
 	if (hdr->cluster_id != bpf_htonl(cluster_id))
-		return ELECTRODE_CNT_WRONG_CLUSTER;
+		return ELECTRODE_CNT_CLASSIFY_WRONG_CLUSTER;
 	if (hdr->msg_type == 0 || hdr->msg_type > ELECTRODE_MSG_TYPE_MAX)
-		return ELECTRODE_CNT_UNKNOWN_TYPE;
+		return ELECTRODE_CNT_CLASSIFY_UNKNOWN_TYPE;
 	__u32 body_len = bpf_ntohs(hdr->body_len);
 	if (body_len + sizeof(*hdr) + sizeof(*udp) != udp_len)
-		return ELECTRODE_CNT_MALFORMED;
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED;
 	if (body_len < body_min(hdr->msg_type))
-		return ELECTRODE_CNT_MALFORMED;
+		return ELECTRODE_CNT_CLASSIFY_MALFORMED;
 
 	p->eth = eth;
 	p->ip = ip;

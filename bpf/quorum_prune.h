@@ -5,14 +5,12 @@
  *
  * The maps, the rules and who owns what are described once, in the
  * "fast_quorum_prune" section of electrode.h; this file only implements
- * them. Included by electrode.bpf.c under #ifdef FAST_QUORUM_PRUNE, after
- * count() and the counters map.
+ * them. Included by electrode.bpf.c under #ifdef FAST_QUORUM_PRUNE.
  */
 #ifndef ELECTRODE_QUORUM_PRUNE_H
 #define ELECTRODE_QUORUM_PRUNE_H
 
-#include "electrode.h"
-#include "parse.h"
+#include "common.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -63,16 +61,18 @@ static __always_inline __u64 qp_quorum_op(const struct electrode_qp_state *st, _
 	return best;
 }
 
+/* The verdict a counter names (drop_ counters drop, the others pass),
+ * counted. */
 static __always_inline int qp_verdict(__u32 counter)
 {
-	count(counter);
 	switch (counter) {
 	case ELECTRODE_CNT_QP_DROP_BELOW_QUORUM:
 	case ELECTRODE_CNT_QP_DROP_REDUNDANT:
 	case ELECTRODE_CNT_QP_DROP_FOREIGN_SOURCE:
+		count(counter);
 		return XDP_DROP;
 	}
-	return XDP_PASS;
+	return count_and_pass(counter);
 }
 
 /* Decide the fate of a PrepareOK that parse_frame accepted (p filled). */

@@ -3,7 +3,8 @@
  * tc_broadcast.h - the leader sends a message for all followers once; the
  * clsact egress program electrode_tc emits one copy per follower.
  *
- * Included by electrode.bpf.c under #ifdef TC_BROADCAST, after count().
+ * Included by electrode.bpf.c under #ifdef TC_BROADCAST; holds the
+ * SEC("tc") program electrode_tc itself.
  *
  * Fan-out without recursion: the marked datagram's BROADCAST flag is cleared
  * first, then for every follower but the last the packet is rewritten (MAC,
@@ -22,8 +23,7 @@
 #ifndef ELECTRODE_TC_BROADCAST_H
 #define ELECTRODE_TC_BROADCAST_H
 
-#include "electrode.h"
-#include "parse.h"
+#include "common.h"
 
 /* uapi/linux/pkt_cls.h: #defines, so not in vmlinux.h. */
 #define TC_ACT_OK 0
@@ -51,6 +51,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct electrode_broadcast_mac);
 } broadcast_macs SEC(".maps");
+
+/* Map values into the skeleton's `types::` (see electrode.bpf.c). */
+struct electrode_broadcast_config _btf_broadcast_config = {};
+struct electrode_broadcast_target _btf_broadcast_target = {};
+struct electrode_broadcast_mac _btf_broadcast_mac = {};
+
+/* TC_ACT_OK (the frame goes on as it is), counted under `reason`. */
+static __always_inline int tc_count_and_pass(__u32 reason)
+{
+	count(reason);
+	return TC_ACT_OK;
+}
 
 /* ---------------------------------------------------------------------- */
 /* Learning (called by electrode_xdp for every valid datagram)            */
@@ -197,10 +209,8 @@ int electrode_tc(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct electrode_broadcast_config *config = bpf_map_lookup_elem(&broadcast_config, &zero);
-	if (!config) {
-		count(ELECTRODE_CNT_TC_PASS_OTHER);
-		return TC_ACT_OK;
-	}
+	if (!config)
+		return tc_count_and_pass(ELECTRODE_CNT_TC_PASS_OTHER);
 
 	struct ethhdr eth;
 	struct iphdr ip;
@@ -208,15 +218,11 @@ int electrode_tc(struct __sk_buff *skb)
 	struct electrode_hdr hdr;
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) || eth.h_proto != bpf_htons(ETH_P_IP) ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN_, &ip, sizeof(ip)) || ip.version != 4 ||
-	    ip.protocol != IPPROTO_UDP_ || ip.ihl < 5) {
-		count(ELECTRODE_CNT_TC_PASS_OTHER);
-		return TC_ACT_OK;
-	}
+	    ip.protocol != IPPROTO_UDP_ || ip.ihl < 5)
+		return tc_count_and_pass(ELECTRODE_CNT_TC_PASS_OTHER);
 	__u32 udp_off = ETH_HLEN_ + ip.ihl * 4; /* ihl is 4 bits: at most 74 */
-	if (bpf_skb_load_bytes(skb, udp_off, &udp, sizeof(udp)) || udp.source != config->self_port) {
-		count(ELECTRODE_CNT_TC_PASS_OTHER);
-		return TC_ACT_OK;
-	}
+	if (bpf_skb_load_bytes(skb, udp_off, &udp, sizeof(udp)) || udp.source != config->self_port)
+		return tc_count_and_pass(ELECTRODE_CNT_TC_PASS_OTHER);
 
 	/* From our port: anything odd is passed untouched and counted. A GSO
 	 * skb would carry several datagrams behind one header; we never send
@@ -228,14 +234,10 @@ int electrode_tc(struct __sk_buff *skb)
 	    bpf_skb_load_bytes(skb, udp_off + sizeof(udp), &hdr, sizeof(hdr)) ||
 	    hdr.magic != bpf_htonl(ELECTRODE_MAGIC) || hdr.version != ELECTRODE_PROTOCOL_VERSION ||
 	    hdr.cluster_id != bpf_htonl(cluster_id) ||
-	    bpf_ntohs(hdr.body_len) + sizeof(hdr) + sizeof(udp) != udp_len) {
-		count(ELECTRODE_CNT_TC_MALFORMED);
-		return TC_ACT_OK;
-	}
-	if (!(hdr.flags & ELECTRODE_FLAG_BROADCAST)) {
-		count(ELECTRODE_CNT_TC_PASS_UNMARKED); /* also each of our clones */
-		return TC_ACT_OK;
-	}
+	    bpf_ntohs(hdr.body_len) + sizeof(hdr) + sizeof(udp) != udp_len)
+		return tc_count_and_pass(ELECTRODE_CNT_TC_MALFORMED);
+	if (!(hdr.flags & ELECTRODE_FLAG_BROADCAST))
+		return tc_count_and_pass(ELECTRODE_CNT_TC_PASS_UNMARKED); /* also each of our clones */
 	count(ELECTRODE_CNT_TC_MARKED);
 
 	/* First pass: who gets a copy. Hand-unrolled with constant indices
@@ -256,8 +258,7 @@ int electrode_tc(struct __sk_buff *skb)
 		/* Disarmed, or no follower MAC known yet: user space is meant to
 		 * unicast then, so this is unexpected; the datagram still goes to
 		 * whoever it was addressed to (receivers ignore the flag). */
-		count(ELECTRODE_CNT_TC_NO_TARGET);
-		return TC_ACT_OK;
+		return tc_count_and_pass(ELECTRODE_CNT_TC_NO_TARGET);
 	}
 
 	struct tc_offsets off = {

@@ -3,7 +3,7 @@
 //! once or every interval with per-second rates until Ctrl-C.
 //!
 //! Finding the programs and reading their maps is
-//! [`crate::fastpath::stats`]; this module only schedules and prints.
+//! [`crate::fastpath::attached`]; this module only schedules and prints.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

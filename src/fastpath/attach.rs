@@ -18,15 +18,8 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{Program, Xdp, XdpFlags};
 
+use super::attached::{libbpf_muted, prog_info, xdp_prog_ids, Hook, XDP_PROG_NAME};
 use super::load::Loaded;
-use super::stats::{prog_info, xdp_prog_ids, Hook, XDP_PROG_NAME};
-
-/// tc filter handle of `electrode_tc` ("e1ec"): a filter found at this
-/// handle and [`TC_PRIORITY`] is ours, e.g. left by a kill -9'd run.
-pub const TC_HANDLE: u32 = 0xe1ec;
-/// tc filter priority of `electrode_tc`: 1, so it runs before other
-/// egress filters and they see the rewritten copies.
-pub const TC_PRIORITY: u32 = 1;
 
 /// Where in the receive path the program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,18 +259,4 @@ fn attached_mode(prog: &Program<'_>, ifindex: u32) -> Result<XdpMode> {
 
 fn ifindex_i32(ifindex: u32) -> Result<i32> {
     i32::try_from(ifindex).with_context(|| format!("ifindex {ifindex} does not fit a C int"))
-}
-
-/// Runs `f` with libbpf's message printer off, then puts back exactly the
-/// printer that was there. For calls whose failure is an expected answer
-/// (a query for something that may be absent). Not for loads: the verifier
-/// log is worth seeing.
-pub(crate) fn libbpf_muted<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: libbpf_set_print only swaps a function pointer (None: no
-    // printing); the previous one is restored before returning.
-    let printer = unsafe { libbpf_sys::libbpf_set_print(None) };
-    let result = f();
-    // SAFETY: as above; `printer` came from libbpf itself.
-    unsafe { libbpf_sys::libbpf_set_print(printer) };
-    result
 }

@@ -26,9 +26,9 @@ use super::load::Loaded;
 use super::types::{electrode_broadcast_config, electrode_broadcast_mac, electrode_broadcast_target};
 use crate::wire::MAX_REPLICA_COUNT;
 
-// Defined next to the XDP attach code, which every build has: `electrode
-// stats` looks for the filter at this handle/priority in any build.
-pub use super::attach::{TC_HANDLE, TC_PRIORITY};
+// Defined with the queries that find attached programs, which every build
+// has: `electrode stats` looks for the filter there in any build.
+pub use super::attached::{TC_HANDLE, TC_PRIORITY};
 
 /// Verdicts of a tc program (`uapi/linux/pkt_cls.h`), as returned by
 /// [`Loaded::test_run_tc`].
@@ -262,7 +262,7 @@ impl Loaded {
         // Most starts find no filter: libbpf would print the kernel's "no
         // such filter" on stderr, so the expected absence is queried with
         // libbpf muted.
-        let stale = super::attach::libbpf_muted(|| hook.query().ok());
+        let stale = super::attached::libbpf_muted(|| hook.query().ok());
         if let Err(error) = hook.attach() {
             if created_qdisc {
                 let _ = clsact(ifindex_c, prog).destroy();
@@ -344,7 +344,7 @@ fn create_clsact(ifindex: i32) -> Result<bool> {
     // "Exclusivity flag on, cannot modify" on stderr, so it is muted.
     // SAFETY: `hook` is a valid, fully initialised bpf_tc_hook whose `sz`
     // is its own size; libbpf only reads it during the call.
-    let rc = super::attach::libbpf_muted(|| unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) });
+    let rc = super::attached::libbpf_muted(|| unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) });
     match rc {
         0 => Ok(true),
         rc if rc == -libc::EEXIST => Ok(false),

@@ -8,8 +8,8 @@
 //!   it when dropped.
 //! - [`counters`]: the per-CPU `counters` map, summed over CPUs.
 //! - [`members`]: the replica address table of the membership rule.
-//! - [`stats`]: find the electrode programs attached to an interface (by
-//!   another process, nothing pinned) and read their counters.
+//! - [`attached`]: find the electrode programs attached to an interface
+//!   (by another process, nothing pinned) and read their counters.
 //! - `follower` (feature `fast_reply`): arm/disarm the follower fast path
 //!   and drain the Prepares it acked from its ring buffer.
 //! - `quorum` (feature `fast_quorum_prune`): arm, move and disarm the
@@ -28,6 +28,7 @@ mod skel {
 }
 
 pub mod attach;
+pub mod attached;
 #[cfg(feature = "tc_broadcast")]
 pub mod broadcast;
 pub mod caps;
@@ -41,9 +42,9 @@ pub mod members;
 pub mod neighbours;
 #[cfg(feature = "fast_quorum_prune")]
 pub mod quorum;
-pub mod stats;
 
 pub use attach::{XdpAttachment, XdpMode};
+pub use attached::{AttachedProgram, Hook, InterfacePrograms};
 #[cfg(feature = "tc_broadcast")]
 pub use broadcast::{tc_action, TcGuard};
 pub use counters::{Counters, IntakeCounters, QuorumPruneCounters};
@@ -53,7 +54,6 @@ pub use follower::{FollowerPath, FollowerState};
 pub use intake::{IntakeConfig, IntakePath, IntakeRecord};
 pub use load::{LoadOptions, Loaded};
 pub use skel::types;
-pub use stats::{AttachedProgram, Hook, InterfacePrograms};
 
 /// XDP verdicts (`enum xdp_action`), as returned by
 /// [`Loaded::test_run_xdp`].

@@ -1,8 +1,10 @@
-//! Finding the electrode programs attached to an interface by another
-//! process, and reading their `counters` map, with nothing pinned: the XDP
-//! slots of the interface come from netlink (bpf_xdp_query), the TC egress
-//! filter from our fixed handle/priority (bpf_tc_query), and the map from
-//! the program's own map ids.
+//! What the kernel says is attached to an interface: the electrode programs
+//! there (attached by another process, nothing pinned) and their `counters`
+//! map. The XDP slots of the interface come from netlink (bpf_xdp_query),
+//! the TC egress filter from our fixed handle/priority (bpf_tc_query), and
+//! the map from the program's own map ids. `electrode stats` reads counters
+//! this way; [`super::attach`] uses the same queries to find a stale
+//! program before it attaches.
 //!
 //! Both programs of one loaded object share one `counters` map, so the
 //! totals count each distinct map once.
@@ -14,8 +16,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapHandle};
 
-use super::attach::{TC_HANDLE, TC_PRIORITY};
 use super::counters::Counters;
+
+/// tc filter handle of `electrode_tc` ("e1ec"): a filter found at this
+/// handle and [`TC_PRIORITY`] is ours, e.g. left by a kill -9'd run.
+/// Defined here, in every build, because `electrode stats` looks for the
+/// filter in any build; `broadcast` attaches it there.
+pub const TC_HANDLE: u32 = 0xe1ec;
+/// tc filter priority of `electrode_tc`: 1, so it runs before other
+/// egress filters and they see the rewritten copies.
+pub const TC_PRIORITY: u32 = 1;
 
 /// Kernel names of the electrode programs (BPF_OBJ_NAME_LEN is 16, and
 /// both fit).
@@ -168,7 +178,7 @@ fn tc_egress_prog_id(ifindex: i32) -> Result<Option<u32>> {
     // answer here, so libbpf is muted for this one call.
     // SAFETY: `hook` and `opts` are valid and sized; libbpf reads `hook`
     // and writes only into `opts` during the call.
-    let rc = super::attach::libbpf_muted(|| unsafe { libbpf_sys::bpf_tc_query(&hook, &mut opts) });
+    let rc = libbpf_muted(|| unsafe { libbpf_sys::bpf_tc_query(&hook, &mut opts) });
     match rc {
         0 => Ok(Some(opts.prog_id)),
         // No filter there (ENOENT), or no clsact qdisc at all (EINVAL).
@@ -230,4 +240,18 @@ fn counters_map_id(map_ids: &[u32]) -> Result<u32> {
         }
     }
     bail!("no map named {COUNTERS_MAP_NAME} among its {} maps", map_ids.len())
+}
+
+/// Runs `f` with libbpf's message printer off, then puts back exactly the
+/// printer that was there. For calls whose failure is an expected answer
+/// (a query for something that may be absent). Not for loads: the verifier
+/// log is worth seeing.
+pub(crate) fn libbpf_muted<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: libbpf_set_print only swaps a function pointer (None: no
+    // printing); the previous one is restored before returning.
+    let printer = unsafe { libbpf_sys::libbpf_set_print(None) };
+    let result = f();
+    // SAFETY: as above; `printer` came from libbpf itself.
+    unsafe { libbpf_sys::libbpf_set_print(printer) };
+    result
 }
