@@ -759,7 +759,7 @@ _Static_assert((ELECTRODE_RINGBUF_BYTES & (ELECTRODE_RINGBUF_BYTES - 1)) == 0,
  *   - 0: the sender computed none (legal in IPv4);
  *   - the folded pseudo-header sum: a CHECKSUM_PARTIAL skb from a socket
  *     on this host or across a veth, whose checksum the NIC was to finish.
- *     Measured on this machine (PLATFORM.md gotcha 5): XDP on veth sees
+ *     Measured on this machine (docs/PLATFORM.md gotcha 5): XDP on veth sees
  *     exactly that value, and the fixture
  *     prepare_with_a_full_udp_checksum_that_does_not_verify_is_passed_not_acked
  *     pins both cases; verifying it would

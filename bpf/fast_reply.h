@@ -31,7 +31,7 @@ struct {
 } prepare_ring SEC(".maps");
 
 /* A ring buffer has no value type: this unused global puts the record into
- * the skeleton's `types::` (PLATFORM.md gotcha 2). */
+ * the skeleton's `types::` (docs/PLATFORM.md gotcha 2). */
 struct electrode_prepare_record _btf_prepare_record = {};
 
 /* The PrepareOK frame: Ethernet + IPv4 without options + UDP + header + body. */
@@ -133,7 +133,7 @@ static __always_inline int fr_reply(struct xdp_md *ctx, __u64 ack_op, __u8 self_
 	ok->flags = 0;
 	__builtin_memset(ok->pad, 0, sizeof(ok->pad));
 
-	/* A real UDP checksum (PLATFORM.md gotcha 5: the Prepare's field may hold
+	/* A real UDP checksum (docs/PLATFORM.md gotcha 5: the Prepare's field may hold
 	 * only a CHECKSUM_PARTIAL pseudo-header sum). */
 	__u64 sum = udp_pseudo_sum(ip->saddr, ip->daddr, bpf_htons(FR_UDP_LEN));
 	__u16 *segment = (__u16 *)udp;
@@ -150,7 +150,7 @@ static __always_inline int fr_reply(struct xdp_md *ctx, __u64 ack_op, __u8 self_
  * 24-byte electrode_request and op_len <= MAX_OP_SIZE bytes, together
  * exactly batch_len bytes, and body_len == 24 + batch_len. parse_frame
  * proved the body lies inside the frame; every request header is re-proved
- * by ptr_at. A constant-bound loop with no helper calls (PLATFORM gotcha 1
+ * by ptr_at. A constant-bound loop with no helper calls (docs/PLATFORM.md gotcha 1
  * is about helpers in unrolled loops); `at` is clamped to a constant so the
  * verifier keeps the offset bounded on every iteration.
  */

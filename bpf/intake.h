@@ -29,7 +29,7 @@ struct {
 	__uint(max_entries, ELECTRODE_INTAKE_RING_BYTES);
 } intake_ring SEC(".maps");
 
-/* Ring buffers have no value type (PLATFORM.md gotcha 2). */
+/* Ring buffers have no value type (docs/PLATFORM.md gotcha 2). */
 struct electrode_intake_record _btf_intake_record = {};
 
 /* Written by user space only (through the mmap of .bss): 1 while it runs

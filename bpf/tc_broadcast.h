@@ -151,7 +151,7 @@ static __always_inline int tc_eligible(const struct electrode_broadcast_config *
 /* Points the packet at `dest`, keeping the IP and UDP checksums right:
  * the IP address is in the UDP pseudo-header (BPF_F_PSEUDO_HDR, which also
  * does the right thing for a CHECKSUM_PARTIAL skb from a local socket, see
- * PLATFORM gotcha 5); MARK_MANGLED_0 keeps a 0 ("no checksum") UDP check 0. */
+ * docs/PLATFORM.md gotcha 5); MARK_MANGLED_0 keeps a 0 ("no checksum") UDP check 0. */
 static __always_inline int tc_rewrite(struct __sk_buff *skb, const struct tc_offsets *off,
 				      const struct tc_dest *dest, __be32 *cur_ip, __be16 *cur_port)
 {
@@ -241,7 +241,7 @@ int electrode_tc(struct __sk_buff *skb)
 	count(ELECTRODE_CNT_TC_MARKED);
 
 	/* First pass: who gets a copy. Hand-unrolled with constant indices
-	 * (PLATFORM gotcha 1: clang 14 drops `#pragma unroll` here and the
+	 * (docs/PLATFORM.md gotcha 1: clang 14 drops `#pragma unroll` here and the
 	 * verifier then loses the index). */
 	_Static_assert(ELECTRODE_MAX_REPLICAS == 9, "unrolled for 9 replicas");
 	struct tc_dest dests[ELECTRODE_MAX_REPLICAS] = {};
