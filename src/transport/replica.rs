@@ -40,7 +40,7 @@ const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
 /// the leader prepares what the burst brought: bounds the delay of the
 /// first request.
 const BURST_MAX: usize = 64;
-/// Ticks run per round of the event loop when behind (see event_loop): a
+/// Ticks run per round of the event loop when behind (run_due_ticks): a
 /// few, so the socket is read in between and a backlog of ticks after a
 /// short preemption is worked off within a few rounds.
 const TICKS_PER_ROUND_MAX: u32 = 4;
