@@ -49,6 +49,7 @@ fn normal_load_commits_everything_and_replicas_agree() {
     for i in 0..3 {
         assert!(cluster.stop_replica(i).success(), "replica {i} did not exit cleanly");
         assert!(cluster.log(i).contains("stopped; received"), "no counters in log {i}");
+        assert!(cluster.exit_counters(i)["received"].as_u64() > Some(0), "no exit counters in log {i}");
     }
     assert_fast_paths_carried_the_load(&cluster, commit);
 }
@@ -451,14 +452,9 @@ fn hostile_datagrams_are_counted_and_change_nothing() {
     let mut dropped = 0u64;
     for i in 0..3 {
         assert!(cluster.stop_replica(i).success(), "replica {i} crashed under hostile input");
-        let log = cluster.log(i);
-        dropped += log
-            .lines()
-            .filter(|l| l.contains("stopped;"))
-            .flat_map(|l| l.split(", "))
-            .filter(|p| p.starts_with("dropped["))
-            .filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum::<u64>();
+        let counters = cluster.exit_counters(i);
+        let drops = counters["dropped"].as_object().expect("exit counters with drops");
+        dropped += drops.values().filter_map(|n| n.as_u64()).sum::<u64>();
     }
     eprintln!("hostile: sent {sent}, replicas counted {dropped} dropped");
     assert!(dropped >= sent / 2, "sent {sent} hostile datagrams, only {dropped} counted as dropped");
@@ -776,11 +772,9 @@ fn forged_corrupt_and_extreme_datagrams_under_load_change_nothing() {
     cluster.assert_no_panic();
     let mut runtime_dropped = 0;
     for i in 0..n {
-        let log = cluster.log(i);
-        let line = log.lines().rev().find(|l| l.contains("stopped;")).unwrap_or("");
-        let drops: Vec<&str> = line.split(", ").filter(|p| p.starts_with("dropped[")).collect();
-        runtime_dropped +=
-            drops.iter().filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok()).sum::<u64>();
+        let counters = cluster.exit_counters(i);
+        let drops = counters["dropped"].as_object().cloned().unwrap_or_default();
+        runtime_dropped += drops.values().filter_map(|n| n.as_u64()).sum::<u64>();
         let kernel: Vec<String> = cluster
             .ebpf_counters(i)
             .into_iter()

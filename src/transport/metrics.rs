@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::replica::Counters;
+use super::counts::DatagramCounts;
 use crate::vr::{Replica, ReplicaStats, Status};
 use crate::wire::MsgType;
 
@@ -133,7 +133,7 @@ pub struct Snapshot {
     /// Recovering and blocked (vr::Replica::recovery_blocked).
     pub recovery_blocked: bool,
     pub client_table_entries: usize,
-    pub counters: Counters,
+    pub counters: DatagramCounts,
     pub stats: ReplicaStats,
     /// eBPF map counters by name (fast-path builds), read every
     /// KERNEL_READ_INTERVAL.
@@ -147,7 +147,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Copies the core's and the runtime's numbers in place (reusing the
     /// allocations of the previous copy).
-    pub fn fill(&mut self, core: &Replica, counters: &Counters, latency: &LatencyHistogram) {
+    pub fn fill(&mut self, core: &Replica, counters: &DatagramCounts, latency: &LatencyHistogram) {
         self.replica = core.index();
         self.view = core.view();
         self.status = Some(core.status());
@@ -228,13 +228,32 @@ fn labelled_gauge<'a>(
 /// The OpenMetrics text of one snapshot (counters get `_total`, the
 /// histogram `_seconds`, from prometheus-client).
 pub fn encode(snapshot: &Snapshot) -> String {
-    let s = snapshot;
     let mut registry = Registry::with_prefix("electrode");
-    gauge(&mut registry, "replica_index", "This replica's index in the configuration", s.replica.into());
-    gauge(&mut registry, "view_number", "Current view number", s.view as i64);
+    register_state(&mut registry, snapshot);
+    register_datagrams(&mut registry, &snapshot.counters);
+    register_core_stats(&mut registry, &snapshot.stats);
+    if let Some(kernel) = &snapshot.kernel {
+        labelled_counter(
+            &mut registry,
+            "kernel_events",
+            "eBPF fast-path counters merged over CPUs from the maps: datagrams by type and outcomes",
+            "event",
+            kernel.iter().map(|(k, v)| (*k, *v)),
+        );
+    }
+    register_timing(&mut registry, snapshot);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String");
+    text
+}
+
+/// The replica's role, view, status and log position.
+fn register_state(registry: &mut Registry, s: &Snapshot) {
+    gauge(registry, "replica_index", "This replica's index in the configuration", s.replica.into());
+    gauge(registry, "view_number", "Current view number", s.view as i64);
     let status = s.status.unwrap_or(Status::Recovering);
     labelled_gauge(
-        &mut registry,
+        registry,
         "status",
         "Replica status: 1 for the current one",
         "status",
@@ -242,39 +261,36 @@ pub fn encode(snapshot: &Snapshot) -> String {
             .map(|st| (st.name(), i64::from(st == status))),
     );
     labelled_gauge(
-        &mut registry,
+        registry,
         "role",
         "Role: 1 for the current one (leader: normal status and leader of the view)",
         "role",
         [("leader", i64::from(s.leader)), ("follower", i64::from(!s.leader))],
     );
-    gauge(&mut registry, "op_number", "Highest op in the log", s.op as i64);
-    gauge(&mut registry, "commit_number", "Highest committed op", s.commit as i64);
-    gauge(&mut registry, "checkpoint_op_number", "Op of the last checkpoint", s.checkpoint_op as i64);
+    gauge(registry, "op_number", "Highest op in the log", s.op as i64);
+    gauge(registry, "commit_number", "Highest committed op", s.commit as i64);
+    gauge(registry, "checkpoint_op_number", "Op of the last checkpoint", s.checkpoint_op as i64);
     gauge(
-        &mut registry,
+        registry,
         "catching_up",
         "1 while normal but still fetching the state (after recovery or joining a view)",
         i64::from(s.catching_up),
     );
     gauge(
-        &mut registry,
+        registry,
         "recovery_blocked",
         "1 while recovering and waiting: more than f replicas lost their memory and a peer holds state \
          (see --accept-data-loss)",
         i64::from(s.recovery_blocked),
     );
-    gauge(
-        &mut registry,
-        "client_table_entries",
-        "Clients in the client table",
-        s.client_table_entries as i64,
-    );
+    gauge(registry, "client_table_entries", "Clients in the client table", s.client_table_entries as i64);
+}
 
-    let c = &s.counters;
-    counter(&mut registry, "datagrams_received", "Datagrams read from the socket (user space)", c.received);
+/// What the runtime counted of the datagrams it handled.
+fn register_datagrams(registry: &mut Registry, c: &DatagramCounts) {
+    counter(registry, "datagrams_received", "Datagrams read from the socket (user space)", c.received);
     labelled_counter(
-        &mut registry,
+        registry,
         "datagrams_accepted",
         "Datagrams decoded and accepted from a member or client, by message type (user space)",
         "type",
@@ -283,16 +299,18 @@ pub fn encode(snapshot: &Snapshot) -> String {
     let mut drops: Vec<(&str, u64)> = c.dropped.iter().map(|(k, v)| (*k, *v)).collect();
     drops.sort_unstable();
     labelled_counter(
-        &mut registry,
+        registry,
         "datagrams_dropped",
         "Datagrams dropped in user space, by reason",
         "reason",
         drops,
     );
-    counter(&mut registry, "datagrams_sent", "Datagrams queued for sending", c.sent);
-    counter(&mut registry, "datagram_send_errors", "Datagrams the socket refused", c.send_errors);
+    counter(registry, "datagrams_sent", "Datagrams queued for sending", c.sent);
+    counter(registry, "datagram_send_errors", "Datagrams the socket refused", c.send_errors);
+}
 
-    let st = &s.stats;
+/// What the core counted.
+fn register_core_stats(registry: &mut Registry, st: &ReplicaStats) {
     for (name, help, value) in [
         ("view_changes_started", "View changes this replica started or joined", st.view_changes_started),
         ("views_started", "Views this replica entered in normal status", st.views_started),
@@ -322,19 +340,12 @@ pub fn encode(snapshot: &Snapshot) -> String {
             st.dropped_inputs,
         ),
     ] {
-        counter(&mut registry, name, help, value);
+        counter(registry, name, help, value);
     }
+}
 
-    if let Some(kernel) = &s.kernel {
-        labelled_counter(
-            &mut registry,
-            "kernel_events",
-            "eBPF fast-path counters merged over CPUs from the maps: datagrams by type and outcomes",
-            "event",
-            kernel.iter().map(|(k, v)| (*k, *v)),
-        );
-    }
-
+/// Commit latency, and how old and how costly this copy of the numbers is.
+fn register_timing(registry: &mut Registry, s: &Snapshot) {
     let l = &s.latency;
     let buckets = (0..=LATENCY_BUCKET_COUNT)
         .map(|i| (if i < LATENCY_BUCKET_COUNT { bucket_bound_seconds(i) } else { f64::MAX }, l.buckets[i]))
@@ -362,10 +373,6 @@ pub fn encode(snapshot: &Snapshot) -> String {
         Unit::Seconds,
         g,
     );
-
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String");
-    text
 }
 
 /// Binds `address` and serves GET /metrics from `shared` on a new thread.

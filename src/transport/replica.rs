@@ -8,21 +8,19 @@
 //! The one other thread, with `--metrics`, answers scrapes from a copy this
 //! thread makes every 100 ms without waiting (transport/metrics.rs).
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
-use super::kernel::{self, Kernel};
+use super::client_addresses::{ClientAddresses, IDS_PER_ADDRESS_MAX};
+use super::counts::DatagramCounts;
+use super::kernel::{self, BroadcastPlan, Kernel, KernelInput};
 use super::metrics::{self, LatencyRing};
 use super::os;
+use super::transitions::Transitions;
 use crate::app::AppKind;
 use crate::config::Config;
 use crate::vr::{self, Action, Replica};
-use crate::wire::{
-    self, Decoded, Encoder, Message, MsgType, Reassembler, StatusReply, CLIENT_SENDER, MAX_DATAGRAM_LEN,
-};
+use crate::wire::{self, Decoded, Encoder, Message, MsgType, Reassembler, StatusReply, CLIENT_SENDER};
 
 /// Length of one core tick. The core's timeouts are in ticks.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -34,14 +32,15 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(1);
 /// IDS_PER_ADDRESS_MAX of them per source address).
 const CLIENT_ADDRESSES_MAX: usize = 1 << 16;
 // One socket's quota is a small share of the bindings (client_addresses).
-const _: () = assert!(CLIENT_ADDRESSES_MAX / super::client_addresses::IDS_PER_ADDRESS_MAX >= 16);
+const _: () = assert!(CLIENT_ADDRESSES_MAX / IDS_PER_ADDRESS_MAX >= 16);
 /// Bytes of partial large messages held at once (view change, state
 /// transfer): a few full transfers of a checkpoint plus log.
 const REASSEMBLY_BYTES_MAX: usize = 256 << 20;
-/// Most datagrams read in one burst (without blocking) before the leader
-/// prepares what the burst brought: bounds the delay of the first request.
+/// Most datagrams read in one burst (one recvmmsg, without blocking) before
+/// the leader prepares what the burst brought: bounds the delay of the
+/// first request.
 const BURST_MAX: usize = 64;
-/// Ticks run per round of the event loop when behind (see event_loop): a
+/// Ticks run per round of the event loop when behind (run_due_ticks): a
 /// few, so the socket is read in between and a backlog of ticks after a
 /// short preemption is worked off within a few rounds.
 const TICKS_PER_ROUND_MAX: u32 = 4;
@@ -84,57 +83,22 @@ pub const FAST_PATHS_COMPILED: bool = cfg!(any(
     feature = "fast_intake"
 ));
 
-/// Datagrams the runtime handled, by outcome.
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    pub received: u64,
-    pub by_type: [u64; MsgType::ALL.len() + 1],
-    pub dropped: HashMap<&'static str, u64>,
-    pub sent: u64,
-    pub send_errors: u64,
-}
-
-impl Counters {
-    fn drop(&mut self, reason: &'static str) {
-        *self.dropped.entry(reason).or_default() += 1;
-    }
-
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.values().sum()
-    }
-
-    pub fn summary(&self) -> String {
-        let mut parts = vec![format!("received {}", self.received), format!("sent {}", self.sent)];
-        for t in MsgType::ALL {
-            let n = self.by_type[t as usize];
-            if n > 0 {
-                parts.push(format!("{} {}", t.name(), n));
-            }
-        }
-        let mut drops: Vec<_> = self.dropped.iter().collect();
-        drops.sort();
-        for (reason, n) in drops {
-            parts.push(format!("dropped[{reason}] {n}"));
-        }
-        if self.send_errors > 0 {
-            parts.push(format!("send errors {}", self.send_errors));
-        }
-        parts.join(", ")
-    }
-}
-
+/// The replica thread's state: the core, the socket and what the runtime
+/// keeps beside them.
 struct Runtime<'k> {
+    /// The fast paths compiled in (None without any).
     kernel: Option<Kernel<'k>>,
     burst_batching: bool,
     spin: Duration,
     socket: UdpSocket,
     peers: Vec<SocketAddrV4>,
     index: u8,
+    cluster_id: u32,
     encoder: Encoder,
     reassembler: Reassembler,
     core: Replica,
-    clients: super::client_addresses::ClientAddresses,
-    counters: Counters,
+    clients: ClientAddresses,
+    counts: DatagramCounts,
     actions: Vec<Action>,
     datagrams: Vec<Vec<u8>>,
     /// Datagrams of this round, sent together by flush_sends.
@@ -145,14 +109,15 @@ struct Runtime<'k> {
     latency: LatencyRing,
     #[cfg(feature = "test-faults")]
     faults: Option<super::faults::Faults>,
-    cluster_id: u32,
-    /// Set while requests from the kernel's intake are being fed (their
-    /// own before_input must not drain the ring again).
-    #[cfg(feature = "fast_intake")]
-    pumping_intake: bool,
-    /// Set while a wake-up's burst is handled under one hold of Prepares.
-    #[cfg(feature = "fast_intake")]
-    in_burst: bool,
+}
+
+/// When the event loop next does each of its periodic jobs.
+struct Schedule {
+    tick: Instant,
+    publish: Instant,
+    kernel_read: Instant,
+    report: Option<Instant>,
+    report_interval: Option<Duration>,
 }
 
 /// Runs a replica until SIGINT/SIGTERM.
@@ -168,53 +133,77 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
     let cpu = options.cpu.unwrap_or(options.index % os::cpu_count());
     // The metrics thread starts before pinning, so it may run on any CPU
     // rather than compete with the replica thread for its own.
-    let shared_metrics = match options.metrics {
-        Some(address) => {
-            let shared = metrics::Shared::default();
-            let bound = metrics::serve(address, shared.clone())?;
-            log::info!("electrode replica {}: metrics on http://{bound}/metrics", options.index);
-            Some(shared)
-        }
-        None => None,
-    };
+    let metrics = start_metrics(&options)?;
     os::pin_to_cpu(cpu)?;
     os::install_stop_handler()?;
     let address = config.replicas[options.index];
     let socket = os::bind_udp(address, Some(RECV_TIMEOUT))?;
-
-    let index = options.index as u8;
     // The eBPF object and its attachments live until this function returns;
     // their Drop detaches everything on every exit path.
-    let loaded;
-    let attached;
-    let mut kernel_paths = None;
-    if FAST_PATHS_COMPILED {
-        loaded = kernel::load(config, options.index)?;
-        let iface = match &options.iface {
-            Some(iface) => iface.clone(),
-            None => kernel::interface_of(address)?,
-        };
-        attached = kernel::attach(&loaded, &iface)?;
-        log::info!(
-            "electrode replica {index}: eBPF programs attached to {} (XDP {} mode{})",
-            attached.iface,
-            attached.xdp.mode(),
-            if cfg!(feature = "tc_broadcast") { ", TC egress" } else { "" }
-        );
-        kernel_paths = Some(Kernel::new(&loaded, config, options.index)?);
-    }
-    let mut vr_config = vr::Config::new(config.replica_count() as u8, index);
-    vr_config.checkpoint_interval_ops = options.checkpoint_interval_ops;
-    vr_config.kernel_fast_reply = kernel_paths.as_ref().is_some_and(Kernel::fast_reply);
-    vr_config.accept_data_loss = options.accept_data_loss;
+    let loaded = if FAST_PATHS_COMPILED { Some(kernel::load(config, options.index)?) } else { None };
+    let _attached = match &loaded {
+        Some(loaded) => Some(attach_kernel(loaded, &options, address)?),
+        None => None,
+    };
+    let kernel = loaded.as_ref().map(|loaded| Kernel::new(loaded, config, options.index)).transpose()?;
+    let vr_config = core_config(&options, kernel.as_ref().is_some_and(Kernel::fast_reply));
+    let nonce = os::random_seed();
+    let core = Replica::new(vr_config, options.app.build(), nonce);
+    log_start(&options, cpu, address, boot_wait(core.config()));
+    let mut runtime = Runtime::new(&options, socket, core, kernel, metrics)?;
+    let result = runtime.event_loop(options.report_interval);
+    runtime.log_exit();
+    result
+}
+
+/// With `--metrics`: the thread that answers scrapes, and what it reads.
+fn start_metrics(options: &ReplicaOptions) -> anyhow::Result<Option<metrics::Shared>> {
+    let Some(address) = options.metrics else { return Ok(None) };
+    let shared = metrics::Shared::default();
+    let bound = metrics::serve(address, shared.clone())?;
+    log::info!("electrode replica {}: metrics on http://{bound}/metrics", options.index);
+    Ok(Some(shared))
+}
+
+/// Attaches the loaded programs to `--iface`, else to the interface that
+/// holds our address.
+fn attach_kernel<'a>(
+    loaded: &'a crate::fastpath::Loaded,
+    options: &ReplicaOptions,
+    address: SocketAddrV4,
+) -> anyhow::Result<kernel::Attached<'a>> {
+    let iface = match &options.iface {
+        Some(iface) => iface.clone(),
+        None => kernel::interface_of(address)?,
+    };
+    let attached = kernel::attach(loaded, &iface)?;
+    log::info!(
+        "electrode replica {}: eBPF programs attached to {} (XDP {} mode{})",
+        options.index,
+        attached.iface,
+        attached.xdp.mode(),
+        if cfg!(feature = "tc_broadcast") { ", TC egress" } else { "" }
+    );
+    Ok(attached)
+}
+
+/// The core's configuration from the command line.
+fn core_config(options: &ReplicaOptions, kernel_fast_reply: bool) -> vr::Config {
+    let mut config = vr::Config::new(options.config.replica_count() as u8, options.index as u8);
+    config.checkpoint_interval_ops = options.checkpoint_interval_ops;
+    config.kernel_fast_reply = kernel_fast_reply;
+    config.accept_data_loss = options.accept_data_loss;
     // Tests evict with a small client table instead of 65,536 fresh ids.
     #[cfg(feature = "test-faults")]
     if let Some(max) = std::env::var("ELECTRODE_TEST_CLIENT_TABLE_MAX").ok().and_then(|v| v.parse().ok()) {
-        vr_config.client_table_max = max;
+        config.client_table_max = max;
     }
-    let nonce = os::random_seed();
-    let boot_wait = boot_wait(&vr_config);
-    let core = Replica::new(vr_config, options.app.build(), nonce);
+    config
+}
+
+fn log_start(options: &ReplicaOptions, cpu: usize, address: SocketAddrV4, boot_wait: Duration) {
+    let index = options.index;
+    let config = &options.config;
     log::info!(
         "electrode replica {index} on {address} (cpu {cpu}, app {:?}, f {}, cluster {:#010x}, fast paths: {}): recovering",
         options.app,
@@ -229,57 +218,6 @@ pub fn run(options: ReplicaOptions) -> anyhow::Result<()> {
              recovering; acknowledged writes held only by the replicas without memory are lost"
         );
     }
-
-    let mut runtime = Runtime {
-        kernel: kernel_paths,
-        burst_batching: options.burst_batching,
-        spin: options.spin,
-        socket,
-        peers: config.replicas.clone(),
-        index,
-        encoder: Encoder::new(config.cluster_id, index),
-        reassembler: Reassembler::new(REASSEMBLY_BYTES_MAX),
-        core,
-        clients: super::client_addresses::ClientAddresses::new(
-            CLIENT_ADDRESSES_MAX,
-            super::client_addresses::IDS_PER_ADDRESS_MAX,
-        ),
-        counters: Counters::default(),
-        actions: Vec::with_capacity(64),
-        datagrams: Vec::with_capacity(8),
-        sends: os::SendBatch::new(),
-        metrics: shared_metrics,
-        latency: LatencyRing::default(),
-        #[cfg(feature = "test-faults")]
-        faults: super::faults::Faults::from_env()?,
-        cluster_id: config.cluster_id,
-        #[cfg(feature = "fast_intake")]
-        pumping_intake: false,
-        #[cfg(feature = "fast_intake")]
-        in_burst: false,
-    };
-    let result = runtime.event_loop(config.cluster_id, options.report_interval);
-    log::info!("electrode replica {index}: stopped; {}", runtime.counters.summary());
-    if let Some(kernel) = &runtime.kernel {
-        log::info!("electrode replica {index}: kernel paths {:?}", kernel.counters);
-        match kernel.kernel_counters() {
-            Ok(counters) => {
-                let pairs: Vec<String> = counters
-                    .named()
-                    .into_iter()
-                    .filter(|(_, v)| *v > 0)
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                log::info!("electrode replica {index}: eBPF counters: {}", pairs.join(" "));
-            }
-            Err(error) => log::warn!("electrode replica {index}: reading eBPF counters: {error:#}"),
-        }
-    }
-    #[cfg(feature = "test-faults")]
-    if let Some(faults) = &runtime.faults {
-        log::info!("electrode replica {index}: test faults {:?}", faults.counts);
-    }
-    result
 }
 
 /// The checks every received datagram passes before anything else sees
@@ -338,227 +276,200 @@ fn boot_wait(config: &vr::Config) -> Duration {
     TICK.saturating_mul(config.boot_wait_ticks.try_into().unwrap_or(u32::MAX))
 }
 
-/// CLOCK_MONOTONIC in milliseconds, as log lines show it: the same clock in
-/// every process of the machine, so lines of different replicas compare.
-fn clock_ms() -> String {
-    let nanos = os::monotonic_nanos();
-    format!("{}.{:03}", nanos / 1_000_000, (nanos / 1_000) % 1_000)
-}
+impl<'k> Runtime<'k> {
+    fn new(
+        options: &ReplicaOptions,
+        socket: UdpSocket,
+        core: Replica,
+        kernel: Option<Kernel<'k>>,
+        metrics: Option<metrics::Shared>,
+    ) -> anyhow::Result<Runtime<'k>> {
+        let config = &options.config;
+        let index = options.index as u8;
+        Ok(Runtime {
+            kernel,
+            burst_batching: options.burst_batching,
+            spin: options.spin,
+            socket,
+            peers: config.replicas.clone(),
+            index,
+            cluster_id: config.cluster_id,
+            encoder: Encoder::new(config.cluster_id, index),
+            reassembler: Reassembler::new(REASSEMBLY_BYTES_MAX),
+            core,
+            clients: ClientAddresses::new(CLIENT_ADDRESSES_MAX, IDS_PER_ADDRESS_MAX),
+            counts: DatagramCounts::default(),
+            actions: Vec::with_capacity(64),
+            datagrams: Vec::with_capacity(8),
+            sends: os::SendBatch::new(),
+            metrics,
+            latency: LatencyRing::default(),
+            #[cfg(feature = "test-faults")]
+            faults: super::faults::Faults::from_env()?,
+        })
+    }
 
-impl Runtime<'_> {
-    fn event_loop(&mut self, cluster_id: u32, report_interval: Option<Duration>) -> anyhow::Result<()> {
-        let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
-        let mut burst = os::RecvBatch::new(BURST_MAX - 1);
-        let mut next_tick = Instant::now();
-        let mut next_report = report_interval.map(|i| Instant::now() + i);
-        let mut last_status = (self.core.view(), self.core.status());
-        // Commit when the view last changed; u64::MAX once a commit in the
-        // view has been reported.
-        let mut commit_in_view = u64::MAX;
-        let mut catching_up = false;
-        // The holder a blocked recovery waits for, as last logged: the
-        // status stays (view 0, recovering) while blocked, so the line
-        // above never says why.
-        let mut blocked_by = None;
-        let mut next_publish = Instant::now();
-        let mut next_kernel_read = Instant::now();
+    /// One round per wake-up: wait for the next input, run the ticks that
+    /// are due, then the periodic jobs and the log of what changed. Each
+    /// input is handed to the core and its actions carried out at once.
+    fn event_loop(&mut self, report_interval: Option<Duration>) -> anyhow::Result<()> {
         let waiter = os::Waiter::new(&self.socket)?;
-        // With fast_intake the loop also registers the request ring (the
-        // kernel never wakes it: see below), and on each wake-up drains the
-        // ring, then reads the socket without blocking (one recvmmsg of up
-        // to BURST_MAX).
-        let mut intake_burst = None;
-        if let Some(fd) = self.kernel.as_ref().and_then(Kernel::intake_fd) {
+        for fd in self.kernel.as_ref().map(Kernel::wait_fds).unwrap_or_default() {
             waiter.add(fd)?;
-            intake_burst = Some(os::RecvBatch::new(BURST_MAX));
         }
+        let mut burst = os::RecvBatch::new(BURST_MAX);
+        let now = Instant::now();
+        let mut schedule = Schedule {
+            tick: now,
+            publish: now,
+            kernel_read: now,
+            report: report_interval.map(|interval| now + interval),
+            report_interval,
+        };
+        let mut transitions = Transitions::new(&self.core, boot_wait(self.core.config()));
         self.core.start(&mut self.actions);
         self.execute_actions()?;
         self.flush_sends();
         while !os::stop_requested() {
-            // Sleep until a datagram or the next tick, on a precise timer
-            // (the socket's read timeout, kept as a backstop, sleeps whole
-            // jiffies).
-            let wait = next_tick.saturating_duration_since(Instant::now()).min(RECV_TIMEOUT);
-            let received = if let Some(burst) = intake_burst.as_mut() {
-                // The kernel takes requests into the ring only while we
-                // are awake, and never wakes us for one: we sleep only
-                // once the ring is empty (bpf/electrode.h, "Wake-ups").
-                let ready = if self.spin_before_sleep(&waiter, wait)? {
-                    true
-                } else if self.kernel.as_ref().is_none_or(Kernel::intake_may_sleep) {
-                    waiter.wait(wait)?
-                } else {
-                    true
-                };
-                if let Some(kernel) = self.kernel.as_ref() {
-                    kernel.intake_wake();
-                }
-                if ready {
-                    self.on_wake_with_intake(burst)?;
-                }
-                Err(std::io::ErrorKind::TimedOut.into())
-            } else if self.spin_before_sleep(&waiter, wait)? || waiter.wait(wait)? {
-                self.socket.recv_from(&mut buf)
-            } else {
-                Err(std::io::ErrorKind::TimedOut.into())
-            };
-            match received {
-                Ok((len, from)) => {
-                    // Read what else is waiting, then prepare it all as one
-                    // batch: under load this amortizes a Prepare and its
-                    // acks over many requests.
-                    if self.burst_batching {
-                        self.core.hold_prepares();
-                    }
-                    self.on_datagram(&buf[..len], from, cluster_id)?;
-                    // The rest of the burst with one recvmmsg.
-                    for i in 0..burst.recv(&self.socket)? {
-                        match burst.get(i) {
-                            (datagram, Some(from)) => self.on_datagram(datagram, from, cluster_id)?,
-                            (_, None) => self.counters.drop("sender address not IPv4"),
-                        }
-                    }
-                    self.core.release_prepares(&mut self.actions);
-                    self.execute_actions()?;
-                    self.after_input()?;
-                    self.flush_sends();
-                }
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(error) => return Err(error).context("receiving from the replica socket"),
+            if self.wait_for_input(&waiter, &schedule)? {
+                self.on_burst(&mut burst)?;
             }
             let now = Instant::now();
-            // Catch up on ticks a few at a time, reading the socket in
-            // between: after a stall of our own (a large snapshot encoded,
-            // the process paused) the datagrams waiting in the socket, the
-            // leader's among them, must count before the time we missed,
-            // or a follower would time its leader out for our own pause.
-            let mut ticks = 0;
-            while next_tick <= now && ticks < TICKS_PER_ROUND_MAX {
-                self.before_input()?;
-                self.core.on_tick(&mut self.actions);
-                self.execute_actions()?;
-                if let Some(kernel) = self.kernel.as_mut() {
-                    for (from, ack) in kernel.on_tick(&self.core)? {
-                        self.core.on_message(from, Message::PrepareOk(ack), &mut self.actions);
-                    }
-                }
-                self.execute_actions()?;
-                self.after_input()?;
-                self.flush_sends();
-                next_tick += TICK;
-                ticks += 1;
-            }
-            if now.saturating_duration_since(next_tick) > STALL_FORGOTTEN {
-                // A stall this long is our own pause, not the others'
-                // silence: it does not count towards any timeout.
-                next_tick = now + TICK;
-            }
-            #[cfg(feature = "test-faults")]
-            if let Some(faults) = self.faults.as_mut() {
-                faults.flush_due(&self.socket);
-            }
-            if self.metrics.is_some() {
-                self.latency.on_commit(self.core.view(), self.core.commit(), now);
-            }
-            if self.metrics.is_some() && now >= next_publish {
-                let read_kernel = now >= next_kernel_read;
-                if read_kernel {
-                    next_kernel_read = now + metrics::KERNEL_READ_INTERVAL;
-                }
-                self.publish_metrics(read_kernel);
-                next_publish = now + metrics::PUBLISH_INTERVAL;
-            }
-            let status = (self.core.view(), self.core.status());
-            if status != last_status {
-                let (why, from) = self.core.last_transition();
-                let from = from.map(|r| format!(" (replica {r})")).unwrap_or_default();
-                log::info!(
-                    "electrode replica {}: [{}] view {} {} (op {}, commit {}): {why}{from}",
-                    self.index,
-                    clock_ms(),
-                    status.0,
-                    status.1.name(),
-                    self.core.op(),
-                    self.core.commit()
-                );
-                last_status = status;
-                commit_in_view = self.core.commit();
-            }
-            if self.core.catching_up() != catching_up {
-                catching_up = self.core.catching_up();
-                log::info!(
-                    "electrode replica {}: [{}] view {} {} (op {}, commit {})",
-                    self.index,
-                    clock_ms(),
-                    status.0,
-                    if catching_up { "catching up: fetching the state" } else { "caught up" },
-                    self.core.op(),
-                    self.core.commit()
-                );
-            }
-            let blocked = self.core.recovery_blocked();
-            if blocked.map(|h| h.replica) != blocked_by {
-                blocked_by = blocked.map(|h| h.replica);
-                if let Some(holder) = blocked {
-                    self.log_blocked(holder);
-                }
-            }
-            if status.1 == vr::Status::Normal
-                && commit_in_view != u64::MAX
-                && self.core.commit() > commit_in_view
-            {
-                // The first op committed in this view: the view change (or
-                // recovery) is over for clients (bench/liveness.sh).
-                log::info!(
-                    "electrode replica {}: [{}] view {} first commit (op {})",
-                    self.index,
-                    clock_ms(),
-                    status.0,
-                    self.core.commit()
-                );
-                commit_in_view = u64::MAX;
-            }
-            if let (Some(at), Some(interval)) = (next_report, report_interval) {
-                if now >= at {
-                    log::info!("electrode replica {}: {}", self.index, self.counters.summary());
-                    next_report = Some(now + interval);
-                }
-            }
+            self.run_due_ticks(&mut schedule.tick, now)?;
+            self.after_round(&mut schedule, now);
+            transitions.log(&self.core);
+            self.report(&mut schedule, now);
         }
         Ok(())
     }
 
-    /// One line for an operator: the cluster waits for them, and this says
-    /// why and what their choices are.
-    fn log_blocked(&self, holder: vr::PeerState) {
-        let next = if self.core.config().accept_data_loss {
-            format!(
-                "--accept-data-loss is set: after {:?} of recovering this replica joins a view change with an \
-                 empty log and the cluster continues from the survivors' history",
-                boot_wait(self.core.config())
-            )
-        } else {
-            "restart as few replicas as needed for a quorum with --accept-data-loss to continue from the \
-             survivors' history"
-                .to_string()
-        };
-        log::warn!(
-            "electrode replica {}: [{}] recovering: waiting: more than f replicas lost their memory; replica {} \
-             holds view {} op {} commit {}; not booting an empty cluster beside it ({next})",
-            self.index,
-            clock_ms(),
-            holder.replica,
-            holder.view,
-            holder.op,
-            holder.commit
-        );
+    /// Sleeps until a datagram, a request in the kernel's ring, or the next
+    /// tick, on a precise timer (the socket's read timeout, kept as a
+    /// backstop, sleeps whole jiffies). True when input came.
+    fn wait_for_input(&self, waiter: &os::Waiter, schedule: &Schedule) -> anyhow::Result<bool> {
+        let wait = schedule.tick.saturating_duration_since(Instant::now()).min(RECV_TIMEOUT);
+        // A kernel ring never wakes us (fast_intake): we sleep only once
+        // it is empty (bpf/electrode.h, "Wake-ups").
+        let ready = self.spin_before_sleep(waiter, wait)?
+            || !self.kernel.as_ref().is_none_or(Kernel::may_sleep)
+            || waiter.wait(wait)?;
+        if let Some(kernel) = &self.kernel {
+            kernel.on_wake();
+        }
+        Ok(ready)
+    }
+
+    /// A leader with ops in flight expects their acks within a round trip;
+    /// a wake-up from another CPU costs more than that here (PLATFORM.md).
+    /// So it polls its socket (and the kernel's ring) with zero-timeout
+    /// waits for up to `spin` (at most `wait`), yielding the CPU between
+    /// polls to whatever else is runnable on it, before it sleeps. True
+    /// when input came.
+    fn spin_before_sleep(&self, waiter: &os::Waiter, wait: Duration) -> anyhow::Result<bool> {
+        if self.spin.is_zero() || !self.core.is_leader() || self.core.op() <= self.core.commit() {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + self.spin.min(wait);
+        loop {
+            if waiter.wait(Duration::ZERO)? || self.kernel.as_ref().is_some_and(Kernel::has_input) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// A wake-up: what the kernel took, then what waits in the socket (one
+    /// recvmmsg), prepared together as one batch: under load this
+    /// amortizes a Prepare and its acks over many requests.
+    fn on_burst(&mut self, burst: &mut os::RecvBatch) -> anyhow::Result<()> {
+        if self.burst_batching {
+            self.core.hold_prepares();
+        }
+        self.hand_over_kernel_input(false)?;
+        for i in 0..burst.recv(&self.socket)? {
+            match burst.get(i) {
+                (datagram, Some(from)) => self.on_datagram(datagram, from)?,
+                (_, None) => self.counts.drop("sender address not IPv4"),
+            }
+        }
+        self.core.release_prepares(&mut self.actions);
+        self.execute_actions()?;
+        self.after_input()?;
+        self.flush_sends();
+        Ok(())
+    }
+
+    /// Catches up on ticks a few at a time, reading the socket in between:
+    /// after a stall of our own (a large snapshot encoded, the process
+    /// paused) the datagrams waiting in the socket, the leader's among
+    /// them, must count before the time we missed, or a follower would time
+    /// its leader out for our own pause.
+    fn run_due_ticks(&mut self, next_tick: &mut Instant, now: Instant) -> anyhow::Result<()> {
+        let mut ticks = 0;
+        while *next_tick <= now && ticks < TICKS_PER_ROUND_MAX {
+            self.on_tick()?;
+            *next_tick += TICK;
+            ticks += 1;
+        }
+        if now.saturating_duration_since(*next_tick) > STALL_FORGOTTEN {
+            // A stall this long is our own pause, not the others'
+            // silence: it does not count towards any timeout.
+            *next_tick = now + TICK;
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) -> anyhow::Result<()> {
+        // Requests the kernel took outside a wake-up's burst are prepared
+        // together too, as a burst of the socket would be.
+        self.hand_over_kernel_input(self.burst_batching)?;
+        self.core.on_tick(&mut self.actions);
+        self.execute_actions()?;
+        let mut input = Vec::new();
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.on_tick(&mut input)?;
+        }
+        for item in input {
+            self.feed(item)?;
+        }
+        self.execute_actions()?;
+        self.after_input()?;
+        self.flush_sends();
+        Ok(())
+    }
+
+    /// The end of a round: send what the fault layer delayed, observe
+    /// commit latency, copy the numbers for scrapes when due.
+    fn after_round(&mut self, schedule: &mut Schedule, now: Instant) {
+        #[cfg(feature = "test-faults")]
+        if let Some(faults) = self.faults.as_mut() {
+            faults.flush_due(&self.socket);
+        }
+        if self.metrics.is_none() {
+            return;
+        }
+        self.latency.on_commit(self.core.view(), self.core.commit(), now);
+        if now >= schedule.publish {
+            let read_kernel = now >= schedule.kernel_read;
+            if read_kernel {
+                schedule.kernel_read = now + metrics::KERNEL_READ_INTERVAL;
+            }
+            self.publish_metrics(read_kernel);
+            schedule.publish = now + metrics::PUBLISH_INTERVAL;
+        }
+    }
+
+    /// With `--report-interval`: the counters, when due.
+    fn report(&self, schedule: &mut Schedule, now: Instant) {
+        if let (Some(at), Some(interval)) = (schedule.report, schedule.report_interval) {
+            if now >= at {
+                log::info!("electrode replica {}: {}", self.index, self.counts.summary());
+                schedule.report = Some(now + interval);
+            }
+        }
     }
 
     /// Copies the numbers for scrapes; skipped (until the next interval) if
@@ -578,7 +489,7 @@ impl Runtime<'_> {
             _ => None,
         };
         let Ok(mut snapshot) = shared.try_lock() else { return };
-        snapshot.fill(&self.core, &self.counters, &self.latency.histogram);
+        snapshot.fill(&self.core, &self.counts, &self.latency.histogram);
         if kernel.is_some() {
             snapshot.kernel = kernel;
         }
@@ -586,174 +497,167 @@ impl Runtime<'_> {
         snapshot.publish_seconds = started.elapsed().as_secs_f64();
     }
 
-    /// A leader with ops in flight expects their acks within a round trip;
-    /// a wake-up from another CPU costs more than that here (PLATFORM.md).
-    /// So it polls its socket (and the intake ring) with zero-timeout
-    /// waits for up to `spin` (at most `wait`), yielding the CPU between
-    /// polls to whatever else is runnable on it, before it sleeps. True
-    /// when input came.
-    fn spin_before_sleep(&self, waiter: &os::Waiter, wait: Duration) -> anyhow::Result<bool> {
-        if self.spin.is_zero() || !self.core.is_leader() || self.core.op() <= self.core.commit() {
-            return Ok(false);
+    /// The exit lines: the datagram counts for people, then the same as
+    /// one JSON line for scripts and tests, then the kernel's.
+    fn log_exit(&self) {
+        let index = self.index;
+        log::info!("electrode replica {index}: stopped; {}", self.counts.summary());
+        log::info!("electrode replica {index}: exit counters {}", self.counts.exit_json());
+        if let Some(kernel) = &self.kernel {
+            log::info!("electrode replica {index}: kernel paths {:?}", kernel.counts());
+            match kernel.kernel_counters() {
+                Ok(counters) => {
+                    let pairs: Vec<String> = counters
+                        .named()
+                        .into_iter()
+                        .filter(|(_, v)| *v > 0)
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    log::info!("electrode replica {index}: eBPF counters: {}", pairs.join(" "));
+                }
+                Err(error) => log::warn!("electrode replica {index}: reading eBPF counters: {error:#}"),
+            }
         }
-        let deadline = Instant::now() + self.spin.min(wait);
-        loop {
-            if waiter.wait(Duration::ZERO)? || self.kernel.as_ref().is_some_and(Kernel::intake_pending) {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::yield_now();
+        #[cfg(feature = "test-faults")]
+        if let Some(faults) = &self.faults {
+            log::info!("electrode replica {index}: test faults {:?}", faults.counts);
         }
     }
 
-    /// A wake-up with fast_intake: the requests the kernel took, then what
-    /// waits in the socket, prepared together as one burst.
-    fn on_wake_with_intake(&mut self, burst: &mut os::RecvBatch) -> anyhow::Result<()> {
-        if self.burst_batching {
+    /// Hands the core what the kernel did and took on its behalf, before
+    /// any other input: the Prepares it acked (so the core never mistakes
+    /// a logged op for a gap) and the requests it took (so the core never
+    /// sees a view change before a request that arrived in the old view).
+    /// `batch_requests`: hold Prepares around them (outside a wake-up's
+    /// burst, which holds already).
+    fn hand_over_kernel_input(&mut self, batch_requests: bool) -> anyhow::Result<()> {
+        let mut input = Vec::new();
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.before_input(&mut self.core, &mut self.actions, &mut input)?;
+        }
+        self.execute_actions()?;
+        if input.is_empty() {
+            return Ok(());
+        }
+        if batch_requests {
             self.core.hold_prepares();
         }
-        #[cfg(feature = "fast_intake")]
-        {
-            self.in_burst = true;
+        for item in input {
+            self.feed(item)?;
         }
-        let pumped = self.pump_intake();
-        #[cfg(feature = "fast_intake")]
-        {
-            self.in_burst = false;
+        if batch_requests {
+            self.core.release_prepares(&mut self.actions);
         }
-        pumped?;
-        for i in 0..burst.recv(&self.socket)? {
-            match burst.get(i) {
-                (datagram, Some(from)) => self.on_datagram(datagram, from, self.cluster_id)?,
-                (_, None) => self.counters.drop("sender address not IPv4"),
-            }
-        }
-        self.core.release_prepares(&mut self.actions);
-        self.execute_actions()?;
-        self.after_input()?;
-        self.flush_sends();
-        Ok(())
+        self.execute_actions()
     }
 
-    /// Feeds the requests the kernel's intake took (and those its last
-    /// disarm drained) to the same code as socket datagrams, with the
-    /// record's source as the sender: decode, membership, client binding,
-    /// the core's session rules.
-    fn pump_intake(&mut self) -> anyhow::Result<()> {
-        #[cfg(feature = "fast_intake")]
-        if !self.pumping_intake {
-            let Some(kernel) = self.kernel.as_mut() else { return Ok(()) };
-            let records = kernel.take_requests()?;
-            // Requests drained outside a wake-up's burst (before a tick or
-            // a socket datagram) are prepared together too, as a burst of
-            // the socket would be: one hold around them.
-            let batch = self.burst_batching && !self.in_burst && !records.is_empty();
-            if batch {
-                self.core.hold_prepares();
-            }
-            self.pumping_intake = true;
-            let mut result = Ok(());
-            for record in &records {
-                result = self.on_datagram(&record.datagram, SocketAddr::V4(record.from), self.cluster_id);
-                if result.is_err() {
-                    break;
+    /// One input the kernel took: a datagram goes through the same checks
+    /// as the socket's (decode, membership, client binding, the core's
+    /// session rules), an ack it counted straight to the core.
+    fn feed(&mut self, input: KernelInput) -> anyhow::Result<()> {
+        match input {
+            KernelInput::Datagram { datagram, from } => {
+                let from = SocketAddr::V4(from);
+                match self.accept(&datagram, from) {
+                    Some((sender, message)) => self.deliver(sender, message, from),
+                    None => Ok(()),
                 }
             }
-            self.pumping_intake = false;
-            if batch {
-                self.core.release_prepares(&mut self.actions);
+            KernelInput::PrepareOk(ack) => {
+                self.core.on_message(ack.replica, Message::PrepareOk(ack), &mut self.actions);
+                Ok(())
             }
-            result?;
-            self.execute_actions()?;
         }
-        Ok(())
     }
 
-    /// Hands the core what the kernel acked (fast_reply) and the requests
-    /// it took (fast_intake) before any other input: the core never sees a
-    /// view change before a request that arrived in the old view.
-    fn before_input(&mut self) -> anyhow::Result<()> {
-        if let Some(kernel) = self.kernel.as_mut() {
-            kernel.before_input(&mut self.core, &mut self.actions)?;
-        }
-        self.pump_intake()
+    /// A datagram from the socket: once it is a whole message, the kernel's
+    /// input first, then the message.
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> anyhow::Result<()> {
+        let Some((sender, message)) = self.accept(datagram, from) else { return Ok(()) };
+        self.hand_over_kernel_input(false)?;
+        self.deliver(sender, message, from)
     }
 
-    fn after_input(&mut self) -> anyhow::Result<()> {
-        if let Some(kernel) = self.kernel.as_mut() {
-            kernel.after_input(&self.core)?;
-        }
-        Ok(())
-    }
-
-    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, cluster_id: u32) -> anyhow::Result<()> {
-        self.counters.received += 1;
-        let (envelope, decoded) = match screen(datagram, from, cluster_id, &self.peers, self.index) {
+    /// Counts a datagram and makes it a message for the core: it passes
+    /// [`screen`], and a chunk is reassembled. None when it is dropped
+    /// (counted) or its message is not complete yet.
+    fn accept(&mut self, datagram: &[u8], from: SocketAddr) -> Option<(u8, Message)> {
+        self.counts.received += 1;
+        let (envelope, decoded) = match screen(datagram, from, self.cluster_id, &self.peers, self.index) {
             Ok(ok) => ok,
             Err(reason) => {
-                self.counters.drop(reason);
-                return Ok(());
+                self.counts.drop(reason);
+                return None;
             }
         };
-        let sender = envelope.sender;
-        self.counters.by_type[envelope.msg_type as usize] += 1;
+        self.counts.by_type[envelope.msg_type as usize] += 1;
         let message = match decoded {
             Decoded::Message(message) => message,
             Decoded::Chunk(chunk) => match self.reassembler.push(&envelope, chunk) {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(()),
+                Ok(message) => message?,
                 Err(error) => {
-                    self.counters.drop(error.reason());
-                    return Ok(());
+                    self.counts.drop(error.reason());
+                    return None;
                 }
             },
         };
-        self.before_input()?;
+        Some((envelope.sender, message))
+    }
+
+    /// Hands one message to the core (a status query is answered here),
+    /// with what the kernel kept for it, and carries out the core's
+    /// actions.
+    fn deliver(&mut self, sender: u8, message: Message, from: SocketAddr) -> anyhow::Result<()> {
+        let mut kept = Vec::new();
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.on_message_passed(&message, sender, &mut kept)?;
+        }
         match message {
             Message::Request(request) => {
                 // Replies go only where the id's first request came from.
                 if let Err(reason) =
                     admit_request(&mut self.core, &mut self.clients, request, from, &mut self.actions)
                 {
-                    self.counters.drop(reason);
-                    return Ok(());
+                    self.counts.drop(reason);
                 }
             }
-            Message::StatusRequest(query) => {
-                let reply = Message::StatusReply(StatusReply {
-                    view: self.core.view(),
-                    nonce: query.nonce,
-                    op: self.core.op(),
-                    commit: self.core.commit(),
-                    digest: self.core.digest(),
-                    status: self.core.status().wire(),
-                    replica: self.index,
-                    catching_up: self.core.catching_up() && self.core.status() == vr::Status::Normal,
-                    waiting_for: self.core.recovery_blocked().map(|holder| wire::StateHolder {
-                        replica: holder.replica,
-                        view: holder.view,
-                        op: holder.op,
-                    }),
-                });
-                self.send_to(from, &reply);
-            }
-            #[cfg(feature = "fast_quorum_prune")]
-            Message::PrepareOk(ack) => {
-                let (view, op) = (ack.view, ack.op);
-                self.core.on_message(sender, Message::PrepareOk(ack), &mut self.actions);
-                if let Some(kernel) = self.kernel.as_mut() {
-                    for extra in kernel.completing_acks(view, op, sender)? {
-                        let from = extra.replica;
-                        self.core.on_message(from, Message::PrepareOk(extra), &mut self.actions);
-                    }
-                }
-            }
+            Message::StatusRequest(query) => self.answer_status(query.nonce, from),
             other => self.core.on_message(sender, other, &mut self.actions),
+        }
+        for item in kept {
+            self.feed(item)?;
         }
         self.execute_actions()?;
         self.after_input()
+    }
+
+    /// After each input: the kernel follows the core's role, view and
+    /// commit.
+    fn after_input(&mut self) -> anyhow::Result<()> {
+        match self.kernel.as_mut() {
+            Some(kernel) => kernel.after_input(&self.core),
+            None => Ok(()),
+        }
+    }
+
+    fn answer_status(&mut self, nonce: u64, to: SocketAddr) {
+        let core = &self.core;
+        let reply = Message::StatusReply(StatusReply {
+            view: core.view(),
+            nonce,
+            op: core.op(),
+            commit: core.commit(),
+            digest: core.digest(),
+            status: core.status().wire(),
+            replica: self.index,
+            catching_up: core.catching_up() && core.status() == vr::Status::Normal,
+            waiting_for: core.recovery_blocked().map(|holder| wire::StateHolder {
+                replica: holder.replica,
+                view: holder.view,
+                op: holder.op,
+            }),
+        });
+        self.send_to(to, &reply);
     }
 
     fn execute_actions(&mut self) -> anyhow::Result<()> {
@@ -782,54 +686,14 @@ impl Runtime<'_> {
                     self.send_to(SocketAddr::V4(peer), &message);
                 }
             }
-            Action::SendAll { message } => {
-                if let (Message::Prepare(prepare), Some(_)) = (&message, &self.metrics) {
-                    self.latency.on_prepare_sent(prepare.view, prepare.op, Instant::now());
-                }
-                #[cfg(feature = "tc_broadcast")]
-                if let Some((first, unicast)) = self.kernel.as_mut().and_then(Kernel::broadcast_plan) {
-                    // One send, marked: the TC egress program copies it to
-                    // every follower whose MAC it knows.
-                    self.datagrams.clear();
-                    let flag = crate::wire::consts::FLAG_BROADCAST as u8;
-                    if let Err(error) = self.encoder.encode_flags(&message, flag, &mut self.datagrams) {
-                        log::error!(
-                            "electrode replica {}: cannot encode {:?}: {error}",
-                            self.index,
-                            message.msg_type()
-                        );
-                        return Ok(());
-                    }
-                    let datagrams = std::mem::take(&mut self.datagrams);
-                    let target = SocketAddr::V4(self.peers[first]);
-                    for d in &datagrams {
-                        self.transmit(target, d);
-                    }
-                    self.datagrams = datagrams;
-                    for i in unicast {
-                        self.send_to(SocketAddr::V4(self.peers[i]), &message);
-                    }
-                    return Ok(());
-                }
-                self.encode(&message);
-                let datagrams = std::mem::take(&mut self.datagrams);
-                for i in 0..self.peers.len() {
-                    if i != self.index as usize {
-                        let peer = SocketAddr::V4(self.peers[i]);
-                        for d in &datagrams {
-                            self.transmit(peer, d);
-                        }
-                    }
-                }
-                self.datagrams = datagrams;
-            }
+            Action::SendAll { message } => self.send_all(&message),
             Action::Reply { client_id, reply } => {
                 if let Some(client) = self.clients.address(client_id) {
                     self.send_to(client, &Message::Reply(reply));
                 }
             }
             Action::KernelArm(_) | Action::KernelDisarm => match self.kernel.as_mut() {
-                Some(kernel) => kernel.execute(&action, &mut self.core, &mut self.actions)?,
+                Some(kernel) => kernel.on_action(&action, &mut self.core, &mut self.actions)?,
                 // Without a kernel fast path the core runs with
                 // kernel_fast_reply = false and never arms; a disarm
                 // request is answered at once with nothing acked.
@@ -843,9 +707,49 @@ impl Runtime<'_> {
         Ok(())
     }
 
-    fn encode(&mut self, message: &Message) {
+    /// A message to every other replica: fanned out by the kernel when it
+    /// can (tc_broadcast), else one copy per follower.
+    fn send_all(&mut self, message: &Message) {
+        if let (Message::Prepare(prepare), Some(_)) = (message, &self.metrics) {
+            self.latency.on_prepare_sent(prepare.view, prepare.op, Instant::now());
+        }
+        if let Some(plan) = self.kernel.as_mut().and_then(Kernel::broadcast_plan) {
+            return self.send_marked(message, plan);
+        }
+        self.encode(message, 0);
+        let datagrams = std::mem::take(&mut self.datagrams);
+        for i in 0..self.peers.len() {
+            if i != self.index as usize {
+                let peer = SocketAddr::V4(self.peers[i]);
+                for d in &datagrams {
+                    self.transmit(peer, d);
+                }
+            }
+        }
+        self.datagrams = datagrams;
+    }
+
+    /// One send, marked: the TC egress program copies it to every follower
+    /// whose MAC it knows; the others get it by unicast.
+    fn send_marked(&mut self, message: &Message, plan: BroadcastPlan) {
+        self.encode(message, wire::consts::FLAG_BROADCAST as u8);
+        let datagrams = std::mem::take(&mut self.datagrams);
+        if datagrams.is_empty() {
+            return;
+        }
+        let target = SocketAddr::V4(self.peers[plan.marked_to]);
+        for d in &datagrams {
+            self.transmit(target, d);
+        }
+        self.datagrams = datagrams;
+        for i in plan.unicast {
+            self.send_to(SocketAddr::V4(self.peers[i]), message);
+        }
+    }
+
+    fn encode(&mut self, message: &Message, flags: u8) {
         self.datagrams.clear();
-        if let Err(error) = self.encoder.encode(message, &mut self.datagrams) {
+        if let Err(error) = self.encoder.encode_flags(message, flags, &mut self.datagrams) {
             // Our own message is too large: a bug or an oversized state.
             log::error!("electrode replica {}: cannot encode {:?}: {error}", self.index, message.msg_type());
             self.datagrams.clear();
@@ -853,7 +757,7 @@ impl Runtime<'_> {
     }
 
     fn send_to(&mut self, to: SocketAddr, message: &Message) {
-        self.encode(message);
+        self.encode(message, 0);
         let datagrams = std::mem::take(&mut self.datagrams);
         for d in &datagrams {
             self.transmit(to, d);
@@ -864,7 +768,7 @@ impl Runtime<'_> {
     /// Queues a datagram; the event loop sends each round's with one
     /// sendmmsg (flush_sends).
     fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.counters.sent += 1;
+        self.counts.sent += 1;
         #[cfg(feature = "test-faults")]
         if let Some(faults) = self.faults.as_mut() {
             faults.send(&self.socket, to, datagram);
@@ -874,11 +778,11 @@ impl Runtime<'_> {
             self.flush_sends();
         }
         if !self.sends.push(to, datagram) && self.socket.send_to(datagram, to).is_err() {
-            self.counters.send_errors += 1;
+            self.counts.send_errors += 1;
         }
     }
 
     fn flush_sends(&mut self) {
-        self.counters.send_errors += self.sends.flush(&self.socket);
+        self.counts.send_errors += self.sends.flush(&self.socket);
     }
 }

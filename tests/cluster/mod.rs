@@ -317,19 +317,23 @@ impl Cluster {
             .collect()
     }
 
-    /// A number from the user-space summary of a stopped replica (`stopped;
-    /// received N, sent N, prepare_ok N, ...`), 0 when absent.
-    pub fn datagram_count(&self, i: usize, name: &str) -> u64 {
+    /// The runtime's exit counters of a stopped replica: the JSON of its
+    /// last `exit counters {..}` line (`received`, `sent`, `send_errors`,
+    /// `messages` by type, `dropped` by reason); Null when absent.
+    pub fn exit_counters(&self, i: usize) -> serde_json::Value {
         let log = self.log(i);
-        let line = log.lines().rev().find(|l| l.contains("stopped;")).unwrap_or("");
-        line.split(", ")
-            .filter_map(|part| {
-                let part = part.rsplit("; ").next()?;
-                let (k, v) = part.rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok()).flatten()
-            })
-            .next()
-            .unwrap_or(0)
+        log.lines()
+            .rev()
+            .find_map(|l| l.split_once(": exit counters ").map(|(_, json)| json))
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A message-type count (`prepare_ok`, ...) or `received` / `sent` /
+    /// `send_errors` from a stopped replica's exit counters, 0 when absent.
+    pub fn datagram_count(&self, i: usize, name: &str) -> u64 {
+        let counters = self.exit_counters(i);
+        counters.get(name).or_else(|| counters["messages"].get(name)).and_then(|n| n.as_u64()).unwrap_or(0)
     }
 
     /// Runs `nft -f -` with `rules` inside namespace `ns`.
@@ -495,16 +499,10 @@ impl Cluster {
         })
     }
 
-    /// A runtime drop counter of a stopped replica (`dropped[reason] N` in
-    /// its `stopped;` summary), 0 when absent.
+    /// A runtime drop counter of a stopped replica (`dropped` of its exit
+    /// counters), 0 when absent.
     pub fn runtime_dropped(&self, i: usize, reason: &str) -> u64 {
-        let log = self.log(i);
-        let line = log.lines().rev().find(|l| l.contains("stopped;")).unwrap_or("");
-        let key = format!("dropped[{reason}] ");
-        line.split(", ")
-            .filter_map(|part| part.rsplit("; ").next()?.strip_prefix(key.as_str())?.parse().ok())
-            .next()
-            .unwrap_or(0)
+        self.exit_counters(i)["dropped"][reason].as_u64().unwrap_or(0)
     }
 
     /// A raw IPv4 socket (IPPROTO_RAW, the test writes the IP header)
