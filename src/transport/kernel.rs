@@ -56,7 +56,7 @@ use std::fmt;
 use std::net::SocketAddrV4;
 use std::os::fd::BorrowedFd;
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::fastpath::{LoadOptions, Loaded, XdpAttachment};
@@ -64,7 +64,7 @@ use crate::vr::{Action, Replica};
 use crate::wire::{Message, PrepareOk};
 
 /// Finds the interface that holds `address` in this network namespace.
-pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
+pub fn interface_of(address: SocketAddrV4) -> Result<String> {
     let addrs = nix::ifaddrs::getifaddrs().context("listing interfaces")?;
     for ifaddr in addrs {
         let matches = ifaddr
@@ -82,7 +82,7 @@ pub fn interface_of(address: SocketAddrV4) -> anyhow::Result<String> {
 /// Loads the eBPF object for this replica and writes the replica address
 /// table (the membership rule of `bpf/electrode.h`) before anything can be
 /// armed.
-pub fn load(config: &Config, index: usize) -> anyhow::Result<Loaded> {
+pub fn load(config: &Config, index: usize) -> Result<Loaded> {
     crate::fastpath::caps::ensure_fast_path_capabilities()?;
     let loaded = Loaded::load(LoadOptions {
         port: config.replicas[index].port(),
@@ -104,7 +104,7 @@ pub struct Attached<'a> {
 
 /// Attaches XDP (native, else generic) and, with tc_broadcast, the TC
 /// egress program, to `iface`.
-pub fn attach<'a>(loaded: &'a Loaded, iface: &str) -> anyhow::Result<Attached<'a>> {
+pub fn attach<'a>(loaded: &'a Loaded, iface: &str) -> Result<Attached<'a>> {
     let xdp = loaded.attach_xdp_iface(iface)?;
     #[cfg(feature = "tc_broadcast")]
     let tc = loaded.attach_tc(xdp.ifindex()).with_context(|| format!("attaching TC egress to {iface}"))?;
@@ -135,50 +135,40 @@ pub struct BroadcastPlan {
     pub unicast: Vec<usize>,
 }
 
+/// What a path adds for the core to take next (fed after the input at hand).
+pub type Inputs = Vec<KernelInput>;
+/// The core's output, which a path's handover may add to.
+pub type Actions = Vec<Action>;
+
 /// One fast path's handover between the core and the kernel. The runtime
 /// calls every registered path at each of these points; a path implements
 /// those it needs (see the module comment).
 pub trait KernelPath {
     /// Before the core sees any input: hand it what the kernel did on its
     /// behalf, and add to `input` what the kernel took for it.
-    fn before_input(
-        &mut self,
-        _core: &mut Replica,
-        _out: &mut Vec<Action>,
-        _input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    fn before_input(&mut self, _core: &mut Replica, _out: &mut Actions, _input: &mut Inputs) -> Result<()> {
         Ok(())
     }
 
     /// A kernel action of the core (`KernelArm`, `KernelDisarm`).
-    fn on_action(
-        &mut self,
-        _action: &Action,
-        _core: &mut Replica,
-        _out: &mut Vec<Action>,
-    ) -> anyhow::Result<()> {
+    fn on_action(&mut self, _action: &Action, _core: &mut Replica, _out: &mut Actions) -> Result<()> {
         Ok(())
     }
 
     /// The kernel passed `message` from replica `from`: add to `input`
     /// what it kept for it (fed to the core right after the message).
-    fn on_message_passed(
-        &mut self,
-        _message: &Message,
-        _from: u8,
-        _input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    fn on_message_passed(&mut self, _message: &Message, _from: u8, _input: &mut Inputs) -> Result<()> {
         Ok(())
     }
 
     /// After each input: follow the core's role, view and commit.
-    fn after_input(&mut self, _core: &Replica) -> anyhow::Result<()> {
+    fn after_input(&mut self, _core: &Replica) -> Result<()> {
         Ok(())
     }
 
     /// Tick number `tick` (from 1): add to `input` what the kernel
     /// recorded on its own.
-    fn on_tick(&mut self, _tick: u64, _input: &mut Vec<KernelInput>) -> anyhow::Result<()> {
+    fn on_tick(&mut self, _tick: u64, _input: &mut Inputs) -> Result<()> {
         Ok(())
     }
 
@@ -256,7 +246,7 @@ impl<'a> Kernel<'a> {
     /// file beside this one and a line here.
     // One line per path, each behind its feature: pushes, not vec![].
     #[allow(clippy::vec_init_then_push)]
-    pub fn new(loaded: &'a Loaded, config: &Config, index: usize) -> anyhow::Result<Kernel<'a>> {
+    pub fn new(loaded: &'a Loaded, config: &Config, index: usize) -> Result<Kernel<'a>> {
         let index = index as u8;
         #[cfg_attr(
             not(any(
@@ -286,38 +276,23 @@ impl<'a> Kernel<'a> {
     }
 
     /// Each path's [`KernelPath::before_input`], in registration order.
-    pub fn before_input(
-        &mut self,
-        core: &mut Replica,
-        out: &mut Vec<Action>,
-        input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    pub fn before_input(&mut self, core: &mut Replica, out: &mut Actions, input: &mut Inputs) -> Result<()> {
         self.paths.iter_mut().try_for_each(|path| path.before_input(core, out, input))
     }
 
-    pub fn on_action(
-        &mut self,
-        action: &Action,
-        core: &mut Replica,
-        out: &mut Vec<Action>,
-    ) -> anyhow::Result<()> {
+    pub fn on_action(&mut self, action: &Action, core: &mut Replica, out: &mut Actions) -> Result<()> {
         self.paths.iter_mut().try_for_each(|path| path.on_action(action, core, out))
     }
 
-    pub fn on_message_passed(
-        &mut self,
-        message: &Message,
-        from: u8,
-        input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    pub fn on_message_passed(&mut self, message: &Message, from: u8, input: &mut Inputs) -> Result<()> {
         self.paths.iter_mut().try_for_each(|path| path.on_message_passed(message, from, input))
     }
 
-    pub fn after_input(&mut self, core: &Replica) -> anyhow::Result<()> {
+    pub fn after_input(&mut self, core: &Replica) -> Result<()> {
         self.paths.iter_mut().try_for_each(|path| path.after_input(core))
     }
 
-    pub fn on_tick(&mut self, input: &mut Vec<KernelInput>) -> anyhow::Result<()> {
+    pub fn on_tick(&mut self, input: &mut Inputs) -> Result<()> {
         self.ticks += 1;
         let tick = self.ticks;
         self.paths.iter_mut().try_for_each(|path| path.on_tick(tick, input))
@@ -352,7 +327,7 @@ impl<'a> Kernel<'a> {
     }
 
     /// Kernel counters, for the exit summary.
-    pub fn kernel_counters(&self) -> anyhow::Result<crate::fastpath::Counters> {
+    pub fn kernel_counters(&self) -> Result<crate::fastpath::Counters> {
         self.loaded.counters()
     }
 }

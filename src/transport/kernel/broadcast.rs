@@ -6,6 +6,8 @@
 
 use std::net::SocketAddrV4;
 
+use anyhow::Result;
+
 use super::{BroadcastPlan, KernelPath, KernelPathCounts};
 use crate::config::Config;
 use crate::fastpath::Loaded;
@@ -31,7 +33,7 @@ pub struct Broadcast<'a> {
 }
 
 impl<'a> Broadcast<'a> {
-    pub fn new(loaded: &'a Loaded, config: &Config, index: u8) -> anyhow::Result<Broadcast<'a>> {
+    pub fn new(loaded: &'a Loaded, config: &Config, index: u8) -> Result<Broadcast<'a>> {
         let targets: Vec<(u8, SocketAddrV4)> = config
             .replicas
             .iter()
@@ -72,7 +74,7 @@ fn learn_macs_from_neighbours(loaded: &Loaded, index: u8) {
 }
 
 impl KernelPath for Broadcast<'_> {
-    fn after_input(&mut self, core: &Replica) -> anyhow::Result<()> {
+    fn after_input(&mut self, core: &Replica) -> Result<()> {
         let leading = core.is_leader() && core.status() == Status::Normal;
         let wanted = leading.then(|| core.view());
         if wanted != self.view {
@@ -87,7 +89,7 @@ impl KernelPath for Broadcast<'_> {
 
     /// Every few ticks: the MACs the kernel learned on its own; now and
     /// then, while a follower is unknown, the neighbour table.
-    fn on_tick(&mut self, tick: u64, _input: &mut Vec<super::KernelInput>) -> anyhow::Result<()> {
+    fn on_tick(&mut self, tick: u64, _input: &mut Vec<super::KernelInput>) -> Result<()> {
         if tick % COVERAGE_POLL_TICKS != 0 {
             return Ok(());
         }

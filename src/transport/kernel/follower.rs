@@ -3,9 +3,9 @@
 //! handed to the core before every input. Driven by the core's actions: on
 //! a disarm the core keeps its input until `on_kernel_disarmed` answers.
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 
-use super::{KernelInput, KernelPath, KernelPathCounts};
+use super::{Actions, Inputs, KernelPath, KernelPathCounts};
 use crate::config::Config;
 use crate::fastpath::{FollowerPath, Loaded};
 use crate::vr::{Action, Replica};
@@ -20,7 +20,7 @@ pub struct FastReply<'a> {
 }
 
 impl<'a> FastReply<'a> {
-    pub fn new(loaded: &'a Loaded, config: &Config, index: u8) -> anyhow::Result<FastReply<'a>> {
+    pub fn new(loaded: &'a Loaded, config: &Config, index: u8) -> Result<FastReply<'a>> {
         Ok(FastReply {
             follower: loaded.follower_path()?,
             peers: config.replicas.clone(),
@@ -36,7 +36,7 @@ impl<'a> FastReply<'a> {
     /// vouched for, so it must not go on as a member. It stops with an
     /// error; restarted, it boots into recovery and takes the log from the
     /// cluster (the argument is in bpf/electrode.h, fast_reply).
-    fn give_up_on_fault(&self) -> anyhow::Result<()> {
+    fn give_up_on_fault(&self) -> Result<()> {
         match self.follower.fault() {
             None => Ok(()),
             Some(fault) => anyhow::bail!(
@@ -46,7 +46,7 @@ impl<'a> FastReply<'a> {
         }
     }
 
-    fn drain(&mut self) -> anyhow::Result<Vec<crate::wire::Prepare>> {
+    fn drain(&mut self) -> Result<Vec<crate::wire::Prepare>> {
         let prepares = self.follower.drain_prepares(usize::MAX).context("draining acked Prepares")?;
         self.prepares_drained += prepares.len() as u64;
         Ok(prepares)
@@ -56,12 +56,7 @@ impl<'a> FastReply<'a> {
 impl KernelPath for FastReply<'_> {
     /// Hands the core what the kernel acked, so it never mistakes a
     /// logged op for a gap.
-    fn before_input(
-        &mut self,
-        core: &mut Replica,
-        out: &mut Vec<Action>,
-        _input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    fn before_input(&mut self, core: &mut Replica, out: &mut Actions, _input: &mut Inputs) -> Result<()> {
         if core.kernel_armed().is_some() {
             let prepares = self.drain()?;
             if !prepares.is_empty() {
@@ -72,12 +67,7 @@ impl KernelPath for FastReply<'_> {
         Ok(())
     }
 
-    fn on_action(
-        &mut self,
-        action: &Action,
-        core: &mut Replica,
-        out: &mut Vec<Action>,
-    ) -> anyhow::Result<()> {
+    fn on_action(&mut self, action: &Action, core: &mut Replica, out: &mut Actions) -> Result<()> {
         match action {
             Action::KernelArm(arm) => {
                 self.arms += 1;

@@ -10,12 +10,12 @@
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 
-use super::{KernelInput, KernelPath, KernelPathCounts};
+use super::{Actions, Inputs, KernelInput, KernelPath, KernelPathCounts};
 use crate::config::Config;
 use crate::fastpath::{IntakePath, IntakeRecord, Loaded};
-use crate::vr::{Action, Replica, Status};
+use crate::vr::{Replica, Status};
 
 pub struct Intake<'a> {
     intake: IntakePath<'a>,
@@ -31,7 +31,7 @@ pub struct Intake<'a> {
 }
 
 impl<'a> Intake<'a> {
-    pub fn new(loaded: &'a Loaded, config: &Config, index: u8) -> anyhow::Result<Intake<'a>> {
+    pub fn new(loaded: &'a Loaded, config: &Config, index: u8) -> Result<Intake<'a>> {
         Ok(Intake {
             intake: loaded.intake_path()?,
             address: *config.replicas[index as usize].ip(),
@@ -49,12 +49,7 @@ impl KernelPath for Intake<'_> {
     /// The requests the kernel took since the last call, in the order it
     /// took them (those a disarm drained first); the runtime feeds each to
     /// the same code as a socket datagram from `record.from`.
-    fn before_input(
-        &mut self,
-        _core: &mut Replica,
-        _out: &mut Vec<Action>,
-        input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    fn before_input(&mut self, _core: &mut Replica, _out: &mut Actions, input: &mut Inputs) -> Result<()> {
         let mut records = std::mem::take(&mut self.backlog);
         if let Some(view) = self.armed {
             let drained = self.intake.drain().context("draining the request intake")?;
@@ -68,7 +63,7 @@ impl KernelPath for Intake<'_> {
         Ok(())
     }
 
-    fn after_input(&mut self, core: &Replica) -> anyhow::Result<()> {
+    fn after_input(&mut self, core: &Replica) -> Result<()> {
         let leading = core.is_leader() && core.status() == Status::Normal;
         let wanted = leading.then(|| core.view());
         if wanted == self.armed {

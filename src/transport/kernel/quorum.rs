@@ -4,7 +4,9 @@
 //! (from its map), and every tick the map's per-follower acks are fed
 //! again.
 
-use super::{KernelInput, KernelPath, KernelPathCounts};
+use anyhow::Result;
+
+use super::{Inputs, KernelInput, KernelPath, KernelPathCounts};
 use crate::config::Config;
 use crate::fastpath::quorum::WINDOW_OPS;
 use crate::fastpath::Loaded;
@@ -42,7 +44,7 @@ impl<'a> QuorumPrune<'a> {
     }
 
     /// The acks in `bitmap` for (view, op), but from `skip` and ourselves.
-    fn acks_in(&mut self, bitmap: u32, view: u64, op: u64, skip: u8, input: &mut Vec<KernelInput>) {
+    fn acks_in(&mut self, bitmap: u32, view: u64, op: u64, skip: u8, input: &mut Inputs) {
         for replica in 0..self.replica_count as u8 {
             if replica != skip && replica != self.index && bitmap & (1 << replica) != 0 {
                 input.push(KernelInput::PrepareOk(PrepareOk { view, op, replica, gap: false }));
@@ -55,12 +57,7 @@ impl<'a> QuorumPrune<'a> {
 impl KernelPath for QuorumPrune<'_> {
     /// A PrepareOK passed the kernel: add the acks it dropped for the same
     /// op, from its map.
-    fn on_message_passed(
-        &mut self,
-        message: &Message,
-        from: u8,
-        input: &mut Vec<KernelInput>,
-    ) -> anyhow::Result<()> {
+    fn on_message_passed(&mut self, message: &Message, from: u8, input: &mut Inputs) -> Result<()> {
         let Message::PrepareOk(ack) = message else { return Ok(()) };
         let Some((armed_view, _)) = self.armed else { return Ok(()) };
         if armed_view != ack.view || self.f <= 1 {
@@ -73,7 +70,7 @@ impl KernelPath for QuorumPrune<'_> {
         Ok(())
     }
 
-    fn after_input(&mut self, core: &Replica) -> anyhow::Result<()> {
+    fn after_input(&mut self, core: &Replica) -> Result<()> {
         let leading = core.is_leader() && core.status() == Status::Normal;
         match (leading, self.armed) {
             (true, Some((view, base))) if view == core.view() => {
@@ -113,7 +110,7 @@ impl KernelPath for QuorumPrune<'_> {
     /// follower's position (its acks of committed ops drop in XDP): the
     /// core's per-follower retransmission clock needs it each tick, or it
     /// re-sends to a follower that is only pruned, not behind.
-    fn on_tick(&mut self, _tick: u64, input: &mut Vec<KernelInput>) -> anyhow::Result<()> {
+    fn on_tick(&mut self, _tick: u64, input: &mut Inputs) -> Result<()> {
         let Some((view, _)) = self.armed else { return Ok(()) };
         let state = self.loaded.leader_state()?;
         if !state.armed || state.view != view {
