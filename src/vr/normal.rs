@@ -103,20 +103,16 @@ impl Replica {
 
     /// The "session evicted" reply to `request`: not executed now.
     fn session_evicted_reply(&self, request: &Request) -> Action {
-        Action::Reply {
-            client_id: request.client_id,
-            reply: Reply {
-                view: self.view,
-                client_id: request.client_id,
-                request_number: request.request_number,
-                result: Vec::new(),
-                session_evicted: true,
-            },
-        }
+        self.reply(request, Vec::new(), true)
     }
 
     /// The reply to `request` carrying `result`, in our view.
     fn reply_to(&self, request: &Request, result: Vec<u8>) -> Action {
+        self.reply(request, result, false)
+    }
+
+    /// Our reply to `request`, in our view.
+    fn reply(&self, request: &Request, result: Vec<u8>, session_evicted: bool) -> Action {
         Action::Reply {
             client_id: request.client_id,
             reply: Reply {
@@ -124,7 +120,7 @@ impl Replica {
                 client_id: request.client_id,
                 request_number: request.request_number,
                 result,
-                session_evicted: false,
+                session_evicted,
             },
         }
     }
