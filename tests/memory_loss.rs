@@ -31,7 +31,7 @@ const NORMAL_AFTER_ACCEPT_WITHIN: Duration = Duration::from_secs(10);
 const GET_UNREACHABLE: Duration = Duration::from_millis(1500);
 const LOAD_OPS: u64 = 3000;
 
-/// The waiting line (src/transport/replica.rs) naming `holder`, if `log`
+/// The waiting line (src/transport/transitions.rs) naming `holder`, if `log`
 /// holds it.
 fn waiting_line(log: &str, holder: usize) -> Option<&str> {
     let needle =

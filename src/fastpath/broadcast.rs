@@ -208,7 +208,7 @@ impl Loaded {
     /// Runs `electrode_tc` once on `frame` with BPF_PROG_TEST_RUN and
     /// returns its verdict (TC_ACT_*) and the frame as the program left it.
     /// Clones go to the `lo` of the calling thread's netns, which must be
-    /// up (PLATFORM gotcha 3): run it in a throwaway namespace.
+    /// up (docs/PLATFORM.md gotcha 3): run it in a throwaway namespace.
     pub fn test_run_tc(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         self.test_run_tc_gso(frame, 0)
     }
@@ -354,7 +354,7 @@ fn create_clsact(ifindex: i32) -> Result<bool> {
 }
 
 /// A hook naming the whole clsact qdisc of `ifindex`: destroying it removes
-/// the qdisc with all its filters (PLATFORM gotcha 7).
+/// the qdisc with all its filters (docs/PLATFORM.md gotcha 7).
 fn clsact(ifindex: i32, prog: &Program<'_>) -> TcHook {
     let mut hook = TcHook::new(prog.as_fd());
     hook.ifindex(ifindex).attach_point(TC_INGRESS | TC_EGRESS);

@@ -4,7 +4,7 @@
 //! the core's actions.
 //!
 //! One thread on purpose: on a 2-vCPU machine every cross-thread hand-off is
-//! a wake-up (~40 us across CPUs, PLATFORM.md), more than a whole VR round.
+//! a wake-up (~40 us across CPUs, docs/PLATFORM.md "Wake-ups"), more than a whole VR round.
 //! The one other thread, with `--metrics`, answers scrapes from a copy this
 //! thread makes every 100 ms without waiting (transport/metrics.rs).
 
@@ -360,7 +360,7 @@ impl<'k> Runtime<'k> {
     }
 
     /// A leader with ops in flight expects their acks within a round trip;
-    /// a wake-up from another CPU costs more than that here (PLATFORM.md).
+    /// a wake-up from another CPU costs more than that here (docs/PLATFORM.md, "Wake-ups").
     /// So it polls its socket (and the kernel's ring) with zero-timeout
     /// waits for up to `spin` (at most `wait`), yielding the CPU between
     /// polls to whatever else is runnable on it, before it sleeps. True

@@ -4,7 +4,7 @@
 //! `on_request`, `on_tick`, `on_kernel_disarmed`); outputs are [`Action`]s
 //! appended to a caller-provided, bounded list. Time is ticks.
 //!
-//! The runtime (src/transport) and the deterministic simulator (tests/sim)
+//! The runtime (src/transport) and the deterministic simulator (tests/sim.rs)
 //! drive it the same way.
 //!
 //! API CONTRACT (shared with the runtime; change only together):
