@@ -9,6 +9,7 @@
 //! anything on disk is [`checksum`].
 
 pub mod atomic;
+pub mod datadir;
 
 /// The checksum of every byte range on disk: xxh3-128, stored little-endian.
 /// 128 bits so that an accidental match of a corrupt record is out of reach
