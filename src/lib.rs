@@ -17,6 +17,7 @@ pub mod fastpath;
 pub mod history;
 pub mod stats;
 pub mod status;
+pub mod storage;
 pub mod transport;
 pub mod vr;
 pub mod wire;
