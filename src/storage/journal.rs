@@ -649,6 +649,69 @@ mod tests {
         assert!(lost_unacked_runs > 300, "{lost_unacked_runs}");
     }
 
+    /// As above, with view changes: `truncate_after` at random points, and
+    /// power cuts that may hit the truncation's own sync. The recovered log is
+    /// a prefix of the log as the journal last reported it (or, if the cut hit
+    /// a truncation, of the log before it), holding every acknowledged entry.
+    #[test]
+    fn crash_with_view_change_truncations_over_2000_seeds() {
+        let mut truncations = 0;
+        let mut failed_truncations = 0;
+        for seed in 0..2000u64 {
+            let mut rng = SplitMix64::new(seed ^ 0x7E57_0000);
+            let faults = MemDiskFaults {
+                sector_bytes: if seed % 2 == 0 { 512 } else { 1 },
+                ..MemDiskFaults::default()
+            };
+            let mut disk = MemDisk::with_faults(seed, faults);
+            disk.fail_sync_number(1 + rng.below(10));
+            let (mut journal, _) = Journal::open(disk, MAX_BODY).unwrap();
+            let mut model: Vec<Entry> = Vec::new();
+            let mut before_failed_truncation: Option<Vec<Entry>> = None;
+            let mut acknowledged = 0u64;
+            let mut view = 0;
+            for _ in 0..60 {
+                match rng.below(10) {
+                    0..=5 => {
+                        let e = entry(model.len() as u64 + 1, view, rng.below(600) as usize);
+                        journal.append(&e).unwrap();
+                        model.push(e);
+                    }
+                    6..=7 => match journal.flush_and_sync() {
+                        Ok(durable) => acknowledged = durable,
+                        Err(_) => break,
+                    },
+                    _ => {
+                        let keep = rng.below(model.len() as u64 + 1);
+                        view += 1;
+                        let old = model.clone();
+                        model.truncate(keep as usize);
+                        acknowledged = acknowledged.min(keep);
+                        truncations += 1;
+                        if journal.truncate_after(keep).is_err() {
+                            failed_truncations += 1;
+                            before_failed_truncation = Some(old);
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut disk = journal.into_disk();
+            disk.crash();
+            let (_, recovered) =
+                Journal::open(disk, MAX_BODY).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+            let n = recovered.entries.len();
+            assert!(n as u64 >= acknowledged, "seed {seed}: lost acknowledged ops");
+            let prefix_of_model = n <= model.len() && recovered.entries == model[..n];
+            let prefix_of_old = before_failed_truncation
+                .as_ref()
+                .is_some_and(|old| n <= old.len() && recovered.entries == old[..n]);
+            assert!(prefix_of_model || prefix_of_old, "seed {seed}: not a prefix");
+        }
+        assert!(truncations > 1000, "{truncations}");
+        assert!(failed_truncations > 20, "{failed_truncations}");
+    }
+
     #[test]
     fn bit_flip_anywhere_in_a_middle_record_is_corrupt_middle() {
         let entries: Vec<Entry> = (1..=4).map(|op| entry(op, 1, 60)).collect();
