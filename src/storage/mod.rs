@@ -1,5 +1,17 @@
-//! Durable storage (issue 22): small records replaced atomically, the replica's
-//! data directory, and (other modules) the log and its disk access.
+//! The storage layer (issue 22): what a replica keeps on disk. Library code
+//! with its own tests; not wired into the replica yet (docs/DURABILITY.md
+//! is the plan the wiring follows).
+//!
+//! - [`atomic`]: small records (identity, superblock, snapshot headers)
+//!   replaced atomically: temp file, sync, rename, sync of the directory;
+//! - [`datadir`]: a replica's data directory: the lock that keeps a second
+//!   process out and the identity record checked at every start;
+//! - [`disk`]: one append-only file behind the [`disk::Disk`] trait, with a
+//!   real implementation ([`disk::FileDisk`]: `pwrite` + `fdatasync`) and a
+//!   seeded fault model ([`disk::MemDisk`]: unsynced writes lost whole or torn
+//!   at a crash, bit flips and misdirected reads) for tests and the simulator;
+//! - [`journal`]: the durable log of VR entries over a `Disk`, every record
+//!   checksummed and chained to its predecessor, appended with group commit.
 //!
 //! Shared conventions of every file here: integers little-endian and
 //! fixed-width; every record starts with a magic and a format version; every
@@ -10,6 +22,8 @@
 
 pub mod atomic;
 pub mod datadir;
+pub mod disk;
+pub mod journal;
 
 /// The checksum of every byte range on disk: xxh3-128, stored little-endian.
 /// 128 bits so that an accidental match of a corrupt record is out of reach
