@@ -14,7 +14,10 @@
 //!   checksummed and chained to its predecessor, appended with group commit;
 //! - [`superblock`]: the replica's small durable state (view, last normal
 //!   view, commit, the journal's acknowledged watermark, the snapshot's op),
-//!   replaced atomically, with the rule a successor must follow.
+//!   replaced atomically, with the rule a successor must follow;
+//! - [`snapshot_file`]: the checkpoint on disk, written and read as a stream
+//!   of chunks (it can be a GiB) with a checksummed trailer, installed
+//!   atomically like the small files.
 //!
 //! Shared conventions of every file here: integers little-endian and
 //! fixed-width; every record starts with a magic and a format version; every
@@ -27,6 +30,7 @@ pub mod atomic;
 pub mod datadir;
 pub mod disk;
 pub mod journal;
+pub mod snapshot_file;
 pub mod superblock;
 
 /// The checksum of every byte range on disk: xxh3-128, stored little-endian.
