@@ -151,6 +151,15 @@ impl Superblock {
         write_record(dir, SUPERBLOCK_FILE, &MAGIC, VERSION, &self.encode())
     }
 
+    /// Test-only [`Superblock::store`] that stops after `crash_at`, leaving
+    /// the directory as a power cut there would ([`atomic::CrashAt`]).
+    #[cfg(any(test, feature = "test-faults"))]
+    pub fn store_crashing(&self, dir: &Path, crash_at: atomic::CrashAt) -> Result<()> {
+        assert!(self.check().is_ok(), "storing an invalid superblock {self:?}");
+        let bytes = atomic::encode_record(&MAGIC, VERSION, &self.encode());
+        atomic::write_atomically_crashing(dir, SUPERBLOCK_FILE, &bytes, crash_at)
+    }
+
     /// The invariants of one superblock (see the module comment).
     pub fn check(&self) -> Result<()> {
         if self.last_normal_view > self.view {
@@ -241,7 +250,7 @@ impl Superblock {
 mod tests {
     use super::*;
     use crate::storage::atomic::tests::{one_line_error, TestDir};
-    use crate::storage::atomic::{encode_record, temp_name, write_atomically_crashing, CrashAt};
+    use crate::storage::atomic::{encode_record, temp_name, CrashAt};
     use std::fs;
 
     fn sample() -> Superblock {
@@ -292,8 +301,7 @@ mod tests {
                 if has_old {
                     old.store(&dir.path).unwrap();
                 }
-                let bytes = encode_record(&MAGIC, VERSION, &new.encode());
-                write_atomically_crashing(&dir.path, SUPERBLOCK_FILE, &bytes, crash_at).unwrap();
+                new.store_crashing(&dir.path, crash_at).unwrap();
                 let loaded = Superblock::load(&dir.path).unwrap();
                 let renamed = matches!(crash_at, CrashAt::AfterRename | CrashAt::AfterDirSync);
                 let expected = match (renamed, has_old) {
