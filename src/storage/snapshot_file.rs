@@ -48,8 +48,10 @@
 //!   differ from the superblock's `snapshot_op`/`snapshot_digest`, the
 //!   journal still holds every op after the superblock's snapshot op, so
 //!   the replica either uses the newer snapshot (its ops are committed:
-//!   only committed state is checkpointed) or ignores it; it must never
-//!   find a snapshot *older* than the superblock names (refuse to start).
+//!   only committed state is checkpointed) or ignores it. A snapshot
+//!   *older* than the superblock names, or none when it names one
+//!   (`snapshot_op` > 0), means lost data: refuse to start (or fetch the
+//!   state from a peer), never start from the journal alone.
 //! - **Crash injection** ([`SnapshotCrashAt`], built for unit tests and under
 //!   the `test-faults` feature): a power cut after a step, modelled as in
 //!   [`super::atomic`]: bytes not yet synced keep only a prefix (torn);
