@@ -11,7 +11,13 @@
 //!   seeded fault model ([`disk::MemDisk`]: unsynced writes lost whole or torn
 //!   at a crash, bit flips and misdirected reads) for tests and the simulator;
 //! - [`journal`]: the durable log of VR entries over a `Disk`, every record
-//!   checksummed and chained to its predecessor, appended with group commit.
+//!   checksummed and chained to its predecessor, appended with group commit;
+//! - [`superblock`]: the replica's small durable state (view, last normal
+//!   view, commit, the journal's acknowledged watermark, the snapshot's op),
+//!   replaced atomically, with the rule a successor must follow;
+//! - [`snapshot_file`]: the checkpoint on disk, written and read as a stream
+//!   of chunks (it can be a GiB) with a checksummed trailer, installed
+//!   atomically like the small files.
 //!
 //! Shared conventions of every file here: integers little-endian and
 //! fixed-width; every record starts with a magic and a format version; every
@@ -24,6 +30,8 @@ pub mod atomic;
 pub mod datadir;
 pub mod disk;
 pub mod journal;
+pub mod snapshot_file;
+pub mod superblock;
 
 /// The checksum of every byte range on disk: xxh3-128, stored little-endian.
 /// 128 bits so that an accidental match of a corrupt record is out of reach
