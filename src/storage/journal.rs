@@ -437,6 +437,17 @@ impl<D: Disk> Journal<D> {
         }
     }
 
+    /// The checksum of the record at [`Journal::durable_op`] (0 if none):
+    /// what the superblock stores as `journal_head_checksum`, so a restart
+    /// can tell the journal it finds from the one the superblock was
+    /// written against.
+    pub fn durable_head_checksum(&self) -> u128 {
+        match self.durable_count {
+            0 => 0,
+            n => self.records[n - 1].checksum,
+        }
+    }
+
     /// The highest op appended, durable or buffered.
     pub fn last_op(&self) -> Option<u64> {
         self.records.last().map(|r| r.op)
@@ -584,6 +595,34 @@ mod tests {
         assert_eq!(journal.disk().sync_count(), 11);
         assert_eq!(journal.disk().write_count(), 11);
         assert_eq!(journal.durable_op(), 144);
+    }
+
+    #[test]
+    fn durable_head_checksum_names_the_last_synced_record_across_appends_reopen_and_truncation() {
+        let (mut journal, _) = Journal::open(MemDisk::new(2), MAX_BODY).unwrap();
+        assert_eq!(journal.durable_head_checksum(), 0, "empty journal");
+        for op in 1..=5 {
+            journal.append(&entry(op, 0, 50)).unwrap();
+        }
+        assert_eq!(journal.durable_head_checksum(), 0, "buffered records are not durable");
+        journal.flush_and_sync().unwrap();
+        let at_five = journal.durable_head_checksum();
+        assert_ne!(at_five, 0);
+        journal.append(&entry(6, 0, 50)).unwrap();
+        assert_eq!(journal.durable_head_checksum(), at_five, "op 6 is only buffered");
+        journal.flush_and_sync().unwrap();
+        let at_six = journal.durable_head_checksum();
+        assert_ne!(at_six, at_five);
+
+        let (mut journal, recovered) = Journal::open(journal.into_disk(), MAX_BODY).unwrap();
+        assert_eq!(recovered.last_op, Some(6));
+        assert_eq!(journal.durable_head_checksum(), at_six, "the same record after a reopen");
+        journal.truncate_after(5).unwrap();
+        assert_eq!(journal.durable_head_checksum(), at_five, "back to op 5's record");
+        // Another op 6 (another view) is another record: another checksum.
+        journal.append(&entry(6, 1, 50)).unwrap();
+        journal.flush_and_sync().unwrap();
+        assert_ne!(journal.durable_head_checksum(), at_six);
     }
 
     /// Appends, flushes at random points, a power cut at a random sync (or
