@@ -181,6 +181,9 @@ pub enum Bug {
     /// Durable mode: a follower acks its log head whether or not it is on
     /// its disk yet.
     AckBeforePersist,
+    /// Durable mode: the leader counts its own vote for its whole log,
+    /// on its disk or not.
+    VoteBeforePersist,
 }
 
 use crate::wire::{Message, Reply};

@@ -85,6 +85,10 @@ impl Replica {
     /// only as far as our disk holds (memory mode: unchanged, every ack is
     /// at most our log head).
     pub(super) fn own_vote(&mut self, quorum_op: u64) -> u64 {
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bug == Some(Bug::VoteBeforePersist) {
+            return quorum_op;
+        }
         let op = quorum_op.min(self.persisted_op);
         if self.config.durable && op > self.commit {
             self.promised_op = self.promised_op.max(op);
