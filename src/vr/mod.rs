@@ -94,6 +94,7 @@
 //!   install) lowers `persisted_op` to k - 1 at once: the entries on disk
 //!   from k on are the replaced ones until the new ones are written, and
 //!   a write reported later counts only below any change not yet written.
+//!
 //! Why an op committed under this rule is on f+1 disks: it was committed
 //! by the leader of its view v with f acks of v for ops >= n plus its own
 //! vote, each given only while the giver's disk held the giver's log up to
@@ -102,6 +103,7 @@
 //! changes an entry only when its replica's log changes it, and the log
 //! never changes a committed entry (the view-change argument above), so
 //! those copies stay. Memory mode keeps today's meaning (ack = in memory).
+//!
 //! The first step stops at the log: the view, last_normal_view and commit
 //! are not written yet, because no replica restarts from its disk yet
 //! (every restart is without memory and recovers from its peers, so a
