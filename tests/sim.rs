@@ -11,19 +11,27 @@
 //! step; (c) the clients' history is linearizable (src/check.rs), at the end;
 //! (d) liveness: once faults stop (partitions healed, crashed replicas
 //! restarted, no loss), every outstanding request completes within
-//! LIVENESS_TICKS.
+//! LIVENESS_TICKS; (g) durable mode (`simulator_durable_sweep`, its own
+//! seeds): every op a replica acked (PrepareOK sent), and every op a leader
+//! committed with its own vote, was on that replica's simulated disk as its
+//! log held it when it acked or committed.
 //!
 //! `ELECTRODE_SIM_SEED=<n>` replays one seed; `ELECTRODE_SIM_SEEDS=<n>` sets
 //! how many seeds the sweep covers (default SEEDS_DEFAULT).
+//! `ELECTRODE_SIM_DURABLE_SEED=<n>` / `ELECTRODE_SIM_DURABLE_SEEDS=<n>` do
+//! the same for the durable sweep (default DURABLE_SEEDS_DEFAULT; its seeds
+//! are DURABLE_SEED_BASE + 1.., so they draw profiles of their own and the
+//! memory-mode seeds keep theirs).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use electrode::app::kv::{KvOp, KvResult, KvStore};
 use electrode::app::App;
 use electrode::check;
 use electrode::history::Operation;
-use electrode::vr::{batch_digest, Action, Config, KernelArm, Replica, Status};
+use electrode::vr::{batch_digest, Action, Config, KernelArm, Persist, Replica, Status};
 use electrode::wire::{self, Decoded, Encoder, Message, Prepare, PrepareOk, Reassembler, Reply, Request};
 
 mod common;
@@ -32,6 +40,12 @@ use common::Rng;
 
 /// Seeds covered by plain `cargo test`.
 const SEEDS_DEFAULT: u64 = 200;
+/// Seeds covered by the durable sweep, and where its seeds start.
+const DURABLE_SEEDS_DEFAULT: u64 = 300;
+const DURABLE_SEED_BASE: u64 = 1 << 40;
+/// Writes completed in durable mode (summed over seeds; printed by the
+/// durable sweep: Totals stays as it is, so memory-mode totals compare).
+static PERSISTS_COMPLETED: AtomicU64 = AtomicU64::new(0);
 /// Ticks of the faulty phase (the heal phase follows).
 const FAULT_TICKS_MIN: u64 = 600;
 const FAULT_TICKS_MAX: u64 = 1500;
@@ -173,8 +187,20 @@ struct Options {
     /// (no loss, no delay, no injected fault: the test cuts links itself),
     /// batches of one, no checkpoint, four clients putting 800-byte values.
     scripted: bool,
+    /// Durable mode: every replica's writes complete after a random
+    /// delay (a per-seed maximum, drawn from a stream of its own), and
+    /// checker (g) runs. No kernel fast path (it does not ack durably).
+    durable: bool,
     #[cfg(feature = "sim-bugs")]
     bug: Option<electrode::vr::Bug>,
+}
+
+/// A write the simulated disk is doing: due tick, what, and the entries
+/// (op, batch digest) read from the log when it was handed out.
+struct DiskWrite {
+    due: u64,
+    persist: Persist,
+    entries: Vec<(u64, u64)>,
 }
 
 /// One seed's fault profile (swarm testing, as TigerBeetle's VOPR): every
@@ -309,6 +335,19 @@ struct Sim {
     skip_prefix_check: bool,
     traced: Vec<Option<(u64, Status, bool, &'static str)>>,
     totals: Totals,
+    /// Durable mode (Options::durable).
+    durable: bool,
+    /// Durable mode: its own stream (write delays), so that the others
+    /// draw as in memory mode.
+    persist_rng: Rng,
+    /// Longest delay of a write, ticks.
+    persist_delay_max: u64,
+    /// Per replica, its writes in progress, oldest first.
+    disk_writes: Vec<VecDeque<DiskWrite>>,
+    /// Per replica, its log on disk: op -> batch digest.
+    disks: Vec<BTreeMap<u64, u64>>,
+    /// Per replica, the view it led at its last check (checker (g)).
+    led_view: Vec<Option<u64>>,
 }
 
 impl Sim {
@@ -341,6 +380,10 @@ impl Sim {
         config.request_queue_max = 64;
         config.client_table_max = 64;
         config.kernel_fast_reply = rng.below(4) == 0;
+        if options.durable {
+            config.durable = true;
+            config.kernel_fast_reply = false;
+        }
         if let Some((_, kernel)) = options.lossy {
             config.kernel_fast_reply = kernel;
         }
@@ -407,7 +450,19 @@ impl Sim {
             traced: vec![None; n as usize],
             totals: Totals { seeds: 1, ..Totals::default() },
             rng,
+            durable: options.durable,
+            persist_rng: Rng::new(seed ^ 0xd1_5c_d1_5c_0b_ad_f0_0d),
+            persist_delay_max: 0,
+            disk_writes: (0..n).map(|_| VecDeque::new()).collect(),
+            disks: vec![BTreeMap::new(); n as usize],
+            led_view: vec![None; n as usize],
         };
+        if options.durable {
+            // Fast disks (a write per tick or so) to slow ones (a sync
+            // behind many Prepares).
+            sim.persist_delay_max = [1, sim.persist_rng.range(2, 6), sim.persist_rng.range(6, 30)]
+                [sim.persist_rng.below(3) as usize];
+        }
         // A quarter of the sweep's seeds start the replicas one by one, in a
         // random order and with random delays (up to twice the boot wait).
         if let Some((drop_ppm, _)) = options.lossy {
@@ -458,6 +513,10 @@ impl Sim {
         self.checked_op[i as usize] = 0;
         self.start_view_checked[i as usize] = None;
         self.commit_high[i as usize] = 0;
+        // A replica restarts without memory: what its disk held is not read.
+        self.disk_writes[i as usize].clear();
+        self.disks[i as usize].clear();
+        self.led_view[i as usize] = None;
         self.run_actions(i, out);
     }
 
@@ -465,6 +524,8 @@ impl Sim {
         let Some(replica) = self.replicas[i as usize].take() else { return };
         self.absorb_stats(&replica);
         self.kernels[i as usize] = Kernel::default();
+        // Writes in progress are lost with it.
+        self.disk_writes[i as usize].clear();
         self.totals.crashes += 1;
         self.restart_at[i as usize] = self.tick + self.rng.range(20, 300);
     }
@@ -624,6 +685,9 @@ impl Sim {
             match action {
                 Action::Send { to, message } => {
                     assert_ne!(to, i);
+                    if let (true, Message::PrepareOk(ack)) = (self.durable, &message) {
+                        self.check_on_disk(i, ack.op, "acked");
+                    }
                     self.send_message(i, to, &message);
                 }
                 Action::SendAll { message } => {
@@ -655,7 +719,83 @@ impl Sim {
                 }
             }
         }
+        self.take_persist(i);
         self.check_replica(i);
+    }
+
+    // ---------------------------------------------------------------
+    // Durable mode: the simulated disk, checker (g)
+    // ---------------------------------------------------------------
+
+    /// Queues the write replica `i` asks for (none in memory mode), with
+    /// the entries as its log holds them now; it completes after a random
+    /// delay, after the writes before it.
+    fn take_persist(&mut self, i: u8) {
+        let Some(replica) = self.replicas[i as usize].as_mut() else { return };
+        let Some(persist) = replica.take_persist() else { return };
+        assert!(self.durable, "memory mode asked for a write");
+        let entries = (persist.from_op..=persist.to_op)
+            .map(|op| {
+                let entry = replica.log_entry(op).expect("a write names entries of the log");
+                (op, batch_digest(&entry.batch))
+            })
+            .collect();
+        let writes = &mut self.disk_writes[i as usize];
+        let after = writes.back().map_or(0, |w| w.due);
+        let due = after.max(self.tick + self.persist_rng.range(0, self.persist_delay_max));
+        writes.push_back(DiskWrite { due, persist, entries });
+    }
+
+    /// Completes the writes that are due, in order, and tells each replica
+    /// (a paused replica's disk waits for it).
+    fn complete_writes(&mut self) {
+        for i in 0..self.n {
+            while self.replicas[i as usize].is_some()
+                && self.paused_until[i as usize] <= self.tick
+                && self.disk_writes[i as usize].front().is_some_and(|w| w.due <= self.tick)
+            {
+                let write = self.disk_writes[i as usize].pop_front().expect("peeked");
+                let disk = &mut self.disks[i as usize];
+                disk.split_off(&write.persist.from_op);
+                disk.extend(write.entries);
+                PERSISTS_COMPLETED.fetch_add(1, Ordering::Relaxed);
+                let replica = self.replicas[i as usize].as_mut().expect("live");
+                let mut out = Vec::new();
+                replica.on_persisted(write.persist.to_op, &mut out);
+                self.run_actions(i, out);
+            }
+        }
+    }
+
+    /// (g) Ops checkpoint_op+1..=op of replica `i`'s log are on its disk
+    /// as its log holds them: it `what` (acked, committed with its own
+    /// vote) op.
+    fn check_on_disk(&self, i: u8, op: u64, what: &str) {
+        let replica = self.replicas[i as usize].as_ref().expect("live");
+        let disk = &self.disks[i as usize];
+        for o in replica.checkpoint_op() + 1..=op {
+            let ours = replica.log_entry(o).map(|e| batch_digest(&e.batch));
+            assert!(
+                ours.is_some() && disk.get(&o) == ours.as_ref(),
+                "(g) replica {i} {what} op {op} (view {}) but op {o} is not on its disk as its log holds it \
+                 (disk holds up to {:?}, core says persisted {})",
+                replica.view(),
+                disk.last_key_value().map(|(k, _)| *k),
+                replica.persisted_op()
+            );
+        }
+    }
+
+    /// (g) for the leader's own vote: a leader of view v (already at its
+    /// last check) whose commit moved counted itself for the new ops.
+    fn check_own_vote(&mut self, i: u8) {
+        let Some(replica) = self.replicas[i as usize].as_ref() else { return };
+        let led = replica.is_leader().then(|| replica.view());
+        let (commit, before) = (replica.commit(), self.commit_high[i as usize]);
+        if led.is_some() && led == self.led_view[i as usize] && commit > before {
+            self.check_on_disk(i, commit, "committed with its own vote");
+        }
+        self.led_view[i as usize] = led;
     }
 
     // ---------------------------------------------------------------
@@ -663,6 +803,9 @@ impl Sim {
     // ---------------------------------------------------------------
 
     fn check_replica(&mut self, i: u8) {
+        if self.durable {
+            self.check_own_vote(i);
+        }
         let Some(replica) = self.replicas[i as usize].as_ref() else { return };
         let from = self.checked_op[i as usize];
         for &(op, digest) in replica.recent_commits().filter(|(op, _)| *op > from) {
@@ -934,6 +1077,9 @@ impl Sim {
         }
         self.restart_due(!self.faulty);
         self.deliver_due();
+        if self.durable {
+            self.complete_writes();
+        }
         for i in 0..self.n {
             if self.replicas[i as usize].is_none() || self.paused_until[i as usize] > self.tick {
                 continue;
@@ -1113,6 +1259,41 @@ fn simulator_seed_sweep() {
         assert!(totals.dropped > 0 && totals.duplicated > 0 && totals.reordered > 0 && totals.delayed > 0);
         assert!(totals.kernel_acks > 0, "kernel fast path never acked");
         assert!(totals.batched_prepares > 0);
+    }
+}
+
+/// The sweep in durable mode (on seeds of its own): every checker, plus
+/// (g): no ack and no own vote runs ahead of the replica's disk.
+#[test]
+fn simulator_durable_sweep() {
+    let seeds: Vec<u64> = match env_u64("ELECTRODE_SIM_DURABLE_SEED") {
+        Some(seed) => vec![seed],
+        None => (1..=env_u64("ELECTRODE_SIM_DURABLE_SEEDS").unwrap_or(DURABLE_SEEDS_DEFAULT))
+            .map(|k| DURABLE_SEED_BASE + k)
+            .collect(),
+    };
+    let started = std::time::Instant::now();
+    let persists_before = PERSISTS_COMPLETED.load(Ordering::Relaxed);
+    let mut totals = Totals::default();
+    for &seed in &seeds {
+        match run_seed_caught(seed, Options { durable: true, ..Options::default() }) {
+            Ok(t) => totals.add(&t),
+            Err(e) => panic!(
+                "durable seed {seed} failed: {e}\nprofile: {:?}\nreplay: ELECTRODE_SIM_DURABLE_SEED={seed} \
+                 ELECTRODE_SIM_TRACE=1 cargo test --release --test sim simulator_durable_sweep -- --nocapture",
+                Profile::draw(seed)
+            ),
+        }
+    }
+    let persists = PERSISTS_COMPLETED.load(Ordering::Relaxed) - persists_before;
+    println!("sim durable: {} seeds in {:.1?}: {totals:?}", seeds.len(), started.elapsed());
+    println!("sim durable: {persists} writes completed");
+    if seeds.len() >= 20 {
+        assert!(totals.ops_committed > 0 && totals.requests_completed > 0);
+        assert!(totals.view_changes > 0 && totals.state_transfers > 0 && totals.recoveries > 0);
+        assert!(totals.crashes > 0 && totals.checkpoints > 0);
+        assert_eq!(totals.kernel_acks, 0, "the kernel fast path is off in durable mode");
+        assert!(persists > 0, "no write completed");
     }
 }
 
@@ -1436,8 +1617,14 @@ mod mutations {
     const MUTATION_SEEDS_MAX: u64 = 200;
 
     fn finds(bug: Bug) {
-        for seed in 1..=MUTATION_SEEDS_MAX {
-            if let Err(e) = run_seed_caught(seed, Options { bug: Some(bug), ..Options::default() }) {
+        finds_in(bug, false);
+    }
+
+    /// `durable`: on the durable sweep's seeds, in durable mode.
+    fn finds_in(bug: Bug, durable: bool) {
+        for k in 1..=MUTATION_SEEDS_MAX {
+            let seed = if durable { DURABLE_SEED_BASE + k } else { k };
+            if let Err(e) = run_seed_caught(seed, Options { bug: Some(bug), durable, ..Options::default() }) {
                 println!(
                     "{bug:?} found by seed {seed} ({:?}): {}",
                     Profile::draw(seed),
@@ -1471,6 +1658,20 @@ mod mutations {
         /// Today's rule before issue 20: f peers without memory are enough
         /// to boot, whatever another peer holds.
         boot_beside_a_replica_with_state_is_found: BootBesideStateHolder;
+    }
+
+    /// Durable mode: a follower that acks what it has not persisted yet
+    /// is found by checker (g).
+    #[test]
+    fn ack_before_persist_is_found() {
+        finds_in(Bug::AckBeforePersist, true);
+    }
+
+    /// Durable mode: a leader that counts itself for ops not on its disk
+    /// is found by checker (g).
+    #[test]
+    fn vote_before_persist_is_found() {
+        finds_in(Bug::VoteBeforePersist, true);
     }
 }
 

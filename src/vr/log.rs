@@ -54,8 +54,10 @@ impl Replica {
         assert_eq!(entry.op, self.op + 1);
         assert!(entry.op > self.commit);
         assert!(!entry.batch.is_empty());
+        let op = entry.op;
         self.log.push_back(entry);
         self.op += 1;
+        self.log_changed(op);
     }
 
     /// Drops uncommitted entries above `op`.
@@ -66,6 +68,7 @@ impl Replica {
             self.log.truncate((op - self.checkpoint_op) as usize);
             self.op = op;
             self.prepare_buffer.clear();
+            self.log_changed(op + 1);
         }
     }
 
@@ -153,11 +156,14 @@ impl Replica {
                 return false;
             }
             self.client_table = table;
+            // Our entries above our commit may differ from the new ones.
+            let replaced_from = self.commit + 1;
             self.checkpoint_op = state.checkpoint_op;
             self.commit = state.checkpoint_op;
             self.log = state.entries.iter().cloned().collect();
             self.op = op;
             self.recent_commits.clear();
+            self.log_changed(replaced_from);
         } else {
             // Our log must reach where the blob's entries start.
             if state.checkpoint_op > self.op {

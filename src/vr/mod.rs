@@ -44,6 +44,14 @@
 //!   `on_kernel_disarmed(acked_prepares, out)`, which appends those entries
 //!   (they were acked, so they must be in the log) and then re-processes the
 //!   deferred input. When false, these actions never appear.
+//! - Durability (`config.durable`, code in `persist.rs`): after an input,
+//!   `take_persist()` returns what the log on disk must become
+//!   ([`Persist`]: entries from_op..=to_op replace everything on disk
+//!   above from_op - 1), or None; the runtime writes, syncs (one sync for
+//!   a burst) and reports each write it took, in order, with
+//!   `on_persisted(to_op, out)`. In memory mode (`durable` false) there is
+//!   never anything to take, no call is needed, and everything in the log
+//!   counts as persisted at once.
 
 //!
 //! THE VIEW-CHANGE ARGUMENT AND THE INVARIANT IT RESTS ON.
@@ -74,6 +82,37 @@
 //! `CatchUpEndsAfterOnePage` (the rule before issue 20: a member after one
 //! page) is found by the sweep.
 //!
+//! DURABLE MODE: WHAT AN ACK MEANS. With `Config::durable`, the core
+//! keeps `persisted_op`, the highest op whose entry and every entry below
+//! it are on this replica's disk as its log holds them now. The rule:
+//! - a follower's PrepareOK names at most `persisted_op` (ack n: ops <= n
+//!   are on my disk); `on_persisted` sends the ack a sync earns;
+//! - the leader counts its own vote only up to its `persisted_op`: it
+//!   commits op n when f followers acked n and n <= its `persisted_op`;
+//! - a change of the log at op k (a view change's or state transfer's
+//!   replacement of an uncommitted suffix, a truncation, a snapshot
+//!   install) lowers `persisted_op` to k - 1 at once: the entries on disk
+//!   from k on are the replaced ones until the new ones are written, and
+//!   a write reported later counts only below any change not yet written.
+//!
+//! Why an op committed under this rule is on f+1 disks: it was committed
+//! by the leader of its view v with f acks of v for ops >= n plus its own
+//! vote, each given only while the giver's disk held the giver's log up to
+//! n; within v every member's log up to n is the same (logs in a view are
+//! prefixes of the leader's), so f+1 disks held op n as committed. A disk
+//! changes an entry only when its replica's log changes it, and the log
+//! never changes a committed entry (the view-change argument above), so
+//! those copies stay. Memory mode keeps today's meaning (ack = in memory).
+//!
+//! The first step stops at the log: the view, last_normal_view and commit
+//! are not written yet, because no replica restarts from its disk yet
+//! (every restart is without memory and recovers from its peers, so a
+//! view or a DoViewChange is never read back); the superblock write
+//! before StartViewChange/DoViewChange/PrepareOK in a new view belongs to
+//! the step that brings restarts from disk. So does writing the checkpoint
+//! a snapshot install or a trimmed state transfer leaves below a
+//! `Persist`'s from_op.
+//!
 //! Amnesic replicas (recovered, state not yet installed) take no part in
 //! view changes; more than f of them at once block the cluster (see the
 //! boot rule above) instead of serving another history.
@@ -91,6 +130,8 @@
 //!   lookup, its bounds), the suffix a view change carries, `install`;
 //! - `normal.rs`: normal operation: client requests and replies, Prepares
 //!   and acks, Commits and heartbeats, `execute_through`;
+//! - `persist.rs`: durable mode: what to write (`take_persist`), what is
+//!   on disk (`on_persisted`), acks and the own vote bounded by it;
 //! - `progress.rs`: the leader's view of its followers (`Progress`: acks,
 //!   fast retransmission, per-follower retransmission timeout), the commit
 //!   quorum and the commit-time estimate;
@@ -109,6 +150,7 @@ pub mod client_table;
 mod kernel;
 mod log;
 mod normal;
+mod persist;
 mod progress;
 mod recovery;
 pub mod replica;
@@ -138,6 +180,12 @@ pub enum Bug {
     /// that they are without memory, whatever another peer holds (the rule
     /// before issue 20).
     BootBesideStateHolder,
+    /// Durable mode: a follower acks its log head whether or not it is on
+    /// its disk yet.
+    AckBeforePersist,
+    /// Durable mode: the leader counts its own vote for its whole log,
+    /// on its disk or not.
+    VoteBeforePersist,
 }
 
 use crate::wire::{Message, Reply};
@@ -211,6 +259,14 @@ pub struct Config {
     /// held only by the replicas that lost memory are lost. Never set by
     /// default.
     pub accept_data_loss: bool,
+    /// Durable mode (`--durability disk`, see docs/DURABILITY.md): a
+    /// PrepareOK for op n and the leader's own vote mean "ops <= n are on
+    /// this replica's disk". The core asks for its log to be made durable
+    /// ([`Replica::take_persist`]) and learns what is
+    /// ([`Replica::on_persisted`]). False (memory mode, today's behaviour):
+    /// every op counts as durable as soon as it is in the log, and
+    /// `take_persist` never has anything.
+    pub durable: bool,
     /// Test-only fault injection; None unless a simulator test sets it.
     #[cfg(feature = "sim-bugs")]
     #[doc(hidden)]
@@ -234,6 +290,7 @@ impl Config {
             client_table_max: 1 << 16,
             kernel_fast_reply: false,
             accept_data_loss: false,
+            durable: false,
             #[cfg(feature = "sim-bugs")]
             bug: None,
         }
@@ -252,6 +309,22 @@ pub struct KernelArm {
     pub leader: u8,
     /// The op the kernel may ack next (log head + 1).
     pub next_op: u64,
+}
+
+/// What the log on disk must become (durable mode; see
+/// [`Replica::take_persist`]): entries `from_op..=to_op` (read them with
+/// [`Replica::log_entry`]) are written, and every entry on disk above
+/// `from_op - 1` is replaced by them (so an empty range, `from_op ==
+/// to_op + 1`, truncates). This covers both appends and a view change's
+/// or state transfer's replacement of an uncommitted suffix.
+/// `from_op` is at least `checkpoint_op + 1`: entries the change covers
+/// below it were committed and trimmed into the checkpoint in the same
+/// input (a state transfer's pages, a snapshot install); writing the
+/// checkpoint is the wiring's part (see the durability note above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persist {
+    pub from_op: u64,
+    pub to_op: u64,
 }
 
 /// An output of the core, executed by the runtime in order.

@@ -284,10 +284,13 @@ impl Replica {
     }
 
     /// Acks our log head; `gap`: we hold Prepares past op + 1 and ask for it.
+    /// Durable mode: the ack names only what is on our disk (`ack_op`);
+    /// ops above it we hold are no gap to ask for.
     pub(super) fn send_ack(&mut self, gap: bool, out: &mut Vec<Action>) {
         let to = self.leader_of(self.view);
-        let message =
-            Message::PrepareOk(PrepareOk { view: self.view, op: self.op, replica: self.config.index, gap });
+        let op = self.ack_op();
+        let gap = gap && op == self.op;
+        let message = Message::PrepareOk(PrepareOk { view: self.view, op, replica: self.config.index, gap });
         out.push(Action::Send { to, message });
     }
 

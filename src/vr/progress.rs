@@ -96,6 +96,8 @@ impl Replica {
             .collect();
         followers.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_op = if acks_needed == 0 { self.op } else { followers[acks_needed - 1] };
+        // With our own vote: f+1 copies, ours on disk in durable mode.
+        let quorum_op = self.own_vote(quorum_op);
         if quorum_op > self.commit {
             // The prepare timeout counts from the oldest uncommitted send.
             let sample = self.prepare_timeout.ticks();

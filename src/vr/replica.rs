@@ -8,7 +8,8 @@
 //!
 //! Inputs: [`Replica::start`] (once, sends the first Recovery),
 //! [`Replica::on_request`], [`Replica::on_message`], [`Replica::on_tick`],
-//! [`Replica::on_kernel_disarmed`] and [`Replica::on_kernel_prepares`].
+//! [`Replica::on_kernel_disarmed`], [`Replica::on_kernel_prepares`] and
+//! (durable mode) [`Replica::on_persisted`].
 //! Outputs: [`Action`]s appended to `out`, at most
 //! [`Replica::actions_max`] per call.
 //!
@@ -123,6 +124,22 @@ pub struct Replica {
     /// cost of normal operation does not grow with the state.
     pub(super) checkpoint_op: u64,
     pub(super) client_table: ClientTable,
+
+    // Durability (see `persist.rs`).
+    /// Highest op whose entry, and every entry below it, is on our disk as
+    /// the log holds it now (memory mode: always `op`). Acks and the
+    /// leader's own vote never go beyond it.
+    pub(super) persisted_op: u64,
+    /// Durable mode: the lowest op the log changed at since the last
+    /// `take_persist` (None: nothing to write).
+    pub(super) persist_from: Option<u64>,
+    /// Durable mode: the writes handed out by `take_persist` and not yet
+    /// reported by `on_persisted`, in order: (lowest op replaced, to_op).
+    pub(super) persists_outstanding: VecDeque<(u64, u64)>,
+    /// Highest op we promised is on our disk (an ack sent, or our own vote
+    /// counted for a commit), lowered with the log when it is replaced:
+    /// durable mode asserts it never exceeds `persisted_op`.
+    pub(super) promised_op: u64,
 
     // Leader.
     pub(super) request_queue: VecDeque<Request>,
@@ -281,6 +298,9 @@ impl Replica {
         assert!(config.view_change_timeout_ticks > config.heartbeat_interval_ticks);
         assert!(config.prepare_retransmit_ticks >= 1 && config.resend_interval_ticks >= 1);
         assert!(config.request_queue_max >= 1 && config.client_table_max >= 1);
+        // The kernel acks "received", not "on disk", until it acks with a
+        // durable watermark (docs/DURABILITY.md).
+        assert!(!(config.durable && config.kernel_fast_reply), "fast_reply is not durable yet");
         let client_table = ClientTable::default();
         let commit_ticks_x8 = 0;
         let prepare_timeout_ticks = prepare_timeout_ticks(commit_ticks_x8, &config);
@@ -296,6 +316,10 @@ impl Replica {
             log: VecDeque::new(),
             checkpoint_op: 0,
             client_table,
+            persisted_op: 0,
+            persist_from: None,
+            persists_outstanding: VecDeque::new(),
+            promised_op: 0,
             request_queue: VecDeque::new(),
             pending: HashMap::new(),
             progress: vec![Progress::new(prepare_timeout_ticks); n],
@@ -372,6 +396,11 @@ impl Replica {
 
     pub fn checkpoint_op(&self) -> u64 {
         self.checkpoint_op
+    }
+
+    /// Highest op on our disk as the log holds it (memory mode: `op`).
+    pub fn persisted_op(&self) -> u64 {
+        self.persisted_op
     }
 
     /// Normal status and leader of the current view.
@@ -729,6 +758,13 @@ impl Replica {
 
     fn invariants(&self) {
         assert!(self.commit <= self.op, "commit beyond the log");
+        assert!(self.persisted_op <= self.op, "persisted beyond the log");
+        if self.config.durable {
+            assert!(self.promised_op <= self.persisted_op, "acked or voted for an op not on disk");
+        } else {
+            assert_eq!(self.persisted_op, self.op, "memory mode: the log is what is durable");
+            assert!(self.persist_from.is_none() && self.persists_outstanding.is_empty());
+        }
         assert!(self.checkpoint_op <= self.commit, "checkpoint not committed");
         assert_eq!(self.log.len() as u64, self.op - self.checkpoint_op, "log length");
         assert!(self.log.len() as u64 <= self.log_entries_max(), "log over its bound");
