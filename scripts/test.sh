@@ -46,8 +46,9 @@ for features in fast_reply fast_quorum_prune tc_broadcast fast_intake fast_paths
 done
 
 if [ -f tests/sim.rs ]; then
-    step "simulator sweep: ${SIM_SEEDS_RELEASE} seeds in release"
-    ELECTRODE_SIM_SEEDS="${SIM_SEEDS_RELEASE}" cargo test --release --test sim -- --nocapture --test-threads=1
+    step "simulator sweeps (memory and durable): ${SIM_SEEDS_RELEASE} seeds each in release"
+    ELECTRODE_SIM_SEEDS="${SIM_SEEDS_RELEASE}" ELECTRODE_SIM_DURABLE_SEEDS="${SIM_SEEDS_RELEASE}" \
+        cargo test --release --test sim -- --nocapture --test-threads=1
 fi
 
 step "all tests passed"
