@@ -253,51 +253,28 @@ pub fn decode_record<'a>(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::storage::testing::{entries, one_line_error, TestDir};
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// A fresh directory under the system temp dir, removed on drop (also
-    /// when the test fails).
-    pub(crate) struct TestDir {
-        pub(crate) path: PathBuf,
-    }
-
-    impl TestDir {
-        pub(crate) fn new(label: &str) -> TestDir {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("electrode-storage-{label}-{}-{unique}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).expect("create test directory");
-            TestDir { path }
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-
-    /// The error of `result`, asserted to be one line.
-    pub(crate) fn one_line_error<T: std::fmt::Debug>(result: Result<T>) -> String {
-        let text = format!("{:#}", result.expect_err("expected an error"));
-        assert!(!text.contains('\n'), "error is not one line: {text:?}");
-        text
-    }
 
     const MAGIC: [u8; MAGIC_LEN] = *b"TESTREC1";
     const VERSION: u32 = 3;
     const NAME: &str = "snapshot";
 
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        names
+    /// A test directory, the path of a record in it, and the bytes of a
+    /// record holding `payload` (not written yet).
+    fn record_file(label: &str, payload: &[u8]) -> (TestDir, PathBuf, Vec<u8>) {
+        let dir = TestDir::new(label);
+        let path = dir.path.join(NAME);
+        (dir, path, encode_record(&MAGIC, VERSION, payload))
+    }
+
+    /// Writes `bytes` as the file at `path` and returns the one-line error
+    /// of reading it back as a record of at most `payload_len_max` bytes.
+    fn error_reading(path: &Path, bytes: impl AsRef<[u8]>, payload_len_max: usize) -> String {
+        fs::write(path, bytes).unwrap();
+        one_line_error(read_checked(path, &MAGIC, VERSION, payload_len_max))
     }
 
     #[test]
@@ -373,15 +350,12 @@ pub(crate) mod tests {
 
     #[test]
     fn a_flipped_bit_in_any_byte_is_detected() {
-        let dir = TestDir::new("bitflip");
-        let path = dir.path.join(NAME);
-        let bytes = encode_record(&MAGIC, VERSION, b"identity: 7 1 3");
+        let (_dir, path, bytes) = record_file("bitflip", b"identity: 7 1 3");
         for position in 0..bytes.len() {
             for bit in 0..8 {
                 let mut flipped = bytes.clone();
                 flipped[position] ^= 1 << bit;
-                fs::write(&path, &flipped).unwrap();
-                let text = one_line_error(read_checked(&path, &MAGIC, VERSION, 64));
+                let text = error_reading(&path, &flipped, 64);
                 assert!(text.starts_with(&format!("{}: byte ", path.display())), "{text}");
             }
         }
@@ -391,18 +365,14 @@ pub(crate) mod tests {
 
     #[test]
     fn truncation_at_every_length_and_trailing_bytes_are_detected() {
-        let dir = TestDir::new("truncate");
-        let path = dir.path.join(NAME);
-        let bytes = encode_record(&MAGIC, VERSION, b"some payload");
+        let (_dir, path, bytes) = record_file("truncate", b"some payload");
         for len in 0..bytes.len() {
-            fs::write(&path, &bytes[..len]).unwrap();
-            let text = one_line_error(read_checked(&path, &MAGIC, VERSION, 64));
+            let text = error_reading(&path, &bytes[..len], 64);
             assert!(text.contains("file ends after"), "{len}: {text}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        fs::write(&path, &longer).unwrap();
-        let text = one_line_error(read_checked(&path, &MAGIC, VERSION, 64));
+        let text = error_reading(&path, &longer, 64);
         assert!(text.contains("trailing bytes"), "{text}");
     }
 
@@ -413,8 +383,7 @@ pub(crate) mod tests {
         let shown = path.display().to_string();
         let bytes = encode_record(&MAGIC, VERSION, b"payload");
         let check = |content: &[u8], expected: &str| {
-            fs::write(&path, content).unwrap();
-            let text = one_line_error(read_checked(&path, &MAGIC, VERSION, 16));
+            let text = error_reading(&path, content, 16);
             assert_eq!(text, format!("{shown}: {expected}"));
         };
         check(&bytes[..10], "byte 10: file ends after 10 bytes, a record has at least 32 (torn write?)");
@@ -433,10 +402,7 @@ pub(crate) mod tests {
         );
         let mut bad = bytes.clone();
         bad[HEADER_LEN] ^= 1;
-        let text = {
-            fs::write(&path, &bad).unwrap();
-            one_line_error(read_checked(&path, &MAGIC, VERSION, 16))
-        };
+        let text = { error_reading(&path, &bad, 16) };
         assert!(text.starts_with(&format!("{shown}: byte 23: checksum mismatch (stored ")), "{text}");
         let text = one_line_error(read_checked(&dir.path.join("absent"), &MAGIC, VERSION, 16));
         assert!(text.contains("absent: cannot open: "), "{text}");
@@ -450,8 +416,7 @@ pub(crate) mod tests {
         // after reading at most one bounded record plus a byte.
         let mut bytes = encode_record(&MAGIC, VERSION, b"ok");
         bytes.resize(1 << 20, 0x55);
-        fs::write(&path, &bytes).unwrap();
-        let text = one_line_error(read_checked(&path, &MAGIC, VERSION, 16));
+        let text = error_reading(&path, &bytes, 16);
         assert!(text.contains("trailing bytes"), "{text}");
     }
 }

@@ -312,20 +312,13 @@ fn check_identity(path: &Path, stored: &Identity, wanted: &Identity) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::atomic::tests::{one_line_error, TestDir};
     use crate::storage::atomic::{encode_record, write_atomically_crashing, CrashAt};
+    use crate::storage::testing::{entries, one_line_error, TestDir};
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
     fn identity(cluster_id: u32, replica_index: u8) -> Identity {
         Identity { cluster_id, replica_index, replica_count: 3, config_digest: 0x1234_5678_9abc_def0 }
-    }
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        names
     }
 
     #[test]

@@ -457,35 +457,9 @@ impl Disk for MemDisk {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A unique temporary directory, removed on drop (also when a test fails).
-    pub(crate) struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(name: &str) -> TempDir {
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!(
-                "electrode-{name}-{}-{nanos}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&path).expect("create temp dir");
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::storage::testing::TestDir;
 
     fn read_all(disk: &mut dyn Disk) -> Vec<u8> {
         let mut buf = vec![0; disk.len() as usize];
@@ -495,8 +469,8 @@ pub(crate) mod tests {
 
     #[test]
     fn file_disk_writes_reads_truncates_and_reopens() {
-        let dir = TempDir::new("disk");
-        let path = dir.0.join("log");
+        let dir = TestDir::new("disk");
+        let path = dir.path.join("log");
         let mut disk = FileDisk::open(&path).unwrap();
         assert!(disk.is_empty());
         disk.write_at(0, b"hello world").unwrap();

@@ -503,14 +503,28 @@ fn find_valid_header<D: Disk>(disk: &mut D, from: u64) -> Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::disk::tests::TempDir;
     use crate::storage::disk::{FileDisk, MemDisk, MemDiskFaults, SplitMix64};
+    use crate::storage::testing::TestDir;
 
     const MAX_BODY: u32 = 64 * 1024;
 
     fn entry(op: u64, view: u64, len: usize) -> Entry {
         let body = (0..len).map(|i| (op as usize * 31 + i * 7 + view as usize) as u8).collect();
         Entry { op, view, body }
+    }
+
+    /// Appends `entry(op, view, len)` for every op of `ops`.
+    fn append_all(journal: &mut Journal<MemDisk>, ops: std::ops::RangeInclusive<u64>, view: u64, len: usize) {
+        for op in ops {
+            journal.append(&entry(op, view, len)).unwrap();
+        }
+    }
+
+    /// Power lost (what is not synced may be lost or torn), then a reopen.
+    fn crash_and_reopen(journal: Journal<MemDisk>) -> (Journal<MemDisk>, Recovered) {
+        let mut disk = journal.into_disk();
+        disk.crash();
+        Journal::open(disk, MAX_BODY).unwrap()
     }
 
     fn journal_error(result: Result<(Journal<MemDisk>, Recovered)>) -> JournalError {
@@ -536,8 +550,8 @@ mod tests {
 
     #[test]
     fn round_trip_many_entries_across_reopen_on_file_and_memory() {
-        let dir = TempDir::new("journal-roundtrip");
-        let path = dir.0.join("journal");
+        let dir = TestDir::new("journal-roundtrip");
+        let path = dir.path.join("journal");
         let want: Vec<Entry> = (1..=600).map(|op| entry(op, op / 100, (op as usize * 13) % 3000)).collect();
         let (mut journal, recovered) = Journal::open(FileDisk::open(&path).unwrap(), MAX_BODY).unwrap();
         assert!(recovered.entries.is_empty());
@@ -567,9 +581,7 @@ mod tests {
             journal.append(e).unwrap();
         }
         journal.flush_and_sync().unwrap();
-        let mut disk = journal.into_disk();
-        disk.crash();
-        let (_, recovered) = Journal::open(disk, MAX_BODY).unwrap();
+        let (_, recovered) = crash_and_reopen(journal);
         assert_eq!(recovered.entries, want);
     }
 
@@ -578,9 +590,7 @@ mod tests {
         let (mut journal, _) = Journal::open(MemDisk::new(1), MAX_BODY).unwrap();
         assert_eq!(journal.flush_and_sync().unwrap(), 0);
         assert_eq!(journal.disk().sync_count(), 0, "nothing buffered, no sync");
-        for op in 1..=64 {
-            journal.append(&entry(op, 0, 100)).unwrap();
-        }
+        append_all(&mut journal, 1..=64, 0, 100);
         assert_eq!(journal.disk().write_count(), 0, "append only buffers");
         assert_eq!(journal.durable_op(), 0);
         assert_eq!(journal.flush_and_sync().unwrap(), 64);
@@ -601,9 +611,7 @@ mod tests {
     fn durable_head_checksum_names_the_last_synced_record_across_appends_reopen_and_truncation() {
         let (mut journal, _) = Journal::open(MemDisk::new(2), MAX_BODY).unwrap();
         assert_eq!(journal.durable_head_checksum(), 0, "empty journal");
-        for op in 1..=5 {
-            journal.append(&entry(op, 0, 50)).unwrap();
-        }
+        append_all(&mut journal, 1..=5, 0, 50);
         assert_eq!(journal.durable_head_checksum(), 0, "buffered records are not durable");
         journal.flush_and_sync().unwrap();
         let at_five = journal.durable_head_checksum();
@@ -625,6 +633,19 @@ mod tests {
         assert_ne!(journal.durable_head_checksum(), at_six);
     }
 
+    /// A journal on a MemDisk that tears at 512-byte sectors (even seeds) or
+    /// bytes (odd ones) and loses power at one of its first `syncs_max`
+    /// syncs, and the seed's generator for the rest of the test.
+    fn journal_losing_power(seed: u64, salt: u64, syncs_max: u64) -> (Journal<MemDisk>, SplitMix64) {
+        let mut rng = SplitMix64::new(seed ^ salt);
+        let faults =
+            MemDiskFaults { sector_bytes: if seed % 2 == 0 { 512 } else { 1 }, ..MemDiskFaults::default() };
+        let mut disk = MemDisk::with_faults(seed, faults);
+        disk.fail_sync_number(1 + rng.below(syncs_max));
+        let (journal, _) = Journal::open(disk, MAX_BODY).unwrap();
+        (journal, rng)
+    }
+
     /// Appends, flushes at random points, a power cut at a random sync (or
     /// none), a crash, a reopen: the entries are exactly a prefix of those
     /// appended, and hold every entry whose flush_and_sync returned.
@@ -633,14 +654,7 @@ mod tests {
         let mut truncated_runs = 0;
         let mut lost_unacked_runs = 0;
         for seed in 0..2000u64 {
-            let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00);
-            let faults = MemDiskFaults {
-                sector_bytes: if seed % 2 == 0 { 512 } else { 1 },
-                ..MemDiskFaults::default()
-            };
-            let mut disk = MemDisk::with_faults(seed, faults);
-            disk.fail_sync_number(1 + rng.below(8));
-            let (mut journal, _) = Journal::open(disk, MAX_BODY).unwrap();
+            let (mut journal, mut rng) = journal_losing_power(seed, 0xC0FF_EE00, 8);
             let count = 1 + rng.below(40);
             let mut appended = Vec::new();
             let mut acknowledged = 0u64;
@@ -697,14 +711,7 @@ mod tests {
         let mut truncations = 0;
         let mut failed_truncations = 0;
         for seed in 0..2000u64 {
-            let mut rng = SplitMix64::new(seed ^ 0x7E57_0000);
-            let faults = MemDiskFaults {
-                sector_bytes: if seed % 2 == 0 { 512 } else { 1 },
-                ..MemDiskFaults::default()
-            };
-            let mut disk = MemDisk::with_faults(seed, faults);
-            disk.fail_sync_number(1 + rng.below(10));
-            let (mut journal, _) = Journal::open(disk, MAX_BODY).unwrap();
+            let (mut journal, mut rng) = journal_losing_power(seed, 0x7E57_0000, 10);
             let mut model: Vec<Entry> = Vec::new();
             let mut before_failed_truncation: Option<Vec<Entry>> = None;
             let mut acknowledged = 0u64;
@@ -885,13 +892,9 @@ mod tests {
     fn truncate_after_is_durable_before_new_appends() {
         for seed in 0..50 {
             let (mut journal, _) = Journal::open(MemDisk::new(seed), MAX_BODY).unwrap();
-            for op in 1..=10 {
-                journal.append(&entry(op, 1, 200)).unwrap();
-            }
+            append_all(&mut journal, 1..=10, 1, 200);
             journal.flush_and_sync().unwrap();
-            for op in 11..=12 {
-                journal.append(&entry(op, 1, 200)).unwrap();
-            }
+            append_all(&mut journal, 11..=12, 1, 200);
             // A view change keeps ops 1..=6 and replaces the rest.
             journal.truncate_after(6).unwrap();
             assert_eq!(journal.durable_op(), 6);
@@ -906,9 +909,7 @@ mod tests {
                 journal.append(e).unwrap();
             }
             journal.flush_and_sync().unwrap();
-            let mut disk = journal.into_disk();
-            disk.crash();
-            let (_, recovered) = Journal::open(disk, MAX_BODY).unwrap();
+            let (_, recovered) = crash_and_reopen(journal);
             assert_eq!(recovered.entries[6..], replacement[..]);
         }
     }
@@ -916,13 +917,9 @@ mod tests {
     #[test]
     fn truncate_after_within_the_buffer_touches_no_disk() {
         let (mut journal, _) = Journal::open(MemDisk::new(0), MAX_BODY).unwrap();
-        for op in 1..=3 {
-            journal.append(&entry(op, 0, 10)).unwrap();
-        }
+        append_all(&mut journal, 1..=3, 0, 10);
         journal.flush_and_sync().unwrap();
-        for op in 4..=8 {
-            journal.append(&entry(op, 0, 10)).unwrap();
-        }
+        append_all(&mut journal, 4..=8, 0, 10);
         journal.truncate_after(5).unwrap();
         assert_eq!(journal.disk().sync_count(), 1);
         journal.truncate_after(100).unwrap();
@@ -1015,8 +1012,8 @@ mod tests {
 
     #[test]
     fn torn_tail_of_a_real_file_is_truncated() {
-        let dir = TempDir::new("journal-torn");
-        let path = dir.0.join("journal");
+        let dir = TestDir::new("journal-torn");
+        let path = dir.path.join("journal");
         let entries: Vec<Entry> = (1..=5).map(|op| entry(op, 0, 500)).collect();
         let (mut journal, _) = Journal::open(FileDisk::open(&path).unwrap(), MAX_BODY).unwrap();
         for e in &entries {
@@ -1041,9 +1038,9 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_file_disk_group_commit() {
-        let dir = TempDir::new("journal-bench");
+        let dir = TestDir::new("journal-bench");
         for batch in [1u64, 8, 64] {
-            let path = dir.0.join(format!("journal-{batch}"));
+            let path = dir.path.join(format!("journal-{batch}"));
             let disk = TimedDisk {
                 inner: FileDisk::open(&path).unwrap(),
                 write_time: std::time::Duration::ZERO,

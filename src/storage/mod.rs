@@ -32,6 +32,8 @@ pub mod disk;
 pub mod journal;
 pub mod snapshot_file;
 pub mod superblock;
+#[cfg(test)]
+mod testing;
 
 /// The checksum of every byte range on disk: xxh3-128, stored little-endian.
 /// 128 bits so that an accidental match of a corrupt record is out of reach

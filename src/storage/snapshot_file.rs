@@ -434,7 +434,7 @@ impl Iterator for SnapshotChunks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::atomic::tests::{one_line_error, TestDir};
+    use crate::storage::testing::{entries, one_line_error, TestDir};
 
     /// Deterministic content of `len` bytes (splitmix64 words), distinct per
     /// `seed`.
@@ -472,13 +472,6 @@ mod tests {
             bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
-    }
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        names
     }
 
     #[test]

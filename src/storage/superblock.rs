@@ -249,8 +249,8 @@ impl Superblock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::atomic::tests::{one_line_error, TestDir};
     use crate::storage::atomic::{encode_record, temp_name, CrashAt};
+    use crate::storage::testing::{one_line_error, TestDir};
     use std::fs;
 
     fn sample() -> Superblock {
