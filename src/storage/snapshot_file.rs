@@ -252,7 +252,6 @@ impl Drop for SnapshotWriter {
 
 /// A power cut's effect on an unsynced file of `written_len` bytes: it
 /// keeps a prefix (here half, the middle of the range of outcomes).
-#[cfg(any(test, feature = "test-faults"))]
 fn tear(file: &File, written_len: u64) -> Result<()> {
     file.set_len(written_len / 2).map_err(|e| anyhow!("tear: {e}"))
 }
