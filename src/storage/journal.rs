@@ -91,8 +91,8 @@
 //! before returning, so a crash can never resurrect the old suffix beneath
 //! new appends.
 //!
-//! Measured here (ext4 on a virtio disk, 2 shared CPUs, debug build; the
-//! ignored test `bench_file_disk_group_commit`), 4 KiB entries: a flush per
+//! Measured here (ext4 on a virtio disk, 2 shared CPUs, debug build;
+//! `bench/storage.rs`, `cargo run --example storage_bench`), 4 KiB entries: a flush per
 //! entry ~4,700-6,700 entries/s at 140-210 µs per fdatasync; per 8 entries
 //! ~23,000-32,500 entries/s (210-320 µs per sync); per 64 entries
 //! ~109,000-154,000 entries/s (270-460 µs per sync). Group commit is what
@@ -974,42 +974,6 @@ mod tests {
         assert!(journal.truncate_after(0).is_err());
     }
 
-    /// A FileDisk that times its writes and syncs, for the bench.
-    struct TimedDisk {
-        inner: FileDisk,
-        write_time: std::time::Duration,
-        sync_time: std::time::Duration,
-        syncs: u64,
-    }
-
-    impl Disk for TimedDisk {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        fn len(&self) -> u64 {
-            self.inner.len()
-        }
-        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-            self.inner.read_at(offset, buf)
-        }
-        fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-            let start = std::time::Instant::now();
-            let result = self.inner.write_at(offset, bytes);
-            self.write_time += start.elapsed();
-            result
-        }
-        fn sync(&mut self) -> Result<()> {
-            let start = std::time::Instant::now();
-            let result = self.inner.sync();
-            self.sync_time += start.elapsed();
-            self.syncs += 1;
-            result
-        }
-        fn truncate(&mut self, len_bytes: u64) -> Result<()> {
-            self.inner.truncate(len_bytes)
-        }
-    }
-
     #[test]
     fn torn_tail_of_a_real_file_is_truncated() {
         let dir = TestDir::new("journal-torn");
@@ -1030,45 +994,5 @@ mod tests {
         assert_eq!(recovered.entries, entries[..4]);
         assert_eq!(recovered.truncated_bytes, 580 - 100);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), full_len - 580);
-    }
-
-    /// Prints entries/s and µs per fdatasync for 4 KiB entries on a real
-    /// file, flushing every 1, 8 and 64 entries (numbers, no assertions). Run:
-    /// `cargo test --lib storage::journal::tests::bench -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn bench_file_disk_group_commit() {
-        let dir = TestDir::new("journal-bench");
-        for batch in [1u64, 8, 64] {
-            let path = dir.path.join(format!("journal-{batch}"));
-            let disk = TimedDisk {
-                inner: FileDisk::open(&path).unwrap(),
-                write_time: std::time::Duration::ZERO,
-                sync_time: std::time::Duration::ZERO,
-                syncs: 0,
-            };
-            let (mut journal, _) = Journal::open(disk, MAX_BODY).unwrap();
-            let total = if batch == 1 { 2_000 } else { 8_192 };
-            let body = vec![0xA5u8; 4096];
-            let start = std::time::Instant::now();
-            for op in 1..=total {
-                journal.append(&Entry { op, view: 0, body: body.clone() }).unwrap();
-                if op % batch == 0 {
-                    journal.flush_and_sync().unwrap();
-                }
-            }
-            let elapsed = start.elapsed();
-            let disk = journal.into_disk();
-            println!(
-                "batch {batch:>2}: {total} entries of 4 KiB in {:.3} s: {:.0} entries/s; \
-                 {} syncs, {:.1} us per fdatasync, {:.1} us per write of {} KiB",
-                elapsed.as_secs_f64(),
-                total as f64 / elapsed.as_secs_f64(),
-                disk.syncs,
-                disk.sync_time.as_secs_f64() * 1e6 / disk.syncs as f64,
-                disk.write_time.as_secs_f64() * 1e6 / disk.syncs as f64,
-                batch * (4096 + HEADER_BYTES as u64) / 1024
-            );
-        }
     }
 }

@@ -58,8 +58,8 @@
 //!   a crash after the rename but before the directory sync is modelled as
 //!   the rename having survived (`AfterSync` is the state where it did not).
 //! - Files are created with mode 0600.
-//! - Measured here (ext4 on virtio, 2 shared CPUs; ignored test
-//!   `bench_write_and_verify`): 256 MiB in 1 MiB chunks written, synced and
+//! - Measured here (ext4 on virtio, 2 shared CPUs;
+//!   `cargo run --release --example storage_bench`): 256 MiB in 1 MiB chunks written, synced and
 //!   installed in 170-200 ms (~1.3-1.5 GiB/s), verified from the page cache
 //!   at 5-9 GiB/s: a 1 GiB checkpoint costs about a second of disk time,
 //!   so the wiring writes it off the replica's thread (from an O(1) clone of
@@ -635,32 +635,6 @@ mod tests {
             file.write_all_at(&[original], position as u64).unwrap();
         }
         SnapshotReader::open(&dir.path).unwrap().unwrap().verify().unwrap();
-    }
-
-    /// What writing and verifying a large snapshot costs on this machine.
-    #[test]
-    #[ignore]
-    fn bench_write_and_verify() {
-        let dir = TestDir::new("snap-bench");
-        let chunk = content(1 << 20, 10);
-        let chunks = 256;
-        let start = std::time::Instant::now();
-        let mut writer = SnapshotWriter::create(&dir.path, 1, 1).unwrap();
-        for _ in 0..chunks {
-            writer.write_chunk(&chunk).unwrap();
-        }
-        writer.finish().unwrap();
-        let written = start.elapsed();
-        let start = std::time::Instant::now();
-        SnapshotReader::open(&dir.path).unwrap().unwrap().verify().unwrap();
-        let verified = start.elapsed();
-        let mib_per_s = |d: std::time::Duration| chunks as f64 / d.as_secs_f64();
-        println!(
-            "{chunks} MiB: written and installed in {written:?} ({:.0} MiB/s), verified in {verified:?} \
-             ({:.0} MiB/s, page cache)",
-            mib_per_s(written),
-            mib_per_s(verified)
-        );
     }
 
     #[test]

@@ -21,8 +21,7 @@
 //!   one fdatasync), paid once per group commit if `durable_op` is stored
 //!   before each batch of acks. Measured here (ext4 on virtio, 2 shared
 //!   CPUs): 560-590 µs per store, against ~185 µs for the journal's
-//!   fdatasync (`cargo test --lib storage::superblock::tests::bench --
-//!   --ignored --nocapture`). So storing it per batch triples the latency of
+//!   fdatasync (`cargo run --release --example storage_bench`). So storing it per batch triples the latency of
 //!   a group commit; if the wiring's measurements say that matters, switch
 //!   to copies written in place with one fdatasync (new magic/version), with
 //!   TigerBeetle's rule that a copy is trusted only if enough copies of its
@@ -401,25 +400,5 @@ mod tests {
         );
         // The new one must itself be valid.
         refused(Superblock { last_normal_view: 6, ..next }, "last normal view 6 above view 5");
-    }
-
-    /// What a store costs on this machine's disk (two syncs and a rename).
-    #[test]
-    #[ignore]
-    fn bench_store() {
-        let dir = TestDir::new("sb-bench");
-        let mut superblock = Superblock::initial();
-        superblock.store(&dir.path).unwrap();
-        let stores = 200;
-        let start = std::time::Instant::now();
-        for _ in 0..stores {
-            superblock = Superblock { durable_op: superblock.durable_op + 1, ..superblock.successor() };
-            superblock.store(&dir.path).unwrap();
-        }
-        let elapsed = start.elapsed();
-        println!(
-            "{stores} superblock stores in {elapsed:?}: {:.0} µs each",
-            elapsed.as_secs_f64() * 1e6 / stores as f64
-        );
     }
 }
